@@ -1,0 +1,125 @@
+package bus
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"mime"
+	"strings"
+
+	"github.com/nats-io/nats.go"
+	"github.com/vmihailenco/msgpack/v5"
+	"sigs.k8s.io/yaml"
+)
+
+// Headers and content types.
+const (
+	HeaderContentType = "Content-Type"
+	HeaderAccept      = "Accept"
+	HeaderMsgID       = nats.MsgIdHdr
+	HeaderEventType   = "Darklaunch-Event"
+
+	ContentTypeMsgpack = "application/msgpack"
+	ContentTypeJSON    = "application/json"
+	ContentTypeYAML    = "application/yaml"
+)
+
+// NormalizeContentType maps a Content-Type or Accept value (with parameters,
+// aliases like "yaml" or "application/x-msgpack") to one of the three
+// content types, or "" when it names none of them.
+func NormalizeContentType(ct string) string {
+	if ct == "" {
+		return ""
+	}
+	if mt, _, err := mime.ParseMediaType(ct); err == nil {
+		ct = mt
+	}
+	switch strings.ToLower(strings.TrimSpace(ct)) {
+	case ContentTypeMsgpack, "application/x-msgpack", "application/vnd.msgpack", "msgpack":
+		return ContentTypeMsgpack
+	case ContentTypeJSON, "text/json", "json":
+		return ContentTypeJSON
+	case ContentTypeYAML, "application/x-yaml", "text/yaml", "text/x-yaml", "yaml", "yml":
+		return ContentTypeYAML
+	}
+	return ""
+}
+
+// Sniff returns the content type of data: the header's when it names one,
+// otherwise msgpack when data starts like a msgpack map, JSON when it starts
+// with '{' or '[', and YAML otherwise (JSON is YAML, so YAML is the safe guess).
+func Sniff(header string, data []byte) string {
+	if ct := NormalizeContentType(header); ct != "" {
+		return ct
+	}
+	if len(data) > 0 {
+		if b := data[0]; (b >= 0x80 && b <= 0x8f) || b == 0xde || b == 0xdf {
+			return ContentTypeMsgpack
+		}
+	}
+	t := bytes.TrimSpace(data)
+	if len(t) > 0 && (t[0] == '{' || t[0] == '[') {
+		return ContentTypeJSON
+	}
+	return ContentTypeYAML
+}
+
+// Marshal encodes v as ct. Struct fields are named by their json tags in
+// every encoding, so a message reads the same in msgpack, JSON and YAML.
+func Marshal(ct string, v any) ([]byte, error) {
+	switch NormalizeContentType(ct) {
+	case ContentTypeMsgpack:
+		var buf bytes.Buffer
+		enc := msgpack.NewEncoder(&buf)
+		enc.SetCustomStructTag("json")
+		enc.UseCompactInts(true)
+		enc.UseCompactFloats(true)
+		if err := enc.Encode(v); err != nil {
+			return nil, err
+		}
+		return buf.Bytes(), nil
+	case ContentTypeJSON:
+		return json.Marshal(v)
+	case ContentTypeYAML:
+		return yaml.Marshal(v)
+	}
+	return nil, fmt.Errorf("unsupported content type %q", ct)
+}
+
+// Unmarshal decodes data of content type ct (sniffed when empty) into v.
+func Unmarshal(ct string, data []byte, v any) error {
+	switch Sniff(ct, data) {
+	case ContentTypeMsgpack:
+		dec := msgpack.NewDecoder(bytes.NewReader(data))
+		dec.SetCustomStructTag("json")
+		if err := dec.Decode(v); err != nil {
+			return fmt.Errorf("msgpack: %w", err)
+		}
+		return nil
+	case ContentTypeJSON:
+		return json.Unmarshal(data, v)
+	default:
+		return yaml.Unmarshal(data, v)
+	}
+}
+
+// NewMsg builds a msgpack message for subject with its Content-Type header.
+func NewMsg(subject string, v any) (*nats.Msg, error) {
+	data, err := Marshal(ContentTypeMsgpack, v)
+	if err != nil {
+		return nil, err
+	}
+	m := nats.NewMsg(subject)
+	m.Data = data
+	m.Header.Set(HeaderContentType, ContentTypeMsgpack)
+	return m, nil
+}
+
+// DecodeMsg decodes a message by its Content-Type header (sniffed if absent).
+func DecodeMsg(m *nats.Msg, v any) error {
+	ct := ""
+	if m.Header != nil {
+		ct = m.Header.Get(HeaderContentType)
+	}
+	return Unmarshal(ct, m.Data, v)
+}

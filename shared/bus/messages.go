@@ -1,0 +1,130 @@
+package bus
+
+import (
+	"time"
+
+	"github.com/darklaunch/darklaunch/shared/experiment"
+)
+
+// Version roles: the dark version is judged, the live one is the reference.
+const (
+	RoleDark = "dark"
+	RoleLive = "live"
+)
+
+// Event is one fact about one experiment, published on
+// darklaunch.events.<ns>.<name>.<type>. Exactly the field matching Type is
+// set, besides the envelope.
+type Event struct {
+	Type      string    `json:"type"`
+	Namespace string    `json:"namespace"`
+	Name      string    `json:"name"`
+	UID       string    `json:"uid"`
+	Time      time.Time `json:"time"`
+	// Source is the service that published the event.
+	Source  string `json:"source"`
+	Message string `json:"message,omitempty"`
+
+	Routing   *Routing      `json:"routing,omitempty"`
+	Load      *LoadProgress `json:"load,omitempty"`
+	Snapshot  *Snapshot     `json:"snapshot,omitempty"`
+	Iteration *Iteration    `json:"iteration,omitempty"`
+	Verdict   *Verdict      `json:"verdict,omitempty"`
+	// Experiment is the whole document and status, on created, completed,
+	// failed and deleted events.
+	Experiment *experiment.Experiment `json:"experiment,omitempty"`
+}
+
+// Subject is the event's subject.
+func (e *Event) Subject() string { return EventSubject(e.Namespace, e.Name, e.Type) }
+
+// NewEvent starts an event of type typ about exp.
+func NewEvent(typ, source string, exp *experiment.Experiment, now time.Time) *Event {
+	return &Event{
+		Type:      typ,
+		Namespace: exp.Metadata.Namespace,
+		Name:      exp.Metadata.Name,
+		UID:       exp.Metadata.UID,
+		Time:      now.UTC(),
+		Source:    source,
+	}
+}
+
+// Routing is the router's answer to a new experiment: mirroring is set up
+// (Ready) or cannot be (Reason says why).
+type Routing struct {
+	Ready  bool                     `json:"ready"`
+	Reason string                   `json:"reason,omitempty"`
+	Status experiment.RoutingStatus `json:"status"`
+}
+
+// LoadProgress is loadgen's report for one interval, with totals since the
+// traffic started. Latencies are measured from each request's intended send
+// time (no coordinated omission), in milliseconds.
+type LoadProgress struct {
+	Sent         int64   `json:"sent"`
+	Succeeded    int64   `json:"succeeded"`
+	Failed       int64   `json:"failed"`
+	AchievedRate float64 `json:"achievedRate"`
+	TargetRate   float64 `json:"targetRate"`
+	P50Ms        float64 `json:"p50Ms"`
+	P95Ms        float64 `json:"p95Ms"`
+	P99Ms        float64 `json:"p99Ms"`
+	Done         bool    `json:"done,omitempty"`
+}
+
+// Snapshot is the collector's measurement of one version at the end of one
+// iteration: each value covers the window from the experiment's start to End
+// (Iter8 semantics). A nil value is unavailable.
+type Snapshot struct {
+	Iteration int32               `json:"iteration"`
+	Role      string              `json:"role"`
+	Version   string              `json:"version"`
+	Start     time.Time           `json:"start"`
+	End       time.Time           `json:"end"`
+	Source    string              `json:"source"`
+	Values    map[string]*float64 `json:"values"`
+	// Mirror counts what the proxy mirrored and dropped (dark, local mode).
+	Mirror *experiment.MirrorStats `json:"mirror,omitempty"`
+	// Errors explains unavailable values ("query failed: ...").
+	Errors map[string]string `json:"errors,omitempty"`
+}
+
+// Iteration is the judge's assessment after one iteration.
+type Iteration struct {
+	Number     int32                        `json:"number"`
+	Total      int32                        `json:"total"`
+	Satisfied  bool                         `json:"satisfied"`
+	Objectives []experiment.ObjectiveResult `json:"objectives"`
+}
+
+// Verdict is the judge's conclusion: the dark version passes when it meets
+// every objective at the end of the last iteration.
+type Verdict struct {
+	Passed     bool                         `json:"passed"`
+	Version    string                       `json:"version"`
+	Iterations int32                        `json:"iterations"`
+	Objectives []experiment.ObjectiveResult `json:"objectives"`
+	Reason     string                       `json:"reason,omitempty"`
+}
+
+// ObservationBatch is what the router's proxy saw of one version of one
+// experiment during one flush period: counts, the exact latency sum, and a
+// mergeable latency sketch (DDSketch, 1 % relative accuracy). One message per
+// period and version, never one per request.
+type ObservationBatch struct {
+	UID    string    `json:"uid"`
+	Role   string    `json:"role"`
+	Router string    `json:"router"`
+	Seq    uint64    `json:"seq"`
+	Start  time.Time `json:"start"`
+	End    time.Time `json:"end"`
+	Count  int64     `json:"count"`
+	Errors int64     `json:"errors"`
+	SumMs  float64   `json:"sumMs"`
+	Sketch []byte    `json:"sketch,omitempty"`
+	// Mirrored and Dropped count copies sent to the dark version and copies
+	// not sent (by reason: inflight, body, method).
+	Mirrored int64            `json:"mirrored,omitempty"`
+	Dropped  map[string]int64 `json:"dropped,omitempty"`
+}

@@ -1,0 +1,58 @@
+package experiment
+
+import (
+	"github.com/vmihailenco/msgpack/v5"
+	"k8s.io/apimachinery/pkg/api/resource"
+)
+
+// Limit is an objective's bound: a Kubernetes quantity written as a number
+// (50) or a string ("0.01", "100m"). Text that does not parse is kept and
+// reported by Validate with its field path, instead of failing the whole
+// decode with an error that names no field.
+type Limit struct {
+	resource.Quantity
+	invalid string
+}
+
+// NewLimit parses s as a quantity; it panics on bad input, for literals.
+func NewLimit(s string) *Limit { return &Limit{Quantity: resource.MustParse(s)} }
+
+// UnmarshalJSON accepts a number or a quantity string.
+func (l *Limit) UnmarshalJSON(b []byte) error {
+	var q resource.Quantity
+	if err := q.UnmarshalJSON(b); err != nil {
+		*l = Limit{invalid: string(b)}
+		return nil
+	}
+	*l = Limit{Quantity: q}
+	return nil
+}
+
+// EncodeMsgpack writes the quantity as its canonical string.
+func (l *Limit) EncodeMsgpack(enc *msgpack.Encoder) error {
+	if l.invalid != "" {
+		return enc.EncodeString(l.invalid)
+	}
+	return enc.EncodeString(l.Quantity.String())
+}
+
+// DecodeMsgpack reads a quantity string.
+func (l *Limit) DecodeMsgpack(dec *msgpack.Decoder) error {
+	s, err := dec.DecodeString()
+	if err != nil {
+		return err
+	}
+	q, err := resource.ParseQuantity(s)
+	if err != nil {
+		*l = Limit{invalid: s}
+		return nil
+	}
+	*l = Limit{Quantity: q}
+	return nil
+}
+
+// Float64 returns the limit as a float64.
+func (l *Limit) Float64() float64 { return l.AsApproximateFloat64() }
+
+// Invalid returns the text that did not parse as a quantity, if any.
+func (l *Limit) Invalid() (string, bool) { return l.invalid, l.invalid != "" }
