@@ -2,10 +2,13 @@ package experiment
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"k8s.io/apimachinery/pkg/util/validation/field"
+	kjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
 
 	"github.com/darklaunch/darklaunch/shared"
@@ -25,7 +28,7 @@ type InvalidError struct {
 
 func (e *InvalidError) Error() string {
 	what := "invalid experiment"
-	if e.Name != "" && e.Name != "/" {
+	if e.Name != "" && !strings.HasSuffix(e.Name, "/") {
 		what += " " + e.Name
 	}
 	switch len(e.Errors) {
@@ -61,9 +64,29 @@ func Decode(data []byte) (*Experiment, error) {
 	if n := countDocuments(body); n > 1 {
 		return nil, &InvalidError{Errors: field.ErrorList{field.Invalid(field.NewPath("document"), fmt.Sprintf("%d YAML documents", n), "send one experiment per request")}}
 	}
-	var e Experiment
-	if err := yaml.UnmarshalStrict(body, &e); err != nil {
+	j, err := yaml.YAMLToJSON(body)
+	if err != nil {
 		return nil, &InvalidError{Errors: field.ErrorList{field.Invalid(field.NewPath("document"), "", cleanYAMLError(err))}}
+	}
+	// Kubernetes' own strict decoder: case-sensitive field names (encoding/json
+	// would take "upperlimit" for "upperLimit") and unknown or duplicate
+	// fields reported with their paths.
+	var e Experiment
+	strict, err := kjson.UnmarshalStrict(j, &e)
+	if err != nil {
+		return nil, &InvalidError{Errors: field.ErrorList{field.Invalid(field.NewPath("document"), "", cleanYAMLError(err))}}
+	}
+	if len(strict) > 0 {
+		var errs field.ErrorList
+		for _, se := range strict {
+			var fe kjson.FieldError
+			if errors.As(se, &fe) {
+				errs = append(errs, field.Forbidden(field.NewPath(fe.FieldPath()), strings.TrimSuffix(se.Error(), " "+strconv.Quote(fe.FieldPath()))+"; check its spelling and case"))
+				continue
+			}
+			errs = append(errs, field.Invalid(field.NewPath("document"), "", se.Error()))
+		}
+		return nil, &InvalidError{Name: e.Key(), Errors: errs}
 	}
 	return &e, nil
 }

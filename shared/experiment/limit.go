@@ -1,6 +1,8 @@
 package experiment
 
 import (
+	"encoding/json"
+
 	"github.com/vmihailenco/msgpack/v5"
 	"k8s.io/apimachinery/pkg/api/resource"
 )
@@ -21,11 +23,20 @@ func NewLimit(s string) *Limit { return &Limit{Quantity: resource.MustParse(s)} 
 func (l *Limit) UnmarshalJSON(b []byte) error {
 	var q resource.Quantity
 	if err := q.UnmarshalJSON(b); err != nil {
-		*l = Limit{invalid: string(b)}
+		*l = Limit{invalid: unquote(b)}
 		return nil
 	}
 	*l = Limit{Quantity: q}
 	return nil
+}
+
+// unquote returns a JSON string's text, or the raw JSON for other values.
+func unquote(b []byte) string {
+	var s string
+	if json.Unmarshal(b, &s) == nil {
+		return s
+	}
+	return string(b)
 }
 
 // EncodeMsgpack writes the quantity as its canonical string.

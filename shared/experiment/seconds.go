@@ -36,7 +36,7 @@ func (s *Seconds) UnmarshalJSON(b []byte) error {
 		}
 	}
 	if err != nil {
-		*s = Seconds{invalid: string(b)}
+		*s = Seconds{invalid: unquote(b)}
 	}
 	return nil
 }
