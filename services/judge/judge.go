@@ -1,0 +1,194 @@
+// Package judge is darklaunch's judge: it serves the experiments API
+// (create, get, list, delete), owns the experiment state in the KV bucket,
+// evaluates the dark version's objectives after every iteration and
+// publishes the verdict, as Iter8's controller and analytics service do for a
+// conformance experiment with mirrored traffic.
+package judge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
+	"github.com/nats-io/nuid"
+
+	"github.com/darklaunch/darklaunch/shared/bus"
+	"github.com/darklaunch/darklaunch/shared/experiment"
+)
+
+// Defaults of Config.
+const (
+	DefaultVersion          = "0.1.0"
+	DefaultQueueGroup       = "darklaunch-judge"
+	DefaultInitTimeout      = 2 * time.Minute
+	DefaultMetricsTimeout   = 2 * time.Minute
+	DefaultWatchdogInterval = 5 * time.Second
+	// ConsumerName is the judge's durable consumer on the events stream,
+	// shared by every judge instance.
+	ConsumerName = "darklaunch-judge"
+	// source names the judge in the events it publishes.
+	source = "judge"
+)
+
+// Config configures the judge. The zero value of every field takes the
+// default written beside it.
+type Config struct {
+	// Instance identifies this judge in logs and in the micro service's
+	// metadata. Default: a new NUID.
+	Instance string
+	// Version is the service version shown by `nats micro ls`; it must be
+	// SemVer. Default DefaultVersion.
+	Version string
+	// QueueGroup spreads API requests over the judge instances. Default
+	// DefaultQueueGroup.
+	QueueGroup string
+	// InitTimeout fails an experiment still Initializing this long after its
+	// initTime: no router answered. Default 2m.
+	InitTimeout time.Duration
+	// MetricsTimeout fails a Running experiment whose next dark snapshot is
+	// overdue by max(3 intervals, MetricsTimeout): no collector measured it.
+	// Default 2m.
+	MetricsTimeout time.Duration
+	// WatchdogInterval is how often stuck experiments are looked for.
+	// Default 5s.
+	WatchdogInterval time.Duration
+	// MaxRequestBytes bounds a create request; larger ones get 413 before
+	// any decoding. Default experiment.MaxDocumentBytes.
+	MaxRequestBytes int
+	// Streams are the limits passed to bus.EnsureInfra. Default: bus's.
+	Streams bus.StreamLimits
+	// Now is the clock, for tests. Default time.Now.
+	Now func() time.Time
+}
+
+// Service is one judge instance. Several may run on one NATS: API requests
+// are spread by the queue group and events by the shared durable consumer.
+type Service struct {
+	cfg Config
+	nc  *nats.Conn
+	log *slog.Logger
+
+	// Set by Run, before any handler runs.
+	js    jetstream.JetStream
+	store *bus.Store
+}
+
+// New checks cfg, applies its defaults and returns a judge ready to Run.
+func New(cfg Config, nc *nats.Conn, log *slog.Logger) (*Service, error) {
+	if nc == nil {
+		return nil, errors.New("judge: a NATS connection is required")
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Instance == "" {
+		cfg.Instance = nuid.Next()
+	}
+	if cfg.Version == "" {
+		cfg.Version = DefaultVersion
+	}
+	if cfg.QueueGroup == "" {
+		cfg.QueueGroup = DefaultQueueGroup
+	}
+	if cfg.InitTimeout == 0 {
+		cfg.InitTimeout = DefaultInitTimeout
+	}
+	if cfg.MetricsTimeout == 0 {
+		cfg.MetricsTimeout = DefaultMetricsTimeout
+	}
+	if cfg.WatchdogInterval == 0 {
+		cfg.WatchdogInterval = DefaultWatchdogInterval
+	}
+	if cfg.MaxRequestBytes == 0 {
+		cfg.MaxRequestBytes = experiment.MaxDocumentBytes
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.InitTimeout < 0 || cfg.MetricsTimeout < 0 || cfg.WatchdogInterval < 0 || cfg.MaxRequestBytes < 0 {
+		return nil, errors.New("judge: timeouts, intervals and sizes must not be negative")
+	}
+	return &Service{
+		cfg: cfg,
+		nc:  nc,
+		log: log.With("service", "judge", "instance", cfg.Instance),
+	}, nil
+}
+
+// Run serves the API, consumes the events and runs the watchdog until ctx
+// ends; it returns nil on a clean shutdown.
+func (s *Service) Run(ctx context.Context) error {
+	infra, err := bus.EnsureInfra(ctx, s.nc, s.cfg.Streams)
+	if err != nil {
+		return fmt.Errorf("judge: %w", err)
+	}
+	s.js, s.store = infra.JS, infra.Store
+
+	// Handlers get a context that outlives ctx by the time micro needs to
+	// drain: a request that arrived before the shutdown still gets its reply.
+	hctx, cancelHandlers := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelHandlers()
+
+	svc, err := s.addService(hctx)
+	if err != nil {
+		return fmt.Errorf("judge: micro service: %w", err)
+	}
+	defer func() {
+		if err := svc.Stop(); err != nil {
+			s.log.Warn("stop micro service", "err", err)
+		}
+	}()
+
+	var wg sync.WaitGroup
+	wg.Go(func() { s.consume(ctx) })
+	wg.Go(func() { s.watchdog(ctx) })
+	s.log.Info("judge running", "version", s.cfg.Version)
+	<-ctx.Done()
+	wg.Wait()
+	s.log.Info("judge stopped")
+	return nil
+}
+
+func (s *Service) now() time.Time { return s.cfg.Now().UTC() }
+
+// expLog is the logger for one experiment.
+func (s *Service) expLog(namespace, name string) *slog.Logger {
+	return s.log.With("experiment", namespace+"/"+name)
+}
+
+// addService registers the experiments API as a micro service, so that
+// `nats micro ls|info|stats` show it.
+func (s *Service) addService(ctx context.Context) (micro.Service, error) {
+	svc, err := micro.AddService(s.nc, micro.Config{
+		Name:        bus.ServiceName,
+		Version:     s.cfg.Version,
+		Description: "darklaunch experiments API: create, get, list and delete dark-launch experiments",
+		QueueGroup:  s.cfg.QueueGroup,
+		Metadata:    map[string]string{"instance": s.cfg.Instance},
+	})
+	if err != nil {
+		return nil, err
+	}
+	g := svc.AddGroup(bus.APIGroup)
+	for _, ep := range []struct {
+		name string
+		fn   func(context.Context, micro.Request)
+	}{
+		{bus.EndpointCreate, s.handleCreate},
+		{bus.EndpointGet, s.handleGet},
+		{bus.EndpointList, s.handleList},
+		{bus.EndpointDelete, s.handleDelete},
+	} {
+		if err := g.AddEndpoint(ep.name, micro.ContextHandler(ctx, ep.fn)); err != nil {
+			_ = svc.Stop()
+			return nil, fmt.Errorf("endpoint %s: %w", ep.name, err)
+		}
+	}
+	return svc, nil
+}

@@ -1,0 +1,76 @@
+package judge
+
+import (
+	"bytes"
+	"errors"
+	"net/http"
+	"strconv"
+
+	"github.com/nats-io/nats.go/micro"
+
+	"github.com/darklaunch/darklaunch/shared"
+	"github.com/darklaunch/darklaunch/shared/bus"
+)
+
+// apiError is an error whose message is written for the API's user and
+// which still matches a shared sentinel (ErrConflict, ErrNotFound) so that
+// shared.APICode maps it to its code.
+type apiError struct {
+	msg  string
+	kind error
+}
+
+func (e *apiError) Error() string { return e.msg }
+func (e *apiError) Unwrap() error { return e.kind }
+
+// replyType picks a reply's encoding as docs/protocol.md says: the Accept
+// header's, else the request's (its Content-Type, else what its payload
+// looks like: YAML in, YAML out), else JSON. A bare "namespace/name" is text,
+// not a YAML document, and gets JSON.
+func replyType(req micro.Request) string {
+	h := req.Headers()
+	if ct := bus.NormalizeContentType(h.Get(bus.HeaderAccept)); ct != "" {
+		return ct
+	}
+	if ct := bus.NormalizeContentType(h.Get(bus.HeaderContentType)); ct != "" {
+		return ct
+	}
+	data := bytes.TrimSpace(req.Data())
+	if len(data) == 0 {
+		return bus.ContentTypeJSON
+	}
+	ct := bus.Sniff("", req.Data())
+	if ct == bus.ContentTypeYAML && !bytes.ContainsRune(data, ':') {
+		return bus.ContentTypeJSON
+	}
+	return ct
+}
+
+// reply answers req with v encoded as ct.
+func (s *Service) reply(req micro.Request, ct string, v any) {
+	data, err := bus.Marshal(ct, v)
+	if err != nil {
+		s.replyError(req, ct, err)
+		return
+	}
+	if err := req.Respond(data, micro.WithHeaders(micro.Headers{bus.HeaderContentType: {ct}})); err != nil {
+		s.log.Warn("reply", "subject", req.Subject(), "err", err)
+	}
+}
+
+// replyError answers req with micro's error headers (the code, and the
+// message on one line) and a bus.ErrorBody encoded as ct.
+func (s *Service) replyError(req micro.Request, ct string, err error) {
+	code := shared.APICode(err)
+	if code == http.StatusInternalServerError {
+		s.log.Error("request failed", "subject", req.Subject(), "err", err)
+	}
+	body, merr := bus.Marshal(ct, errorBody(code, err))
+	if merr != nil {
+		body = nil
+	}
+	if rerr := req.Error(strconv.Itoa(code), bus.OneLine(err.Error()), body,
+		micro.WithHeaders(micro.Headers{bus.HeaderContentType: {ct}})); rerr != nil {
+		s.log.Warn("reply", "subject", req.Subject(), "err", errors.Join(err, rerr))
+	}
+}

@@ -1,0 +1,99 @@
+package judge
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/darklaunch/darklaunch/shared/bus"
+	"github.com/darklaunch/darklaunch/shared/experiment"
+)
+
+// watchdog fails the experiments nobody moves on: an absent router leaves
+// one Initializing forever, an absent collector leaves one Running forever.
+// Iter8 users see the same as when a handler or the analytics service fails.
+func (s *Service) watchdog(ctx context.Context) {
+	t := time.NewTicker(s.cfg.WatchdogInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			s.failStuck(ctx)
+		}
+	}
+}
+
+// failStuck fails every stuck experiment once.
+func (s *Service) failStuck(ctx context.Context) {
+	list, err := s.store.List(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			s.log.Warn("watchdog: list experiments", "err", err)
+		}
+		return
+	}
+	for _, e := range list {
+		if reason, _ := s.stuck(e, s.now()); reason == "" {
+			continue
+		}
+		if err := s.failOne(ctx, e); err != nil && ctx.Err() == nil {
+			s.expLog(e.Metadata.Namespace, e.Metadata.Name).Warn("watchdog: fail stuck experiment", "err", err)
+		}
+	}
+}
+
+// failOne fails e if, on its latest state, it is still the same run and
+// still stuck (another judge, or an event, may have moved it meanwhile).
+func (s *Service) failOne(ctx context.Context, e *experiment.Experiment) error {
+	ev := bus.NewEvent("", source, e, s.now())
+	var out []outEvent
+	_, err := s.update(ctx, ev, func(e *experiment.Experiment) error {
+		out = nil
+		now := s.now()
+		reason, text := s.stuck(e, now)
+		if reason == "" {
+			return bus.ErrNoChange
+		}
+		fail(e, reason, text, now)
+		out = failedEvent(e, now)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if len(out) > 0 {
+		s.expLog(e.Metadata.Namespace, e.Metadata.Name).Warn("stuck experiment failed", "uid", e.Metadata.UID, "message", out[0].ev.Message)
+	}
+	return s.publish(ctx, out)
+}
+
+// stuck says why e should fail at now, or returns "" when it should not.
+func (s *Service) stuck(e *experiment.Experiment, now time.Time) (reason, text string) {
+	st := &e.Status
+	switch st.Stage {
+	case experiment.StageInitializing:
+		since := st.InitTime
+		if since == nil {
+			since = e.Metadata.CreationTimestamp
+		}
+		if since != nil && now.Sub(*since) > s.cfg.InitTimeout {
+			return experiment.ReasonHandlerFailed,
+				fmt.Sprintf("no router set up mirroring within %s (is the router running?)", s.cfg.InitTimeout)
+		}
+	case experiment.StageRunning:
+		if st.StartTime == nil {
+			return "", ""
+		}
+		next := st.CompletedIterations + 1
+		due := st.StartTime.Add(time.Duration(next) * e.Interval())
+		wait := max(3*e.Interval(), s.cfg.MetricsTimeout)
+		if now.Sub(due) > wait {
+			return experiment.ReasonAnalyticsError,
+				fmt.Sprintf("no metrics for iteration %d within %s of its due time %s (is the collector running?)",
+					next, wait, due.UTC().Format(time.RFC3339))
+		}
+	}
+	return "", ""
+}
