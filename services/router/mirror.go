@@ -1,0 +1,179 @@
+package router
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"net/http/httputil"
+	"net/textproto"
+	"strings"
+	"time"
+)
+
+// Reasons a copy is not sent to the dark version, as counted in
+// ObservationBatch.Dropped and darklaunch_mirror_dropped_total.
+const (
+	DropInflight = "inflight" // MirrorInflight copies already in flight
+	DropBody     = "body"     // request body over MirrorMaxBody
+	DropMethod   = "method"   // method not in spec.mirroring.methods
+)
+
+var dropReasons = [...]string{DropInflight, DropBody, DropMethod}
+
+const (
+	dropInflight = iota
+	dropBody
+	dropMethod
+)
+
+// maxDrain bounds how much of a dark response is read before the
+// connection is given up: the body is discarded anyway.
+const maxDrain = 1 << 20
+
+// selected is the fractional accumulator: request n (from 1) is in the
+// mirrored share iff floor(n·p/100) > floor((n−1)·p/100). Over any run of
+// requests the share is exact to one request, unlike a coin flip, so two
+// runs of one experiment mirror the same requests.
+func (rt *route) selected() bool {
+	n := rt.n.Add(1)
+	p := rt.spec.percent
+	return floor(float64(n)*p/100) > floor(float64(n-1)*p/100)
+}
+
+func floor(x float64) int64 { return int64(x) } // x ≥ 0
+
+func (rt *route) drop(reason int) {
+	rt.dropped[reason].Add(1)
+	rt.prom.dropped[reason].Inc()
+}
+
+// mirror sends a copy of r to the dark version in the background, or counts
+// why it does not. It may replace r.Body (see below); everything else about
+// r is left for live untouched.
+func (p *Proxy) mirror(rt *route, r *http.Request) {
+	if !rt.methods[r.Method] {
+		rt.drop(dropMethod)
+		return
+	}
+	// Non-blocking: a full semaphore means the dark version is slow or
+	// hanging, and live must not wait for it.
+	select {
+	case rt.sem <- struct{}{}:
+	default:
+		rt.drop(dropInflight)
+		return
+	}
+	body, ok := p.copyBody(r)
+	if !ok {
+		<-rt.sem
+		rt.drop(dropBody)
+		return
+	}
+	out, cancel := p.copyRequest(rt, r, body)
+	rt.mirrored.Add(1)
+	// Counted here, while the request's own count is held, so a teardown
+	// waiting for zero cannot miss the copy.
+	rt.active.Add(1)
+	go p.sendCopy(rt, out, cancel)
+}
+
+// copyBody reads up to MirrorMaxBody bytes of the request body for the copy.
+// Live always gets the whole body: what was read, then the rest. It reports
+// false when the body is too large (or unreadable) to copy.
+func (p *Proxy) copyBody(r *http.Request) ([]byte, bool) {
+	if r.ContentLength == 0 {
+		return nil, true // net/http guarantees an empty body
+	}
+	if r.ContentLength > p.cfg.MirrorMaxBody {
+		return nil, false // too large: do not even read it
+	}
+	buf, err := io.ReadAll(io.LimitReader(r.Body, p.cfg.MirrorMaxBody+1))
+	r.Body = readCloser{Reader: io.MultiReader(bytes.NewReader(buf), r.Body), Closer: r.Body}
+	if err != nil || int64(len(buf)) > p.cfg.MirrorMaxBody {
+		return nil, false
+	}
+	return buf, true
+}
+
+type readCloser struct {
+	io.Reader
+	io.Closer
+}
+
+// copyRequest builds the copy the way Envoy shadows a request: same method,
+// path, query and end-to-end headers, Host "<host>-shadow", and a context of
+// its own that the live request's end does not cancel.
+func (p *Proxy) copyRequest(rt *route, r *http.Request, body []byte) (*http.Request, context.CancelFunc) {
+	ctx, cancel := context.WithTimeout(rt.ctx, p.cfg.MirrorTimeout)
+	out := r.Clone(ctx)
+	removeHopByHop(out.Header)
+	// The same forwarding headers live gets (see the live Rewrite).
+	for _, h := range []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
+		out.Header.Del(h)
+	}
+	pr := &httputil.ProxyRequest{In: r, Out: out}
+	pr.SetURL(rt.spec.dark)
+	pr.SetXForwarded()
+	out.Host = rt.host + "-shadow"
+	out.RequestURI = ""
+	out.Close = false
+	out.TransferEncoding = nil
+	out.Trailer = nil
+	out.ContentLength = int64(len(body))
+	out.Body, out.GetBody = nil, nil
+	if len(body) > 0 {
+		out.Body = io.NopCloser(bytes.NewReader(body))
+		out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+	}
+	return out, cancel
+}
+
+// hopHeaders are meaningful for one connection only (RFC 9110 §7.6.1).
+var hopHeaders = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
+
+func removeHopByHop(h http.Header) {
+	for _, v := range h["Connection"] {
+		for f := range strings.SplitSeq(v, ",") {
+			if f = textproto.TrimString(f); f != "" {
+				h.Del(f)
+			}
+		}
+	}
+	for _, f := range hopHeaders {
+		h.Del(f)
+	}
+}
+
+// sendCopy sends one copy, reads and discards the response, and records
+// the dark version's latency and status.
+func (p *Proxy) sendCopy(rt *route, out *http.Request, cancel context.CancelFunc) {
+	defer func() {
+		cancel()
+		<-rt.sem
+		rt.active.Add(-1)
+	}()
+	start := time.Now()
+	resp, err := p.dark.RoundTrip(out)
+	class := classError
+	if err == nil {
+		_, err = io.CopyN(io.Discard, resp.Body, maxDrain)
+		if err == io.EOF {
+			err = nil
+		}
+		resp.Body.Close()
+		class = codeClass(resp.StatusCode)
+	}
+	ms := msSince(start)
+	if rt.ctx.Err() != nil {
+		// Torn down (the experiment ended) or shutting down: the copy was
+		// cut short by us, not by the dark version; do not count it.
+		return
+	}
+	failed := err != nil || class != 2
+	if err != nil {
+		rt.log.Debug("mirrored copy failed", "dark", rt.spec.dark.String(), "err", err)
+	}
+	rt.rec[roleDark].Observe(ms, failed)
+	rt.prom.request(roleDark, class)
+}

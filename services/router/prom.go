@@ -1,0 +1,103 @@
+package router
+
+import (
+	"errors"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/darklaunch/darklaunch/shared/bus"
+)
+
+// Code classes of darklaunch_proxy_requests_total: the status class, or
+// "error" when no response came (transport error, timeout).
+const classError = 0
+
+func codeClass(status int) int {
+	if status >= 100 && status < 600 {
+		return status / 100
+	}
+	return classError
+}
+
+var classNames = [6]string{"error", "1xx", "2xx", "3xx", "4xx", "5xx"}
+
+// Role indexes for per-route counters and recorders.
+const (
+	roleLive = iota
+	roleDark
+)
+
+var roleNames = [2]string{bus.RoleLive, bus.RoleDark}
+
+// promMetrics are the proxy's Prometheus counters: what an operator scrapes,
+// next to the observations on the bus that the judge uses.
+type promMetrics struct {
+	requests *prometheus.CounterVec
+	dropped  *prometheus.CounterVec
+}
+
+func newPromMetrics(reg *prometheus.Registry) (*promMetrics, error) {
+	requests := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "darklaunch_proxy_requests_total",
+		Help: "Requests the darklaunch proxy completed, by experiment, role (live: the client's request; dark: the mirrored copy) and status class (error: no response).",
+	}, []string{"experiment", "role", "code_class"})
+	dropped := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "darklaunch_mirror_dropped_total",
+		Help: "Copies the darklaunch proxy did not send to the dark version, by experiment and reason (inflight: too many copies in flight; body: request body too large; method: method not mirrored).",
+	}, []string{"experiment", "reason"})
+	var err error
+	if requests, err = register(reg, requests); err != nil {
+		return nil, err
+	}
+	if dropped, err = register(reg, dropped); err != nil {
+		return nil, err
+	}
+	return &promMetrics{requests: requests, dropped: dropped}, nil
+}
+
+// register registers c, or returns the collector already registered under
+// the same name (two routers embedded in one process share a registry).
+func register(reg *prometheus.Registry, c *prometheus.CounterVec) (*prometheus.CounterVec, error) {
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if existing, ok := are.ExistingCollector.(*prometheus.CounterVec); ok {
+				return existing, nil
+			}
+		}
+		return nil, err
+	}
+	return c, nil
+}
+
+// routeCounters are one experiment's counters, resolved once so the hot
+// path pays an atomic add, not a label lookup.
+type routeCounters struct {
+	vec      *prometheus.CounterVec
+	exp      string
+	requests [2][len(classNames)]atomic.Pointer[prometheus.Counter]
+	dropped  [len(dropReasons)]prometheus.Counter
+}
+
+func (m *promMetrics) forExperiment(exp string) *routeCounters {
+	rc := &routeCounters{vec: m.requests, exp: exp}
+	for i, reason := range dropReasons {
+		// Created up front: a zero says "nothing dropped", which is news.
+		rc.dropped[i] = m.dropped.WithLabelValues(exp, reason)
+	}
+	return rc
+}
+
+// request counts one completed request. A class's series is created on
+// first use, so a scrape shows only classes that occurred.
+func (rc *routeCounters) request(role, class int) {
+	slot := &rc.requests[role][class]
+	c := slot.Load()
+	if c == nil {
+		counter := rc.vec.WithLabelValues(rc.exp, roleNames[role], classNames[class])
+		slot.Store(&counter)
+		c = &counter
+	}
+	(*c).Inc()
+}

@@ -1,0 +1,347 @@
+package router
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/darklaunch/darklaunch/shared/experiment"
+)
+
+func TestProxyRoutesByHost(t *testing.T) {
+	liveA := newVersion(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "A") })
+	liveB := newVersion(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "B") })
+	dark := newVersion(t, nil)
+	p, base := newTestProxy(t, Config{}, nil)
+	setup(t, p, testExperiment("a", "a.example.com", liveA.URL, dark.URL, 100, experiment.StageRunning))
+	setup(t, p, testExperiment("b", "b.example.com", liveB.URL, dark.URL, 100, experiment.StageRunning))
+
+	if r := send(t, base, "a.example.com", "GET", "/", nil); r.Status != 200 || r.Body != "A" {
+		t.Errorf("host a: got %d %q, want 200 A", r.Status, r.Body)
+	}
+	// Port and case do not matter: the route is the host name.
+	if r := send(t, base, "B.Example.com:8080", "GET", "/", nil); r.Status != 200 || r.Body != "B" {
+		t.Errorf("host B.Example.com:8080: got %d %q, want 200 B", r.Status, r.Body)
+	}
+	if got := liveB.requests()[0].Host; got != "b.example.com" {
+		t.Errorf("live got Host %q, want the experiment's host b.example.com", got)
+	}
+	r := send(t, base, "unknown.example.com", "GET", "/x", nil)
+	if r.Status != http.StatusNotFound {
+		t.Fatalf("unknown host: status %d, want 404", r.Status)
+	}
+	for _, want := range []string{`"unknown.example.com"`, "a.example.com, b.example.com"} {
+		if !contains(r.Body, want) {
+			t.Errorf("404 body %q does not name %s", r.Body, want)
+		}
+	}
+	if n := strings.Count(strings.TrimSpace(r.Body), "\n"); n != 0 {
+		t.Errorf("404 body has %d extra lines, want one line: %q", n, r.Body)
+	}
+}
+
+func TestProxyLiveResponseUnchangedAndDarkIgnored(t *testing.T) {
+	live := newVersion(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Live", "yes")
+		w.Header().Set("Content-Type", "text/teapot")
+		w.WriteHeader(http.StatusTeapot)
+		io.WriteString(w, "short and stout "+r.URL.RawQuery)
+	})
+	darkCases := map[string]http.HandlerFunc{
+		"dark 500": func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("X-Live", "no, dark")
+			w.WriteHeader(500)
+			io.WriteString(w, "dark failure")
+		},
+		"dark garbage": func(w http.ResponseWriter, r *http.Request) {
+			// Not HTTP at all on the wire.
+			conn, buf, err := http.NewResponseController(w).Hijack()
+			if err == nil {
+				buf.WriteString("\x00\x01garbage\r\n\r\n")
+				buf.Flush()
+				conn.Close()
+			}
+		},
+	}
+	for name, h := range darkCases {
+		t.Run(name, func(t *testing.T) {
+			dark := newVersion(t, h)
+			p, base := newTestProxy(t, Config{}, nil)
+			e := testExperiment("exp", "customdomain.com", live.URL+"/base", dark.URL+"/base", 100, experiment.StageRunning)
+			setup(t, p, e)
+
+			req, _ := http.NewRequest("GET", base+"/path/x?q=1&r=2", nil)
+			req.Host = "customdomain.com"
+			req.Header.Set("X-Custom", "kept")
+			req.Header.Set("Connection", "X-Hop")
+			req.Header.Set("X-Hop", "per-connection")
+			resp, err := testClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusTeapot || string(body) != "short and stout q=1&r=2" ||
+				resp.Header.Get("X-Live") != "yes" || resp.Header.Get("Content-Type") != "text/teapot" {
+				t.Fatalf("client got %d %q %v; want live's 418, body and headers", resp.StatusCode, body, resp.Header)
+			}
+
+			dark.waitCount(t, 1, 5*time.Second)
+			c := dark.requests()[0]
+			if c.Host != "customdomain.com-shadow" {
+				t.Errorf("copy Host %q, want customdomain.com-shadow", c.Host)
+			}
+			if c.URI != "/base/path/x?q=1&r=2" {
+				t.Errorf("copy URI %q, want /base/path/x?q=1&r=2", c.URI)
+			}
+			if c.Header.Get("X-Custom") != "kept" || c.Header.Get("X-Hop") != "" {
+				t.Errorf("copy headers %v: want X-Custom kept and hop-by-hop X-Hop removed", c.Header)
+			}
+			l := live.requests()[len(live.requests())-1]
+			if l.URI != c.URI || l.Host != "customdomain.com" || l.Header.Get("X-Forwarded-For") != "127.0.0.1" {
+				t.Errorf("live got %s Host %s XFF %q; want %s, customdomain.com, 127.0.0.1", l.URI, l.Host, l.Header.Get("X-Forwarded-For"), c.URI)
+			}
+			// The dark failure is counted for the dark version, not the client.
+			eventually(t, 5*time.Second, "the copy's outcome", func() bool {
+				return counter(t, p, "default/exp", "dark", "5xx")+counter(t, p, "default/exp", "dark", "error") == 1
+			})
+			if got := counter(t, p, "default/exp", "live", "4xx"); got != 1 {
+				t.Errorf("live 4xx counter %v, want 1", got)
+			}
+		})
+	}
+}
+
+func TestProxyMirroredShareIsExact(t *testing.T) {
+	live := newVersion(t, nil)
+	dark := newVersion(t, nil)
+	p, base := newTestProxy(t, Config{MirrorInflight: 1000}, nil)
+	setup(t, p, testExperiment("share", "customdomain.com", live.URL, dark.URL, 40, experiment.StageRunning))
+
+	const n = 1000
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Go(func() {
+			for i := w; i < n; i += 8 {
+				if r := send(t, base, "customdomain.com", "GET", "/", nil); r.Status != 200 {
+					t.Errorf("request %d: status %d", i, r.Status)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	dark.waitCount(t, 400, 5*time.Second)
+	time.Sleep(50 * time.Millisecond) // a 401st copy would have landed by now
+	if got := len(dark.requests()); got < 399 || got > 401 {
+		t.Errorf("dark received %d copies of %d requests at 40%%, want 400±1", got, n)
+	}
+	if got := p.table.Load().byKey["default/share"].mirrored.Load(); got < 399 || got > 401 {
+		t.Errorf("mirrored counter %d, want 400±1", got)
+	}
+	if got := len(live.requests()); got != n {
+		t.Errorf("live received %d requests, want all %d", got, n)
+	}
+}
+
+func TestProxyMethods(t *testing.T) {
+	live := newVersion(t, nil)
+	dark := newVersion(t, nil)
+	p, base := newTestProxy(t, Config{}, nil)
+
+	// Default methods: GET, HEAD, OPTIONS. A POST is never copied.
+	setup(t, p, testExperiment("default-methods", "a.example.com", live.URL, dark.URL, 100, experiment.StageRunning))
+	for range 5 {
+		send(t, base, "a.example.com", "POST", "/orders", strings.NewReader("order"))
+	}
+	if got := dropped(t, p, "default/default-methods", DropMethod); got != 5 {
+		t.Errorf("dropped{reason=method} = %v, want 5", got)
+	}
+
+	// With POST listed, it is copied, body and all.
+	e := testExperiment("with-post", "b.example.com", live.URL, dark.URL, 100, experiment.StageRunning)
+	e.Spec.Mirroring.Methods = []string{"GET", "POST"}
+	setup(t, p, e)
+	if r := send(t, base, "b.example.com", "POST", "/orders", strings.NewReader("order-42")); r.Status != 200 {
+		t.Fatalf("status %d", r.Status)
+	}
+	dark.waitCount(t, 1, 5*time.Second)
+	c := dark.requests()[0]
+	if c.Method != "POST" || string(c.Body) != "order-42" || c.Host != "b.example.com-shadow" {
+		t.Errorf("copy %s %q Host %s; want POST order-42 b.example.com-shadow", c.Method, c.Body, c.Host)
+	}
+	if got := len(dark.requests()); got != 1 {
+		t.Errorf("dark received %d requests, want only the one POST of with-post", got)
+	}
+}
+
+func TestProxyLargeBodyNotMirrored(t *testing.T) {
+	var mu sync.Mutex
+	var liveSums [][32]byte
+	live := newVersion(t, func(w http.ResponseWriter, r *http.Request) {})
+	dark := newVersion(t, nil)
+	p, base := newTestProxy(t, Config{MirrorMaxBody: 1024}, nil)
+	e := testExperiment("body", "customdomain.com", live.URL, dark.URL, 100, experiment.StageRunning)
+	e.Spec.Mirroring.Methods = []string{"POST"}
+	setup(t, p, e)
+
+	big := bytes.Repeat([]byte("0123456789abcdef"), 4096) // 64 KiB
+	for name, body := range map[string]io.Reader{
+		"content-length": bytes.NewReader(big),
+		"chunked":        io.MultiReader(bytes.NewReader(big)), // no length: sent chunked
+	} {
+		if r := send(t, base, "customdomain.com", "POST", "/upload", body); r.Status != 200 {
+			t.Fatalf("%s: status %d", name, r.Status)
+		}
+	}
+	// Just under the limit: copied.
+	small := big[:1024]
+	send(t, base, "customdomain.com", "POST", "/upload", bytes.NewReader(small))
+
+	for _, l := range live.requests() {
+		mu.Lock()
+		liveSums = append(liveSums, sha256.Sum256(l.Body))
+		mu.Unlock()
+	}
+	want := [][32]byte{sha256.Sum256(big), sha256.Sum256(big), sha256.Sum256(small)}
+	if !slices.Equal(liveSums, want) {
+		t.Errorf("live did not receive the whole bodies: got %d requests with lengths %v", len(liveSums), bodyLens(live.requests()))
+	}
+	dark.waitCount(t, 1, 5*time.Second)
+	if got := dark.requests(); len(got) != 1 || !bytes.Equal(got[0].Body, small) {
+		t.Errorf("dark received %d copies (lengths %v), want only the 1 KiB one", len(got), bodyLens(got))
+	}
+	if got := dropped(t, p, "default/body", DropBody); got != 2 {
+		t.Errorf("dropped{reason=body} = %v, want 2", got)
+	}
+}
+
+func bodyLens(reqs []seen) []int {
+	var out []int
+	for _, r := range reqs {
+		out = append(out, len(r.Body))
+	}
+	return out
+}
+
+func TestProxyLiveDownIs502(t *testing.T) {
+	dark := newVersion(t, nil)
+	p, base := newTestProxy(t, Config{}, nil)
+	setup(t, p, testExperiment("down", "customdomain.com", refusedURL(t), dark.URL, 100, experiment.StageRunning))
+	r := send(t, base, "customdomain.com", "GET", "/", nil)
+	if r.Status != http.StatusBadGateway || !contains(r.Body, "live version") {
+		t.Fatalf("got %d %q, want 502 naming the live version", r.Status, r.Body)
+	}
+	if got := counter(t, p, "default/down", "live", "5xx"); got != 1 {
+		t.Errorf("live 5xx counter %v, want 1", got)
+	}
+}
+
+// TestProxyZeroImpact: a dark version that hangs changes nothing for live.
+func TestProxyZeroImpact(t *testing.T) {
+	live := newVersion(t, nil)
+	healthy := newVersion(t, nil)
+	release := make(chan struct{})
+	hanging := newVersion(t, func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	})
+	// Registered after the servers, so it runs before they close.
+	t.Cleanup(func() { close(release) })
+
+	cfg := Config{MirrorInflight: 16, MirrorTimeout: 2 * time.Second}
+	p, base := newTestProxy(t, cfg, nil)
+
+	run := func(name, dark string) time.Duration {
+		setup(t, p, testExperiment(name, name+".example.com", live.URL, dark, 100, experiment.StageRunning))
+		const n = 300
+		lat := make([]time.Duration, 0, n)
+		for i := range n {
+			start := time.Now()
+			r := send(t, base, name+".example.com", "GET", "/", nil)
+			lat = append(lat, time.Since(start))
+			if r.Status != 200 {
+				t.Fatalf("%s: request %d failed with %d", name, i, r.Status)
+			}
+		}
+		slices.Sort(lat)
+		return lat[n*99/100]
+	}
+	p99Healthy := run("healthy", healthy.URL)
+	p99Hanging := run("hanging", hanging.URL)
+	t.Logf("live p99: healthy dark %v, hanging dark %v", p99Healthy, p99Hanging)
+	if p99Hanging > 3*p99Healthy+20*time.Millisecond {
+		t.Errorf("live p99 with a hanging dark %v > 3×%v+20ms (healthy dark)", p99Hanging, p99Healthy)
+	}
+	if got := dropped(t, p, "default/hanging", DropInflight); got < 300-16 {
+		t.Errorf("dropped{reason=inflight} = %v, want at least %d", got, 300-16)
+	}
+	if got := dropped(t, p, "default/healthy", DropInflight); got != 0 {
+		t.Logf("healthy dark: %v copies dropped for inflight (a slow machine)", got)
+	}
+}
+
+func TestProxySetupIdempotentAndConflicts(t *testing.T) {
+	live := newVersion(t, nil)
+	dark := newVersion(t, nil)
+	p, base := newTestProxy(t, Config{}, nil)
+	e := testExperiment("one", "customdomain.com", live.URL, dark.URL, 50, experiment.StageRunning)
+	st := setup(t, p, e)
+	want := experiment.RoutingStatus{Backend: "proxy", Host: "customdomain.com", Percent: 50, Live: live.URL, Dark: dark.URL}
+	if !statusEqual(st, want) {
+		t.Errorf("status %+v, want %+v", st, want)
+	}
+	send(t, base, "customdomain.com", "GET", "/", nil)
+	rt := p.table.Load().byKey["default/one"]
+	setup(t, p, e) // a restarted reconcile
+	if p.table.Load().byKey["default/one"] != rt || rt.n.Load() != 1 {
+		t.Errorf("second Setup replaced the route; want the same one, counters kept")
+	}
+
+	other := testExperiment("two", "customdomain.com", live.URL, dark.URL, 50, experiment.StageRunning)
+	if _, err := p.Setup(context.Background(), other); err == nil || !contains(err.Error(), "default/one") {
+		t.Errorf("Setup of a second experiment on the same host: err %v, want one naming default/one", err)
+	}
+
+	noURL := testExperiment("three", "three.example.com", "", dark.URL, 50, experiment.StageRunning)
+	if _, err := p.Setup(context.Background(), noURL); err == nil || !contains(err.Error(), "liveURL") {
+		t.Errorf("Setup without a live URL: err %v, want one naming spec.mirroring.liveURL", err)
+	}
+
+	if err := p.Teardown(context.Background(), e); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Teardown(context.Background(), e); err != nil {
+		t.Fatalf("second Teardown: %v", err)
+	}
+	if r := send(t, base, "customdomain.com", "GET", "/", nil); r.Status != 404 {
+		t.Errorf("after Teardown: status %d, want 404", r.Status)
+	}
+}
+
+func statusEqual(a, b experiment.RoutingStatus) bool {
+	return a.Backend == b.Backend && a.Host == b.Host && a.Percent == b.Percent && a.Live == b.Live && a.Dark == b.Dark
+}
+
+func TestFactoryUnknownBackend(t *testing.T) {
+	cfg := Config{Backend: "linkerd"}.withDefaults()
+	if _, err := NewBackend(cfg, nil, nil); err == nil || !contains(err.Error(), `"linkerd"`) {
+		t.Fatalf("err %v, want an unknown-backend error naming linkerd", err)
+	}
+	cfg = Config{}.withDefaults()
+	b, err := NewBackend(cfg, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := b.(*Proxy); !ok {
+		t.Fatalf("default backend %T, want *Proxy", b)
+	}
+}
