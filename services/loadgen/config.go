@@ -1,0 +1,139 @@
+package loadgen
+
+import (
+	"time"
+
+	"github.com/nats-io/nuid"
+
+	"github.com/darklaunch/darklaunch/shared/bus"
+	"github.com/darklaunch/darklaunch/shared/experiment"
+)
+
+// Config is the loadgen's configuration. Every zero value takes the default
+// written next to it (applied by New); an experiment's spec.load overrides
+// URL, Host, Rate, Delay, Concurrency, Timeout and Method for that experiment.
+type Config struct {
+	// URL requests are sent to when spec.load.url is empty. Default
+	// "http://127.0.0.1:8080", the local router's mirroring proxy.
+	URL string
+	// Host header when neither spec.load.host nor spec.mirroring.host is
+	// set. Default "customdomain.com", the seed's host.
+	Host string
+	// Rate in requests per second. Default 2, the seed's curl loop
+	// (`sleep 0.5`). Only spec.load.rate can turn the traffic off (rate 0).
+	Rate float64
+	// Delay before the first request, counted from the experiment's start.
+	// Default 10s (the seed's `sleep 10.0`); a negative value means none.
+	Delay time.Duration
+	// Concurrency bounds the requests in flight. Default 16.
+	Concurrency int
+	// Timeout of one request, body included. Default 5s.
+	Timeout time.Duration
+	// Method of the requests. Default "GET".
+	Method string
+	// Instance tells this loadgen's progress events apart from another
+	// instance's (and from its own before a restart). Default a new NUID.
+	Instance string
+	// Limits of the streams created at start-up (bus.EnsureInfra).
+	Streams bus.StreamLimits
+}
+
+// Defaults.
+const (
+	DefaultURL         = "http://127.0.0.1:8080"
+	DefaultHost        = "customdomain.com"
+	DefaultRate        = 2
+	DefaultDelay       = 10 * time.Second
+	DefaultConcurrency = 16
+	DefaultTimeout     = 5 * time.Second
+	DefaultMethod      = "GET"
+)
+
+func (c *Config) setDefaults() {
+	if c.URL == "" {
+		c.URL = DefaultURL
+	}
+	if c.Host == "" {
+		c.Host = DefaultHost
+	}
+	if c.Rate <= 0 {
+		c.Rate = DefaultRate
+	}
+	switch {
+	case c.Delay == 0:
+		c.Delay = DefaultDelay
+	case c.Delay < 0:
+		c.Delay = 0
+	}
+	if c.Concurrency <= 0 {
+		c.Concurrency = DefaultConcurrency
+	}
+	if c.Timeout <= 0 {
+		c.Timeout = DefaultTimeout
+	}
+	if c.Method == "" {
+		c.Method = DefaultMethod
+	}
+	if c.Instance == "" {
+		c.Instance = nuid.Next()
+	}
+}
+
+// plan is the traffic of one experiment: the configuration with spec.load
+// applied.
+type plan struct {
+	URL         string
+	Host        string
+	Method      string
+	Rate        float64
+	Delay       time.Duration
+	Duration    time.Duration // 0: until the experiment ends
+	Concurrency int
+	Timeout     time.Duration
+}
+
+// planFor applies the experiment's spec.load (then spec.mirroring.host) over
+// the configuration.
+func planFor(cfg Config, exp *experiment.Experiment) plan {
+	p := plan{
+		URL:         cfg.URL,
+		Host:        cfg.Host,
+		Method:      cfg.Method,
+		Rate:        cfg.Rate,
+		Delay:       cfg.Delay,
+		Concurrency: cfg.Concurrency,
+		Timeout:     cfg.Timeout,
+	}
+	if m := exp.Spec.Mirroring; m != nil && m.Host != "" {
+		p.Host = m.Host
+	}
+	l := exp.Spec.Load
+	if l == nil {
+		return p
+	}
+	if l.URL != "" {
+		p.URL = l.URL
+	}
+	if l.Host != "" {
+		p.Host = l.Host
+	}
+	if l.Method != "" {
+		p.Method = l.Method
+	}
+	if l.Rate != nil {
+		p.Rate = *l.Rate
+	}
+	if l.Delay != nil {
+		p.Delay = l.Delay.Duration
+	}
+	if l.Duration != nil {
+		p.Duration = l.Duration.Duration
+	}
+	if l.Concurrency != nil && *l.Concurrency > 0 {
+		p.Concurrency = int(*l.Concurrency)
+	}
+	if l.Timeout != nil && l.Timeout.Duration > 0 {
+		p.Timeout = l.Timeout.Duration
+	}
+	return p
+}

@@ -1,0 +1,125 @@
+package loadgen
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// TestPaceOpenLoopBound: the dispatcher fires exactly the requests due before
+// the end, never before they are due, and never more than rate·elapsed+1.
+func TestPaceOpenLoopBound(t *testing.T) {
+	const rate = 100.0
+	start := time.Now().Add(20 * time.Millisecond)
+	s := schedule{Start: start, Rate: rate, End: start.Add(500 * time.Millisecond)}
+	var mu sync.Mutex
+	var fired []time.Time
+	n := pace(t.Context(), s, 4, func(_ context.Context, due time.Time) {
+		now := time.Now()
+		if now.Before(due) {
+			t.Errorf("request due at %v fired early at %v", due, now)
+		}
+		mu.Lock()
+		fired = append(fired, now)
+		mu.Unlock()
+	})
+	if n != 50 || len(fired) != 50 {
+		t.Fatalf("fired %d (callbacks %d), want exactly 50 = rate × 0.5 s", n, len(fired))
+	}
+	sort.Slice(fired, func(i, j int) bool { return fired[i].Before(fired[j]) })
+	for k, at := range fired {
+		if limit := rate*at.Sub(start).Seconds() + 1; float64(k+1) > limit+1e-9 {
+			t.Fatalf("%d requests fired by %v, more than rate·elapsed+1 = %.2f", k+1, at.Sub(start), limit)
+		}
+	}
+}
+
+// TestPaceStopsOnCancel: cancelling stops the dispatcher at once.
+func TestPaceStopsOnCancel(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	var count atomic.Int64
+	s := schedule{Start: time.Now(), Rate: 1000} // no end
+	done := make(chan int64)
+	go func() { done <- pace(ctx, s, 8, func(context.Context, time.Time) { count.Add(1) }) }()
+	deadline := time.Now().Add(2 * time.Second)
+	for count.Load() < 20 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	select {
+	case n := <-done:
+		if n != count.Load() {
+			t.Errorf("pace returned %d, fired %d", n, count.Load())
+		}
+	case <-time.After(time.Second):
+		t.Fatal("pace did not return within a second of cancel")
+	}
+}
+
+// TestNoCoordinatedOmission: with one slot and a server that stalls 300 ms
+// once, the requests due during the stall are still all sent, and each
+// reports the time it waited for the slot as latency. A closed-loop
+// generator would send fewer requests and report a single slow one.
+func TestNoCoordinatedOmission(t *testing.T) {
+	const rate, stallAt, stall = 20.0, 4, 300 * time.Millisecond
+	var served atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if served.Add(1) == stallAt+1 {
+			time.Sleep(stall)
+		}
+		w.Write([]byte("ok"))
+	}))
+	defer srv.Close()
+
+	req := newRequester(plan{URL: srv.URL, Host: "customdomain.com", Method: "GET", Concurrency: 1, Timeout: 5 * time.Second})
+	defer req.close()
+	counts := newTally()
+	start := time.Now().Add(20 * time.Millisecond)
+	s := schedule{Start: start, Rate: rate, End: start.Add(time.Second)}
+	var mu sync.Mutex
+	latency := map[int64]time.Duration{} // by request index
+	n := pace(t.Context(), s, 1, func(ctx context.Context, due time.Time) {
+		counts.dispatched()
+		code, err := req.do(ctx)
+		lat := time.Since(due)
+		counts.finished(lat, err == nil && code == 200)
+		mu.Lock()
+		latency[int64(due.Sub(start).Seconds()*rate+0.5)] = lat
+		mu.Unlock()
+	})
+	if n != 20 || served.Load() != 20 {
+		t.Fatalf("fired %d, served %d; want all 20 due requests despite the stall", n, served.Load())
+	}
+	if l := latency[stallAt]; l < stall {
+		t.Errorf("stalled request %d: latency %v, want ≥ %v", stallAt, l, stall)
+	}
+	// Request stallAt+1 was due 50 ms into the stall and waited ~250 ms for
+	// the slot; the next ones ~200, ~150, ~100 ms.
+	if l := latency[stallAt+1]; l < 200*time.Millisecond {
+		t.Errorf("request due during the stall: latency %v, want ≥ 200ms measured from its due time", l)
+	}
+	slow := 0
+	for i := int64(stallAt + 1); i < stallAt+6; i++ {
+		if latency[i] >= 80*time.Millisecond {
+			slow++
+		}
+	}
+	if slow < 4 {
+		t.Errorf("%d of the 5 requests due during the stall report ≥ 80ms; want ≥ 4 (latencies %v)", slow, latency)
+	}
+	p := counts.progress(rate, time.Second, true)
+	if p.Sent != 20 || p.Succeeded != 20 || p.Failed != 0 {
+		t.Errorf("progress %+v, want 20 sent and succeeded", p)
+	}
+	if p.P99Ms < 200 {
+		t.Errorf("p99 %.1f ms, want ≥ 200 ms: the stall must show in the tail", p.P99Ms)
+	}
+	if p.P50Ms > 50 {
+		t.Errorf("p50 %.1f ms, want the median untouched by one stall (< 50 ms)", p.P50Ms)
+	}
+}

@@ -1,0 +1,94 @@
+// Package loadgen is darklaunch's traffic generator: for every running
+// experiment it sends open-loop HTTP traffic at a fixed rate (the seed's curl
+// loop: 2 requests a second after a 10 s delay) to the mirrored host, and
+// reports progress as load events.
+package loadgen
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/darklaunch/darklaunch/shared/bus"
+	"github.com/darklaunch/darklaunch/shared/experiment"
+)
+
+const serviceName = "loadgen"
+
+// watchRetry is the pause before watching the state bucket again after the
+// watch failed (e.g. NATS restarting): a NATS restart must not end a service.
+const watchRetry = time.Second
+
+// Service is the loadgen.
+type Service struct {
+	cfg Config
+	nc  *nats.Conn
+	log *slog.Logger
+}
+
+// New checks the configuration and applies its defaults.
+func New(cfg Config, nc *nats.Conn, log *slog.Logger) (*Service, error) {
+	if nc == nil {
+		return nil, errors.New("loadgen: no NATS connection")
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	cfg.setDefaults()
+	if u, err := url.Parse(cfg.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("loadgen: URL %q: want an http:// or https:// URL", cfg.URL)
+	}
+	return &Service{cfg: cfg, nc: nc, log: log.With("service", serviceName, "instance", cfg.Instance)}, nil
+}
+
+// Config returns the configuration with its defaults applied.
+func (s *Service) Config() Config { return s.cfg }
+
+// runner is the state of one Run.
+type runner struct {
+	cfg     Config
+	log     *slog.Logger
+	js      jetstream.JetStream
+	workers *bus.Workers
+}
+
+// Run sends traffic for every running experiment until ctx ends. It
+// reconciles from the state bucket: after a restart the current values
+// rebuild the traffic it had, from the remaining time on.
+func (s *Service) Run(ctx context.Context) error {
+	infra, err := bus.EnsureInfra(ctx, s.nc, s.cfg.Streams)
+	if err != nil {
+		return fmt.Errorf("loadgen: %w", err)
+	}
+	r := &runner{cfg: s.cfg, log: s.log, js: infra.JS, workers: bus.NewWorkers(ctx)}
+	defer r.workers.Wait()
+	s.log.Info("loadgen running", "url", s.cfg.URL, "host", s.cfg.Host, "rate", s.cfg.Rate, "delay", s.cfg.Delay)
+	for {
+		err := infra.Store.Watch(ctx, func(c bus.Change) { r.reconcile(ctx, c) })
+		if ctx.Err() != nil {
+			return nil
+		}
+		s.log.Warn("watching experiments failed; watching again", "err", err)
+		if !sleepUntil(ctx, time.Now().Add(watchRetry)) {
+			return nil
+		}
+	}
+}
+
+// reconcile starts traffic for a running experiment and stops it for a
+// completed or deleted one.
+func (r *runner) reconcile(service context.Context, c bus.Change) {
+	exp := c.Experiment
+	switch {
+	case exp == nil, exp.Status.Stage == experiment.StageCompleted:
+		r.workers.Stop(c.Key)
+	case exp.Status.Stage == experiment.StageRunning && exp.Status.StartTime != nil:
+		r.workers.Ensure(c.Key, exp.Metadata.UID, func(ctx context.Context) { r.traffic(ctx, service, exp) })
+	}
+}

@@ -1,0 +1,133 @@
+package loadgen
+
+import (
+	"context"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/darklaunch/darklaunch/shared/bus"
+	"github.com/darklaunch/darklaunch/shared/experiment"
+)
+
+// finalPublishTimeout bounds the last progress report of a stopped traffic,
+// which is published after the worker's context has ended.
+const finalPublishTimeout = 3 * time.Second
+
+// traffic is one experiment's worker: it waits until startTime + delay, sends
+// requests at the plan's rate until ctx ends (the experiment completed or was
+// deleted) or the traffic's end, and reports progress every interval.
+// service is the Run context: when it has ended the process is shutting
+// down, and no final report is sent, since a restarted loadgen carries on.
+func (r *runner) traffic(ctx, service context.Context, exp *experiment.Experiment) {
+	log := r.log.With("experiment", exp.Key(), "uid", exp.Metadata.UID)
+	p := planFor(r.cfg, exp)
+	if p.Rate <= 0 {
+		log.Info("spec.load.rate is 0: no traffic from loadgen, real traffic only")
+		return
+	}
+	start := *exp.Status.StartTime
+	begin := start.Add(p.Delay)
+	end := trafficEnd(exp, begin, p)
+	now := time.Now()
+	if !end.After(now) || !end.After(begin) {
+		log.Info("traffic window already over", "begin", begin, "end", end)
+		return
+	}
+	// After a restart only the remaining time is waited for, and the
+	// timetable starts now: requests "owed" for the downtime are not burst.
+	if !sleepUntil(ctx, begin) {
+		return
+	}
+	t0 := later(time.Now(), begin)
+	log.Info("traffic started", "url", p.URL, "host", p.Host, "method", p.Method,
+		"rate", p.Rate, "concurrency", p.Concurrency, "until", end)
+
+	req := newRequester(p)
+	defer req.close()
+	counts := newTally()
+	fired := make(chan int64, 1)
+	go func() {
+		fired <- pace(ctx, schedule{Start: t0, Rate: p.Rate, End: end}, p.Concurrency, func(ctx context.Context, due time.Time) {
+			counts.dispatched()
+			code, err := req.do(ctx)
+			counts.finished(time.Since(due), err == nil && code >= 200 && code < 300)
+		})
+	}()
+
+	elapsed := func() time.Duration { return earlier(time.Now(), end).Sub(t0) }
+	ticker := time.NewTicker(exp.Interval())
+	defer ticker.Stop()
+	var n int
+	for {
+		select {
+		case <-ticker.C:
+			n++
+			r.publishLoad(ctx, log, exp, n, counts.progress(p.Rate, elapsed(), false))
+		case total := <-fired:
+			if service.Err() != nil {
+				return
+			}
+			n++
+			pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finalPublishTimeout)
+			final := counts.progress(p.Rate, elapsed(), true)
+			r.publishLoad(pctx, log, exp, n, final)
+			cancel()
+			log.Info("traffic stopped", "sent", total, "succeeded", final.Succeeded, "failed", final.Failed,
+				"achievedRate", final.AchievedRate, "p95Ms", final.P95Ms)
+			return
+		}
+	}
+}
+
+// trafficEnd is when the traffic stops by itself: after spec.load.duration,
+// and in any case one interval after the experiment's last iteration, since
+// no snapshot measures later traffic (if the judge is down and never marks
+// the experiment Completed, the load still ends).
+func trafficEnd(exp *experiment.Experiment, begin time.Time, p plan) time.Time {
+	iv := exp.Interval()
+	end := exp.Status.StartTime.Add(time.Duration(exp.TotalIterations())*iv + iv)
+	if p.Duration > 0 {
+		end = earlier(end, begin.Add(p.Duration))
+	}
+	return end
+}
+
+func (r *runner) publishLoad(ctx context.Context, log *slog.Logger, exp *experiment.Experiment, n int, lp *bus.LoadProgress) {
+	ev := bus.NewEvent(bus.EventLoad, serviceName, exp, time.Now())
+	ev.Load = lp
+	id := bus.MsgID(exp.Metadata.UID, bus.EventLoad, r.cfg.Instance, strconv.Itoa(n))
+	if err := bus.Publish(ctx, r.js, ev, id); err != nil {
+		log.Warn("publish load progress", "n", n, "err", err)
+	}
+}
+
+// sleepUntil waits until t; false when ctx ended first.
+func sleepUntil(ctx context.Context, t time.Time) bool {
+	d := time.Until(t)
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-timer.C:
+		return true
+	}
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+func earlier(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
