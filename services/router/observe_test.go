@@ -1,0 +1,183 @@
+package router
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/darklaunch/darklaunch/shared/bus"
+	"github.com/darklaunch/darklaunch/shared/experiment"
+	"github.com/darklaunch/darklaunch/shared/metrics"
+	"github.com/darklaunch/darklaunch/shared/natstest"
+)
+
+// obsReader reads an experiment's observation batches from the stream.
+type obsReader struct {
+	cons jetstream.Consumer
+	// msgs and totals per role.
+	msgs     map[string]int
+	aggs     map[string]*metrics.Aggregate
+	msgIDs   map[string]bool
+	instance string
+}
+
+func newObsReader(t *testing.T, js jetstream.JetStream, ns, name string) *obsReader {
+	t.Helper()
+	cons, err := js.OrderedConsumer(context.Background(), bus.StreamObs, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{bus.ObsSubject(ns, name)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &obsReader{cons: cons, msgs: map[string]int{}, aggs: map[string]*metrics.Aggregate{bus.RoleLive: metrics.NewAggregate(), bus.RoleDark: metrics.NewAggregate()}, msgIDs: map[string]bool{}}
+}
+
+// readUntil consumes batches until done holds.
+func (o *obsReader) readUntil(t *testing.T, within time.Duration, done func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !done() {
+		if time.Now().After(deadline) {
+			t.Fatalf("observations incomplete after %s: live %+v dark %+v", within, *o.aggs[bus.RoleLive], *o.aggs[bus.RoleDark])
+		}
+		m, err := o.cons.Next(jetstream.FetchMaxWait(200 * time.Millisecond))
+		if err != nil {
+			continue
+		}
+		var b bus.ObservationBatch
+		if err := bus.Unmarshal(m.Headers().Get(bus.HeaderContentType), m.Data(), &b); err != nil {
+			t.Fatalf("decode batch: %v", err)
+		}
+		id := m.Headers().Get(bus.HeaderMsgID)
+		want := bus.MsgID(b.UID, b.Role, b.Router, strconv.FormatUint(b.Seq, 10))
+		if id != want {
+			t.Errorf("Nats-Msg-Id %q, want %q", id, want)
+		}
+		if o.msgIDs[id] {
+			t.Errorf("Msg-Id %s delivered twice", id)
+		}
+		o.msgIDs[id] = true
+		if !b.End.After(b.Start) && !b.End.Equal(b.Start) {
+			t.Errorf("batch period %v..%v runs backwards", b.Start, b.End)
+		}
+		if b.Count > 0 && len(b.Sketch) == 0 {
+			t.Errorf("batch with %d requests has no sketch", b.Count)
+		}
+		o.msgs[b.Role]++
+		if err := o.aggs[b.Role].Add(&b); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestProxyPublishesAggregatedObservations(t *testing.T) {
+	ns := natstest.Run(t)
+	nc := ns.Conn(t)
+	ctx := context.Background()
+	infra, err := bus.EnsureInfra(ctx, nc, bus.StreamLimits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fail := func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/fail" {
+			w.WriteHeader(500)
+		}
+	}
+	live := newVersion(t, fail)
+	dark := newVersion(t, fail)
+	p, base := newTestProxy(t, Config{FlushInterval: 50 * time.Millisecond, Instance: "test-router"}, infra.JS)
+	fctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go p.runFlusher(fctx)
+
+	e := testExperiment("obs", "customdomain.com", live.URL, dark.URL, 50, experiment.StageRunning)
+	setup(t, p, e)
+	obs := newObsReader(t, infra.JS, "default", "obs")
+
+	// 200 GETs, 20 of which fail, then 20 POSTs. At 50% request n (from 1)
+	// is copied when n is even, i.e. i = n-1 odd: every failing GET
+	// (i%10 == 1) is copied, and half of the POSTs are selected and
+	// dropped for their method.
+	for i := range 200 {
+		path := "/ok"
+		if i%10 == 1 {
+			path = "/fail"
+		}
+		send(t, base, "customdomain.com", "GET", path, nil)
+	}
+	for range 20 {
+		send(t, base, "customdomain.com", "POST", "/", strings.NewReader("x"))
+	}
+	live_, dark_ := obs.aggs[bus.RoleLive], obs.aggs[bus.RoleDark]
+	obs.readUntil(t, 10*time.Second, func() bool {
+		return live_.Count == 220 && dark_.Count == 100 && dark_.Dropped[DropMethod] == 10
+	})
+	if dark_.Mirrored != 100 {
+		t.Errorf("mirrored %d, want 100", dark_.Mirrored)
+	}
+	if live_.Errors != 20 || dark_.Errors != 20 {
+		t.Errorf("errors: live %d dark %d, want 20 and 20", live_.Errors, dark_.Errors)
+	}
+	if total := obs.msgs[bus.RoleLive] + obs.msgs[bus.RoleDark]; total >= 220 {
+		t.Errorf("%d batches for 220 requests: observations are not aggregated", total)
+	}
+	v := live_.Values()
+	if mean := *v[experiment.MetricMeanLatency]; !(mean > 0 && mean < 1000) {
+		t.Errorf("live mean latency %v ms, want a plausible value", mean)
+	}
+
+	// Teardown publishes the last batch: requests after the last periodic
+	// flush are not lost.
+	stop()
+	send(t, base, "customdomain.com", "GET", "/ok", nil)
+	if err := p.Teardown(ctx, e); err != nil {
+		t.Fatal(err)
+	}
+	obs.readUntil(t, 5*time.Second, func() bool { return live_.Count == 221 })
+}
+
+func TestFlushRetriesWhileNATSIsDown(t *testing.T) {
+	ns := natstest.Run(t)
+	nc := ns.Conn(t)
+	ctx := context.Background()
+	infra, err := bus.EnsureInfra(ctx, nc, bus.StreamLimits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	live := newVersion(t, nil)
+	dark := newVersion(t, nil)
+	p, base := newTestProxy(t, Config{Instance: "retry"}, infra.JS)
+	setup(t, p, testExperiment("retry", "customdomain.com", live.URL, dark.URL, 100, experiment.StageRunning))
+
+	// Stop NATS (natstest's Restart stops and starts at once; here the
+	// traffic and a failed flush happen in between).
+	addr := ns.Server.Addr().String()
+	ns.Embedded.Shutdown()
+	for range 3 {
+		send(t, base, "customdomain.com", "GET", "/", nil)
+	}
+	sctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	if err := p.Flush(sctx); err == nil {
+		t.Fatal("Flush with NATS down succeeded")
+	}
+	cancel()
+	e, err := bus.StartEmbedded(bus.EmbeddedConfig{Addr: addr, StoreDir: ns.StoreDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Embedded = e // shut down by natstest's cleanup
+	eventually(t, 10*time.Second, "reconnect", nc.IsConnected)
+
+	obs := newObsReader(t, infra.JS, "default", "retry")
+	eventually(t, 10*time.Second, "the kept batches to be published", func() bool {
+		fctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		return p.Flush(fctx) == nil
+	})
+	obs.readUntil(t, 5*time.Second, func() bool { return obs.aggs[bus.RoleLive].Count == 3 })
+}

@@ -1,0 +1,91 @@
+package router
+
+import (
+	"io"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/darklaunch/darklaunch/shared/experiment"
+	"github.com/darklaunch/darklaunch/shared/metrics"
+)
+
+// The proxy's cost, reported not gated: compare BenchmarkProxy with
+// BenchmarkDirect (the same live server without the proxy). "serial" is one
+// request at a time, so ns/op is the latency; "parallel" is throughput.
+
+var benchClient = &http.Client{Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 256}}
+
+func benchGet(b *testing.B, url, host string) {
+	req, err := http.NewRequest("GET", url, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	req.Host = host
+	resp, err := benchClient.Do(req)
+	if err != nil {
+		b.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		b.Fatalf("status %d", resp.StatusCode)
+	}
+}
+
+func benchTarget(b *testing.B, url, host string) {
+	b.Run("serial", func(b *testing.B) {
+		for b.Loop() {
+			benchGet(b, url, host)
+		}
+	})
+	b.Run("parallel", func(b *testing.B) {
+		start := time.Now()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				benchGet(b, url, host)
+			}
+		})
+		b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "req/s")
+	})
+}
+
+func benchLive(b *testing.B) *version {
+	return newVersion(b, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "hello from live\n") })
+}
+
+func BenchmarkDirect(b *testing.B) {
+	live := benchLive(b)
+	benchTarget(b, live.URL+"/", "customdomain.com")
+}
+
+func BenchmarkProxy(b *testing.B) {
+	live := benchLive(b)
+	dark := newVersion(b, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "hello from dark\n") })
+	p, base := newTestProxy(b, Config{}, nil)
+	setup(b, p, testExperiment("bench", "customdomain.com", live.URL, dark.URL, 40, experiment.StageRunning))
+	benchTarget(b, base+"/", "customdomain.com")
+	rt := p.table.Load().byKey["default/bench"]
+	b.Logf("mirrored %d, dropped for inflight %d", rt.mirrored.Load(), rt.dropped[dropInflight].Load())
+}
+
+func BenchmarkRecorderObserve(b *testing.B) {
+	b.Run("serial", func(b *testing.B) {
+		r := metrics.NewRecorder()
+		i := 0
+		for b.Loop() {
+			r.Observe(float64(i%500)+0.5, i%50 == 0)
+			i++
+		}
+	})
+	b.Run("parallel", func(b *testing.B) {
+		r := metrics.NewRecorder()
+		b.RunParallel(func(pb *testing.PB) {
+			i := 0
+			for pb.Next() {
+				r.Observe(float64(i%500)+0.5, i%50 == 0)
+				i++
+			}
+		})
+	})
+}

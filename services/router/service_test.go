@@ -1,0 +1,206 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/darklaunch/darklaunch/shared/bus"
+	"github.com/darklaunch/darklaunch/shared/experiment"
+	"github.com/darklaunch/darklaunch/shared/natstest"
+)
+
+// testRouter is a running Service with its bus.
+type testRouter struct {
+	svc   *Service
+	infra *bus.Infra
+	nc    *nats.Conn
+	url   string
+}
+
+// startRouter runs a Service until the test ends and checks that Run
+// returns nil.
+func startRouter(t *testing.T, ns *natstest.Server, cfg Config) *testRouter {
+	t.Helper()
+	nc := ns.Conn(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	infra, err := bus.EnsureInfra(ctx, nc, bus.StreamLimits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Listener = ln
+	cfg.Registry = prometheus.NewRegistry()
+	svc, err := New(cfg, nc, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run returned %v, want nil on shutdown", err)
+			}
+		case <-time.After(15 * time.Second):
+			t.Error("Run did not return after its context ended")
+		}
+	})
+	eventually(t, 5*time.Second, "the proxy to listen", func() bool { return svc.ProxyURL() != "" })
+	return &testRouter{svc: svc, infra: infra, nc: nc, url: svc.ProxyURL()}
+}
+
+// routingEvent waits for the routing event of e.
+func (r *testRouter) routingEvent(t *testing.T, e *experiment.Experiment) (*bus.Event, jetstream.Msg) {
+	t.Helper()
+	cons, err := r.infra.JS.OrderedConsumer(context.Background(), bus.StreamEvents, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{bus.EventSubject(e.Metadata.Namespace, e.Metadata.Name, bus.EventRouting)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := cons.Next(jetstream.FetchMaxWait(10 * time.Second))
+	if err != nil {
+		t.Fatalf("no routing event for %s: %v", e.Key(), err)
+	}
+	var ev bus.Event
+	if err := bus.Unmarshal(m.Headers().Get(bus.HeaderContentType), m.Data(), &ev); err != nil {
+		t.Fatal(err)
+	}
+	return &ev, m
+}
+
+func setStage(t *testing.T, store *bus.Store, e *experiment.Experiment, stage experiment.Stage) {
+	t.Helper()
+	_, err := store.Update(context.Background(), e.Metadata.Namespace, e.Metadata.Name, func(x *experiment.Experiment) error {
+		x.Status.Stage = stage
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestServiceSetsUpReportsAndTearsDown(t *testing.T) {
+	ns := natstest.Run(t)
+	live := newVersion(t, nil)
+	dark := newVersion(t, nil)
+	r := startRouter(t, ns, Config{FlushInterval: 50 * time.Millisecond})
+	ctx := context.Background()
+
+	e := testExperiment("sample", "customdomain.com", live.URL, dark.URL, 40, experiment.StageInitializing)
+	if _, err := r.infra.Store.Create(ctx, e); err != nil {
+		t.Fatal(err)
+	}
+	ev, m := r.routingEvent(t, e)
+	if ev.Routing == nil || !ev.Routing.Ready {
+		t.Fatalf("routing event %+v, want Ready", ev.Routing)
+	}
+	want := experiment.RoutingStatus{Backend: "proxy", Host: "customdomain.com", Percent: 40, Live: live.URL, Dark: dark.URL}
+	if !statusEqual(ev.Routing.Status, want) || ev.UID != e.Metadata.UID || ev.Source != Source {
+		t.Errorf("routing event %+v (uid %s, source %s), want status %+v for uid %s", ev.Routing.Status, ev.UID, ev.Source, want, e.Metadata.UID)
+	}
+	if id := m.Headers().Get(bus.HeaderMsgID); id != bus.MsgID(e.Metadata.UID, "routing") {
+		t.Errorf("Msg-Id %q, want %q", id, bus.MsgID(e.Metadata.UID, "routing"))
+	}
+	if got := send(t, r.url, "customdomain.com", "GET", "/", nil); got.Status != 200 {
+		t.Fatalf("request through the proxy: %d %q", got.Status, got.Body)
+	}
+
+	// The judge's next steps: Running (no new event), then Completed.
+	setStage(t, r.infra.Store, e, experiment.StageRunning)
+	setStage(t, r.infra.Store, e, experiment.StageCompleted)
+	eventually(t, 10*time.Second, "the route to be removed", func() bool {
+		return send(t, r.url, "customdomain.com", "GET", "/", nil).Status == 404
+	})
+	info, err := r.infra.Events.Info(ctx, jetstream.WithSubjectFilter(bus.EventTypeFilter(bus.EventRouting)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := info.State.Subjects[bus.EventSubject("default", "sample", bus.EventRouting)]; n != 1 {
+		t.Errorf("%d routing events, want exactly 1", n)
+	}
+}
+
+func TestServiceReportsUnreachableDark(t *testing.T) {
+	ns := natstest.Run(t)
+	live := newVersion(t, nil)
+	r := startRouter(t, ns, Config{InitTimeout: time.Second, InitInterval: 100 * time.Millisecond})
+	refused := refusedURL(t)
+	e := testExperiment("broken", "customdomain.com", live.URL, refused, 40, experiment.StageInitializing)
+	if _, err := r.infra.Store.Create(context.Background(), e); err != nil {
+		t.Fatal(err)
+	}
+	ev, _ := r.routingEvent(t, e)
+	if ev.Routing == nil || ev.Routing.Ready {
+		t.Fatalf("routing event %+v, want not Ready", ev.Routing)
+	}
+	if want := "dark version " + refused + " did not answer within 1s: "; !contains(ev.Routing.Reason, want) {
+		t.Errorf("reason %q, want it to contain %q", ev.Routing.Reason, want)
+	}
+	if got := send(t, r.url, "customdomain.com", "GET", "/", nil); got.Status != 404 {
+		t.Errorf("failed setup left a route: status %d", got.Status)
+	}
+}
+
+// TestServiceRestoresRunningExperiment: a router (re)started while an
+// experiment runs routes it again, without a routing event, and tears it
+// down when the key is deleted.
+func TestServiceRestoresRunningExperiment(t *testing.T) {
+	ns := natstest.Run(t)
+	live := newVersion(t, nil)
+	nc := ns.Conn(t)
+	infra, err := bus.EnsureInfra(context.Background(), nc, bus.StreamLimits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Already running, and its dark version is down right now: live traffic
+	// must be served anyway.
+	e := testExperiment("running", "customdomain.com", live.URL, refusedURL(t), 40, experiment.StageRunning)
+	e.Status.Routing = &experiment.RoutingStatus{Backend: "proxy"}
+	rev, err := infra.Store.Create(context.Background(), e)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	r := startRouter(t, ns, Config{})
+	eventually(t, 10*time.Second, "the route to be restored", func() bool {
+		return send(t, r.url, "customdomain.com", "GET", "/", nil).Status == 200
+	})
+	_, err = r.infra.Events.GetLastMsgForSubject(context.Background(), bus.EventSubject("default", "running", bus.EventRouting))
+	if !errors.Is(err, jetstream.ErrMsgNotFound) {
+		t.Errorf("restoring published a routing event (err %v), want none", err)
+	}
+
+	if err := r.infra.Store.Delete(context.Background(), "default", "running", rev); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the route to be removed after deletion", func() bool {
+		return send(t, r.url, "customdomain.com", "GET", "/", nil).Status == 404
+	})
+}
+
+func TestNewRejectsBadConfig(t *testing.T) {
+	ns := natstest.Run(t)
+	nc := ns.Conn(t)
+	for name, cfg := range map[string]Config{
+		"backend": {Backend: "linkerd"},
+		"percent": {DefaultPercent: 150},
+		"url":     {DefaultDarkURL: "ftp://x"},
+	} {
+		if _, err := New(cfg, nc, nil); err == nil {
+			t.Errorf("%s: New accepted %+v", name, cfg)
+		}
+	}
+}
