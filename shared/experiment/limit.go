@@ -1,6 +1,7 @@
 package experiment
 
 import (
+	"cmp"
 	"encoding/json"
 
 	"github.com/vmihailenco/msgpack/v5"
@@ -23,12 +24,16 @@ func NewLimit(s string) *Limit { return &Limit{Quantity: resource.MustParse(s)} 
 func (l *Limit) UnmarshalJSON(b []byte) error {
 	var q resource.Quantity
 	if err := q.UnmarshalJSON(b); err != nil {
-		*l = Limit{invalid: unquote(b)}
+		*l = Limit{invalid: cmp.Or(unquote(b), emptyText)}
 		return nil
 	}
 	*l = Limit{Quantity: q}
 	return nil
 }
+
+// emptyText stands for an empty limit ("") in invalid: an empty invalid
+// would read as "no problem" and the limit as 0.
+const emptyText = `""`
 
 // unquote returns a JSON string's text, or the raw JSON for other values.
 func unquote(b []byte) string {
@@ -55,7 +60,7 @@ func (l *Limit) DecodeMsgpack(dec *msgpack.Decoder) error {
 	}
 	q, err := resource.ParseQuantity(s)
 	if err != nil {
-		*l = Limit{invalid: s}
+		*l = Limit{invalid: cmp.Or(s, emptyText)}
 		return nil
 	}
 	*l = Limit{Quantity: q}
@@ -67,3 +72,9 @@ func (l *Limit) Float64() float64 { return l.AsApproximateFloat64() }
 
 // Invalid returns the text that did not parse as a quantity, if any.
 func (l *Limit) Invalid() (string, bool) { return l.invalid, l.invalid != "" }
+
+// IsZero reports whether the limit is absent. It shadows Quantity.IsZero,
+// which msgpack's omitempty consults: without it a limit of 0 (error-count
+// upperLimit 0) was dropped when the experiment was stored, leaving an
+// objective with no limit at all.
+func (l *Limit) IsZero() bool { return l == nil }
