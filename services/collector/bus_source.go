@@ -1,0 +1,228 @@
+package collector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/darklaunch/darklaunch/shared/bus"
+	"github.com/darklaunch/darklaunch/shared/experiment"
+	"github.com/darklaunch/darklaunch/shared/metrics"
+)
+
+// DefaultCatchUp is how long the bus source waits, by default, to consume
+// the observations already stored before it measures.
+const DefaultCatchUp = 2 * time.Second
+
+// BusSource measures the observation batches the router's proxy publishes on
+// darklaunch.obs.<ns>.<name> (stream DARKLAUNCH_OBS). It replays the subject
+// from the start, so a restarted collector computes the same snapshots.
+type BusSource struct {
+	// Stream is the observation stream (bus.Infra.Obs).
+	Stream jetstream.Stream
+	// CatchUp bounds the wait for the observations already stored. Default
+	// DefaultCatchUp.
+	CatchUp time.Duration
+	// Log, optional.
+	Log *slog.Logger
+}
+
+var _ Source = (*BusSource)(nil)
+
+// Open starts an ordered consumer on the experiment's observation subject,
+// delivering everything stored, and keeps the batches of this experiment's
+// UID (an older experiment of the same name may have left some).
+func (s *BusSource) Open(ctx context.Context, exp *experiment.Experiment) (Window, error) {
+	log := s.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	catchUp := s.CatchUp
+	if catchUp <= 0 {
+		catchUp = DefaultCatchUp
+	}
+	w := &busWindow{
+		uid:      exp.Metadata.UID,
+		subject:  bus.ObsSubject(exp.Metadata.Namespace, exp.Metadata.Name),
+		stream:   s.Stream,
+		catchUp:  catchUp,
+		log:      log.With("experiment", exp.Key()),
+		progress: make(chan struct{}),
+		roles:    map[string]*roleObs{bus.RoleLive: newRoleObs(), bus.RoleDark: newRoleObs()},
+	}
+	cons, err := s.Stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{w.subject},
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("consume %s: %w", w.subject, err)
+	}
+	cc, err := cons.Consume(w.handle, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+		w.log.Debug("observation consumer", "err", err)
+	}))
+	if err != nil {
+		return nil, fmt.Errorf("consume %s: %w", w.subject, err)
+	}
+	w.stop = cc.Stop
+	return w, nil
+}
+
+// busWindow holds one experiment's observation batches per role.
+//
+// Measure is called with an end that does not go back (the clock measures
+// iteration after iteration), so the batches before the last end are folded
+// into one aggregate instead of being kept: memory stays flat however long
+// the experiment. A batch that arrives after its iteration was measured
+// (published later than the grace period) counts from the next iteration on.
+type busWindow struct {
+	uid     string
+	subject string
+	stream  jetstream.Stream
+	catchUp time.Duration
+	log     *slog.Logger
+	stop    func()
+
+	mu       sync.Mutex
+	closed   bool
+	consumed uint64        // stream sequence of the last message handled
+	progress chan struct{} // closed and replaced when consumed advances
+	roles    map[string]*roleObs
+}
+
+type roleObs struct {
+	folded    *metrics.Aggregate // batches starting before foldedEnd
+	foldedEnd time.Time
+	pending   []*bus.ObservationBatch
+}
+
+func newRoleObs() *roleObs { return &roleObs{folded: metrics.NewAggregate()} }
+
+func (w *busWindow) handle(m jetstream.Msg) {
+	meta, err := m.Metadata()
+	if err != nil {
+		w.log.Warn("observation without metadata", "err", err)
+		return
+	}
+	var b bus.ObservationBatch
+	decodeErr := bus.Unmarshal(m.Headers().Get(bus.HeaderContentType), m.Data(), &b)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if meta.Sequence.Stream <= w.consumed {
+		return // redelivered after a consumer reset: already counted
+	}
+	switch ro := w.roles[b.Role]; {
+	case decodeErr != nil:
+		w.log.Warn("undecodable observation batch skipped", "seq", meta.Sequence.Stream, "err", decodeErr)
+	case b.UID != w.uid:
+		// An older experiment of the same name.
+	case ro == nil:
+		w.log.Warn("observation batch of unknown role skipped", "role", b.Role, "seq", meta.Sequence.Stream)
+	default:
+		ro.pending = append(ro.pending, &b)
+	}
+	w.consumed = meta.Sequence.Stream
+	w.wake()
+}
+
+// wake tells the measurements waiting in catchUpWithStream to look again;
+// w.mu is held.
+func (w *busWindow) wake() {
+	close(w.progress)
+	w.progress = make(chan struct{})
+}
+
+// Measure merges the batches of role that start before end, after reading
+// every observation already stored for the experiment.
+func (w *busWindow) Measure(ctx context.Context, role string, end time.Time) (map[string]*float64, *experiment.MirrorStats, error) {
+	if _, ok := w.roles[role]; !ok {
+		return nil, nil, fmt.Errorf("role %q: want %q or %q", role, bus.RoleLive, bus.RoleDark)
+	}
+	if err := w.catchUpWithStream(ctx); err != nil {
+		return nil, nil, err
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		return nil, nil, ErrClosed
+	}
+	ro := w.roles[role]
+	if end.Before(ro.foldedEnd) {
+		return nil, nil, fmt.Errorf("measure %s up to %s: already measured up to %s, and the bus source only moves forward", role, end.Format(time.RFC3339Nano), ro.foldedEnd.Format(time.RFC3339Nano))
+	}
+	keep := ro.pending[:0]
+	for _, b := range ro.pending {
+		if !b.Start.Before(end) {
+			keep = append(keep, b)
+			continue
+		}
+		if err := ro.folded.Add(b); err != nil {
+			w.log.Warn("observation batch skipped", "role", role, "router", b.Router, "seq", b.Seq, "err", err)
+		}
+	}
+	clear(ro.pending[len(keep):])
+	ro.pending = keep
+	ro.foldedEnd = end
+
+	agg := ro.folded
+	var mirror *experiment.MirrorStats
+	if role == bus.RoleDark || agg.Mirrored > 0 || len(agg.Dropped) > 0 {
+		mirror = &experiment.MirrorStats{Mirrored: agg.Mirrored, Dropped: maps.Clone(agg.Dropped)}
+	}
+	return agg.Values(), mirror, nil
+}
+
+// catchUpWithStream waits until the consumer has handled the last message
+// stored on the experiment's subject, so that a batch published before the
+// measurement is never missed just because it is still in flight.
+func (w *busWindow) catchUpWithStream(ctx context.Context) error {
+	last, err := w.stream.GetLastMsgForSubject(ctx, w.subject)
+	var target uint64
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return nil // nothing stored
+	case err != nil:
+		return fmt.Errorf("last observation on %s: %w", w.subject, err)
+	default:
+		target = last.Sequence
+	}
+	timer := time.NewTimer(w.catchUp)
+	defer timer.Stop()
+	for {
+		w.mu.Lock()
+		consumed, progress, closed := w.consumed, w.progress, w.closed
+		w.mu.Unlock()
+		switch {
+		case closed:
+			return ErrClosed
+		case consumed >= target:
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-timer.C:
+			return fmt.Errorf("%w: read up to sequence %d of %d on %s in %s", ErrNotCaughtUp, consumed, target, w.subject, w.catchUp)
+		case <-progress:
+		}
+	}
+}
+
+// Close stops the consumer.
+func (w *busWindow) Close() error {
+	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
+		return nil
+	}
+	w.closed = true
+	w.wake()
+	w.mu.Unlock()
+	w.stop()
+	return nil
+}

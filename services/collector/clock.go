@@ -1,0 +1,168 @@
+package collector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/darklaunch/darklaunch/shared/bus"
+	"github.com/darklaunch/darklaunch/shared/experiment"
+)
+
+// roles are measured in this order each iteration: the judge records the
+// live snapshot, then evaluates the dark one against the objectives.
+var roles = []string{bus.RoleLive, bus.RoleDark}
+
+// liveVersion names the live version in snapshots: the dark one is the
+// experiment's baseline (Iter8's versionInfo), the live one has no name there.
+const liveVersion = "live"
+
+// clock measures exp at startTime + k·interval for every iteration k from
+// completedIterations+1 on, each Grace after the iteration's end, and
+// publishes a snapshot per role. Iterations whose time has passed (after a
+// restart) are measured at once.
+func (r *runner) clock(ctx context.Context, exp *experiment.Experiment) {
+	log := r.log.With("experiment", exp.Key(), "uid", exp.Metadata.UID)
+	start := exp.Status.StartTime.UTC()
+	iv, total := exp.Interval(), exp.TotalIterations()
+	first := exp.Status.CompletedIterations + 1
+	if first > total {
+		return
+	}
+	var win Window
+	defer func() {
+		if win != nil {
+			win.Close()
+		}
+	}()
+	open := func(ctx context.Context) (Window, error) {
+		if win != nil {
+			return win, nil
+		}
+		w, err := r.source.Open(ctx, exp)
+		if err != nil {
+			return nil, fmt.Errorf("open source %s: %w", r.cfg.Source, err)
+		}
+		win = w
+		return w, nil
+	}
+	// Open now rather than at the first measurement: the bus source replays
+	// the stored observations meanwhile.
+	if _, err := open(ctx); err != nil && ctx.Err() == nil {
+		log.Warn("metrics source unavailable; retrying at the next measurement", "err", err)
+	}
+	log.Info("clock started", "from", first, "iterations", total, "interval", iv)
+	for k := first; k <= total; k++ {
+		end := start.Add(time.Duration(k) * iv)
+		if !sleepUntil(ctx, end.Add(r.cfg.Grace)) {
+			return
+		}
+		for _, role := range roles {
+			values, mirror, err := r.measure(ctx, log, open, role, end)
+			if ctx.Err() != nil {
+				return // stopped: an interrupted measurement is no measurement
+			}
+			snap := r.snapshot(exp, k, role, start, end, values, mirror, err)
+			if err != nil {
+				log.Warn("metrics unavailable", "iteration", k, "role", role, "err", err)
+			}
+			if !r.publish(ctx, log, exp, snap) {
+				return
+			}
+		}
+	}
+	log.Info("clock done", "iterations", total)
+}
+
+// measure asks the window for role's values, retrying a failing source for
+// up to MeasureTimeout: a NATS restart at the wrong moment must not turn an
+// iteration's values unavailable.
+func (r *runner) measure(ctx context.Context, log *slog.Logger, open func(context.Context) (Window, error), role string, end time.Time) (map[string]*float64, *experiment.MirrorStats, error) {
+	deadline := time.Now().Add(r.cfg.MeasureTimeout)
+	wait := 100 * time.Millisecond
+	for {
+		w, err := open(ctx)
+		if err == nil {
+			var values map[string]*float64
+			var mirror *experiment.MirrorStats
+			if values, mirror, err = w.Measure(ctx, role, end); err == nil {
+				return values, mirror, nil
+			}
+		}
+		if ctx.Err() != nil || errors.Is(err, ErrNoValues) || errors.Is(err, ErrClosed) || !time.Now().Add(wait).Before(deadline) {
+			return nil, nil, err
+		}
+		log.Debug("measurement failed; retrying", "role", role, "err", err)
+		if !sleepUntil(ctx, time.Now().Add(wait)) {
+			return nil, nil, ctx.Err()
+		}
+		wait = min(2*wait, time.Second)
+	}
+}
+
+// snapshot builds the snapshot of one role at the end of iteration k. When
+// the source failed every value is unavailable, with the reason: never zero,
+// so an objective on it is false ("unavailable"), as in Iter8.
+func (r *runner) snapshot(exp *experiment.Experiment, k int32, role string, start, end time.Time, values map[string]*float64, mirror *experiment.MirrorStats, err error) *bus.Snapshot {
+	snap := &bus.Snapshot{
+		Iteration: k,
+		Role:      role,
+		Version:   versionName(exp, role),
+		Start:     start,
+		End:       end.UTC(),
+		Source:    r.cfg.Source,
+		Values:    values,
+		Mirror:    mirror,
+	}
+	if err != nil {
+		snap.Values = map[string]*float64{}
+		snap.Errors = map[string]string{}
+		for _, name := range experiment.MetricNames() {
+			snap.Values[name] = nil
+			snap.Errors[name] = fmt.Sprintf("source %s failed: %v", r.cfg.Source, err)
+		}
+		return snap
+	}
+	for name, v := range values {
+		if v == nil {
+			if snap.Errors == nil {
+				snap.Errors = map[string]string{}
+			}
+			snap.Errors[name] = "no value: no request of this version observed since the experiment started"
+		}
+	}
+	return snap
+}
+
+func versionName(exp *experiment.Experiment, role string) string {
+	if role == bus.RoleDark {
+		return exp.BaselineName()
+	}
+	return liveVersion
+}
+
+// publish publishes the snapshot with Msg-Id <uid>.metrics.<role>.<k>, so a
+// restarted collector's republication is dropped by the stream. It retries
+// until it succeeds or ctx ends: a lost snapshot would stall the judge.
+func (r *runner) publish(ctx context.Context, log *slog.Logger, exp *experiment.Experiment, snap *bus.Snapshot) bool {
+	ev := bus.NewEvent(bus.EventMetrics, serviceName, exp, time.Now())
+	ev.Snapshot = snap
+	ev.Message = fmt.Sprintf("iteration %d/%d: %s version %s measured", snap.Iteration, exp.TotalIterations(), snap.Role, snap.Version)
+	id := bus.MsgID(exp.Metadata.UID, bus.EventMetrics, snap.Role, strconv.Itoa(int(snap.Iteration)))
+	for {
+		err := bus.Publish(ctx, r.js, ev, id)
+		if err == nil {
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		log.Warn("publish snapshot; retrying", "iteration", snap.Iteration, "role", snap.Role, "err", err)
+		if !sleepUntil(ctx, time.Now().Add(time.Second)) {
+			return false
+		}
+	}
+}

@@ -1,0 +1,189 @@
+// Package collector is darklaunch's metrics clock: for every running
+// experiment it measures the live and the dark version at the end of each
+// iteration, over the window from the experiment's start (Iter8 semantics),
+// and publishes one metrics event per version for the judge.
+package collector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
+
+	"github.com/darklaunch/darklaunch/shared/bus"
+	"github.com/darklaunch/darklaunch/shared/experiment"
+)
+
+const serviceName = "collector"
+
+// Config is the collector's configuration; every zero value takes the
+// default written next to it (applied by New).
+type Config struct {
+	// Source of the measurements: "bus" (the router proxy's observations).
+	// Default "bus".
+	Source string
+	// Grace is how long after an iteration's end the collector waits before
+	// measuring it, for the proxy's last flush of that iteration to arrive.
+	// Default 1500ms.
+	Grace time.Duration
+	// CatchUp bounds how long the bus source waits to read the observations
+	// already stored before it measures. Default 2s.
+	CatchUp time.Duration
+	// MeasureTimeout is how long a failing measurement (NATS restarting,
+	// observations not caught up) is retried before the snapshot is
+	// published with its values unavailable. Default 10s.
+	MeasureTimeout time.Duration
+	// Instance names this collector in its logs. Default a new NUID.
+	Instance string
+	// Limits of the streams created at start-up (bus.EnsureInfra).
+	Streams bus.StreamLimits
+}
+
+// Defaults.
+const (
+	DefaultGrace          = 1500 * time.Millisecond
+	DefaultMeasureTimeout = 10 * time.Second
+)
+
+func (c *Config) setDefaults() {
+	if c.Source == "" {
+		c.Source = SourceBus
+	}
+	if c.Grace <= 0 {
+		c.Grace = DefaultGrace
+	}
+	if c.CatchUp <= 0 {
+		c.CatchUp = DefaultCatchUp
+	}
+	if c.MeasureTimeout <= 0 {
+		c.MeasureTimeout = DefaultMeasureTimeout
+	}
+	if c.Instance == "" {
+		c.Instance = nuid.Next()
+	}
+}
+
+// watchRetry is the pause before watching the state bucket again after the
+// watch failed (e.g. NATS restarting): a NATS restart must not end a service.
+const watchRetry = time.Second
+
+// Service is the collector.
+type Service struct {
+	cfg Config
+	nc  *nats.Conn
+	log *slog.Logger
+	// newSource builds the source once the infrastructure exists; tests
+	// replace it with a fake.
+	newSource func(cfg Config, infra *bus.Infra, log *slog.Logger) (Source, error)
+}
+
+// New checks the configuration and applies its defaults.
+func New(cfg Config, nc *nats.Conn, log *slog.Logger) (*Service, error) {
+	if nc == nil {
+		return nil, errors.New("collector: no NATS connection")
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	cfg.setDefaults()
+	if !slices.Contains(SourceNames, cfg.Source) {
+		return nil, fmt.Errorf("collector: %w", unknownSource(cfg.Source))
+	}
+	return &Service{
+		cfg:       cfg,
+		nc:        nc,
+		log:       log.With("service", serviceName, "instance", cfg.Instance),
+		newSource: newSource,
+	}, nil
+}
+
+// Config returns the configuration with its defaults applied.
+func (s *Service) Config() Config { return s.cfg }
+
+// runner is the state of one Run.
+type runner struct {
+	cfg     Config
+	log     *slog.Logger
+	js      jetstream.JetStream
+	obs     jetstream.Stream
+	source  Source
+	workers *bus.Workers
+}
+
+// Run keeps one clock per running experiment until ctx ends. It reconciles
+// from the state bucket: after a restart each clock resumes at
+// completedIterations+1 and catches up at once on the iterations whose time
+// has passed (same Msg-Ids, so the stream drops what was already published).
+func (s *Service) Run(ctx context.Context) error {
+	infra, err := bus.EnsureInfra(ctx, s.nc, s.cfg.Streams)
+	if err != nil {
+		return fmt.Errorf("collector: %w", err)
+	}
+	src, err := s.newSource(s.cfg, infra, s.log)
+	if err != nil {
+		return fmt.Errorf("collector: %w", err)
+	}
+	r := &runner{cfg: s.cfg, log: s.log, js: infra.JS, obs: infra.Obs, source: src, workers: bus.NewWorkers(ctx)}
+	defer r.workers.Wait()
+	s.log.Info("collector running", "source", s.cfg.Source, "grace", s.cfg.Grace)
+	for {
+		err := infra.Store.Watch(ctx, func(c bus.Change) { r.reconcile(ctx, c) })
+		if ctx.Err() != nil {
+			return nil
+		}
+		s.log.Warn("watching experiments failed; watching again", "err", err)
+		if !sleepUntil(ctx, time.Now().Add(watchRetry)) {
+			return nil
+		}
+	}
+}
+
+// reconcile starts the clock of a running experiment and stops it when the
+// experiment completes or is deleted; a deleted experiment's observations
+// are purged, since nothing will measure them again.
+func (r *runner) reconcile(ctx context.Context, c bus.Change) {
+	exp := c.Experiment
+	switch {
+	case exp == nil:
+		r.workers.Stop(c.Key)
+		r.purge(ctx, c.Key)
+	case exp.Status.Stage == experiment.StageCompleted:
+		r.workers.Stop(c.Key)
+	case exp.Status.Stage == experiment.StageRunning && exp.Status.StartTime != nil:
+		r.workers.Ensure(c.Key, exp.Metadata.UID, func(ctx context.Context) { r.clock(ctx, exp) })
+	}
+}
+
+func (r *runner) purge(ctx context.Context, key string) {
+	ns, name := bus.SplitKey(key)
+	subject := bus.ObsSubject(ns, name)
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := r.obs.Purge(pctx, jetstream.WithPurgeSubject(subject)); err != nil {
+		r.log.Warn("purge observations of a deleted experiment", "experiment", ns+"/"+name, "err", err)
+		return
+	}
+	r.log.Debug("observations purged", "experiment", ns+"/"+name)
+}
+
+// sleepUntil waits until t; false when ctx ended first.
+func sleepUntil(ctx context.Context, t time.Time) bool {
+	d := time.Until(t)
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-timer.C:
+		return true
+	}
+}

@@ -1,0 +1,277 @@
+package collector
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"reflect"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/darklaunch/darklaunch/shared/bus"
+	"github.com/darklaunch/darklaunch/shared/experiment"
+)
+
+// truth is what the proxy saw of one version, batch by batch, to compute
+// the expected cumulative values from.
+type truth struct {
+	lat    []float64
+	errors int
+}
+
+func (tr *truth) add(lat []float64, failed int) {
+	tr.lat = append(tr.lat, lat...)
+	tr.errors += failed
+}
+
+func (tr truth) check(t *testing.T, what string, s *bus.Snapshot) {
+	t.Helper()
+	n := float64(len(tr.lat))
+	if got := val(t, s.Values, experiment.MetricRequestCount); got != n {
+		t.Errorf("%s: request-count %v, want %v", what, got, n)
+	}
+	if got := val(t, s.Values, experiment.MetricErrorRate); got != float64(tr.errors)/n {
+		t.Errorf("%s: error-rate %v, want %v", what, got, float64(tr.errors)/n)
+	}
+	var sum float64
+	for _, l := range tr.lat {
+		sum += l
+	}
+	if got := val(t, s.Values, experiment.MetricMeanLatency); got != sum/n {
+		t.Errorf("%s: mean-latency %v, want exactly %v", what, got, sum/n)
+	}
+	// DDSketch's rank convention: the value at index ⌊q·(n−1)⌋ of the sorted
+	// latencies, within 1 %.
+	sorted := slices.Sorted(slices.Values(tr.lat))
+	want := sorted[int(0.95*(n-1))]
+	if got := val(t, s.Values, experiment.MetricP95Latency); math.Abs(got-want) > 0.01*want {
+		t.Errorf("%s: p95 %v, want %v ± 1 %%", what, got, want)
+	}
+}
+
+func spread(from, step float64, n int) []float64 {
+	out := make([]float64, n)
+	for i := range out {
+		out[i] = from + float64(i)*step
+	}
+	return out
+}
+
+// recorder keeps every metrics event published on a subject, duplicates
+// included: a core subscription sees what the stream de-duplicates.
+type recorder struct {
+	mu  sync.Mutex
+	got []metricsEvent
+}
+
+func (e *env) record(t *testing.T, exp *experiment.Experiment) *recorder {
+	rec := &recorder{}
+	sub, err := e.nc.Subscribe(bus.EventSubject(exp.Metadata.Namespace, exp.Metadata.Name, bus.EventMetrics), func(m *nats.Msg) {
+		me := decodeMetrics(t, m.Header, m.Data)
+		rec.mu.Lock()
+		rec.got = append(rec.got, me)
+		rec.mu.Unlock()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sub.Unsubscribe() })
+	if err := e.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return rec
+}
+
+func (r *recorder) has(role string, k int32) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.ContainsFunc(r.got, func(me metricsEvent) bool {
+		return me.ev.Snapshot.Role == role && me.ev.Snapshot.Iteration == k
+	})
+}
+
+// TestCollectorBusSnapshots is the collector end to end on a real NATS:
+// observation batches in, 3 iterations × (live, dark) snapshots out with the
+// right cumulative values; a second collector taking over mid-way republishes
+// exactly the same snapshots.
+func TestCollectorBusSnapshots(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	start := time.Now().UTC()
+	exp := running("mirroring", start, 1, 3)
+	uid := exp.Metadata.UID
+	at := func(d time.Duration) time.Time { return start.Add(d) }
+	var live, dark [4]truth // cumulative expectation per iteration
+
+	publish := func(role string, from time.Duration, lat []float64, failed int, firstK int) {
+		b := observed(uid, role, at(from), lat, failed)
+		if role == bus.RoleDark {
+			b.Mirrored = int64(len(lat))
+		}
+		e.publishObs(t, exp, b)
+		tr := &live
+		if role == bus.RoleDark {
+			tr = &dark
+		}
+		for k := firstK; k <= 3; k++ {
+			tr[k].add(lat, failed)
+		}
+	}
+	// Iteration 1 (and 3), stored before the collector starts.
+	publish(bus.RoleLive, 100*time.Millisecond, spread(10, 1, 40), 2, 1)
+	publish(bus.RoleDark, 200*time.Millisecond, spread(20, 3, 30), 3, 1)
+	publish(bus.RoleDark, 900*time.Millisecond, spread(500, 10, 3), 0, 1)
+	publish(bus.RoleLive, 2500*time.Millisecond, spread(15, 2, 10), 1, 3)
+	publish(bus.RoleDark, 2600*time.Millisecond, spread(30, 5, 10), 5, 3)
+	// Noise: another experiment's UID, and a batch after the last iteration.
+	e.publishObs(t, exp, observed("older", bus.RoleLive, at(100*time.Millisecond), []float64{9000}, 1))
+	e.publishObs(t, exp, observed(uid, bus.RoleDark, at(3200*time.Millisecond), []float64{9000}, 1))
+
+	rec := e.record(t, exp)
+	if _, err := e.infra.Store.Create(t.Context(), exp); err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{Grace: 300 * time.Millisecond}
+	stopFirst := e.start(t, e.newService(t, cfg))
+	waitFor(t, 3*time.Second, "iteration 1 snapshots", func() bool { return rec.has(bus.RoleDark, 1) })
+
+	// Iteration 2 arrives live; one batch starts exactly at iteration 1's end.
+	publish(bus.RoleLive, time.Second, spread(100, 1, 20), 0, 2)
+	publish(bus.RoleDark, time.Second, spread(50, 1, 20), 10, 2)
+	publish(bus.RoleLive, 1500*time.Millisecond, spread(12, 1, 30), 3, 2)
+
+	// The first collector stops mid-way; a second one takes over from
+	// completedIterations+1 = 1, so it republishes iteration 1.
+	stopFirst()
+	e.start(t, e.newService(t, cfg))
+	waitFor(t, 4*time.Second, "iteration 3 snapshots", func() bool { return rec.has(bus.RoleDark, 3) })
+
+	events := e.metricsEvents(t, exp, 6, time.Second)
+	for i, me := range events {
+		k, role := int32(1+i/2), roles[i%2]
+		s := me.ev.Snapshot
+		if s.Iteration != k || s.Role != role {
+			t.Fatalf("event %d is %s k=%d, want %s k=%d (live then dark per iteration)", i, s.Role, s.Iteration, role, k)
+		}
+		if want := bus.MsgID(uid, "metrics", role, fmt.Sprint(k)); me.id != want {
+			t.Errorf("event %d Msg-Id %q, want %q", i, me.id, want)
+		}
+		if !s.Start.Equal(start) || !s.End.Equal(at(time.Duration(k)*time.Second)) || s.Source != "bus" {
+			t.Errorf("event %d window [%v, %v) source %q", i, s.Start, s.End, s.Source)
+		}
+		what := fmt.Sprintf("%s k=%d", role, k)
+		if role == bus.RoleLive {
+			live[k].check(t, what, s)
+		} else {
+			dark[k].check(t, what, s)
+			if s.Mirror == nil || s.Mirror.Mirrored != int64(len(dark[k].lat)) {
+				t.Errorf("%s: mirror %+v, want %d mirrored", what, s.Mirror, len(dark[k].lat))
+			}
+			if s.Version != "sample-app-v2" {
+				t.Errorf("%s: version %q, want the baseline's name", what, s.Version)
+			}
+		}
+	}
+
+	// Every publication of a (role, k), by either collector, is the same.
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	copies := map[string][]*bus.Snapshot{}
+	for _, me := range rec.got {
+		key := fmt.Sprintf("%s/%d", me.ev.Snapshot.Role, me.ev.Snapshot.Iteration)
+		copies[key] = append(copies[key], me.ev.Snapshot)
+	}
+	if len(copies["live/1"]) < 2 || len(copies["dark/1"]) < 2 {
+		t.Errorf("iteration 1 published %d/%d times, want the second collector to republish it", len(copies["live/1"]), len(copies["dark/1"]))
+	}
+	for key, snaps := range copies {
+		for _, s := range snaps[1:] {
+			if !reflect.DeepEqual(s, snaps[0]) {
+				t.Errorf("%s republished differently:\n%+v\n%+v", key, snaps[0], s)
+			}
+		}
+	}
+}
+
+// TestCollectorNoObservations: a version nobody called has request-count 0
+// and every ratio and latency unavailable, never 0.
+func TestCollectorNoObservations(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	exp := running("silent", time.Now().Add(-time.Second), 1, 1)
+	if _, err := e.infra.Store.Create(t.Context(), exp); err != nil {
+		t.Fatal(err)
+	}
+	e.start(t, e.newService(t, Config{Grace: 10 * time.Millisecond}))
+	for _, me := range e.metricsEvents(t, exp, 2, 3*time.Second) {
+		s := me.ev.Snapshot
+		if got := val(t, s.Values, experiment.MetricRequestCount); got != 0 {
+			t.Errorf("%s: request-count %v, want 0", s.Role, got)
+		}
+		for _, name := range []string{experiment.MetricErrorRate, experiment.MetricMeanLatency, experiment.MetricP95Latency, experiment.MetricP99Latency} {
+			if v, ok := s.Values[name]; !ok || v != nil {
+				t.Errorf("%s: %s = %v (present %v), want unavailable", s.Role, name, v, ok)
+			}
+			if s.Errors[name] == "" {
+				t.Errorf("%s: %s unavailable without a reason", s.Role, name)
+			}
+		}
+	}
+}
+
+// TestCollectorStopsAndPurges: Completed stops the clock; deleting the
+// experiment purges its observations.
+func TestCollectorStopsAndPurges(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	start := time.Now()
+	exp := running("gone", start, 1, 100)
+	src := &fakeSource{start: start.UTC()}
+	s := e.newService(t, Config{Grace: 10 * time.Millisecond})
+	s.newSource = func(Config, *bus.Infra, *slog.Logger) (Source, error) { return src, nil }
+	e.publishObs(t, exp, observed(exp.Metadata.UID, bus.RoleLive, start, []float64{1}, 0))
+	if _, err := e.infra.Store.Create(t.Context(), exp); err != nil {
+		t.Fatal(err)
+	}
+	e.start(t, s)
+	waitFor(t, 3*time.Second, "the first measurement", func() bool { c, _, _ := src.snapshot(); return len(c) > 0 })
+
+	if _, err := e.infra.Store.Update(t.Context(), "default", "gone", func(x *experiment.Experiment) error {
+		x.Status.Stage = experiment.StageCompleted
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, time.Second, "the clock to stop", func() bool { _, _, closes := src.snapshot(); return closes == 1 })
+
+	if err := e.infra.Store.Delete(t.Context(), "default", "gone", 0); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 2*time.Second, "the observations to be purged", func() bool {
+		_, err := e.infra.Obs.GetLastMsgForSubject(t.Context(), bus.ObsSubject("default", "gone"))
+		return errors.Is(err, jetstream.ErrMsgNotFound)
+	})
+}
+
+func TestNewUnknownSource(t *testing.T) {
+	e := newEnv(t)
+	if _, err := New(Config{Source: "prometeus"}, e.nc, nil); !errors.Is(err, ErrUnknownSource) {
+		t.Errorf("unknown source: err = %v, want ErrUnknownSource", err)
+	}
+	s := e.newService(t, Config{})
+	if c := s.Config(); c.Source != SourceBus || c.Grace != DefaultGrace || c.CatchUp != DefaultCatchUp || c.Instance == "" {
+		t.Errorf("defaults: %+v", c)
+	}
+	if _, err := newSource(Config{Source: "nope"}, e.infra, nil); !errors.Is(err, ErrUnknownSource) {
+		t.Errorf("factory: err = %v, want ErrUnknownSource", err)
+	}
+	if _, err := New(Config{}, nil, nil); err == nil {
+		t.Error("New without a connection: want an error")
+	}
+}
