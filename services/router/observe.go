@@ -47,6 +47,10 @@ func (p *Proxy) runFlusher(ctx context.Context) {
 // drops) since the last flush, then retries what earlier flushes could not
 // publish.
 func (p *Proxy) Flush(ctx context.Context) error {
+	// One flush at a time (the flusher's and Close's): the bookkeeping of
+	// retired routes below relies on it.
+	p.flushing.Lock()
+	defer p.flushing.Unlock()
 	now := time.Now()
 	var errs []error
 	for _, rt := range p.table.Load().byKey {

@@ -181,3 +181,39 @@ func TestFlushRetriesWhileNATSIsDown(t *testing.T) {
 	})
 	obs.readUntil(t, 5*time.Second, func() bool { return obs.aggs[bus.RoleLive].Count == 3 })
 }
+
+// TestConcurrentFlushes: the flusher, a teardown and Close may flush at the
+// same time; retired routes must survive it.
+func TestConcurrentFlushes(t *testing.T) {
+	live := newVersion(t, nil)
+	dark := newVersion(t, nil)
+	p, base := newTestProxy(t, Config{}, nil)
+	ctx := context.Background()
+	for round := range 200 {
+		e := testExperiment("again", "customdomain.com", live.URL, dark.URL, 100, experiment.StageRunning)
+		setup(t, p, e) // replaces the previous round's experiment: retired
+		if round%10 == 0 {
+			send(t, base, "customdomain.com", "GET", "/", nil)
+		}
+		done := make(chan struct{})
+		for range 8 {
+			go func() { _ = p.Flush(ctx); done <- struct{}{} }()
+		}
+		if round%2 == 0 {
+			if err := p.Teardown(ctx, e); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for range 8 {
+			<-done
+		}
+	}
+	if err := p.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.retired) != 0 {
+		t.Errorf("%d retired routes left after a flush with nothing to publish", len(p.retired))
+	}
+}

@@ -41,7 +41,8 @@ type Proxy struct {
 	table atomic.Pointer[routeTable]
 	mu    sync.Mutex // serialises changes of the table and of retired
 	// retired are removed routes whose last batches are not published yet.
-	retired []*route
+	retired  []*route
+	flushing sync.Mutex // one Flush at a time
 
 	// ctx ends at Close; each route's copies hang off it.
 	ctx    context.Context
@@ -202,8 +203,8 @@ func hostOnly(h string) string {
 	return strings.TrimSuffix(strings.ToLower(h), ".")
 }
 
-// Setup checks that both versions answer (while exp is Initializing) and
-// routes the experiment's host. A second Setup for the same experiment keeps
+// Setup checks that both versions answer (for a new experiment: see
+// needsInitCheck) and routes the experiment's host. A second Setup for the same experiment keeps
 // the existing route, counters and all.
 func (p *Proxy) Setup(ctx context.Context, exp *experiment.Experiment) (experiment.RoutingStatus, error) {
 	spec, err := p.resolve(exp)
@@ -219,7 +220,7 @@ func (p *Proxy) Setup(ctx context.Context, exp *experiment.Experiment) (experime
 	if same := cur.byKey[exp.Key()]; same != nil && same.uid == exp.Metadata.UID && same.spec.equal(spec) {
 		return spec.status(), nil
 	}
-	if exp.Status.Stage == experiment.StageInitializing || exp.Status.Stage == "" {
+	if needsInitCheck(exp) {
 		if err := p.initCheck(ctx, spec); err != nil {
 			return spec.status(), err
 		}
@@ -244,6 +245,14 @@ func (p *Proxy) Setup(ctx context.Context, exp *experiment.Experiment) (experime
 	}
 	rt.log.Info("mirroring set up", "host", spec.host, "percent", spec.percent, "live", spec.live.String(), "dark", spec.dark.String(), "methods", spec.methods)
 	return spec.status(), nil
+}
+
+// needsInitCheck: only a new experiment is checked, one the judge has not
+// yet seen routed. Once routing was reported, the route must come back at
+// once after a restart, whatever the dark version does right now.
+func needsInitCheck(exp *experiment.Experiment) bool {
+	st := exp.Status
+	return (st.Stage == experiment.StageInitializing || st.Stage == "") && st.Routing == nil
 }
 
 // Teardown stops routing the experiment's host, waits (up to MirrorTimeout)

@@ -18,9 +18,10 @@ import (
 type Backend interface {
 	// Setup checks the target answers and sets up mirroring for exp
 	// (idempotent: a restarted router converges). The check is Iter8's init
-	// task and runs only while exp is Initializing: for an experiment that
-	// already runs (a router restart), the judge has accepted the target and
-	// the route must come back at once, whatever the dark version does.
+	// task and runs only for a new experiment (Initializing, no
+	// status.routing yet): for one whose routing was already reported (a
+	// router restart), the judge has accepted the target and the route must
+	// come back at once, whatever the dark version does.
 	Setup(ctx context.Context, exp *experiment.Experiment) (experiment.RoutingStatus, error)
 	// Teardown removes what Setup created (idempotent).
 	Teardown(ctx context.Context, exp *experiment.Experiment) error

@@ -195,6 +195,8 @@ func (s *Service) reconcile(ctx context.Context, workers *bus.Workers, c bus.Cha
 	case experiment.StageRunning, experiment.StageFinishing:
 		workers.Ensure(key, e.Metadata.UID, func(ctx context.Context) { s.restore(ctx, e) })
 	case experiment.StageCompleted:
+		// Forgotten once torn down: a later deletion has nothing left to do.
+		delete(s.seen, key)
 		workers.Stop(key)
 		s.teardown(ctx, e)
 	}
