@@ -167,17 +167,30 @@ func FormatValue(v *float64) string {
 	return fmt.Sprintf("%.3f", *v)
 }
 
-// WatchHeader is the header of the progress lines.
-func WatchHeader() string {
-	return fmt.Sprintf(watchFormat, "NAME", "TYPE", "TARGET", "STAGE", "COMPLETED ITERATIONS", "MESSAGE")
+// WatchFormat lays out progress lines like `kubectl get experiment
+// --watch`: NAME TYPE TARGET STAGE COMPLETED ITERATIONS MESSAGE, the columns
+// as wide as the experiments it is made for.
+type WatchFormat struct{ format string }
+
+// NewWatchFormat sizes the columns for the given experiments.
+func NewWatchFormat(exps ...*experiment.Experiment) WatchFormat {
+	name, target := len("NAME"), len("TARGET")
+	for _, e := range exps {
+		name = max(name, len(e.Metadata.Name))
+		target = max(target, len(e.Spec.Target))
+	}
+	return WatchFormat{format: fmt.Sprintf("%%-%ds   %%-11s   %%-%ds   %%-12s   %%-20s   %%s", name, target)}
 }
 
-const watchFormat = "%-12s %-13s %-20s %-10s %-22s %s"
+// Header is the header line.
+func (f WatchFormat) Header() string {
+	return strings.TrimRight(fmt.Sprintf(f.format, "NAME", "TYPE", "TARGET", "STAGE", "COMPLETED ITERATIONS", "MESSAGE"), " ")
+}
 
-// WatchLine is one progress line, like `kubectl get experiment --watch`.
-func WatchLine(e *experiment.Experiment) string {
-	return fmt.Sprintf(watchFormat, e.Metadata.Name, e.Spec.Strategy.TestingPattern, e.Spec.Target,
-		orDefault(string(e.Status.Stage), string(experiment.StageWaiting)), fmt.Sprint(e.Status.CompletedIterations), e.Status.Message)
+// Line is one experiment's line.
+func (f WatchFormat) Line(e *experiment.Experiment) string {
+	return strings.TrimRight(fmt.Sprintf(f.format, e.Metadata.Name, e.Spec.Strategy.TestingPattern, e.Spec.Target,
+		orDefault(string(e.Status.Stage), string(experiment.StageWaiting)), fmt.Sprint(e.Status.CompletedIterations), e.Status.Message), " ")
 }
 
 func section(w io.Writer, name string, first bool) {

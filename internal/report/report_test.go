@@ -91,7 +91,11 @@ func TestVerdictLineNamesMissedObjectives(t *testing.T) {
 func TestWatchLine(t *testing.T) {
 	e := seedCompleted(t)
 	e.Status.Stage, e.Status.CompletedIterations, e.Status.Message = experiment.StageRunning, 3, "IterationUpdate: Completed Iteration 3"
-	got := WatchLine(e)
+	f := NewWatchFormat(e)
+	got := f.Line(e)
+	if h := f.Header(); !strings.HasPrefix(h, "NAME        TYPE          TARGET               STAGE") {
+		t.Errorf("header %q", h)
+	}
 	for _, want := range []string{"mirroring", "Conformance", "default/sample-app", "Running", " 3 ", "IterationUpdate: Completed Iteration 3"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("line %q lacks %q", got, want)

@@ -177,7 +177,20 @@ func (c *Client) call(ctx context.Context, subject string, payload []byte, out a
 	m := nats.NewMsg(subject)
 	m.Data = payload
 	m.Header.Set(HeaderAccept, ContentTypeMsgpack)
-	reply, err := c.NC.RequestMsgWithContext(ctx, m)
+	// A judge that is (re)starting has no responder for a moment: retry
+	// briefly before telling the user none is running.
+	var reply *nats.Msg
+	var err error
+	for wait := 50 * time.Millisecond; ; wait *= 2 {
+		reply, err = c.NC.RequestMsgWithContext(ctx, m)
+		if !errors.Is(err, nats.ErrNoResponders) || wait > 2*time.Second {
+			break
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(wait):
+		}
+	}
 	if errors.Is(err, nats.ErrNoResponders) {
 		return fmt.Errorf("no judge answers on %s: is the judge running? (darklaunch serve judge)", subject)
 	}

@@ -1,0 +1,166 @@
+// Package cli is the darklaunch command line: `run` (the main job), `dev`,
+// `serve`, the API clients (submit, get, list, delete, describe, watch),
+// `decode` and `sample-app`. main only wires signals and calls Run.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/nats-io/nats.go"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/darklaunch/darklaunch/shared/bus"
+)
+
+// Exit codes of `darklaunch run` (and of every command for errors).
+const (
+	ExitPass    = 0 // the dark version passed
+	ExitFail    = 1 // the dark version failed an objective
+	ExitInvalid = 2 // invalid input or an error
+)
+
+// Version is set at build time with -ldflags "-X github.com/darklaunch/darklaunch/internal/cli.Version=...".
+var Version = "0.1.0-dev"
+
+// exitError carries an exit code through cobra.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+func withCode(code int, err error) error { return &exitError{code: code, err: err} }
+
+// globals are the flags every command has.
+type globals struct {
+	server    string
+	creds     string
+	token     string
+	logLevel  string
+	logFormat string
+
+	stdin          io.Reader
+	stdout, stderr io.Writer
+}
+
+// Run runs the CLI with args and returns the process exit code.
+func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	g := &globals{stdin: stdin, stdout: stdout, stderr: stderr}
+	root := &cobra.Command{
+		Use:   "darklaunch",
+		Short: "Dark launches over NATS: mirror live traffic to a dark version, measure it, judge it",
+		Long: `darklaunch runs dark launches: it mirrors a share of live traffic to a new ("dark")
+version of a service, ignores the dark responses, measures the dark version and judges it
+against objectives (mean latency, 95th-percentile latency, error rate), like an Iter8
+conformance experiment with mirrored traffic.
+
+Start here:  darklaunch run examples/mirroring/experiment.yaml`,
+		SilenceUsage:      true,
+		SilenceErrors:     true,
+		Version:           Version,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error { return envFallback(cmd) },
+	}
+	root.SetArgs(args)
+	root.SetIn(stdin)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	pf := root.PersistentFlags()
+	pf.StringVarP(&g.server, "server", "s", "", "NATS server URL (env DARKLAUNCH_SERVER; default "+nats.DefaultURL+"; run: embedded)")
+	pf.StringVar(&g.creds, "creds", "", "NATS credentials file (env DARKLAUNCH_CREDS)")
+	pf.StringVar(&g.token, "token", "", "NATS token (env DARKLAUNCH_TOKEN)")
+	pf.StringVar(&g.logLevel, "log-level", "", "log level: debug, info, warn, error (env DARKLAUNCH_LOG_LEVEL)")
+	pf.StringVar(&g.logFormat, "log-format", "text", "log format: text or json (env DARKLAUNCH_LOG_FORMAT)")
+
+	root.AddCommand(
+		newRunCmd(g),
+		newDevCmd(g),
+		newServeCmd(g),
+		newSubmitCmd(g),
+		newGetCmd(g),
+		newListCmd(g),
+		newDeleteCmd(g),
+		newDescribeCmd(g),
+		newWatchCmd(g),
+		newDecodeCmd(g),
+		newSampleAppCmd(g),
+	)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return ExitPass
+	}
+	code := ExitInvalid
+	var ee *exitError
+	if errors.As(err, &ee) {
+		code = ee.code
+	}
+	if !errors.Is(err, errSilent) {
+		fmt.Fprintf(stderr, "darklaunch: %s\n", err)
+	}
+	return code
+}
+
+// errSilent ends a command with an exit code and nothing more to say.
+var errSilent = errors.New("silent")
+
+// envFallback sets every flag that was not given from DARKLAUNCH_<FLAG>
+// (upper case, dashes as underscores), so containers are configured by
+// environment and people by flags.
+func envFallback(cmd *cobra.Command) error {
+	var err error
+	visit := func(f *pflag.Flag) {
+		if f.Changed || err != nil {
+			return
+		}
+		env := "DARKLAUNCH_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := os.LookupEnv(env); ok {
+			if e := f.Value.Set(v); e != nil {
+				err = withCode(ExitInvalid, fmt.Errorf("%s=%q: %w", env, v, e))
+			}
+		}
+	}
+	cmd.Flags().VisitAll(visit)
+	cmd.InheritedFlags().VisitAll(visit)
+	return err
+}
+
+func (g *globals) logger(defaultLevel slog.Level) (*slog.Logger, error) {
+	level := defaultLevel
+	if g.logLevel != "" {
+		if err := level.UnmarshalText([]byte(g.logLevel)); err != nil {
+			return nil, withCode(ExitInvalid, fmt.Errorf("--log-level %q: want debug, info, warn or error", g.logLevel))
+		}
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch g.logFormat {
+	case "", "text":
+		return slog.New(slog.NewTextHandler(g.stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(g.stderr, opts)), nil
+	}
+	return nil, withCode(ExitInvalid, fmt.Errorf("--log-format %q: want text or json", g.logFormat))
+}
+
+func (g *globals) connConfig(name string) bus.ConnConfig {
+	url := g.server
+	if url == "" {
+		url = nats.DefaultURL
+	}
+	return bus.ConnConfig{URL: url, Name: name, CredsFile: g.creds, Token: g.token}
+}
+
+func (g *globals) connect(name string, log *slog.Logger) (*nats.Conn, error) {
+	nc, err := bus.Connect(g.connConfig(name), log)
+	if err != nil {
+		return nil, withCode(ExitInvalid, fmt.Errorf("%w (start one with `darklaunch dev`, or pass --server)", err))
+	}
+	return nc, nil
+}

@@ -1,0 +1,183 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/cobra"
+
+	"github.com/darklaunch/darklaunch/services/collector"
+	"github.com/darklaunch/darklaunch/services/judge"
+	"github.com/darklaunch/darklaunch/services/loadgen"
+	"github.com/darklaunch/darklaunch/services/router"
+)
+
+// serveOptions are the flags every service has.
+type serveOptions struct {
+	healthAddr string
+}
+
+func newServeCmd(g *globals) *cobra.Command {
+	var so serveOptions
+	cmd := &cobra.Command{
+		Use:   "serve router|loadgen|collector|judge",
+		Short: "Run one darklaunch service against a NATS server (what the Helm chart runs)",
+		Long: `Run one service. Every flag can also be set as DARKLAUNCH_<FLAG> in the environment
+(e.g. DARKLAUNCH_SERVER, DARKLAUNCH_HEALTH_ADDR). With --health-addr the service serves
+/healthz (alive), /readyz (connected to NATS) and /metrics (Prometheus).`,
+	}
+	cmd.PersistentFlags().StringVar(&so.healthAddr, "health-addr", "", "serve /healthz, /readyz and /metrics here (e.g. :8081); empty: off")
+
+	var rc router.Config
+	r := &cobra.Command{
+		Use:   "router",
+		Short: "Set up mirroring for experiments (local mirroring proxy)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return serve(cmd.Context(), g, &so, "router", func(nc *nats.Conn, log *slog.Logger, reg *prometheus.Registry) (runner, error) {
+				rc.Registry = reg
+				return router.New(rc, nc, log)
+			})
+		},
+	}
+	rf := r.Flags()
+	rf.StringVar(&rc.Backend, "backend", router.BackendProxy, "mirroring backend")
+	rf.StringVar(&rc.ProxyAddr, "proxy-addr", router.DefaultProxyAddr, "where the mirroring proxy listens")
+	rf.StringVar(&rc.DefaultHost, "host", router.DefaultHost, "host mirrored when spec.mirroring.host is absent")
+	rf.Float64Var(&rc.DefaultPercent, "percent", router.DefaultPercent, "percent mirrored when spec.mirroring.percent is absent")
+	rf.StringVar(&rc.DefaultLiveURL, "live", "", "live base URL when spec.mirroring.liveURL is absent")
+	rf.StringVar(&rc.DefaultDarkURL, "dark", "", "dark base URL when spec.mirroring.darkURL is absent")
+	rf.IntVar(&rc.MirrorInflight, "mirror-inflight", router.DefaultMirrorInflight, "copies in flight to the dark version at most; more are dropped and counted")
+	rf.Int64Var(&rc.MirrorMaxBody, "mirror-max-body", router.DefaultMirrorMaxBody, "largest request body copied, in bytes")
+	rf.DurationVar(&rc.MirrorTimeout, "mirror-timeout", router.DefaultMirrorTimeout, "timeout of a copy sent to the dark version")
+	rf.DurationVar(&rc.FlushInterval, "flush-interval", router.DefaultFlushInterval, "how often observations are published")
+	rf.DurationVar(&rc.InitTimeout, "init-timeout", router.DefaultInitTimeout, "how long to wait for live and dark to answer before failing the experiment")
+
+	var lc loadgen.Config
+	l := &cobra.Command{
+		Use:   "loadgen",
+		Short: "Send open-loop traffic to running experiments",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return serve(cmd.Context(), g, &so, "loadgen", func(nc *nats.Conn, log *slog.Logger, _ *prometheus.Registry) (runner, error) {
+				return loadgen.New(lc, nc, log)
+			})
+		},
+	}
+	lf := l.Flags()
+	lf.StringVar(&lc.URL, "url", loadgen.DefaultURL, "where requests go when spec.load.url is absent")
+	lf.StringVar(&lc.Host, "host", loadgen.DefaultHost, "Host header when neither spec.load.host nor spec.mirroring.host is set")
+	lf.Float64Var(&lc.Rate, "rate", loadgen.DefaultRate, "requests per second when spec.load.rate is absent")
+	lf.DurationVar(&lc.Delay, "delay", loadgen.DefaultDelay, "wait after the experiment starts when spec.load.delay is absent")
+	lf.IntVar(&lc.Concurrency, "concurrency", loadgen.DefaultConcurrency, "requests in flight at most")
+	lf.DurationVar(&lc.Timeout, "timeout", loadgen.DefaultTimeout, "timeout of one request")
+
+	var cc collector.Config
+	c := &cobra.Command{
+		Use:   "collector",
+		Short: "Publish a metrics snapshot of every version each interval",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return serve(cmd.Context(), g, &so, "collector", func(nc *nats.Conn, log *slog.Logger, _ *prometheus.Registry) (runner, error) {
+				return collector.New(cc, nc, log)
+			})
+		},
+	}
+	cf := c.Flags()
+	cf.StringVar(&cc.Source, "source", collector.SourceBus, "metrics source")
+	cf.DurationVar(&cc.Grace, "grace", collector.DefaultGrace, "wait after an interval ends for the last observations")
+
+	var jc judge.Config
+	j := &cobra.Command{
+		Use:   "judge",
+		Short: "Serve the experiments API, keep the state, evaluate objectives, emit the verdict",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return serve(cmd.Context(), g, &so, "judge", func(nc *nats.Conn, log *slog.Logger, _ *prometheus.Registry) (runner, error) {
+				jc.Version = Version
+				return judge.New(jc, nc, log)
+			})
+		},
+	}
+	jf := j.Flags()
+	jf.DurationVar(&jc.InitTimeout, "init-timeout", judge.DefaultInitTimeout, "fail an experiment whose mirroring is not set up within this")
+	jf.DurationVar(&jc.MetricsTimeout, "metrics-timeout", judge.DefaultMetricsTimeout, "fail a running experiment that gets no metrics for this long past an iteration's end")
+
+	cmd.AddCommand(r, l, c, j)
+	return cmd
+}
+
+type runner interface{ Run(ctx context.Context) error }
+
+// serve connects, builds the service, serves health and metrics, and runs
+// the service until ctx ends.
+func serve(ctx context.Context, g *globals, so *serveOptions, name string, build func(*nats.Conn, *slog.Logger, *prometheus.Registry) (runner, error)) error {
+	log, err := g.logger(slog.LevelInfo)
+	if err != nil {
+		return err
+	}
+	log = log.With("service", name)
+	nc, err := g.connect("darklaunch-"+name, log)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	svc, err := build(nc, log, reg)
+	if err != nil {
+		return withCode(ExitInvalid, err)
+	}
+	if so.healthAddr != "" {
+		stop, err := serveHealth(so.healthAddr, nc, reg, log)
+		if err != nil {
+			return withCode(ExitInvalid, err)
+		}
+		defer stop()
+	}
+	log.Info("starting", "nats", nc.ConnectedUrlRedacted(), "version", Version)
+	if err := svc.Run(ctx); err != nil {
+		return withCode(ExitInvalid, fmt.Errorf("%s: %w", name, err))
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// serveHealth serves the probes and the metrics: /healthz says the process
+// is alive, /readyz that it is connected to NATS.
+func serveHealth(addr string, nc *nats.Conn, reg *prometheus.Registry, log *slog.Logger) (func(), error) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if st := nc.Status(); st != nats.CONNECTED {
+			http.Error(w, "NATS connection is "+st.String(), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--health-addr %s: %w", addr, err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("health server", "err", err)
+		}
+	}()
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+	}, nil
+}
