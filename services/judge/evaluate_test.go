@@ -164,7 +164,7 @@ func reasons(rs []experiment.ObjectiveResult) []string {
 
 func TestFormatPair(t *testing.T) {
 	for _, c := range []struct {
-		v, l       float64
+		v, l         float64
 		wantV, wantL string
 	}{
 		{62.1, 50, "62.100", "50.000"},

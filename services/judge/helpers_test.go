@@ -46,6 +46,13 @@ func newEnv(t *testing.T) *env {
 // returns once the API answers.
 func (e *env) startJudge(cfg Config) (stop func()) {
 	e.t.Helper()
+	_, stop = e.runJudge(cfg)
+	return stop
+}
+
+// runJudge is startJudge that also returns the running Service.
+func (e *env) runJudge(cfg Config) (*Service, func()) {
+	e.t.Helper()
 	nc := e.srv.Conn(e.t)
 	level := slog.LevelWarn
 	if testing.Verbose() {
@@ -60,7 +67,7 @@ func (e *env) startJudge(cfg Config) (stop func()) {
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
 	var once sync.Once
-	stop = func() {
+	stop := func() {
 		once.Do(func() {
 			cancel()
 			select {
@@ -78,7 +85,7 @@ func (e *env) startJudge(cfg Config) (stop func()) {
 		_, err := e.api.List(context.Background(), "")
 		return err == nil, fmt.Sprint(err)
 	})
-	return stop
+	return s, stop
 }
 
 // waitFor polls cond until it holds, failing the test after a deadline.
@@ -185,10 +192,13 @@ func (e *env) snapshot(x *experiment.Experiment, role string, k int32, values ma
 
 func (e *env) snapshotWithID(x *experiment.Experiment, role string, k int32, values map[string]*float64, msgID string) {
 	e.t.Helper()
-	e.publish(x, bus.EventMetrics, msgID, func(ev *bus.Event) {
-		ev.Snapshot = &bus.Snapshot{Iteration: k, Role: role, Version: role, Values: values, Source: "test",
-			Mirror: &experiment.MirrorStats{Mirrored: int64(10 * k)}}
-	})
+	e.publishSnapshot(x, &bus.Snapshot{Iteration: k, Role: role, Version: role, Values: values, Source: "test",
+		Mirror: &experiment.MirrorStats{Mirrored: int64(10 * k)}}, msgID)
+}
+
+func (e *env) publishSnapshot(x *experiment.Experiment, snap *bus.Snapshot, msgID string) {
+	e.t.Helper()
+	e.publish(x, bus.EventMetrics, msgID, func(ev *bus.Event) { ev.Snapshot = snap })
 }
 
 // events reads every event of one experiment from the stream, in order.
