@@ -297,6 +297,22 @@ func TestCreateBadInput(t *testing.T) {
 			t.Errorf("message %q", body.Error)
 		}
 	})
+	t.Run("msgpack unknown field", func(t *testing.T) {
+		doc, _ := bus.Marshal(bus.ContentTypeMsgpack, map[string]any{"apiVersion": experiment.APIVersionV2Alpha1, "kind": "Experiment", "spek": map[string]any{}})
+		body := e.failed(e.call(bus.SubjectCreate, doc, nil), "400")
+		if !strings.Contains(body.Error, "spek") {
+			t.Errorf("message %q does not name the unknown field", body.Error)
+		}
+	})
+	t.Run("msgpack not UTF-8", func(t *testing.T) {
+		x := e.doc("binary", 3)
+		x.Spec.VersionInfo.Baseline.Name = "dark\xff"
+		doc, _ := bus.Marshal(bus.ContentTypeMsgpack, x)
+		body := e.failed(e.call(bus.SubjectCreate, doc, nil), "400")
+		if len(body.Errors) != 1 || body.Errors[0].Field != "spec.versionInfo.baseline.name" {
+			t.Errorf("errors %+v", body.Errors)
+		}
+	})
 	t.Run("unknown field", func(t *testing.T) {
 		doc := bytes.Replace(seedYAML(t, "typo"), []byte("upperLimit: 50"), []byte("upperlimit: 50"), 1)
 		body := e.failed(e.call(bus.SubjectCreate, doc, nil), "400")

@@ -57,10 +57,13 @@ func (s *Service) onRouting(ctx context.Context, ev *bus.Event) error {
 		}
 		st.Stage = experiment.StageRunning
 		st.StartTime = &start
-		msg := fmt.Sprintf("Mirroring set up (%s%% of %s to %s)",
-			strconv.FormatFloat(status.Percent, 'f', -1, 64),
-			cmp.Or(status.Host, status.Live, "live traffic"),
-			cmp.Or(status.Dark, baselineRevision(e), e.BaselineName()))
+		share := cmp.Or(status.Host, status.Live, "live traffic")
+		if p := finite(&status.Percent); p != nil && *p > 0 {
+			share = strconv.FormatFloat(*p, 'f', -1, 64) + "% of " + share
+		} else {
+			st.Routing.Percent = 0 // NaN would make the state unreadable as JSON
+		}
+		msg := fmt.Sprintf("Mirroring set up (%s to %s)", share, cmp.Or(status.Dark, baselineRevision(e), e.BaselineName()))
 		st.SetCondition(experiment.ConditionTargetAcquired, "True", experiment.ReasonTargetAcquired, msg, now)
 		st.Message = experiment.ReasonTargetAcquired + ": " + msg
 		outcome = "mirroring set up: experiment running"

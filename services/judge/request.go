@@ -1,10 +1,18 @@
 package judge
 
 import (
+	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"unicode/utf8"
 
+	"github.com/vmihailenco/msgpack/v5"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"github.com/darklaunch/darklaunch/shared"
@@ -23,12 +31,16 @@ func decodeDocument(contentType string, data []byte, maxBytes int) (*experiment.
 	}
 	var e *experiment.Experiment
 	if bus.Sniff(contentType, data) == bus.ContentTypeMsgpack {
-		e = new(experiment.Experiment)
-		if err := bus.Unmarshal(bus.ContentTypeMsgpack, data, e); err != nil {
-			return nil, documentError(err.Error())
+		var err error
+		if e, err = decodeMsgpack(data); err != nil {
+			return nil, err
 		}
 		e.Default()
-		if errs := e.Validate(); len(errs) > 0 {
+		errs := e.Validate()
+		// Only msgpack carries bytes that are not text (the YAML decoder
+		// refuses them); JSON and YAML replies would show them altered.
+		errs = append(errs, nonUTF8(nil, reflect.ValueOf(e).Elem())...)
+		if len(errs) > 0 {
 			return nil, &experiment.InvalidError{Name: e.Key(), Errors: errs}
 		}
 	} else {
@@ -45,6 +57,69 @@ func decodeDocument(contentType string, data []byte, maxBytes int) (*experiment.
 		return nil, documentError("cannot be represented as JSON: " + err.Error())
 	}
 	return e, nil
+}
+
+// decodeMsgpack decodes a msgpack document as strictly as experiment.Parse
+// reads YAML and JSON: an unknown field (a typo) or trailing bytes are an
+// error, not silently dropped.
+func decodeMsgpack(data []byte) (*experiment.Experiment, error) {
+	r := bytes.NewReader(data)
+	dec := msgpack.NewDecoder(r)
+	dec.SetCustomStructTag("json") // as bus.Marshal writes it
+	dec.DisallowUnknownFields(true)
+	var e experiment.Experiment
+	if err := dec.Decode(&e); err != nil {
+		return nil, documentError("msgpack: " + err.Error())
+	}
+	if r.Len() > 0 {
+		return nil, documentError(fmt.Sprintf("msgpack: %d bytes after the document; send one experiment per request", r.Len()))
+	}
+	return &e, nil
+}
+
+// nonUTF8 lists the strings in v (map keys included) that are not UTF-8,
+// by their field path.
+func nonUTF8(p *field.Path, v reflect.Value) field.ErrorList {
+	bad := func(p *field.Path, s string) field.ErrorList {
+		if utf8.ValidString(s) {
+			return nil
+		}
+		return field.ErrorList{field.Invalid(p, strconv.QuoteToASCII(s), "must be UTF-8 text")}
+	}
+	var errs field.ErrorList
+	switch v.Kind() {
+	case reflect.String:
+		errs = bad(p, v.String())
+	case reflect.Pointer, reflect.Interface:
+		if !v.IsNil() {
+			errs = nonUTF8(p, v.Elem())
+		}
+	case reflect.Slice, reflect.Array:
+		for i := range v.Len() {
+			errs = append(errs, nonUTF8(p.Index(i), v.Index(i))...)
+		}
+	case reflect.Map:
+		keys := v.MapKeys()
+		slices.SortFunc(keys, func(a, b reflect.Value) int { return strings.Compare(fmt.Sprint(a), fmt.Sprint(b)) })
+		for _, k := range keys {
+			name := fmt.Sprint(k)
+			if k.Kind() == reflect.String {
+				errs = append(errs, bad(p, name)...)
+			}
+			errs = append(errs, nonUTF8(p.Key(name), v.MapIndex(k))...)
+		}
+	case reflect.Struct:
+		t := v.Type()
+		for i := range t.NumField() {
+			f := t.Field(i)
+			if !f.IsExported() {
+				continue
+			}
+			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+			errs = append(errs, nonUTF8(p.Child(cmp.Or(name, f.Name)), v.Field(i))...)
+		}
+	}
+	return errs
 }
 
 func documentError(detail string) error {
