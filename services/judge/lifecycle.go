@@ -171,8 +171,9 @@ func (s *Service) onDarkSnapshot(ctx context.Context, ev *bus.Event, snap *bus.S
 	log := s.expLog(ev.Namespace, ev.Name)
 	k := snap.Iteration
 	var out []outEvent
+	judged := false
 	_, err := s.update(ctx, ev, func(e *experiment.Experiment) error {
-		out = nil
+		out, judged = nil, false
 		st := &e.Status
 		done, total := st.CompletedIterations, e.TotalIterations()
 		now := s.now()
@@ -228,13 +229,13 @@ func (s *Service) onDarkSnapshot(ctx context.Context, ev *bus.Event, snap *bus.S
 			st.SetCondition(experiment.ConditionCompleted, "True", experiment.ReasonExperimentCompleted, "Experiment completed successfully", now)
 			st.Message = experiment.ReasonExperimentCompleted + ": Experiment completed successfully"
 		}
-		out = iterationEvents(e, now)
+		out, judged = iterationEvents(e, now), true
 		return nil
 	})
 	if err != nil {
 		return err
 	}
-	if len(out) > 0 {
+	if judged {
 		log.Info("iteration completed", "iteration", k, "uid", ev.UID)
 	}
 	return s.publish(ctx, out)
