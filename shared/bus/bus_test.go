@@ -1,0 +1,169 @@
+package bus_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/darklaunch/darklaunch/shared"
+	"github.com/darklaunch/darklaunch/shared/bus"
+	"github.com/darklaunch/darklaunch/shared/experiment"
+	"github.com/darklaunch/darklaunch/shared/natstest"
+)
+
+func seed(t *testing.T) *experiment.Experiment {
+	t.Helper()
+	b, err := os.ReadFile("../../examples/mirroring/experiment-local.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := experiment.Parse(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func TestCodecRoundTripsEveryEncoding(t *testing.T) {
+	e := seed(t)
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	e.Status.StartTime = &now
+	for _, ct := range []string{bus.ContentTypeMsgpack, bus.ContentTypeJSON, bus.ContentTypeYAML} {
+		t.Run(ct, func(t *testing.T) {
+			data, err := bus.Marshal(ct, e)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := bus.Sniff("", data); got != ct {
+				t.Errorf("sniffed %s as %s", ct, got)
+			}
+			var back experiment.Experiment
+			if err := bus.Unmarshal(ct, data, &back); err != nil {
+				t.Fatal(err)
+			}
+			o, bo := e.Spec.Criteria.Objectives, back.Spec.Criteria.Objectives
+			if len(bo) != 3 || bo[2].UpperLimit.Cmp(o[2].UpperLimit.Quantity) != 0 || bo[2].UpperLimit.Float64() != 0.01 {
+				t.Errorf("objectives did not survive: %+v", bo)
+			}
+			if back.Spec.Load.Delay.Duration != time.Second || *back.Spec.Load.Rate != 20 {
+				t.Errorf("load did not survive: %+v", back.Spec.Load)
+			}
+			if !back.Status.StartTime.Equal(now) || back.Key() != e.Key() {
+				t.Errorf("start %v key %s", back.Status.StartTime, back.Key())
+			}
+		})
+	}
+}
+
+func TestParseRef(t *testing.T) {
+	for in, want := range map[string]bus.Ref{
+		"mirroring":                    {Namespace: "default", Name: "mirroring"},
+		"team-a/mirroring":             {Namespace: "team-a", Name: "mirroring"},
+		`{"namespace":"x","name":"y"}`: {Namespace: "x", Name: "y"},
+		"name: y\nnamespace: x\n":      {Namespace: "x", Name: "y"},
+		"  \"default/mirroring\"\n":    {Namespace: "default", Name: "mirroring"},
+	} {
+		got, err := bus.ParseRef("", []byte(in))
+		if err != nil || got != want {
+			t.Errorf("ParseRef(%q) = %+v, %v; want %+v", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "a/b/c", "Bad_Name", `{"name":""}`} {
+		if _, err := bus.ParseRef("", []byte(in)); !errors.Is(err, shared.ErrInvalid) {
+			t.Errorf("ParseRef(%q) = %v, want ErrInvalid", in, err)
+		}
+	}
+}
+
+func TestStoreCreateConflictAndCompareAndSwap(t *testing.T) {
+	srv := natstest.Run(t)
+	ctx := context.Background()
+	infra, err := bus.EnsureInfra(ctx, srv.Conn(t), bus.StreamLimits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// EnsureInfra is idempotent: every service calls it at start-up.
+	if _, err := bus.EnsureInfra(ctx, srv.Conn(t), bus.StreamLimits{}); err != nil {
+		t.Fatalf("second EnsureInfra: %v", err)
+	}
+	st := infra.Store
+	e := seed(t)
+	if _, err := st.Create(ctx, e); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Create(ctx, e); !errors.Is(err, shared.ErrConflict) {
+		t.Fatalf("second create: %v, want ErrConflict", err)
+	}
+	// 20 concurrent increments through Update: none may be lost.
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := st.Update(ctx, "default", "mirroring-local", func(x *experiment.Experiment) error {
+				x.Status.CompletedIterations++
+				return nil
+			}); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	got, rev, err := st.Get(ctx, "default", "mirroring-local")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Status.CompletedIterations != 20 {
+		t.Errorf("completed = %d after 20 concurrent updates, want 20", got.Status.CompletedIterations)
+	}
+	if _, err := st.Replace(ctx, got, rev-1); !errors.Is(err, shared.ErrConflict) {
+		t.Errorf("replace at a stale revision: %v, want ErrConflict", err)
+	}
+	seen := make(chan bus.Change, 4)
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go st.Watch(wctx, func(c bus.Change) { seen <- c })
+	if c := <-seen; c.Experiment == nil || c.Experiment.Status.CompletedIterations != 20 {
+		t.Errorf("watch's first value %+v", c)
+	}
+	if err := st.Delete(ctx, "default", "mirroring-local", 0); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case c := <-seen:
+		if c.Experiment != nil || c.Key != "default.mirroring-local" {
+			t.Errorf("watch after delete %+v", c)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("watch did not see the deletion")
+	}
+	if _, _, err := st.Get(ctx, "default", "mirroring-local"); !errors.Is(err, shared.ErrNotFound) {
+		t.Errorf("get after delete: %v", err)
+	}
+}
+
+func TestWorkersOnePerUID(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	w := bus.NewWorkers(ctx)
+	started := make(chan string, 4)
+	run := func(uid string) func(context.Context) {
+		return func(ctx context.Context) { started <- uid; <-ctx.Done() }
+	}
+	if !w.Ensure("k", "u1", run("u1")) || w.Ensure("k", "u1", run("u1")) {
+		t.Fatal("Ensure must start u1 once")
+	}
+	if !w.Ensure("k", "u2", run("u2")) {
+		t.Fatal("a new uid must replace the old worker")
+	}
+	<-started
+	<-started
+	w.Stop("k")
+	if w.Has("k", "u2") {
+		t.Error("stopped worker still there")
+	}
+	cancel()
+	w.Wait()
+}

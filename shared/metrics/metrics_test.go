@@ -1,0 +1,131 @@
+package metrics
+
+import (
+	"math"
+	"math/rand/v2"
+	"slices"
+	"testing"
+
+	"github.com/darklaunch/darklaunch/shared/bus"
+	"github.com/darklaunch/darklaunch/shared/experiment"
+)
+
+// exactQuantile is the q-quantile of sorted values with the lower-rank
+// convention DDSketch uses.
+func exactQuantile(sorted []float64, q float64) float64 {
+	return sorted[int(q*float64(len(sorted)-1))]
+}
+
+func TestSketchRelativeAccuracy(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	shapes := map[string]func() float64{
+		"lognormal":  func() float64 { return math.Exp(rng.NormFloat64()*0.8 + 2) },
+		"bimodal":    func() float64 { return []float64{4, 180}[rng.IntN(2)] + rng.Float64() },
+		"long tail":  func() float64 { return 1 + rng.ExpFloat64()*30 },
+		"sub-millis": func() float64 { return 0.05 + rng.Float64()*0.9 },
+	}
+	for name, draw := range shapes {
+		t.Run(name, func(t *testing.T) {
+			s := NewSketch()
+			vals := make([]float64, 20000)
+			for i := range vals {
+				vals[i] = draw()
+				s.Add(vals[i])
+			}
+			slices.Sort(vals)
+			for _, q := range []float64{0.5, 0.95, 0.99} {
+				got, ok := s.Quantile(q)
+				want := exactQuantile(vals, q)
+				if !ok || math.Abs(got-want)/want > RelativeAccuracy {
+					t.Errorf("p%v = %v, exact %v: relative error %.4f > %v", q*100, got, want, math.Abs(got-want)/want, RelativeAccuracy)
+				}
+			}
+		})
+	}
+}
+
+// TestAggregateMergesBatches checks that merging per-period batches gives
+// the same values as one recorder seeing every request.
+func TestAggregateMergesBatches(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	whole := NewRecorder()
+	agg := NewAggregate()
+	var sum float64
+	var n, errs int64
+	for batch := 0; batch < 10; batch++ {
+		r := NewRecorder()
+		for i := 0; i < 100; i++ {
+			ms := 1 + rng.Float64()*99
+			failed := rng.IntN(10) == 0
+			r.Observe(ms, failed)
+			whole.Observe(ms, failed)
+			sum += ms
+			n++
+			if failed {
+				errs++
+			}
+		}
+		count, e, s, sk := r.Flush()
+		if err := agg.Add(&bus.ObservationBatch{Count: count, Errors: e, SumMs: s, Sketch: sk, Mirrored: 1, Dropped: map[string]int64{"inflight": 2}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	v := agg.Values()
+	if *v[experiment.MetricRequestCount] != float64(n) || *v[experiment.MetricErrorCount] != float64(errs) {
+		t.Errorf("counts %v/%v, want %d/%d", *v[experiment.MetricRequestCount], *v[experiment.MetricErrorCount], n, errs)
+	}
+	if got := *v[experiment.MetricMeanLatency]; math.Abs(got-sum/float64(n)) > 1e-9 {
+		t.Errorf("mean %v, want %v", got, sum/float64(n))
+	}
+	if got := *v[experiment.MetricErrorRate]; got != float64(errs)/float64(n) {
+		t.Errorf("error rate %v", got)
+	}
+	c, _, _, sk := whole.Flush()
+	ws, err := DecodeSketch(sk)
+	if err != nil || c != n {
+		t.Fatal(err, c)
+	}
+	for _, q := range []float64{0.5, 0.95, 0.99} {
+		a, _ := agg.Sketch.Quantile(q)
+		b, _ := ws.Quantile(q)
+		if a != b {
+			t.Errorf("merged p%v = %v, whole = %v: merging must be exact", q*100, a, b)
+		}
+	}
+	if agg.Mirrored != 10 || agg.Dropped["inflight"] != 20 {
+		t.Errorf("mirror stats %d %v", agg.Mirrored, agg.Dropped)
+	}
+}
+
+func TestNoRequestsIsUnavailableNotZero(t *testing.T) {
+	v := NewAggregate().Values()
+	if *v[experiment.MetricRequestCount] != 0 {
+		t.Error("request-count must be 0")
+	}
+	for _, m := range []string{experiment.MetricMeanLatency, experiment.MetricErrorRate, experiment.MetricP95Latency} {
+		if v[m] != nil {
+			t.Errorf("%s = %v with no requests, want unavailable (nil)", m, *v[m])
+		}
+	}
+	if _, err := DecodeSketch([]byte{0xff, 0x01}); err == nil {
+		t.Error("garbage decoded as a sketch")
+	}
+}
+
+func BenchmarkRecorderObserve(b *testing.B) {
+	r := NewRecorder()
+	for i := 0; b.Loop(); i++ {
+		r.Observe(float64(i%500)+0.5, false)
+	}
+}
+
+func BenchmarkRecorderObserveParallel(b *testing.B) {
+	r := NewRecorder()
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			r.Observe(float64(i%500)+0.5, i%50 == 0)
+			i++
+		}
+	})
+}
