@@ -63,7 +63,7 @@ func TestParseRef(t *testing.T) {
 		"mirroring":                    {Namespace: "default", Name: "mirroring"},
 		"team-a/mirroring":             {Namespace: "team-a", Name: "mirroring"},
 		`{"namespace":"x","name":"y"}`: {Namespace: "x", Name: "y"},
-		"name: web\nnamespace: x\n":    {Namespace: "x", Name: "y"},
+		"name: web\nnamespace: x\n":    {Namespace: "x", Name: "web"},
 		"  \"default/mirroring\"\n":    {Namespace: "default", Name: "mirroring"},
 	} {
 		got, err := bus.ParseRef("", []byte(in))
