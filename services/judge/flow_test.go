@@ -363,3 +363,29 @@ func TestConsumer(t *testing.T) {
 		t.Errorf("filters %v, want %v", cfg.FilterSubjects, want)
 	}
 }
+
+func TestNATSRestartMidway(t *testing.T) {
+	e := newEnv(t)
+	e.startJudge(Config{})
+	x := e.create(e.doc("mirroring", 3))
+	e.routing(x, true, "")
+	e.snapshot(x, bus.RoleDark, 1, good(1))
+	e.waitStatus("mirroring", "iteration 1", completed(1))
+
+	e.srv.Restart()
+	for k := int32(2); k <= 3; k++ {
+		e.snapshot(x, bus.RoleLive, k, good(k))
+		e.snapshot(x, bus.RoleDark, k, good(k))
+	}
+	got := e.waitStatus("mirroring", "Completed after a NATS restart", func(x *experiment.Experiment) bool { return x.Status.Terminal() })
+	if !got.Passed() || got.Status.CompletedIterations != 3 {
+		t.Errorf("status %+v", got.Status)
+	}
+	if n := len(e.waitEvents("mirroring", bus.EventVerdict, 1)); n != 1 {
+		t.Errorf("%d verdicts", n)
+	}
+	// The API answers again too.
+	if _, err := e.api.Get(context.Background(), bus.Ref{Namespace: "default", Name: "mirroring"}); err != nil {
+		t.Errorf("get after the restart: %v", err)
+	}
+}
