@@ -200,4 +200,3 @@ Try, in another terminal:
 	f.StringVar(&o.storeDir, "store-dir", "", "keep JetStream's files here (default: a temporary directory)")
 	return cmd
 }
-

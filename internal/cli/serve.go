@@ -49,18 +49,7 @@ func newServeCmd(g *globals) *cobra.Command {
 			})
 		},
 	}
-	rf := r.Flags()
-	rf.StringVar(&rc.Backend, "backend", router.BackendProxy, "mirroring backend")
-	rf.StringVar(&rc.ProxyAddr, "proxy-addr", router.DefaultProxyAddr, "where the mirroring proxy listens")
-	rf.StringVar(&rc.DefaultHost, "host", router.DefaultHost, "host mirrored when spec.mirroring.host is absent")
-	rf.Float64Var(&rc.DefaultPercent, "percent", router.DefaultPercent, "percent mirrored when spec.mirroring.percent is absent")
-	rf.StringVar(&rc.DefaultLiveURL, "live", "", "live base URL when spec.mirroring.liveURL is absent")
-	rf.StringVar(&rc.DefaultDarkURL, "dark", "", "dark base URL when spec.mirroring.darkURL is absent")
-	rf.IntVar(&rc.MirrorInflight, "mirror-inflight", router.DefaultMirrorInflight, "copies in flight to the dark version at most; more are dropped and counted")
-	rf.Int64Var(&rc.MirrorMaxBody, "mirror-max-body", router.DefaultMirrorMaxBody, "largest request body copied, in bytes")
-	rf.DurationVar(&rc.MirrorTimeout, "mirror-timeout", router.DefaultMirrorTimeout, "timeout of a copy sent to the dark version")
-	rf.DurationVar(&rc.FlushInterval, "flush-interval", router.DefaultFlushInterval, "how often observations are published")
-	rf.DurationVar(&rc.InitTimeout, "init-timeout", router.DefaultInitTimeout, "how long to wait for live and dark to answer before failing the experiment")
+	routerFlags(r.Flags(), &rc)
 
 	var lc loadgen.Config
 	l := &cobra.Command{
@@ -92,9 +81,7 @@ func newServeCmd(g *globals) *cobra.Command {
 			})
 		},
 	}
-	cf := c.Flags()
-	cf.StringVar(&cc.Source, "source", collector.SourceBus, "metrics source")
-	cf.DurationVar(&cc.Grace, "grace", collector.DefaultGrace, "wait after an interval ends for the last observations")
+	collectorFlags(c.Flags(), &cc)
 
 	var jc judge.Config
 	j := &cobra.Command{
@@ -116,7 +103,9 @@ func newServeCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
-type runner interface{ Run(ctx context.Context) error }
+type runner interface {
+	Run(ctx context.Context) error
+}
 
 // serve connects, builds the service, serves health and metrics, and runs
 // the service until ctx ends.
