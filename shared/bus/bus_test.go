@@ -51,6 +51,15 @@ func TestCodecRoundTripsEveryEncoding(t *testing.T) {
 			if back.Spec.Load.Delay.Duration != time.Second || *back.Spec.Load.Rate != 20 {
 				t.Errorf("load did not survive: %+v", back.Spec.Load)
 			}
+			// Decoded without its Go type (darklaunch decode), a duration
+			// reads as text, not as bytes.
+			var generic map[string]any
+			if err := bus.Unmarshal(ct, data, &generic); err != nil {
+				t.Fatal(err)
+			}
+			if d := generic["spec"].(map[string]any)["load"].(map[string]any)["delay"]; d != "1s" {
+				t.Errorf("spec.load.delay decodes generically as %#v, want \"1s\"", d)
+			}
 			if !back.Status.StartTime.Equal(now) || back.Key() != e.Key() {
 				t.Errorf("start %v key %s", back.Status.StartTime, back.Key())
 			}

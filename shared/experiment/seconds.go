@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strconv"
 	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
 )
 
 // Seconds is a duration written as a Go duration string ("10s", "1m30s") or
@@ -65,5 +67,35 @@ func (s *Seconds) fromSeconds(f float64) error {
 		return fmt.Errorf("duration %v seconds is out of range", f)
 	}
 	s.Duration = time.Duration(f * float64(time.Second))
+	return nil
+}
+
+// EncodeMsgpack writes the duration as a string like "10s", so a message
+// decoded without its Go type (darklaunch decode, other languages) reads it.
+func (s *Seconds) EncodeMsgpack(enc *msgpack.Encoder) error {
+	if s.invalid != "" {
+		return enc.EncodeString(s.invalid)
+	}
+	return enc.EncodeString(s.Duration.String())
+}
+
+// DecodeMsgpack reads a duration string (or, from older writers, bytes).
+func (s *Seconds) DecodeMsgpack(dec *msgpack.Decoder) error {
+	v, err := dec.DecodeInterface()
+	if err != nil {
+		return err
+	}
+	var text string
+	switch t := v.(type) {
+	case string:
+		text = t
+	case []byte:
+		text = string(t)
+	default:
+		text = fmt.Sprint(t)
+	}
+	if err := s.UnmarshalText([]byte(text)); err != nil {
+		*s = Seconds{invalid: text}
+	}
 	return nil
 }
