@@ -139,21 +139,21 @@ func (w *busWindow) wake() {
 
 // Measure merges the batches of role that start before end, after reading
 // every observation already stored for the experiment.
-func (w *busWindow) Measure(ctx context.Context, role string, end time.Time) (map[string]*float64, *experiment.MirrorStats, error) {
+func (w *busWindow) Measure(ctx context.Context, role string, end time.Time) (Measurement, error) {
 	if _, ok := w.roles[role]; !ok {
-		return nil, nil, fmt.Errorf("role %q: want %q or %q", role, bus.RoleLive, bus.RoleDark)
+		return Measurement{}, fmt.Errorf("role %q: want %q or %q", role, bus.RoleLive, bus.RoleDark)
 	}
 	if err := w.catchUpWithStream(ctx); err != nil {
-		return nil, nil, err
+		return Measurement{}, err
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.closed {
-		return nil, nil, ErrClosed
+		return Measurement{}, ErrClosed
 	}
 	ro := w.roles[role]
 	if end.Before(ro.foldedEnd) {
-		return nil, nil, fmt.Errorf("measure %s up to %s: already measured up to %s, and the bus source only moves forward", role, end.Format(time.RFC3339Nano), ro.foldedEnd.Format(time.RFC3339Nano))
+		return Measurement{}, fmt.Errorf("measure %s up to %s: already measured up to %s, and the bus source only moves forward", role, end.Format(time.RFC3339Nano), ro.foldedEnd.Format(time.RFC3339Nano))
 	}
 	keep := ro.pending[:0]
 	for _, b := range ro.pending {
@@ -174,7 +174,7 @@ func (w *busWindow) Measure(ctx context.Context, role string, end time.Time) (ma
 	if role == bus.RoleDark || agg.Mirrored > 0 || len(agg.Dropped) > 0 {
 		mirror = &experiment.MirrorStats{Mirrored: agg.Mirrored, Dropped: maps.Clone(agg.Dropped)}
 	}
-	return agg.Values(), mirror, nil
+	return Measurement{Values: agg.Values(), Mirror: mirror}, nil
 }
 
 // catchUpWithStream waits until the consumer has handled the last message

@@ -45,10 +45,11 @@ func TestBusSourceMeasure(t *testing.T) {
 	}
 	defer w.Close()
 
-	live, mirror, err := w.Measure(t.Context(), bus.RoleLive, at(time.Second))
+	m, err := w.Measure(t.Context(), bus.RoleLive, at(time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
+	live, mirror := m.Values, m.Mirror
 	if got := val(t, live, experiment.MetricRequestCount); got != 3 {
 		t.Errorf("live request-count %v, want 3 (other UID, other role, garbage and the batch at the end excluded)", got)
 	}
@@ -61,31 +62,33 @@ func TestBusSourceMeasure(t *testing.T) {
 	if mirror != nil {
 		t.Errorf("live mirror stats %+v, want none", mirror)
 	}
-	_, mirror, err = w.Measure(t.Context(), bus.RoleDark, at(time.Second))
+	m, err = w.Measure(t.Context(), bus.RoleDark, at(time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
+	mirror = m.Mirror
 	if mirror == nil || mirror.Mirrored != 5 || mirror.Dropped["inflight"] != 1 {
 		t.Errorf("dark mirror stats %+v, want 5 mirrored, 1 dropped (inflight)", mirror)
 	}
 
 	// Published just before measuring: Measure reads everything stored first.
 	e.publishObs(t, exp, observed(uid, bus.RoleLive, at(1500*time.Millisecond), []float64{50}, 0))
-	live2, _, err := w.Measure(t.Context(), bus.RoleLive, at(2*time.Second))
+	m, err = w.Measure(t.Context(), bus.RoleLive, at(2*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
+	live2 := m.Values
 	if got := val(t, live2, experiment.MetricRequestCount); got != 5 {
 		t.Errorf("cumulative live request-count %v, want 5", got)
 	}
 	if got := val(t, live2, experiment.MetricMeanLatency); got != 30 {
 		t.Errorf("cumulative live mean-latency %v, want 30", got)
 	}
-	again, _, err := w.Measure(t.Context(), bus.RoleLive, at(2*time.Second))
-	if err != nil || !equalValues(again, live2) {
-		t.Errorf("measuring the same end twice: err %v, values %v then %v", err, live2, again)
+	again, err := w.Measure(t.Context(), bus.RoleLive, at(2*time.Second))
+	if err != nil || !equalValues(again.Values, live2) {
+		t.Errorf("measuring the same end twice: err %v, values %v then %v", err, live2, again.Values)
 	}
-	if _, _, err := w.Measure(t.Context(), bus.RoleLive, at(time.Second)); err == nil {
+	if _, err := w.Measure(t.Context(), bus.RoleLive, at(time.Second)); err == nil {
 		t.Error("measuring backwards: want an error")
 	}
 
@@ -94,9 +97,9 @@ func TestBusSourceMeasure(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	replay1, _, err1 := w2.Measure(t.Context(), bus.RoleLive, at(time.Second))
-	replay2, _, err2 := w2.Measure(t.Context(), bus.RoleLive, at(2*time.Second))
-	if err1 != nil || err2 != nil || !equalValues(replay1, live) || !equalValues(replay2, live2) {
+	replay1, err1 := w2.Measure(t.Context(), bus.RoleLive, at(time.Second))
+	replay2, err2 := w2.Measure(t.Context(), bus.RoleLive, at(2*time.Second))
+	if err1 != nil || err2 != nil || !equalValues(replay1.Values, live) || !equalValues(replay2.Values, live2) {
 		t.Errorf("replay differs: %v %v", err1, err2)
 	}
 	w2.Close()
@@ -104,7 +107,7 @@ func TestBusSourceMeasure(t *testing.T) {
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := w.Measure(t.Context(), bus.RoleLive, at(3*time.Second)); !errors.Is(err, ErrClosed) {
+	if _, err := w.Measure(t.Context(), bus.RoleLive, at(3*time.Second)); !errors.Is(err, ErrClosed) {
 		t.Errorf("after Close: err = %v, want ErrClosed", err)
 	}
 }
@@ -119,10 +122,11 @@ func TestBusSourceNoObservations(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer w.Close()
-	values, mirror, err := w.Measure(t.Context(), bus.RoleDark, start.Add(time.Second))
+	m, err := w.Measure(t.Context(), bus.RoleDark, start.Add(time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
+	values, mirror := m.Values, m.Mirror
 	if got := val(t, values, experiment.MetricRequestCount); got != 0 {
 		t.Errorf("request-count %v, want 0", got)
 	}
@@ -134,7 +138,7 @@ func TestBusSourceNoObservations(t *testing.T) {
 	if mirror == nil || mirror.Mirrored != 0 {
 		t.Errorf("dark mirror stats %+v, want zero counts", mirror)
 	}
-	if _, _, err := w.Measure(t.Context(), "canary", start); err == nil {
+	if _, err := w.Measure(t.Context(), "canary", start); err == nil {
 		t.Error("unknown role: want an error")
 	}
 }
@@ -154,7 +158,7 @@ func TestBusSourceNotCaughtUp(t *testing.T) {
 	// Stop consuming, then store a batch: it can never be read.
 	bw.stop()
 	e.publishObs(t, exp, observed(exp.Metadata.UID, bus.RoleLive, time.Now(), []float64{1}, 0))
-	_, _, err = w.Measure(t.Context(), bus.RoleLive, time.Now().Add(time.Second))
+	_, err = w.Measure(t.Context(), bus.RoleLive, time.Now().Add(time.Second))
 	if !errors.Is(err, ErrNotCaughtUp) {
 		t.Errorf("err = %v, want ErrNotCaughtUp", err)
 	}

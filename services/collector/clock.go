@@ -61,11 +61,11 @@ func (r *runner) clock(ctx context.Context, exp *experiment.Experiment) {
 			return
 		}
 		for _, role := range roles {
-			values, mirror, err := r.measure(ctx, log, open, role, end)
+			m, err := r.measure(ctx, log, open, role, end)
 			if ctx.Err() != nil {
 				return // stopped: an interrupted measurement is no measurement
 			}
-			snap := r.snapshot(exp, k, role, start, end, values, mirror, err)
+			snap := r.snapshot(exp, k, role, start, end, m, err)
 			if err != nil {
 				log.Warn("metrics unavailable", "iteration", k, "role", role, "err", err)
 			}
@@ -80,24 +80,23 @@ func (r *runner) clock(ctx context.Context, exp *experiment.Experiment) {
 // measure asks the window for role's values, retrying a failing source for
 // up to MeasureTimeout: a NATS restart at the wrong moment must not turn an
 // iteration's values unavailable.
-func (r *runner) measure(ctx context.Context, log *slog.Logger, open func(context.Context) (Window, error), role string, end time.Time) (map[string]*float64, *experiment.MirrorStats, error) {
+func (r *runner) measure(ctx context.Context, log *slog.Logger, open func(context.Context) (Window, error), role string, end time.Time) (Measurement, error) {
 	deadline := time.Now().Add(r.cfg.MeasureTimeout)
 	wait := 100 * time.Millisecond
 	for {
 		w, err := open(ctx)
 		if err == nil {
-			var values map[string]*float64
-			var mirror *experiment.MirrorStats
-			if values, mirror, err = w.Measure(ctx, role, end); err == nil {
-				return values, mirror, nil
+			var m Measurement
+			if m, err = w.Measure(ctx, role, end); err == nil {
+				return m, nil
 			}
 		}
 		if ctx.Err() != nil || errors.Is(err, ErrNoValues) || errors.Is(err, ErrClosed) || !time.Now().Add(wait).Before(deadline) {
-			return nil, nil, err
+			return Measurement{}, err
 		}
 		log.Debug("measurement failed; retrying", "role", role, "err", err)
 		if !sleepUntil(ctx, time.Now().Add(wait)) {
-			return nil, nil, ctx.Err()
+			return Measurement{}, ctx.Err()
 		}
 		wait = min(2*wait, time.Second)
 	}
@@ -105,8 +104,9 @@ func (r *runner) measure(ctx context.Context, log *slog.Logger, open func(contex
 
 // snapshot builds the snapshot of one role at the end of iteration k. When
 // the source failed every value is unavailable, with the reason: never zero,
-// so an objective on it is false ("unavailable"), as in Iter8.
-func (r *runner) snapshot(exp *experiment.Experiment, k int32, role string, start, end time.Time, values map[string]*float64, mirror *experiment.MirrorStats, err error) *bus.Snapshot {
+// so an objective on it is false ("unavailable"), as in Iter8. An
+// unavailable value keeps the source's reason when it gave one.
+func (r *runner) snapshot(exp *experiment.Experiment, k int32, role string, start, end time.Time, m Measurement, err error) *bus.Snapshot {
 	snap := &bus.Snapshot{
 		Iteration: k,
 		Role:      role,
@@ -114,8 +114,8 @@ func (r *runner) snapshot(exp *experiment.Experiment, k int32, role string, star
 		Start:     start,
 		End:       end.UTC(),
 		Source:    r.cfg.Source,
-		Values:    values,
-		Mirror:    mirror,
+		Values:    m.Values,
+		Mirror:    m.Mirror,
 	}
 	if err != nil {
 		snap.Values = map[string]*float64{}
@@ -126,12 +126,16 @@ func (r *runner) snapshot(exp *experiment.Experiment, k int32, role string, star
 		}
 		return snap
 	}
-	for name, v := range values {
+	for name, v := range m.Values {
 		if v == nil {
 			if snap.Errors == nil {
 				snap.Errors = map[string]string{}
 			}
-			snap.Errors[name] = "no value: no request of this version observed since the experiment started"
+			reason := m.Reasons[name]
+			if reason == "" {
+				reason = "no value: no request of this version observed since the experiment started"
+			}
+			snap.Errors[name] = reason
 		}
 	}
 	return snap

@@ -48,7 +48,7 @@ func (f *fakeSource) Open(context.Context, *experiment.Experiment) (Window, erro
 
 type fakeWindow struct{ f *fakeSource }
 
-func (w fakeWindow) Measure(_ context.Context, role string, end time.Time) (map[string]*float64, *experiment.MirrorStats, error) {
+func (w fakeWindow) Measure(_ context.Context, role string, end time.Time) (Measurement, error) {
 	f := w.f
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -57,10 +57,10 @@ func (w fakeWindow) Measure(_ context.Context, role string, end time.Time) (map[
 	key := fmt.Sprintf("%s/%d", role, k)
 	if errs := f.fail[key]; len(errs) > 0 {
 		f.fail[key] = errs[1:]
-		return nil, nil, errs[0]
+		return Measurement{}, errs[0]
 	}
 	n := float64(k)
-	return map[string]*float64{experiment.MetricRequestCount: &n, experiment.MetricMeanLatency: nil}, nil, nil
+	return Measurement{Values: map[string]*float64{experiment.MetricRequestCount: &n, experiment.MetricMeanLatency: nil}}, nil
 }
 
 func (w fakeWindow) Close() error {

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -25,8 +26,8 @@ const serviceName = "collector"
 // Config is the collector's configuration; every zero value takes the
 // default written next to it (applied by New).
 type Config struct {
-	// Source of the measurements: "bus" (the router proxy's observations).
-	// Default "bus".
+	// Source of the measurements: "bus" (the router proxy's observations)
+	// or "prometheus" (PromQL against a Prometheus server). Default "bus".
 	Source string
 	// Grace is how long after an iteration's end the collector waits before
 	// measuring it, for the proxy's last flush of that iteration to arrive.
@@ -41,6 +42,26 @@ type Config struct {
 	MeasureTimeout time.Duration
 	// Instance names this collector in its logs. Default a new NUID.
 	Instance string
+
+	// The prometheus source's settings (ignored by the bus source).
+
+	// PrometheusURL is the Prometheus server's base URL, http or https.
+	// Default DefaultPrometheusURL.
+	PrometheusURL string
+	// MetricsFile is a YAML file of metric definitions (see
+	// MetricDefinition). Empty: the shipped set of MetricsProvider.
+	MetricsFile string
+	// MetricsProvider names the shipped set used when MetricsFile is empty:
+	// "knative" (Knative Serving's revision metrics) or "istio" (Istio's
+	// standard metrics). Default "knative".
+	MetricsProvider string
+	// Metrics are the metric definitions themselves, for embedders and
+	// tests; when set, MetricsFile and MetricsProvider are not consulted.
+	// New fills them in from the file or the shipped set.
+	Metrics []MetricDefinition
+	// QueryTimeout bounds one PromQL query. Default DefaultQueryTimeout.
+	QueryTimeout time.Duration
+
 	// Limits of the streams created at start-up (bus.EnsureInfra).
 	Streams bus.StreamLimits
 }
@@ -67,6 +88,44 @@ func (c *Config) setDefaults() {
 	if c.Instance == "" {
 		c.Instance = nuid.Next()
 	}
+	if c.PrometheusURL == "" {
+		c.PrometheusURL = DefaultPrometheusURL
+	}
+	if c.MetricsProvider == "" {
+		c.MetricsProvider = ProviderKnative
+	}
+	if c.QueryTimeout <= 0 {
+		c.QueryTimeout = DefaultQueryTimeout
+	}
+}
+
+// prepare checks the settings of the configured source and loads what it
+// needs, so that a bad URL or metrics file stops the collector at start-up
+// rather than at its first measurement.
+func (c *Config) prepare() error {
+	if c.Source != SourcePrometheus {
+		return nil
+	}
+	if err := checkPrometheusURL(c.PrometheusURL); err != nil {
+		return err
+	}
+	// A misspelt provider is an error even when a file overrides it: it
+	// shows a configuration that does not say what its author meant.
+	if !slices.Contains(MetricsProviders, c.MetricsProvider) {
+		return fmt.Errorf("metrics provider %q: want one of %s", c.MetricsProvider, strings.Join(MetricsProviders, ", "))
+	}
+	var err error
+	switch {
+	case c.Metrics != nil:
+		if err = ValidateMetrics(c.Metrics); err != nil {
+			err = fmt.Errorf("metric definitions: %w", err)
+		}
+	case c.MetricsFile != "":
+		c.Metrics, err = LoadMetricsFile(c.MetricsFile)
+	default:
+		c.Metrics, err = ShippedMetrics(c.MetricsProvider)
+	}
+	return err
 }
 
 // watchRetry is the pause before watching the state bucket again after the
@@ -94,6 +153,9 @@ func New(cfg Config, nc *nats.Conn, log *slog.Logger) (*Service, error) {
 	cfg.setDefaults()
 	if !slices.Contains(SourceNames, cfg.Source) {
 		return nil, fmt.Errorf("collector: %w", unknownSource(cfg.Source))
+	}
+	if err := cfg.prepare(); err != nil {
+		return nil, fmt.Errorf("collector: %s source: %w", cfg.Source, err)
 	}
 	return &Service{
 		cfg:       cfg,
@@ -131,7 +193,11 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	r := &runner{cfg: s.cfg, log: s.log, js: infra.JS, obs: infra.Obs, source: src, workers: bus.NewWorkers(ctx)}
 	defer r.workers.Wait()
-	s.log.Info("collector running", "source", s.cfg.Source, "grace", s.cfg.Grace)
+	if s.cfg.Source == SourcePrometheus {
+		s.log.Info("collector running", "source", s.cfg.Source, "grace", s.cfg.Grace, "prometheus", s.cfg.PrometheusURL, "metricsFile", s.cfg.MetricsFile, "metricsProvider", s.cfg.MetricsProvider, "metrics", len(s.cfg.Metrics), "queryTimeout", s.cfg.QueryTimeout)
+	} else {
+		s.log.Info("collector running", "source", s.cfg.Source, "grace", s.cfg.Grace)
+	}
 	for {
 		err := infra.Store.Watch(ctx, func(c bus.Change) { r.reconcile(ctx, c) })
 		if ctx.Err() != nil {

@@ -14,11 +14,25 @@ type Source interface {
 }
 
 // Window measures one experiment; Measure returns cumulative values over
-// [exp start, end) for role (bus.RoleLive / bus.RoleDark). A nil value is
-// unavailable (e.g. a latency when no request was observed).
+// [exp start, end) for role (bus.RoleLive / bus.RoleDark). An error means the
+// source could not measure at all (the clock retries); a value the source
+// could not compute is unavailable in the Measurement instead.
 type Window interface {
-	Measure(ctx context.Context, role string, end time.Time) (values map[string]*float64, mirror *experiment.MirrorStats, err error)
+	Measure(ctx context.Context, role string, end time.Time) (Measurement, error)
 	Close() error
+}
+
+// Measurement is what a window measured of one version.
+type Measurement struct {
+	// Values by metric name; a nil value is unavailable (e.g. a latency when
+	// no request was observed), never zero.
+	Values map[string]*float64
+	// Reasons explains unavailable values by metric name ("query failed:
+	// ..."); an unavailable value without one gets the clock's generic reason.
+	Reasons map[string]string
+	// Mirror counts what the proxy mirrored and dropped; nil when the source
+	// does not know (Prometheus).
+	Mirror *experiment.MirrorStats
 }
 
 // Sentinel errors of the sources.
