@@ -283,6 +283,31 @@ func restartMidway(t *testing.T, service string) {
 	}
 }
 
+// TestNATSRestartMidExperiment restarts the NATS server itself (same port,
+// same JetStream store) after iteration 2: every service reconnects and the
+// experiment completes with every iteration and the same verdict.
+func TestNATSRestartMidExperiment(t *testing.T) {
+	t.Parallel()
+	e := start(t, sampleapp.Config{}, sampleapp.Config{})
+	restarted := false
+	x := e.run("restart-nats", func(cur *experiment.Experiment) {
+		if restarted || cur.Status.CompletedIterations < 2 {
+			return
+		}
+		restarted = true
+		if err := e.st.RestartNATS(time.Second); err != nil {
+			t.Fatalf("restart NATS: %v", err)
+		}
+	})
+	if !restarted {
+		t.Fatal("the experiment ended before the restart")
+	}
+	e.checkCompleted(x)
+	if !x.Passed() {
+		t.Errorf("after a NATS restart the healthy dark version did not pass: %+v", x.Status.Analysis.Objectives)
+	}
+}
+
 func TestJudgeRestartMidExperiment(t *testing.T) {
 	t.Parallel()
 	restartMidway(t, stack.Judge)

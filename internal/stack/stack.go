@@ -202,6 +202,28 @@ func (s *Stack) version(url string, cfg sampleapp.Config, name string) (string, 
 	return app.URL(), app, nil
 }
 
+// RestartNATS stops the embedded NATS server and starts it again on the
+// same address and store, as a NATS restart in production would; the
+// services reconnect by themselves. It needs Config.StoreDir (a temporary
+// store does not outlive its server).
+func (s *Stack) RestartNATS(down time.Duration) error {
+	if s.NATS == nil {
+		return errors.New("the stack uses an external NATS server")
+	}
+	if s.cfg.StoreDir == "" {
+		return errors.New("RestartNATS needs Config.StoreDir")
+	}
+	addr := s.NATS.Server.Addr().String()
+	s.NATS.Shutdown()
+	time.Sleep(down)
+	e, err := bus.StartEmbedded(bus.EmbeddedConfig{Addr: addr, StoreDir: s.cfg.StoreDir})
+	if err != nil {
+		return err
+	}
+	s.NATS = e
+	return nil
+}
+
 // Client returns a new API client on its own connection.
 func (s *Stack) Client() (*bus.Client, *nats.Conn, error) {
 	nc, err := s.connect("darklaunch-client")
