@@ -59,7 +59,10 @@ type Config struct {
 	// tests; when set, MetricsFile and MetricsProvider are not consulted.
 	// New fills them in from the file or the shipped set.
 	Metrics []MetricDefinition
-	// QueryTimeout bounds one PromQL query. Default DefaultQueryTimeout.
+	// QueryTimeout bounds one PromQL query (the queries of a measurement run
+	// in parallel). A hanging Prometheus is retried only while a measurement
+	// ends within MeasureTimeout, so keep it below MeasureTimeout for
+	// retries. Default DefaultQueryTimeout.
 	QueryTimeout time.Duration
 
 	// Limits of the streams created at start-up (bus.EnsureInfra).
