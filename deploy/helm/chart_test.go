@@ -1,0 +1,589 @@
+// Package chart_test checks what the darklaunch Helm chart renders with `helm template`:
+// least-privilege RBAC (the router's Roles only in the namespaces it may act in, nothing for the
+// other services, nothing cluster-wide), pod security, probes, and the flags each service gets.
+// Installing the chart into a real API server is tested elsewhere (test/k8s).
+package chart_test
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+
+	"sigs.k8s.io/yaml"
+)
+
+const (
+	chartDir  = "darklaunch"
+	release   = "dl"
+	releaseNS = "darklaunch-system"
+	natsURL   = "nats://nats.default:4222"
+	prefix    = "dl-darklaunch-"
+)
+
+var services = []string{"router", "loadgen", "collector", "judge"}
+
+// helm finds the helm binary: on PATH, else where `go install` puts it. Without it the tests
+// skip, except in CI, where a missing helm is a failure.
+func helm(t *testing.T) string {
+	t.Helper()
+	if p, err := exec.LookPath("helm"); err == nil {
+		return p
+	}
+	if home, err := os.UserHomeDir(); err == nil {
+		p := filepath.Join(home, "go", "bin", "helm")
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	const how = "helm not found on PATH or in ~/go/bin; install it with: go install helm.sh/helm/v3/cmd/helm@v3.22.0"
+	if os.Getenv("CI") != "" {
+		t.Fatal(how)
+	}
+	t.Skip(how)
+	return ""
+}
+
+// object is one rendered manifest.
+type object map[string]any
+
+func (o object) kind() string      { return str(o, "kind") }
+func (o object) name() string      { return str(o, "metadata", "name") }
+func (o object) namespace() string { return str(o, "metadata", "namespace") }
+
+// get walks o along path (map keys, or ints for list indexes) and returns nil when a step is missing.
+func get(o any, path ...any) any {
+	cur := o
+	for _, p := range path {
+		switch k := p.(type) {
+		case string:
+			m, ok := asMap(cur)
+			if !ok {
+				return nil
+			}
+			cur = m[k]
+		case int:
+			l, ok := cur.([]any)
+			if !ok || k >= len(l) {
+				return nil
+			}
+			cur = l[k]
+		}
+	}
+	return cur
+}
+
+func asMap(v any) (map[string]any, bool) {
+	switch m := v.(type) {
+	case map[string]any:
+		return m, true
+	case object:
+		return m, true
+	}
+	return nil, false
+}
+
+func str(o any, path ...any) string { s, _ := get(o, path...).(string); return s }
+
+func strs(o any, path ...any) []string {
+	var out []string
+	l, _ := get(o, path...).([]any)
+	for _, v := range l {
+		s, _ := v.(string)
+		out = append(out, s)
+	}
+	return out
+}
+
+var docSep = regexp.MustCompile(`(?m)^---\s*$`)
+
+// template runs `helm template` with args (values files, --set) and returns the objects, or
+// helm's error output.
+func template(t *testing.T, args ...string) ([]object, error) {
+	t.Helper()
+	cmd := exec.Command(helm(t), append([]string{"template", release, chartDir, "--namespace", releaseNS}, args...)...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return nil, errors.New(stderr.String())
+	}
+	var objs []object
+	for _, doc := range docSep.Split(stdout.String(), -1) {
+		var o object
+		if err := yaml.Unmarshal([]byte(doc), &o); err != nil {
+			t.Fatalf("rendered YAML does not parse: %v\n%s", err, doc)
+		}
+		if len(o) > 0 {
+			objs = append(objs, o)
+		}
+	}
+	return objs, nil
+}
+
+func mustTemplate(t *testing.T, args ...string) []object {
+	t.Helper()
+	objs, err := template(t, args...)
+	if err != nil {
+		t.Fatalf("helm template %v: %v", args, err)
+	}
+	return objs
+}
+
+func find(objs []object, kind string) []object {
+	var out []object
+	for _, o := range objs {
+		if o.kind() == kind {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+func one(t *testing.T, objs []object, kind, name string) object {
+	t.Helper()
+	for _, o := range objs {
+		if o.kind() == kind && o.name() == name {
+			return o
+		}
+	}
+	t.Fatalf("no %s %s rendered", kind, name)
+	return nil
+}
+
+func container(t *testing.T, d object) map[string]any {
+	t.Helper()
+	cs, _ := get(d, "spec", "template", "spec", "containers").([]any)
+	if len(cs) != 1 {
+		t.Fatalf("%s: want one container, got %d", d.name(), len(cs))
+	}
+	c, _ := cs[0].(map[string]any)
+	return c
+}
+
+func args(t *testing.T, d object) []string {
+	t.Helper()
+	return strs(container(t, d), "args")
+}
+
+// flag returns the value of --name=value in args, and whether it is there.
+func flag(args []string, name string) (string, bool) {
+	for _, a := range args {
+		if v, ok := strings.CutPrefix(a, "--"+name+"="); ok {
+			return v, true
+		}
+		if a == "--"+name {
+			return "", true
+		}
+	}
+	return "", false
+}
+
+func wantFlag(t *testing.T, d object, name, want string) {
+	t.Helper()
+	got, ok := flag(args(t, d), name)
+	if !ok || got != want {
+		t.Errorf("%s: --%s = %q (present %v), want %q; args %q", d.name(), name, got, ok, want, args(t, d))
+	}
+}
+
+func noFlag(t *testing.T, d object, name string) {
+	t.Helper()
+	if v, ok := flag(args(t, d), name); ok {
+		t.Errorf("%s: unexpected --%s=%s", d.name(), name, v)
+	}
+}
+
+func TestLint(t *testing.T) {
+	for _, values := range []string{"", "testdata/two-namespaces.yaml", "testdata/custom-metrics.yaml", "testdata/creds.yaml", "testdata/disabled.yaml"} {
+		a := []string{"lint", "--strict", chartDir, "--set", "nats.url=" + natsURL}
+		if values != "" {
+			a = append(a, "--values", values)
+		}
+		out, err := exec.Command(helm(t), a...).CombinedOutput()
+		if err != nil {
+			t.Errorf("helm %s: %v\n%s", strings.Join(a, " "), err, out)
+		}
+	}
+}
+
+// The defaults: four services, the router's Role only in "default", pod security everywhere.
+func TestDefaults(t *testing.T) {
+	objs := mustTemplate(t, "--set", "nats.url="+natsURL)
+
+	counts := map[string]int{}
+	for _, o := range objs {
+		counts[o.kind()]++
+		if o.kind() != "Role" && o.kind() != "RoleBinding" && o.namespace() != releaseNS {
+			t.Errorf("%s %s in namespace %q, want the release's %q", o.kind(), o.name(), o.namespace(), releaseNS)
+		}
+		labels, _ := get(o, "metadata", "labels").(map[string]any)
+		for _, l := range []string{"app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/version", "app.kubernetes.io/managed-by", "helm.sh/chart"} {
+			if labels[l] == nil {
+				t.Errorf("%s %s: no label %s", o.kind(), o.name(), l)
+			}
+		}
+	}
+	want := map[string]int{"ServiceAccount": 4, "Deployment": 4, "Role": 1, "RoleBinding": 1}
+	if !reflect.DeepEqual(counts, want) {
+		t.Errorf("rendered kinds %v, want %v (no Secret or ConfigMap without values asking for them)", counts, want)
+	}
+
+	for _, svc := range services {
+		d := one(t, objs, "Deployment", prefix+svc)
+		c := container(t, d)
+		pod := get(d, "spec", "template", "spec")
+		if got := str(d, "spec", "template", "metadata", "labels", "app.kubernetes.io/component"); got != svc {
+			t.Errorf("%s: component label %q", svc, got)
+		}
+		if got := str(c, "image"); got != "ghcr.io/darklaunch/darklaunch:0.1.0" {
+			t.Errorf("%s: image %q, want the appVersion tag", svc, got)
+		}
+		if got := strs(c, "command"); !slices.Equal(got, []string{"/darklaunch"}) {
+			t.Errorf("%s: command %q", svc, got)
+		}
+		a := args(t, d)
+		if len(a) < 2 || a[0] != "serve" || a[1] != svc {
+			t.Errorf("%s: args %q, want serve %s ...", svc, a, svc)
+		}
+		wantFlag(t, d, "server", natsURL)
+		wantFlag(t, d, "health-addr", ":8081")
+		wantFlag(t, d, "log-format", "json")
+		noFlag(t, d, "creds")
+		if get(c, "env") != nil {
+			t.Errorf("%s: env %v without a token", svc, get(c, "env"))
+		}
+
+		if got := str(pod, "serviceAccountName"); got != prefix+svc {
+			t.Errorf("%s: serviceAccountName %q", svc, got)
+		}
+		// Only the router talks to the API server.
+		wantToken := svc == "router"
+		if got := get(pod, "automountServiceAccountToken"); got != wantToken {
+			t.Errorf("%s: pod automountServiceAccountToken %v, want %v", svc, got, wantToken)
+		}
+		if got := get(one(t, objs, "ServiceAccount", prefix+svc), "automountServiceAccountToken"); got != wantToken {
+			t.Errorf("%s: ServiceAccount automountServiceAccountToken %v, want %v", svc, got, wantToken)
+		}
+
+		for path, want := range map[string]any{
+			"securityContext.runAsNonRoot":               true,
+			"securityContext.runAsUser":                  float64(65532),
+			"securityContext.seccompProfile.type":        "RuntimeDefault",
+			"c.securityContext.runAsNonRoot":             true,
+			"c.securityContext.runAsUser":                float64(65532),
+			"c.securityContext.readOnlyRootFilesystem":   true,
+			"c.securityContext.allowPrivilegeEscalation": false,
+			"c.securityContext.capabilities.drop":        []any{"ALL"},
+			"c.securityContext.seccompProfile.type":      "RuntimeDefault",
+			"c.livenessProbe.httpGet.path":               "/healthz",
+			"c.livenessProbe.httpGet.port":               "health",
+			"c.readinessProbe.httpGet.path":              "/readyz",
+			"c.readinessProbe.httpGet.port":              "health",
+			"c.ports.0.containerPort":                    float64(8081),
+			"c.ports.0.name":                             "health",
+			"c.resources.limits.memory":                  nil, // only checked for presence below
+		} {
+			var from any = pod
+			p := path
+			if rest, ok := strings.CutPrefix(path, "c."); ok {
+				from, p = c, rest
+			}
+			var steps []any
+			for _, s := range strings.Split(p, ".") {
+				if s == "0" {
+					steps = append(steps, 0)
+				} else {
+					steps = append(steps, s)
+				}
+			}
+			got := get(from, steps...)
+			if want == nil {
+				if got == nil {
+					t.Errorf("%s: %s is not set", svc, path)
+				}
+				continue
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("%s: %s = %v, want %v", svc, path, got, want)
+			}
+		}
+
+		ann := get(d, "spec", "template", "metadata", "annotations")
+		for k, v := range map[string]string{"prometheus.io/scrape": "true", "prometheus.io/port": "8081", "prometheus.io/path": "/metrics"} {
+			if got := str(ann, k); got != v {
+				t.Errorf("%s: annotation %s = %q, want %q", svc, k, got, v)
+			}
+		}
+		if got := str(d, "spec", "strategy", "type"); got != "Recreate" {
+			t.Errorf("%s: strategy %q, want Recreate", svc, got)
+		}
+	}
+
+	router := one(t, objs, "Deployment", prefix+"router")
+	wantFlag(t, router, "backend", "istio")
+	wantFlag(t, router, "namespaces", "default")
+	wantFlag(t, router, "gateways", "mesh,knative-serving/knative-ingress-gateway")
+	wantFlag(t, router, "local-gateway", "knative-serving/knative-local-gateway")
+	wantFlag(t, router, "gateway-host", "knative-local-gateway.istio-system.svc.cluster.local")
+	wantFlag(t, router, "init-timeout", "90s")
+	noFlag(t, router, "legacy-mirror-percent")
+	noFlag(t, router, "keep-routing")
+
+	loadgen := one(t, objs, "Deployment", prefix+"loadgen")
+	wantFlag(t, loadgen, "url", "http://knative-local-gateway.istio-system.svc.cluster.local")
+	noFlag(t, loadgen, "rate")
+	if got := str(loadgen, "spec", "template", "metadata", "annotations", "sidecar.istio.io/inject"); got != "true" {
+		t.Errorf("loadgen: sidecar.istio.io/inject annotation %q, want \"true\" (it must run in the mesh)", got)
+	}
+	if got := str(loadgen, "spec", "template", "metadata", "labels", "sidecar.istio.io/inject"); got != "true" {
+		t.Errorf("loadgen: sidecar.istio.io/inject label %q, want \"true\"", got)
+	}
+
+	collector := one(t, objs, "Deployment", prefix+"collector")
+	wantFlag(t, collector, "source", "prometheus")
+	wantFlag(t, collector, "prometheus-url", "http://prometheus.istio-system:9090")
+	wantFlag(t, collector, "metrics-provider", "knative")
+	noFlag(t, collector, "metrics-file")
+	if v := get(collector, "spec", "template", "spec", "volumes"); v != nil {
+		t.Errorf("collector: volumes %v without custom metrics", v)
+	}
+
+	judge := one(t, objs, "Deployment", prefix+"judge")
+	wantFlag(t, judge, "init-timeout", "2m")
+	wantFlag(t, judge, "metrics-timeout", "2m")
+}
+
+// checkRBAC asserts the router's RBAC is exactly one Role and RoleBinding per namespace in
+// namespaces, with exactly the rules it needs, bound to the router's ServiceAccount only; and
+// that nothing is cluster-wide.
+func checkRBAC(t *testing.T, objs []object, namespaces []string) {
+	t.Helper()
+	for _, kind := range []string{"ClusterRole", "ClusterRoleBinding"} {
+		if got := find(objs, kind); len(got) > 0 {
+			t.Errorf("%d %s rendered; the chart must grant nothing cluster-wide", len(got), kind)
+		}
+	}
+	wantRules := []any{
+		map[string]any{"apiGroups": []any{"networking.istio.io"}, "resources": []any{"virtualservices"},
+			"verbs": []any{"get", "list", "watch", "create", "update", "patch", "delete"}},
+		map[string]any{"apiGroups": []any{"serving.knative.dev"}, "resources": []any{"services"},
+			"verbs": []any{"get", "list", "watch"}},
+	}
+	var roleNS, bindingNS []string
+	for _, r := range find(objs, "Role") {
+		roleNS = append(roleNS, r.namespace())
+		if got := get(r, "rules"); !reflect.DeepEqual(got, wantRules) {
+			t.Errorf("Role %s/%s rules %v, want exactly %v", r.namespace(), r.name(), got, wantRules)
+		}
+	}
+	for _, b := range find(objs, "RoleBinding") {
+		bindingNS = append(bindingNS, b.namespace())
+		if got := str(b, "roleRef", "kind") + "/" + str(b, "roleRef", "name"); got != "Role/"+prefix+"router" {
+			t.Errorf("RoleBinding %s/%s refers to %s", b.namespace(), b.name(), got)
+		}
+		want := []any{map[string]any{"kind": "ServiceAccount", "name": prefix + "router", "namespace": releaseNS}}
+		if got := get(b, "subjects"); !reflect.DeepEqual(got, want) {
+			t.Errorf("RoleBinding %s/%s subjects %v, want only the router's ServiceAccount", b.namespace(), b.name(), got)
+		}
+	}
+	slices.Sort(roleNS)
+	slices.Sort(bindingNS)
+	want := slices.Sorted(slices.Values(namespaces))
+	if !slices.Equal(roleNS, want) || !slices.Equal(bindingNS, want) {
+		t.Errorf("Roles in %q and RoleBindings in %q, want one of each in %q", roleNS, bindingNS, want)
+	}
+}
+
+func TestRBACDefault(t *testing.T) {
+	checkRBAC(t, mustTemplate(t, "--set", "nats.url="+natsURL), []string{"default"})
+}
+
+func TestRBACTwoNamespaces(t *testing.T) {
+	objs := mustTemplate(t, "--values", "testdata/two-namespaces.yaml")
+	checkRBAC(t, objs, []string{"team-a", "team-b"})
+	wantFlag(t, one(t, objs, "Deployment", prefix+"router"), "namespaces", "team-a,team-b")
+}
+
+// With the proxy backend the router never talks to the API server: no RBAC, no token.
+func TestRBACProxyBackend(t *testing.T) {
+	objs := mustTemplate(t, "--set", "nats.url="+natsURL, "--set", "router.backend=proxy")
+	checkRBAC(t, objs, nil)
+	r := one(t, objs, "Deployment", prefix+"router")
+	if got := get(r, "spec", "template", "spec", "automountServiceAccountToken"); got != false {
+		t.Errorf("router with the proxy backend: automountServiceAccountToken %v", got)
+	}
+	noFlag(t, r, "namespaces")
+}
+
+func TestRouterOptions(t *testing.T) {
+	objs := mustTemplate(t, "--set", "nats.url="+natsURL, "--set", "router.legacyMirrorPercent=true",
+		"--set", "router.keepRouting=true", "--set", "router.gateways={mesh}", "--set", "router.extraArgs={--percent=10}")
+	r := one(t, objs, "Deployment", prefix+"router")
+	wantFlag(t, r, "legacy-mirror-percent", "")
+	wantFlag(t, r, "keep-routing", "")
+	wantFlag(t, r, "gateways", "mesh")
+	if a := args(t, r); a[len(a)-1] != "--percent=10" {
+		t.Errorf("extraArgs not appended last: %q", a)
+	}
+}
+
+func TestNATSInlineSecrets(t *testing.T) {
+	objs := mustTemplate(t, "--values", "testdata/creds.yaml")
+	secrets := find(objs, "Secret")
+	if len(secrets) != 1 {
+		t.Fatalf("%d Secrets, want 1 holding the creds and the token", len(secrets))
+	}
+	data, _ := get(secrets[0], "data").(map[string]any)
+	if data["nats.creds"] == nil || data["token"] == nil || len(data) != 2 {
+		t.Errorf("Secret data keys %v, want nats.creds and token", data)
+	}
+	for _, svc := range services {
+		d := one(t, objs, "Deployment", prefix+svc)
+		checkNATSSecrets(t, d, secrets[0].name(), secrets[0].name())
+		wantFlag(t, d, "server", "tls://nats.default:4222")
+	}
+}
+
+func TestNATSExistingSecrets(t *testing.T) {
+	objs := mustTemplate(t, "--set", "nats.url="+natsURL,
+		"--set", "nats.credentials.existingSecret=my-creds", "--set", "nats.token.existingSecret=my-token")
+	if s := find(objs, "Secret"); len(s) != 0 {
+		t.Errorf("%d Secrets rendered, want none with existing ones", len(s))
+	}
+	for _, svc := range services {
+		checkNATSSecrets(t, one(t, objs, "Deployment", prefix+svc), "my-creds", "my-token")
+	}
+}
+
+// checkNATSSecrets: the creds file is mounted read-only from credsSecret and passed as --creds;
+// the token comes from tokenSecret in the environment, never in the arguments.
+func checkNATSSecrets(t *testing.T, d object, credsSecret, tokenSecret string) {
+	t.Helper()
+	c := container(t, d)
+	wantFlag(t, d, "creds", "/etc/darklaunch/nats/nats.creds")
+	noFlag(t, d, "token")
+	if got := get(c, "volumeMounts"); !reflect.DeepEqual(got, []any{map[string]any{"name": "nats-credentials", "mountPath": "/etc/darklaunch/nats", "readOnly": true}}) {
+		t.Errorf("%s: volumeMounts %v", d.name(), got)
+	}
+	if got := str(d, "spec", "template", "spec", "volumes", 0, "secret", "secretName"); got != credsSecret {
+		t.Errorf("%s: creds volume from Secret %q, want %q", d.name(), got, credsSecret)
+	}
+	env := get(c, "env", 0)
+	if str(env, "name") != "DARKLAUNCH_TOKEN" || str(env, "valueFrom", "secretKeyRef", "name") != tokenSecret || str(env, "valueFrom", "secretKeyRef", "key") != "token" {
+		t.Errorf("%s: env %v, want DARKLAUNCH_TOKEN from Secret %s key token", d.name(), get(c, "env"), tokenSecret)
+	}
+}
+
+func TestCustomMetrics(t *testing.T) {
+	objs := mustTemplate(t, "--values", "testdata/custom-metrics.yaml")
+	cms := find(objs, "ConfigMap")
+	if len(cms) != 1 {
+		t.Fatalf("%d ConfigMaps, want 1", len(cms))
+	}
+	var defs []map[string]any
+	if err := yaml.Unmarshal([]byte(str(cms[0], "data", "metrics.yaml")), &defs); err != nil || len(defs) != 1 || defs[0]["name"] != "request-count" {
+		t.Errorf("ConfigMap metrics.yaml = %q (%v), want the one custom definition", str(cms[0], "data", "metrics.yaml"), err)
+	}
+	for _, svc := range services {
+		d := one(t, objs, "Deployment", prefix+svc)
+		if svc != "collector" {
+			noFlag(t, d, "metrics-file")
+			if v := get(d, "spec", "template", "spec", "volumes"); v != nil {
+				t.Errorf("%s mounts %v; only the collector needs the metrics", svc, v)
+			}
+			continue
+		}
+		wantFlag(t, d, "metrics-file", "/etc/darklaunch/metrics/metrics.yaml")
+		noFlag(t, d, "metrics-provider")
+		if got := str(d, "spec", "template", "spec", "volumes", 0, "configMap", "name"); got != cms[0].name() {
+			t.Errorf("collector mounts ConfigMap %q, want %q", got, cms[0].name())
+		}
+		if got := get(container(t, d), "volumeMounts", 0, "readOnly"); got != true {
+			t.Errorf("collector: metrics mount readOnly %v", got)
+		}
+	}
+}
+
+// A metrics file given with --set-file arrives verbatim in the ConfigMap.
+func TestCustomMetricsFromFile(t *testing.T) {
+	objs := mustTemplate(t, "--set", "nats.url="+natsURL, "--set-file", "metrics.custom="+filepath.Join(chartDir, "files", "metrics-istio.yaml"))
+	want, err := os.ReadFile(filepath.Join(chartDir, "files", "metrics-istio.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cm := one(t, objs, "ConfigMap", prefix+"metrics")
+	if got := str(cm, "data", "metrics.yaml"); strings.TrimSpace(got) != strings.TrimSpace(string(want)) {
+		t.Errorf("ConfigMap metrics.yaml differs from the file:\n%s", got)
+	}
+}
+
+func TestServicesDisabled(t *testing.T) {
+	objs := mustTemplate(t, "--values", "testdata/disabled.yaml")
+	var names []string
+	for _, o := range objs {
+		if o.kind() == "Deployment" || o.kind() == "ServiceAccount" {
+			names = append(names, o.kind()+"/"+o.name())
+		}
+	}
+	slices.Sort(names)
+	want := []string{"Deployment/" + prefix + "judge", "Deployment/" + prefix + "router", "ServiceAccount/" + prefix + "judge", "ServiceAccount/" + prefix + "router"}
+	if !slices.Equal(names, want) {
+		t.Errorf("rendered %q, want %q", names, want)
+	}
+	checkRBAC(t, objs, []string{"default"})
+
+	objs = mustTemplate(t, "--set", "nats.url="+natsURL, "--set", "router.enabled=false")
+	checkRBAC(t, objs, nil)
+}
+
+// Bad values fail with a message that says what to do.
+func TestInvalidValues(t *testing.T) {
+	for name, tc := range map[string]struct {
+		args []string
+		want string
+	}{
+		"no nats.url":        {nil, "nats.url is required"},
+		"misspelled key":     {[]string{"--set", "nats.url=" + natsURL, "--set", "router.namespace=team-a"}, "namespace"},
+		"unknown provider":   {[]string{"--set", "nats.url=" + natsURL, "--set", "metrics.provider=datadog"}, "provider"},
+		"bad namespace":      {[]string{"--set", "nats.url=" + natsURL, "--set", "router.namespaces={Team_A}"}, "namespaces"},
+		"no namespaces":      {[]string{"--set", "nats.url=" + natsURL, "--set", "router.namespaces=null"}, "router.namespaces is empty"},
+		"bad duration":       {[]string{"--set", "nats.url=" + natsURL, "--set", "router.initTimeout=soon"}, "initTimeout"},
+		"two creds sources":  {[]string{"--set", "nats.url=" + natsURL, "--set", "nats.credentials.existingSecret=a", "--set", "nats.credentials.content=b"}, "not both"},
+		"two token sources":  {[]string{"--set", "nats.url=" + natsURL, "--set", "nats.token.existingSecret=a", "--set", "nats.token.value=b"}, "not both"},
+		"two metric sources": {[]string{"--set", "nats.url=" + natsURL, "--set", "metrics.existingConfigMap=a", "--set", "metrics.custom=b"}, "not both"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := template(t, tc.args...)
+			if err == nil {
+				t.Fatalf("helm template %v succeeded, want an error containing %q", tc.args, tc.want)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %q does not contain %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// The chart's example metric files are copies of the collector's shipped definitions
+// (a chart cannot read files outside itself); they must not drift apart.
+func TestShippedMetricsInSync(t *testing.T) {
+	for _, p := range []string{"knative", "istio"} {
+		orig, err := os.ReadFile(filepath.Join("..", "..", "services", "collector", "metrics", p+".yaml"))
+		if err != nil {
+			t.Fatalf("the collector's shipped %s definitions: %v", p, err)
+		}
+		cp, err := os.ReadFile(filepath.Join(chartDir, "files", "metrics-"+p+".yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(orig, cp) {
+			t.Errorf("%s differs from services/collector/metrics/%s.yaml; copy it again", filepath.Join(chartDir, "files", "metrics-"+p+".yaml"), p)
+		}
+	}
+}
