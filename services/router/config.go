@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nuid"
 	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/darklaunch/darklaunch/shared/bus"
 )
@@ -16,8 +18,9 @@ import (
 // Config configures the router. Every zero value takes the default written
 // next to the field; New applies them.
 type Config struct {
-	// Backend names the mirroring backend. Default "proxy" (the local
-	// reverse proxy).
+	// Backend names the mirroring backend: "proxy" (the local reverse
+	// proxy) or "istio" (the seed's VirtualServices on Kubernetes). Default
+	// "proxy".
 	Backend string
 
 	// ProxyAddr is where the proxy listens. Default "127.0.0.1:8080".
@@ -59,6 +62,36 @@ type Config struct {
 	// Default 500ms.
 	InitInterval time.Duration
 
+	// Kubeconfig is the kubeconfig file of the istio backend. Default
+	// empty: the in-cluster configuration, else $KUBECONFIG or
+	// ~/.kube/config (client-go's default loading rules).
+	Kubeconfig string
+	// Namespaces are the namespaces the istio backend may act in: an
+	// experiment whose target is elsewhere fails at setup. Default empty:
+	// any namespace.
+	Namespaces []string
+	// Gateways are the gateways of the mirroring VirtualService, which
+	// receives the host's traffic. Default the seed's: "mesh" and
+	// "knative-serving/knative-ingress-gateway".
+	Gateways []string
+	// LocalGateway is the gateway of the routing VirtualService, which
+	// sends live and mirrored requests to their revisions. Default the
+	// seed's "knative-serving/knative-local-gateway".
+	LocalGateway string
+	// GatewayHost is the service of the local gateway, where the mirroring
+	// VirtualService sends requests and their copies. Default the seed's
+	// "knative-local-gateway.istio-system.svc.cluster.local".
+	GatewayHost string
+	// LegacyMirrorPercent makes the istio backend write the integer
+	// mirrorPercent (in networking.istio.io/v1alpha3, which old Istio
+	// serves) instead of mirrorPercentage (in networking.istio.io/v1).
+	// Default false.
+	LegacyMirrorPercent bool
+	// KeepRouting leaves a completed experiment's mirroring in place until
+	// the experiment is deleted. Default false: it is removed as soon as the
+	// experiment completes. A deletion always removes it.
+	KeepRouting bool
+
 	// Instance tells this router's observation batches apart from another
 	// router's. Default a new NUID per process.
 	Instance string
@@ -82,7 +115,14 @@ const (
 	DefaultFlushInterval  = time.Second
 	DefaultInitTimeout    = 30 * time.Second
 	DefaultInitInterval   = 500 * time.Millisecond
+	DefaultLocalGateway   = "knative-serving/knative-local-gateway"
+	DefaultGatewayHost    = "knative-local-gateway.istio-system.svc.cluster.local"
 )
+
+// DefaultGateways are the seed's gateways of the mirroring VirtualService.
+func DefaultGateways() []string {
+	return []string{"mesh", "knative-serving/knative-ingress-gateway"}
+}
 
 // withDefaults returns cfg with every zero value replaced by its default.
 func (cfg Config) withDefaults() Config {
@@ -115,6 +155,15 @@ func (cfg Config) withDefaults() Config {
 	}
 	if cfg.InitInterval == 0 {
 		cfg.InitInterval = DefaultInitInterval
+	}
+	if len(cfg.Gateways) == 0 {
+		cfg.Gateways = DefaultGateways()
+	}
+	if cfg.LocalGateway == "" {
+		cfg.LocalGateway = DefaultLocalGateway
+	}
+	if cfg.GatewayHost == "" {
+		cfg.GatewayHost = DefaultGatewayHost
 	}
 	if cfg.Instance == "" {
 		cfg.Instance = nuid.Next()
@@ -153,7 +202,35 @@ func (cfg Config) Validate() error {
 			bad(name, d, "must not be negative")
 		}
 	}
+	for _, ns := range cfg.Namespaces {
+		for _, msg := range validation.IsDNS1123Label(ns) {
+			bad("Namespaces", ns, msg)
+		}
+	}
+	for _, gw := range cfg.Gateways {
+		if !gatewayName(gw) {
+			bad("Gateways", gw, `want "mesh", "name" or "namespace/name"`)
+		}
+	}
+	if !gatewayName(cfg.LocalGateway) {
+		bad("LocalGateway", cfg.LocalGateway, `want "name" or "namespace/name"`)
+	}
+	for _, msg := range validation.IsDNS1123Subdomain(cfg.GatewayHost) {
+		bad("GatewayHost", cfg.GatewayHost, msg)
+	}
 	return errors.Join(errs...)
+}
+
+// gatewayName tells whether s can name an Istio gateway: "mesh", "name" or
+// "namespace/name", each part a DNS label or subdomain.
+func gatewayName(s string) bool {
+	ns, name, found := strings.Cut(s, "/")
+	if !found {
+		name = ns
+	} else if len(validation.IsDNS1123Label(ns)) > 0 {
+		return false
+	}
+	return len(validation.IsDNS1123Subdomain(name)) == 0
 }
 
 // parseBaseURL checks a version's base URL: absolute http(s) with a host.

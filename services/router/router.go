@@ -4,7 +4,9 @@
 // init task), has its backend mirror a share of the target's traffic to the
 // dark version and publishes a routing event; when the experiment ends it
 // removes the mirroring. The local backend, Proxy, is a reverse proxy that
-// also observes both versions and publishes what it saw on the bus.
+// also observes both versions and publishes what it saw on the bus; the
+// Kubernetes one, Istio, checks the target Knative Service and writes the
+// seed's two VirtualServices.
 package router
 
 import (
@@ -13,8 +15,8 @@ import (
 	"github.com/darklaunch/darklaunch/shared/experiment"
 )
 
-// Backend sets up and removes mirroring. Proxy is the local one; an Istio
-// backend (the seed's two VirtualServices) has the same shape.
+// Backend sets up and removes mirroring. Proxy is the local one, Istio the
+// Kubernetes one (the seed's two VirtualServices).
 type Backend interface {
 	// Setup checks the target answers and sets up mirroring for exp
 	// (idempotent: a restarted router converges). The check is Iter8's init

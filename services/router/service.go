@@ -47,6 +47,12 @@ type Service struct {
 
 // New checks cfg (applying its defaults) and builds the backend.
 func New(cfg Config, nc *nats.Conn, log *slog.Logger) (*Service, error) {
+	return newService(cfg, nc, log, nil)
+}
+
+// newService is New with the backend given (tests: an Istio on fake
+// clients), or built from cfg when nil.
+func newService(cfg Config, nc *nats.Conn, log *slog.Logger, backend Backend) (*Service, error) {
 	if nc == nil {
 		return nil, errors.New("router: no NATS connection")
 	}
@@ -62,9 +68,10 @@ func New(cfg Config, nc *nats.Conn, log *slog.Logger) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("router: %w", err)
 	}
-	backend, err := NewBackend(cfg, js, log)
-	if err != nil {
-		return nil, fmt.Errorf("router: %w", err)
+	if backend == nil {
+		if backend, err = NewBackend(cfg, js, log); err != nil {
+			return nil, fmt.Errorf("router: %w", err)
+		}
 	}
 	s := &Service{cfg: cfg, nc: nc, js: js, log: log, backend: backend, seen: map[string]*experiment.Experiment{}}
 	s.proxy, _ = backend.(*Proxy)
@@ -164,8 +171,8 @@ func (s *Service) watch(ctx context.Context, store *bus.Store, workers *bus.Work
 
 // reconcile brings one experiment's routing to what its state asks:
 // Initializing without routing → set up and report; later stages → make
-// sure the route exists (a restarted router); Completed or deleted → tear
-// down.
+// sure the route exists (a restarted router); Completed (unless
+// KeepRouting) or deleted → tear down.
 func (s *Service) reconcile(ctx context.Context, workers *bus.Workers, c bus.Change) {
 	key := c.Key
 	e := c.Experiment
@@ -195,9 +202,14 @@ func (s *Service) reconcile(ctx context.Context, workers *bus.Workers, c bus.Cha
 	case experiment.StageRunning, experiment.StageFinishing:
 		workers.Ensure(key, e.Metadata.UID, func(ctx context.Context) { s.restore(ctx, e) })
 	case experiment.StageCompleted:
+		workers.Stop(key)
+		if s.cfg.KeepRouting {
+			// Kept until the experiment is deleted; it stays in seen so
+			// that the deletion tears it down.
+			return
+		}
 		// Forgotten once torn down: a later deletion has nothing left to do.
 		delete(s.seen, key)
-		workers.Stop(key)
 		s.teardown(ctx, e)
 	}
 }
