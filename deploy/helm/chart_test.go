@@ -200,7 +200,7 @@ func noFlag(t *testing.T, d object, name string) {
 }
 
 func TestLint(t *testing.T) {
-	for _, values := range []string{"", "testdata/two-namespaces.yaml", "testdata/custom-metrics.yaml", "testdata/creds.yaml", "testdata/disabled.yaml"} {
+	for _, values := range []string{"", "testdata/two-namespaces.yaml", "testdata/custom-metrics.yaml", "testdata/creds.yaml", "testdata/disabled.yaml", "testdata/every-flag.yaml"} {
 		a := []string{"lint", "--strict", chartDir, "--set", "nats.url=" + natsURL}
 		if values != "" {
 			a = append(a, "--values", values)
@@ -584,6 +584,55 @@ func TestShippedMetricsInSync(t *testing.T) {
 		}
 		if !bytes.Equal(orig, cp) {
 			t.Errorf("%s differs from services/collector/metrics/%s.yaml; copy it again", filepath.Join(chartDir, "files", "metrics-"+p+".yaml"), p)
+		}
+	}
+}
+
+// Every flag the chart passes must exist in `darklaunch serve <service>`: a misspelled or
+// removed flag would make the pods crash-loop on start, which no template check sees.
+func TestFlagsExistInBinary(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the darklaunch binary")
+	}
+	var rendered []object
+	for _, values := range []string{"testdata/every-flag.yaml", "testdata/custom-metrics.yaml"} {
+		rendered = append(rendered, mustTemplate(t, "--values", values)...)
+	}
+	bin := filepath.Join(t.TempDir(), "darklaunch")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/darklaunch")
+	build.Dir = filepath.Join("..", "..")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build ./cmd/darklaunch: %v\n%s", err, out)
+	}
+	flagName := regexp.MustCompile(`^--([a-z0-9-]+)`)
+	for _, svc := range services {
+		help, err := exec.Command(bin, "serve", svc, "--help").CombinedOutput()
+		if err != nil {
+			t.Fatalf("darklaunch serve %s --help: %v\n%s", svc, err, help)
+		}
+		known := map[string]bool{}
+		for _, m := range regexp.MustCompile(`(?m)^\s+(?:-\w, )?--([a-z0-9-]+)`).FindAllStringSubmatch(string(help), -1) {
+			known[m[1]] = true
+		}
+		seen := 0
+		for _, d := range find(rendered, "Deployment") {
+			if d.name() != prefix+svc {
+				continue
+			}
+			for _, a := range args(t, d)[2:] {
+				m := flagName.FindStringSubmatch(a)
+				if m == nil {
+					t.Errorf("%s: argument %q is not a flag", svc, a)
+					continue
+				}
+				seen++
+				if !known[m[1]] {
+					t.Errorf("the chart passes %s to `darklaunch serve %s`, which has no such flag", a, svc)
+				}
+			}
+		}
+		if seen == 0 {
+			t.Errorf("no flags rendered for %s", svc)
 		}
 	}
 }
