@@ -6,6 +6,7 @@ package chart_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"os"
 	"os/exec"
@@ -16,6 +17,9 @@ import (
 	"strings"
 	"testing"
 
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	"sigs.k8s.io/yaml"
 )
 
@@ -633,6 +637,44 @@ func TestFlagsExistInBinary(t *testing.T) {
 		}
 		if seen == 0 {
 			t.Errorf("no flags rendered for %s", svc)
+		}
+	}
+}
+
+// Every rendered object decodes strictly into its Kubernetes type: a misspelled or misplaced
+// field (which an API server would drop or reject) fails here without a server.
+func TestObjectsDecodeStrictly(t *testing.T) {
+	types := map[string]func() any{
+		"Deployment":     func() any { return &appsv1.Deployment{} },
+		"ServiceAccount": func() any { return &corev1.ServiceAccount{} },
+		"Secret":         func() any { return &corev1.Secret{} },
+		"ConfigMap":      func() any { return &corev1.ConfigMap{} },
+		"Role":           func() any { return &rbacv1.Role{} },
+		"RoleBinding":    func() any { return &rbacv1.RoleBinding{} },
+	}
+	seen := map[string]bool{}
+	for _, values := range []string{"testdata/every-flag.yaml", "testdata/custom-metrics.yaml", "testdata/creds.yaml", "testdata/two-namespaces.yaml"} {
+		for _, o := range mustTemplate(t, "--values", values) {
+			newT, ok := types[o.kind()]
+			if !ok {
+				t.Errorf("%s: rendered kind %s is not expected", values, o.kind())
+				continue
+			}
+			seen[o.kind()] = true
+			raw, err := json.Marshal(o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			dec := json.NewDecoder(bytes.NewReader(raw))
+			dec.DisallowUnknownFields()
+			if err := dec.Decode(newT()); err != nil {
+				t.Errorf("%s: %s %s does not decode strictly: %v", values, o.kind(), o.name(), err)
+			}
+		}
+	}
+	for kind := range types {
+		if !seen[kind] {
+			t.Errorf("no %s rendered by any of the variations", kind)
 		}
 	}
 }
