@@ -1,237 +1,17 @@
 package collector
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"math"
-	"net"
-	"net/http"
-	"net/http/httptest"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/api"
-	v1 "github.com/prometheus/client_golang/api/prometheus/v1"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"github.com/prometheus/common/model"
-
 	"github.com/darklaunch/darklaunch/shared/bus"
 	"github.com/darklaunch/darklaunch/shared/experiment"
+	"github.com/darklaunch/darklaunch/shared/promtest"
 )
-
-// envoyBuckets are the bucket bounds (ms) of Istio's
-// istio_request_duration_milliseconds, Envoy's defaults.
-var envoyBuckets = []float64{0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000, 1800000, 3600000}
-
-// istioExporter serves Istio-named metrics of known content, and remembers
-// what the destination reporter saw of each workload: the truth the real
-// PromQL is checked against.
-type istioExporter struct {
-	srv      *httptest.Server
-	requests *prometheus.CounterVec
-	duration *prometheus.HistogramVec
-
-	mu    sync.Mutex
-	truth map[string]*served // by destination workload, reporter="destination" only
-}
-
-type served struct {
-	latencies []float64
-	errors    int
-}
-
-const testNamespace = "default"
-
-func newIstioExporter(t *testing.T) *istioExporter {
-	t.Helper()
-	labels := []string{"reporter", "destination_workload", "destination_workload_namespace", "response_code"}
-	x := &istioExporter{
-		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "istio_requests_total", Help: "Requests (Istio standard metric)."}, labels),
-		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "istio_request_duration_milliseconds", Help: "Request duration (Istio standard metric).", Buckets: envoyBuckets}, labels),
-		truth:    map[string]*served{},
-	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(x.requests, x.duration)
-	// Every series exists, at 0, before Prometheus' first scrape: increase()
-	// counts from a series' first sample, so a series born with its first
-	// requests would lose them.
-	for _, reporter := range []string{"destination", "source"} {
-		for _, workload := range []string{"sample-app-v1-deployment", "sample-app-v2-deployment"} {
-			for _, code := range []string{"200", "500"} {
-				x.requests.WithLabelValues(reporter, workload, testNamespace, code)
-				x.duration.WithLabelValues(reporter, workload, testNamespace, code)
-			}
-		}
-	}
-	x.srv = httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	t.Cleanup(x.srv.Close)
-	return x
-}
-
-// serve records one request as Istio's reporter would.
-func (x *istioExporter) serve(reporter, workload, code string, latencyMs float64) {
-	x.requests.WithLabelValues(reporter, workload, testNamespace, code).Inc()
-	x.duration.WithLabelValues(reporter, workload, testNamespace, code).Observe(latencyMs)
-	if reporter != "destination" {
-		return
-	}
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	s := x.truth[workload]
-	if s == nil {
-		s = &served{}
-		x.truth[workload] = s
-	}
-	s.latencies = append(s.latencies, latencyMs)
-	if code[0] == '5' {
-		s.errors++
-	}
-}
-
-// promServer is a real Prometheus process on a loopback port.
-type promServer struct {
-	url string
-	api v1.API
-}
-
-// startPrometheus runs the Debian package's server with a temporary storage
-// and a config scraping target every second; it is killed when the test
-// ends. Without the binary the test is skipped, except in CI.
-func startPrometheus(t *testing.T, target string) *promServer {
-	t.Helper()
-	bin := "/usr/bin/prometheus"
-	if _, err := os.Stat(bin); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("CI: no Prometheus server at %s: apt-get install prometheus", bin)
-		}
-		t.Skipf("no Prometheus server at %s: apt-get install prometheus to run this test", bin)
-	}
-	dir := t.TempDir()
-	cfg := fmt.Sprintf(`global:
-  scrape_interval: 1s
-  scrape_timeout: 900ms
-  evaluation_interval: 1s
-scrape_configs:
-- job_name: istio
-  static_configs:
-  - targets: [%q]
-`, target)
-	cfgFile := filepath.Join(dir, "prometheus.yml")
-	if err := os.WriteFile(cfgFile, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	addr := freeLoopbackAddr(t)
-	var logs bytes.Buffer
-	cmd := exec.Command(bin,
-		"--config.file="+cfgFile,
-		"--storage.tsdb.path="+filepath.Join(dir, "data"),
-		"--web.listen-address="+addr,
-		"--log.level=warn",
-	)
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", bin, err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		cmd.Process.Signal(os.Interrupt)
-		select {
-		case <-exited:
-		case <-time.After(5 * time.Second):
-			cmd.Process.Kill()
-			<-exited
-		}
-		if t.Failed() {
-			t.Logf("prometheus output:\n%s", logs.String())
-		}
-	})
-
-	url := "http://" + addr
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		select {
-		case err := <-exited:
-			exited <- err // for the cleanup
-			t.Fatalf("prometheus exited at start-up (%v):\n%s", err, logs.String())
-		default:
-		}
-		resp, err := http.Get(url + "/-/ready")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("prometheus not ready at %s within 20s (last: %v):\n%s", url, err, logs.String())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	client, err := api.NewClient(api.Config{Address: url})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &promServer{url: url, api: v1.NewAPI(client)}
-}
-
-func freeLoopbackAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-// lastScrape is the time of the newest sample of the dark version's
-// destination series, as stored by Prometheus; zero before the first.
-func (p *promServer) lastScrape(ctx context.Context) (time.Time, float64, error) {
-	sel := `{reporter="destination",destination_workload="sample-app-v2-deployment",destination_workload_namespace="default"}`
-	v, _, _, err := p.api.Query(ctx, "max(timestamp(istio_requests_total"+sel+"))", time.Now())
-	if err != nil {
-		return time.Time{}, 0, err
-	}
-	vec, ok := v.(model.Vector)
-	if !ok || len(vec) != 1 {
-		return time.Time{}, 0, nil
-	}
-	total, _, _, err := p.api.Query(ctx, "sum(istio_requests_total"+sel+")", time.Now())
-	if err != nil {
-		return time.Time{}, 0, err
-	}
-	sum, _ := total.(model.Vector)
-	if len(sum) != 1 {
-		return time.Time{}, 0, nil
-	}
-	secs := float64(vec[0].Value)
-	return time.UnixMilli(int64(math.Round(secs * 1000))), float64(sum[0].Value), nil
-}
-
-// waitScrape polls until Prometheus holds a sample of the dark series taken
-// after t, and returns that sample's time and the requests it counts.
-func (p *promServer) waitScrape(ctx context.Context, t *testing.T, after time.Time) (time.Time, float64) {
-	t.Helper()
-	for {
-		at, total, err := p.lastScrape(ctx)
-		if err == nil && at.After(after) {
-			return at, total
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("no scrape after %s stored by Prometheus (last at %s, err %v): %v", after.Format(time.StampMilli), at.Format(time.StampMilli), err, ctx.Err())
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-}
 
 // TestPrometheusSourceRealServer: the shipped Istio definitions, run by the
 // prometheus source against a real Prometheus scraping Istio-named metrics of
@@ -257,14 +37,14 @@ func TestPrometheusSourceRealServer(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(t.Context(), 45*time.Second)
 	defer cancel()
-	x := newIstioExporter(t)
-	prom := startPrometheus(t, strings.TrimPrefix(x.srv.URL, "http://"))
+	x := promtest.NewIstioExporter(t)
+	prom := promtest.Start(t, strings.TrimPrefix(x.Srv.URL, "http://"))
 
 	// The experiment starts once Prometheus holds the series at 0; traffic
 	// starts after a scrape at 0 within the window, as loadgen's delay does.
-	prom.waitScrape(ctx, t, time.Time{})
+	prom.WaitScrape(ctx, t, time.Time{})
 	start := time.Now().UTC().Truncate(time.Millisecond)
-	prom.waitScrape(ctx, t, start)
+	prom.WaitScrape(ctx, t, start)
 
 	const (
 		dark, live = "sample-app-v2-deployment", "sample-app-v1-deployment"
@@ -277,21 +57,21 @@ func TestPrometheusSourceRealServer(t *testing.T) {
 			if i%20 == 0 {
 				code = "500" // 5 % errors
 			}
-			x.serve("destination", dark, code, 2+1.9*float64(i)+0.3*float64(r))
+			x.Serve("destination", dark, code, 2+1.9*float64(i)+0.3*float64(r))
 			// The mirrored copies as the source reporter would see them, had
 			// it seen them: slow failures that must never be counted.
-			x.serve("source", dark, "500", 4000)
-			x.serve("source", dark, "500", 4000)
+			x.Serve("source", dark, "500", 4000)
+			x.Serve("source", dark, "500", 4000)
 		}
 		for i := range 50 {
 			code := "200"
 			if i == 7 {
 				code = "500"
 			}
-			x.serve("destination", live, code, 5+0.5*float64(i))
+			x.Serve("destination", live, code, 5+0.5*float64(i))
 		}
 		// Each round in another scrape, as traffic spreads over an interval.
-		lastRound, _ = prom.waitScrape(ctx, t, time.Now())
+		lastRound, _ = prom.WaitScrape(ctx, t, time.Now())
 	}
 
 	// The window covers at least 10 s and ends after the last round was
@@ -300,11 +80,11 @@ func TestPrometheusSourceRealServer(t *testing.T) {
 	if min := start.Add(10 * time.Second); end.Before(min) {
 		end = min
 	}
-	if _, total := prom.waitScrape(ctx, t, end); total != 100*rounds {
+	if _, total := prom.WaitScrape(ctx, t, end); total != 100*rounds {
 		t.Fatalf("Prometheus holds %v dark requests, want %d", total, 100*rounds)
 	}
 
-	src, err := NewPrometheusSource(prom.url, shipped(t, ProviderIstio), 5*time.Second, nil)
+	src, err := NewPrometheusSource(prom.URL, shipped(t, ProviderIstio), 5*time.Second, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -318,12 +98,12 @@ func TestPrometheusSourceRealServer(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", role, err)
 		}
-		x.mu.Lock()
-		truth := x.truth[workload]
-		x.mu.Unlock()
-		n, errs := float64(len(truth.latencies)), float64(truth.errors)
+		x.Mu.Lock()
+		truth := x.Truth[workload]
+		x.Mu.Unlock()
+		n, errs := float64(len(truth.Latencies)), float64(truth.Errors)
 		var sum float64
-		for _, l := range truth.latencies {
+		for _, l := range truth.Latencies {
 			sum += l
 		}
 		t.Logf("%s over %s: %v; reasons %v", role, end.Sub(start), printable(m.Values), m.Reasons)
@@ -337,8 +117,8 @@ func TestPrometheusSourceRealServer(t *testing.T) {
 		}
 		checkClose(t, role+" error-rate", valOr(t, m, experiment.MetricErrorRate), errs/n)
 		checkClose(t, role+" mean-latency", valOr(t, m, experiment.MetricMeanLatency), sum/n)
-		checkClose(t, role+" p95", valOr(t, m, experiment.MetricP95Latency), bucketQuantile(0.95, truth.latencies, envoyBuckets))
-		checkClose(t, role+" p50", valOr(t, m, experiment.MetricP50Latency), bucketQuantile(0.5, truth.latencies, envoyBuckets))
+		checkClose(t, role+" p95", valOr(t, m, experiment.MetricP95Latency), bucketQuantile(0.95, truth.Latencies, promtest.EnvoyBuckets))
+		checkClose(t, role+" p50", valOr(t, m, experiment.MetricP50Latency), bucketQuantile(0.5, truth.Latencies, promtest.EnvoyBuckets))
 	}
 }
 
