@@ -131,7 +131,8 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 	if s.proxyAddr == "" {
 		s.proxyAddr = "127.0.0.1:0"
 	}
-	if slices.Contains(cfg.Run, Router) {
+	proxy := cfg.Router.Backend == "" || cfg.Router.Backend == router.BackendProxy
+	if slices.Contains(cfg.Run, Router) && proxy {
 		// Bind now, so the port is known before the router runs and a
 		// busy port is reported before anything else starts.
 		ln, err := net.Listen("tcp", s.proxyAddr)
@@ -146,8 +147,8 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 		}
 	}
 	for _, name := range cfg.Run {
-		if name == Router {
-			continue
+		if name == Router && proxy {
+			continue // started above
 		}
 		if err := s.start(name, nil); err != nil {
 			return nil, err
@@ -242,7 +243,7 @@ func (s *Stack) connect(name string) (*nats.Conn, error) {
 
 // StartService starts a service that is not running (after StopService).
 func (s *Stack) StartService(name string) error {
-	if name != Router {
+	if name != Router || (s.cfg.Router.Backend != "" && s.cfg.Router.Backend != router.BackendProxy) {
 		return s.start(name, nil)
 	}
 	ln, err := listenRetry(s.proxyAddr, 5*time.Second)
@@ -267,8 +268,10 @@ func (s *Stack) start(name string, ln net.Listener) error {
 	switch name {
 	case Router:
 		cfg := s.cfg.Router
-		cfg.Listener = ln
-		cfg.ProxyAddr = s.proxyAddr
+		if ln != nil {
+			cfg.Listener = ln
+			cfg.ProxyAddr = s.proxyAddr
+		}
 		if cfg.DefaultLiveURL == "" {
 			cfg.DefaultLiveURL = s.LiveURL
 		}
