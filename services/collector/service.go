@@ -131,10 +131,6 @@ func (c *Config) prepare() error {
 	return err
 }
 
-// watchRetry is the pause before watching the state bucket again after the
-// watch failed (e.g. NATS restarting): a NATS restart must not end a service.
-const watchRetry = time.Second
-
 // Service is the collector.
 type Service struct {
 	cfg Config
@@ -201,16 +197,8 @@ func (s *Service) Run(ctx context.Context) error {
 	} else {
 		s.log.Info("collector running", "source", s.cfg.Source, "grace", s.cfg.Grace)
 	}
-	for {
-		err := infra.Store.Watch(ctx, func(c bus.Change) { r.reconcile(ctx, c) })
-		if ctx.Err() != nil {
-			return nil
-		}
-		s.log.Warn("watching experiments failed; watching again", "err", err)
-		if !sleepUntil(ctx, time.Now().Add(watchRetry)) {
-			return nil
-		}
-	}
+	infra.Store.Reconcile(ctx, s.log, func(c bus.Change) { r.reconcile(ctx, c) })
+	return nil
 }
 
 // reconcile starts the clock of a running experiment and stops it when the

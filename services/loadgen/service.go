@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
-	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -20,10 +19,6 @@ import (
 )
 
 const serviceName = "loadgen"
-
-// watchRetry is the pause before watching the state bucket again after the
-// watch failed (e.g. NATS restarting): a NATS restart must not end a service.
-const watchRetry = time.Second
 
 // Service is the loadgen.
 type Service struct {
@@ -69,16 +64,8 @@ func (s *Service) Run(ctx context.Context) error {
 	r := &runner{cfg: s.cfg, log: s.log, js: infra.JS, workers: bus.NewWorkers(ctx)}
 	defer r.workers.Wait()
 	s.log.Info("loadgen running", "url", s.cfg.URL, "host", s.cfg.Host, "rate", s.cfg.Rate, "delay", s.cfg.Delay)
-	for {
-		err := infra.Store.Watch(ctx, func(c bus.Change) { r.reconcile(ctx, c) })
-		if ctx.Err() != nil {
-			return nil
-		}
-		s.log.Warn("watching experiments failed; watching again", "err", err)
-		if !sleepUntil(ctx, time.Now().Add(watchRetry)) {
-			return nil
-		}
-	}
+	infra.Store.Reconcile(ctx, s.log, func(c bus.Change) { r.reconcile(ctx, c) })
+	return nil
 }
 
 // reconcile starts traffic for a running experiment and stops it for a

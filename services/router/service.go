@@ -129,7 +129,7 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 
 	workers := bus.NewWorkers(ctx)
-	s.watch(ctx, infra.Store, workers)
+	infra.Store.Reconcile(ctx, s.log, func(c bus.Change) { s.reconcile(ctx, workers, c) })
 
 	// Shutdown: reconcilers first (they publish), then the proxy.
 	workers.Wait()
@@ -150,23 +150,6 @@ func (s *Service) Run(ctx context.Context) error {
 		return err
 	}
 	return nil
-}
-
-// watch reconciles every change of the bucket until ctx ends. A watcher that
-// fails is restarted: its first values replay the current state, which
-// reconcile handles like any other.
-func (s *Service) watch(ctx context.Context, store *bus.Store, workers *bus.Workers) {
-	for ctx.Err() == nil {
-		err := store.Watch(ctx, func(c bus.Change) { s.reconcile(ctx, workers, c) })
-		if err == nil || ctx.Err() != nil {
-			return
-		}
-		s.log.Warn("experiment watch failed; restarting", "err", err)
-		select {
-		case <-ctx.Done():
-		case <-time.After(time.Second):
-		}
-	}
 }
 
 // reconcile brings one experiment's routing to what its state asks:

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -162,6 +164,25 @@ func (s *Store) Watch(ctx context.Context, fn func(Change)) error {
 				c.Experiment = e
 			}
 			fn(c)
+		}
+	}
+}
+
+// Reconcile is Watch for a reconciler: it watches until ctx ends, and when
+// the watch breaks (a NATS restart, say) it watches again after a second.
+// The new watch delivers every current value again, so fn must be
+// idempotent, as a reconciler is.
+func (s *Store) Reconcile(ctx context.Context, log *slog.Logger, fn func(Change)) {
+	for {
+		err := s.Watch(ctx, fn)
+		if ctx.Err() != nil {
+			return
+		}
+		log.Warn("watching experiments failed; watching again", "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
 		}
 	}
 }
