@@ -38,6 +38,10 @@ type Proxy struct {
 	live *http.Transport
 	dark *http.Transport
 
+	// buffers are the live responses' copy buffers, shared by every route:
+	// without a pool httputil.ReverseProxy allocates 32 KiB per request.
+	buffers bufferPool
+
 	table atomic.Pointer[routeTable]
 	mu    sync.Mutex // serialises changes of the table and of retired
 	// retired are removed routes whose last batches are not published yet.
@@ -359,7 +363,8 @@ func (p *Proxy) newRoute(exp *experiment.Experiment, spec routeSpec) *route {
 			pr.Out.Host = host
 			pr.SetXForwarded()
 		},
-		Transport: p.live,
+		Transport:  p.live,
+		BufferPool: &p.buffers,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			rt.log.Debug("live version failed", "live", live.String(), "err", err)
 			http.Error(w, fmt.Sprintf("darklaunch proxy: live version %s did not answer: %v", live, err), http.StatusBadGateway)
@@ -440,3 +445,15 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 }
 
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// bufferPool is an httputil.BufferPool of 32 KiB buffers.
+type bufferPool struct{ pool sync.Pool }
+
+func (b *bufferPool) Get() []byte {
+	if buf, ok := b.pool.Get().(*[]byte); ok {
+		return *buf
+	}
+	return make([]byte, 32<<10)
+}
+
+func (b *bufferPool) Put(buf []byte) { b.pool.Put(&buf) }
