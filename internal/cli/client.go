@@ -76,6 +76,24 @@ func parseRef(arg string) (bus.Ref, error) {
 	return ref, nil
 }
 
+// byName runs op (Get or Delete) on the experiment NAME names.
+func (g *globals) byName(ctx context.Context, name string, op func(*bus.Client, context.Context, bus.Ref) (*experiment.Experiment, error)) (*experiment.Experiment, error) {
+	ref, err := parseRef(name)
+	if err != nil {
+		return nil, err
+	}
+	c, nc, err := g.apiClient()
+	if err != nil {
+		return nil, err
+	}
+	defer nc.Close()
+	e, err := op(c, ctx, ref)
+	if err != nil {
+		return nil, withCode(ExitInvalid, err)
+	}
+	return e, nil
+}
+
 // readDocument reads FILE, or stdin for "-".
 func (g *globals) readDocument(path string) ([]byte, error) {
 	var (
@@ -139,18 +157,9 @@ func newGetCmd(g *globals) *cobra.Command {
 			if err := out.check(); err != nil {
 				return err
 			}
-			ref, err := parseRef(args[0])
+			e, err := g.byName(cmd.Context(), args[0], (*bus.Client).Get)
 			if err != nil {
 				return err
-			}
-			c, nc, err := g.apiClient()
-			if err != nil {
-				return err
-			}
-			defer nc.Close()
-			e, err := c.Get(cmd.Context(), ref)
-			if err != nil {
-				return withCode(ExitInvalid, err)
 			}
 			return out.print(g.stdout, e, func() {
 				f := report.NewWatchFormat(e)
@@ -214,18 +223,9 @@ func newDeleteCmd(g *globals) *cobra.Command {
 			if err := out.check(); err != nil {
 				return err
 			}
-			ref, err := parseRef(args[0])
+			e, err := g.byName(cmd.Context(), args[0], (*bus.Client).Delete)
 			if err != nil {
 				return err
-			}
-			c, nc, err := g.apiClient()
-			if err != nil {
-				return err
-			}
-			defer nc.Close()
-			e, err := c.Delete(cmd.Context(), ref)
-			if err != nil {
-				return withCode(ExitInvalid, err)
 			}
 			return out.print(g.stdout, e, func() { fmt.Fprintf(g.stdout, "experiment %s deleted\n", e.Key()) })
 		},
@@ -240,18 +240,9 @@ func newDescribeCmd(g *globals) *cobra.Command {
 		Short: "Describe an experiment in the iter8ctl describe layout",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ref, err := parseRef(args[0])
+			e, err := g.byName(cmd.Context(), args[0], (*bus.Client).Get)
 			if err != nil {
 				return err
-			}
-			c, nc, err := g.apiClient()
-			if err != nil {
-				return err
-			}
-			defer nc.Close()
-			e, err := c.Get(cmd.Context(), ref)
-			if err != nil {
-				return withCode(ExitInvalid, err)
 			}
 			report.Describe(g.stdout, e)
 			return nil
