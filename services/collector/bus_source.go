@@ -47,15 +47,7 @@ func (s *BusSource) Open(ctx context.Context, exp *experiment.Experiment) (Windo
 	if catchUp <= 0 {
 		catchUp = DefaultCatchUp
 	}
-	w := &busWindow{
-		uid:      exp.Metadata.UID,
-		subject:  bus.ObsSubject(exp.Metadata.Namespace, exp.Metadata.Name),
-		stream:   s.Stream,
-		catchUp:  catchUp,
-		log:      log.With("experiment", exp.Key()),
-		progress: make(chan struct{}),
-		roles:    map[string]*roleObs{bus.RoleLive: newRoleObs(), bus.RoleDark: newRoleObs()},
-	}
+	w := newBusWindow(s.Stream, exp, catchUp, log)
 	cons, err := s.Stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{w.subject},
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
@@ -71,6 +63,21 @@ func (s *BusSource) Open(ctx context.Context, exp *experiment.Experiment) (Windo
 	}
 	w.stop = cc.Stop
 	return w, nil
+}
+
+// newBusWindow returns a window that consumes nothing yet: Open attaches the
+// consumer and sets stop.
+func newBusWindow(stream jetstream.Stream, exp *experiment.Experiment, catchUp time.Duration, log *slog.Logger) *busWindow {
+	return &busWindow{
+		uid:      exp.Metadata.UID,
+		subject:  bus.ObsSubject(exp.Metadata.Namespace, exp.Metadata.Name),
+		stream:   stream,
+		catchUp:  catchUp,
+		log:      log.With("experiment", exp.Key()),
+		stop:     func() {},
+		progress: make(chan struct{}),
+		roles:    map[string]*roleObs{bus.RoleLive: newRoleObs(), bus.RoleDark: newRoleObs()},
+	}
 }
 
 // busWindow holds one experiment's observation batches per role.

@@ -2,6 +2,7 @@ package collector
 
 import (
 	"errors"
+	"log/slog"
 	"maps"
 	"testing"
 	"time"
@@ -149,16 +150,12 @@ func TestBusSourceNotCaughtUp(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	exp := running("lag", time.Now(), 1, 1)
-	w, err := (&BusSource{Stream: e.infra.Obs, CatchUp: 200 * time.Millisecond}).Open(t.Context(), exp)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// A window with no consumer attached: a stored batch can never be read.
+	// (Stopping a running consumer would race with its last delivery.)
+	w := newBusWindow(e.infra.Obs, exp, 200*time.Millisecond, slog.New(slog.DiscardHandler))
 	defer w.Close()
-	bw := w.(*busWindow)
-	// Stop consuming, then store a batch: it can never be read.
-	bw.stop()
 	e.publishObs(t, exp, observed(exp.Metadata.UID, bus.RoleLive, time.Now(), []float64{1}, 0))
-	_, err = w.Measure(t.Context(), bus.RoleLive, time.Now().Add(time.Second))
+	_, err := w.Measure(t.Context(), bus.RoleLive, time.Now().Add(time.Second))
 	if !errors.Is(err, ErrNotCaughtUp) {
 		t.Errorf("err = %v, want ErrNotCaughtUp", err)
 	}
