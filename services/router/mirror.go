@@ -17,14 +17,16 @@ const (
 	DropInflight = "inflight" // MirrorInflight copies already in flight
 	DropBody     = "body"     // request body over MirrorMaxBody
 	DropMethod   = "method"   // method not in spec.mirroring.methods
+	DropUpgrade  = "upgrade"  // a protocol upgrade (WebSocket, h2c): a stream, not a request to copy
 )
 
-var dropReasons = [...]string{DropInflight, DropBody, DropMethod}
+var dropReasons = [...]string{DropInflight, DropBody, DropMethod, DropUpgrade}
 
 const (
 	dropInflight = iota
 	dropBody
 	dropMethod
+	dropUpgrade
 )
 
 // maxDrain bounds how much of a dark response is read before the
@@ -56,6 +58,13 @@ func (p *Proxy) mirror(rt *route, r *http.Request) {
 		rt.drop(dropMethod)
 		return
 	}
+	// An upgrade turns the connection into a stream that only live may
+	// hold; a copy would reach dark as a plain request, which is not what
+	// the client sent. Envoy does not shadow upgrades either.
+	if isUpgrade(r) {
+		rt.drop(dropUpgrade)
+		return
+	}
 	// Non-blocking: a full semaphore means the dark version is slow or
 	// hanging, and live must not wait for it.
 	select {
@@ -76,6 +85,21 @@ func (p *Proxy) mirror(rt *route, r *http.Request) {
 	// waiting for zero cannot miss the copy.
 	rt.active.Add(1)
 	go p.sendCopy(rt, out, cancel)
+}
+
+// isUpgrade reports whether r asks to switch protocols (RFC 9110 §7.8).
+func isUpgrade(r *http.Request) bool {
+	if r.Header.Get("Upgrade") == "" {
+		return false
+	}
+	for _, v := range r.Header["Connection"] {
+		for f := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(textproto.TrimString(f), "upgrade") {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // copyBody reads up to MirrorMaxBody bytes of the request body for the copy.

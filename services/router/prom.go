@@ -44,7 +44,7 @@ func newPromMetrics(reg *prometheus.Registry) (*promMetrics, error) {
 	}, []string{"experiment", "role", "code_class"})
 	dropped := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "darklaunch_mirror_dropped_total",
-		Help: "Copies the darklaunch proxy did not send to the dark version, by experiment and reason (inflight: too many copies in flight; body: request body too large; method: method not mirrored).",
+		Help: "Copies the darklaunch proxy did not send to the dark version, by experiment and reason (inflight: too many copies in flight; body: request body too large; method: method not mirrored; upgrade: protocol upgrade such as WebSocket, never mirrored).",
 	}, []string{"experiment", "reason"})
 	var err error
 	if requests, err = register(reg, requests); err != nil {
@@ -87,6 +87,15 @@ func (m *promMetrics) forExperiment(exp string) *routeCounters {
 		rc.dropped[i] = m.dropped.WithLabelValues(exp, reason)
 	}
 	return rc
+}
+
+// remove deletes the experiment's series: a router that runs experiment
+// after experiment exports only the ones it is routing. Call it once the
+// route has served its last request and copy.
+func (m *promMetrics) remove(exp string) {
+	l := prometheus.Labels{"experiment": exp}
+	m.requests.DeletePartialMatch(l)
+	m.dropped.DeletePartialMatch(l)
 }
 
 // request counts one completed request. A class's series is created on

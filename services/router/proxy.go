@@ -277,11 +277,15 @@ func (p *Proxy) Teardown(ctx context.Context, exp *experiment.Experiment) error 
 	cancel()
 	rt.cancel()
 	err := p.flushRoute(ctx, rt, time.Now())
+	p.mu.Lock()
 	if len(rt.pendingBatches()) > 0 {
-		p.mu.Lock()
 		p.retired = append(p.retired, rt)
-		p.mu.Unlock()
 	}
+	if p.table.Load().byKey[rt.key] == nil {
+		// Not re-created meanwhile (a new route shares the series).
+		p.prom.remove(rt.key)
+	}
+	p.mu.Unlock()
 	rt.log.Info("mirroring removed", "host", rt.host)
 	if err != nil {
 		return fmt.Errorf("teardown %s: last observations not published yet (retrying): %w", rt.key, err)

@@ -1,10 +1,13 @@
 package router
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -216,6 +219,108 @@ func TestProxyLargeBodyNotMirrored(t *testing.T) {
 	}
 	if got := dropped(t, p, "default/body", DropBody); got != 2 {
 		t.Errorf("dropped{reason=body} = %v, want 2", got)
+	}
+}
+
+// TestProxyUpgradeNotMirrored: a WebSocket upgrade goes to live, which
+// switches protocols and echoes over the hijacked connection; dark gets no
+// copy (a plain GET would not be what the client sent), and the drop is
+// counted as "upgrade".
+func TestProxyUpgradeNotMirrored(t *testing.T) {
+	live := newVersion(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") != "websocket" {
+			return // a plain GET
+		}
+		conn, rw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			t.Errorf("hijack: %v", err)
+			return
+		}
+		defer conn.Close()
+		rw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+		rw.Flush()
+		line, _ := rw.ReadString('\n')
+		rw.WriteString("echo " + line)
+		rw.Flush()
+	})
+	dark := newVersion(t, nil)
+	p, base := newTestProxy(t, Config{}, nil)
+	setup(t, p, testExperiment("ws", "ws.example.com", live.URL, dark.URL, 100, experiment.StageRunning))
+
+	conn, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	fmt.Fprint(conn, "GET /chat HTTP/1.1\r\nHost: ws.example.com\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("status %d, want 101 from live through the proxy", resp.StatusCode)
+	}
+	fmt.Fprint(conn, "ping\n")
+	if got, err := br.ReadString('\n'); err != nil || got != "echo ping\n" {
+		t.Fatalf("over the upgraded connection: %q, %v; want %q", got, err, "echo ping\n")
+	}
+
+	// A plain GET on the same route is still copied: the only copy dark sees.
+	send(t, base, "ws.example.com", "GET", "/plain", nil)
+	dark.waitCount(t, 1, 5*time.Second)
+	if got := dark.requests(); len(got) != 1 || got[0].URI != "/plain" {
+		t.Errorf("dark received %v, want only the copy of GET /plain", got)
+	}
+	if got := dropped(t, p, "default/ws", DropUpgrade); got != 1 {
+		t.Errorf("dropped{reason=upgrade} = %v, want 1", got)
+	}
+}
+
+// TestProxyTeardownRemovesSeries: the Prometheus series of an experiment go
+// with its route, so a long-lived router does not export every experiment it
+// ever ran; another experiment's series stay.
+func TestProxyTeardownRemovesSeries(t *testing.T) {
+	live := newVersion(t, nil)
+	dark := newVersion(t, nil)
+	p, base := newTestProxy(t, Config{}, nil)
+	done := testExperiment("done", "done.example.com", live.URL, dark.URL, 100, experiment.StageRunning)
+	other := testExperiment("other", "other.example.com", live.URL, dark.URL, 100, experiment.StageRunning)
+	setup(t, p, done)
+	setup(t, p, other)
+	send(t, base, "done.example.com", "GET", "/", nil)
+	send(t, base, "other.example.com", "GET", "/", nil)
+	dark.waitCount(t, 2, 5*time.Second)
+
+	series := func() map[string]int {
+		n := map[string]int{}
+		mfs, err := p.cfg.Registry.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			for _, m := range mf.GetMetric() {
+				for _, l := range m.GetLabel() {
+					if l.GetName() == "experiment" {
+						n[l.GetValue()]++
+					}
+				}
+			}
+		}
+		return n
+	}
+	before := series()
+	// live and dark 2xx, and one zero per drop reason.
+	if want := 2 + len(dropReasons); before["default/done"] != want || before["default/other"] != want {
+		t.Fatalf("series by experiment before teardown: %v, want %d each", before, want)
+	}
+	if err := p.Teardown(context.Background(), done); err != nil {
+		t.Fatal(err)
+	}
+	after := series()
+	if after["default/done"] != 0 || after["default/other"] != before["default/other"] {
+		t.Errorf("series by experiment after tearing down done: %v, want none of done and all %d of other", after, before["default/other"])
 	}
 }
 

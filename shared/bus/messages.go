@@ -124,7 +124,7 @@ type ObservationBatch struct {
 	SumMs  float64   `json:"sumMs"`
 	Sketch []byte    `json:"sketch,omitempty"`
 	// Mirrored and Dropped count copies sent to the dark version and copies
-	// not sent (by reason: inflight, body, method).
+	// not sent (by reason: inflight, body, method, upgrade).
 	Mirrored int64            `json:"mirrored,omitempty"`
 	Dropped  map[string]int64 `json:"dropped,omitempty"`
 }
