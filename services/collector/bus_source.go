@@ -21,7 +21,7 @@ import (
 const DefaultCatchUp = 2 * time.Second
 
 // BusSource measures the observation batches the router's proxy publishes on
-// darklaunch.obs.<ns>.<name> (stream DARKLAUNCH_OBS). It replays the subject
+// darklaunch.obs.<ns>.<name>.<uid> (stream DARKLAUNCH_OBS). It replays the subject
 // from the start, so a restarted collector computes the same snapshots.
 type BusSource struct {
 	// Stream is the observation stream (bus.Infra.Obs).
@@ -36,8 +36,9 @@ type BusSource struct {
 var _ Source = (*BusSource)(nil)
 
 // Open starts an ordered consumer on the experiment's observation subject,
-// delivering everything stored, and keeps the batches of this experiment's
-// UID (an older experiment of the same name may have left some).
+// delivering everything stored. The subject names the experiment's UID, so
+// an older experiment of the same name is not read; batches are still
+// checked for the UID.
 func (s *BusSource) Open(ctx context.Context, exp *experiment.Experiment) (Window, error) {
 	log := s.Log
 	if log == nil {
@@ -70,7 +71,7 @@ func (s *BusSource) Open(ctx context.Context, exp *experiment.Experiment) (Windo
 func newBusWindow(stream jetstream.Stream, exp *experiment.Experiment, catchUp time.Duration, log *slog.Logger) *busWindow {
 	return &busWindow{
 		uid:      exp.Metadata.UID,
-		subject:  bus.ObsSubject(exp.Metadata.Namespace, exp.Metadata.Name),
+		subject:  bus.ObsSubject(exp.Metadata.Namespace, exp.Metadata.Name, exp.Metadata.UID),
 		stream:   stream,
 		catchUp:  catchUp,
 		log:      log.With("experiment", exp.Key()),

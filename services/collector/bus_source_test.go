@@ -34,7 +34,7 @@ func TestBusSourceMeasure(t *testing.T) {
 	e.publishObs(t, exp, dark)
 	e.publishObs(t, exp, observed("older-experiment", bus.RoleLive, at(100*time.Millisecond), []float64{5000}, 1))
 	e.publishObs(t, exp, observed(uid, "canary", at(100*time.Millisecond), []float64{5000}, 1))
-	if err := e.nc.Publish(bus.ObsSubject("default", "bus"), []byte("not msgpack")); err != nil {
+	if err := e.nc.Publish(bus.ObsSubject("default", "bus", uid), []byte("not msgpack")); err != nil {
 		t.Fatal(err)
 	}
 	e.publishObs(t, exp, observed(uid, bus.RoleLive, at(time.Second), []float64{40}, 0)) // starts at the end: next iteration

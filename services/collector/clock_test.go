@@ -78,7 +78,7 @@ func (f *fakeSource) snapshot() (calls []measureCall, opens, closes int) {
 
 func testRunner(e *env, src Source, cfg Config) *runner {
 	cfg.setDefaults()
-	return &runner{cfg: cfg, log: slog.New(slog.DiscardHandler), js: e.infra.JS, obs: e.infra.Obs, source: src, workers: bus.NewWorkers(context.Background())}
+	return &runner{cfg: cfg, log: slog.New(slog.DiscardHandler), js: e.infra.JS, obs: e.infra.Obs, store: e.infra.Store, source: src, workers: bus.NewWorkers(context.Background())}
 }
 
 // TestClockCatchesUpThenKeepsTime: a clock started late (a restarted

@@ -100,7 +100,7 @@ func observed(uid, role string, start time.Time, latMs []float64, failed int) *b
 
 func (e *env) publishObs(t *testing.T, exp *experiment.Experiment, b *bus.ObservationBatch) {
 	t.Helper()
-	m, err := bus.NewMsg(bus.ObsSubject(exp.Metadata.Namespace, exp.Metadata.Name), b)
+	m, err := bus.NewMsg(bus.ObsSubject(exp.Metadata.Namespace, exp.Metadata.Name, exp.Metadata.UID), b)
 	if err != nil {
 		t.Fatal(err)
 	}

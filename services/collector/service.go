@@ -11,12 +11,14 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
 
+	"github.com/darklaunch/darklaunch/shared"
 	"github.com/darklaunch/darklaunch/shared/bus"
 	"github.com/darklaunch/darklaunch/shared/experiment"
 )
@@ -173,6 +175,7 @@ type runner struct {
 	log     *slog.Logger
 	js      jetstream.JetStream
 	obs     jetstream.Stream
+	store   *bus.Store
 	source  Source
 	workers *bus.Workers
 }
@@ -190,8 +193,13 @@ func (s *Service) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("collector: %w", err)
 	}
-	r := &runner{cfg: s.cfg, log: s.log, js: infra.JS, obs: infra.Obs, source: src, workers: bus.NewWorkers(ctx)}
+	r := &runner{cfg: s.cfg, log: s.log, js: infra.JS, obs: infra.Obs, store: infra.Store, source: src, workers: bus.NewWorkers(ctx)}
 	defer r.workers.Wait()
+	// Experiments deleted while no collector ran: their observations would
+	// otherwise stay until the stream's MaxAge.
+	var sweep sync.WaitGroup
+	defer sweep.Wait()
+	sweep.Go(func() { r.purge(ctx, bus.ObsFilter("", "")) })
 	if s.cfg.Source == SourcePrometheus {
 		s.log.Info("collector running", "source", s.cfg.Source, "grace", s.cfg.Grace, "prometheus", s.cfg.PrometheusURL, "metricsFile", s.cfg.MetricsFile, "metricsProvider", s.cfg.MetricsProvider, "metrics", len(s.cfg.Metrics), "queryTimeout", s.cfg.QueryTimeout)
 	} else {
@@ -209,7 +217,7 @@ func (r *runner) reconcile(ctx context.Context, c bus.Change) {
 	switch {
 	case exp == nil:
 		r.workers.Stop(c.Key)
-		r.purge(ctx, c.Key)
+		r.purge(ctx, bus.ObsFilter(bus.SplitKey(c.Key)))
 	case exp.Status.Stage == experiment.StageCompleted:
 		r.workers.Stop(c.Key)
 	case exp.Status.Stage == experiment.StageRunning && exp.Status.StartTime != nil:
@@ -217,16 +225,48 @@ func (r *runner) reconcile(ctx context.Context, c bus.Change) {
 	}
 }
 
-func (r *runner) purge(ctx context.Context, key string) {
-	ns, name := bus.SplitKey(key)
-	subject := bus.ObsSubject(ns, name)
-	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+// purge deletes the stored observations of every experiment matched by
+// filter that no longer exists: deleted, or replaced by a new experiment of
+// the same name (another UID). The subjects are listed before the state is
+// read, so the observations of an experiment created meanwhile are never
+// taken: its state exists by the time it publishes, and it is read after.
+func (r *runner) purge(ctx context.Context, filter string) {
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if err := r.obs.Purge(pctx, jetstream.WithPurgeSubject(subject)); err != nil {
-		r.log.Warn("purge observations of a deleted experiment", "experiment", ns+"/"+name, "err", err)
+	info, err := r.obs.Info(pctx, jetstream.WithSubjectFilter(filter))
+	if err != nil {
+		r.log.Warn("list stored observations", "filter", filter, "err", err)
 		return
 	}
-	r.log.Debug("observations purged", "experiment", ns+"/"+name)
+	current := map[string]string{} // key → UID of the experiment that exists, "" for none
+	for subject := range info.State.Subjects {
+		ns, name, uid, ok := bus.SplitObsSubject(subject)
+		if !ok {
+			continue
+		}
+		key := bus.Key(ns, name)
+		cur, seen := current[key]
+		if !seen {
+			exp, _, err := r.store.Get(pctx, ns, name)
+			switch {
+			case errors.Is(err, shared.ErrNotFound):
+			case err != nil:
+				r.log.Warn("purge observations: read experiment", "experiment", ns+"/"+name, "err", err)
+				continue // keep them: it may exist
+			default:
+				cur = exp.Metadata.UID
+			}
+			current[key] = cur
+		}
+		if uid == cur {
+			continue
+		}
+		if err := r.obs.Purge(pctx, jetstream.WithPurgeSubject(subject)); err != nil {
+			r.log.Warn("purge observations of a deleted experiment", "experiment", ns+"/"+name, "uid", uid, "err", err)
+			continue
+		}
+		r.log.Debug("observations purged", "experiment", ns+"/"+name, "uid", uid)
+	}
 }
 
 // sleepUntil waits until t; false when ctx ended first.

@@ -254,9 +254,53 @@ func TestCollectorStopsAndPurges(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, 2*time.Second, "the observations to be purged", func() bool {
-		_, err := e.infra.Obs.GetLastMsgForSubject(t.Context(), bus.ObsSubject("default", "gone"))
+		_, err := e.infra.Obs.GetLastMsgForSubject(t.Context(), bus.ObsSubject("default", "gone", exp.Metadata.UID))
 		return errors.Is(err, jetstream.ErrMsgNotFound)
 	})
+}
+
+// TestPurgeKeepsCurrentExperiment: purging after a delete takes the
+// observations of the deleted experiment and of any other experiment that no
+// longer exists, never those of a new experiment of the same name that has
+// already started publishing (the interleaving a delete-then-create allows).
+func TestPurgeKeepsCurrentExperiment(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	start := time.Now()
+	old := running("again", start, 1, 10)
+	recreated := running("again", start, 1, 10) // same name, new UID
+	gone := running("gone-while-down", start, 1, 10)
+	kept := running("kept", start, 1, 10)
+	for _, x := range []*experiment.Experiment{old, recreated, gone, kept} {
+		e.publishObs(t, x, observed(x.Metadata.UID, bus.RoleLive, start, []float64{1}, 0))
+	}
+	for _, x := range []*experiment.Experiment{recreated, kept} {
+		if _, err := e.infra.Store.Create(t.Context(), x); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stored := func(x *experiment.Experiment) bool {
+		_, err := e.infra.Obs.GetLastMsgForSubject(t.Context(), bus.ObsSubject(x.Metadata.Namespace, x.Metadata.Name, x.Metadata.UID))
+		if err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+			t.Fatal(err)
+		}
+		return err == nil
+	}
+	r := testRunner(e, &fakeSource{}, Config{})
+
+	// The delete of default/again, handled after the new one published.
+	r.purge(t.Context(), bus.ObsFilter("default", "again"))
+	if stored(old) || !stored(recreated) {
+		t.Errorf("after purging default/again: old stored %v (want false), re-created stored %v (want true)", stored(old), stored(recreated))
+	}
+	if !stored(gone) {
+		t.Error("purging default/again took another experiment's observations")
+	}
+	// The sweep at start-up: experiments deleted while no collector ran.
+	r.purge(t.Context(), bus.ObsFilter("", ""))
+	if stored(gone) || !stored(recreated) || !stored(kept) {
+		t.Errorf("after the sweep: gone %v (want false), re-created %v, kept %v (want true)", stored(gone), stored(recreated), stored(kept))
+	}
 }
 
 func TestNewUnknownSource(t *testing.T) {

@@ -125,7 +125,7 @@ func (p *Proxy) flushRoute(ctx context.Context, rt *route, now time.Time) error 
 		rt.pending = nil
 		return nil
 	}
-	subject := bus.ObsSubject(rt.ns, rt.name)
+	subject := bus.ObsSubject(rt.ns, rt.name, rt.uid)
 	for len(rt.pending) > 0 {
 		pb := rt.pending[0]
 		if err := publishBatch(ctx, p.js, subject, pb); err != nil {

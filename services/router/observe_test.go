@@ -29,7 +29,7 @@ type obsReader struct {
 func newObsReader(t *testing.T, js jetstream.JetStream, ns, name string) *obsReader {
 	t.Helper()
 	cons, err := js.OrderedConsumer(context.Background(), bus.StreamObs, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{bus.ObsSubject(ns, name)},
+		FilterSubjects: []string{bus.ObsFilter(ns, name)},
 	})
 	if err != nil {
 		t.Fatal(err)

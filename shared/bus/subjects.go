@@ -25,7 +25,7 @@ const (
 	// StreamEvents holds the lifecycle events: darklaunch.events.<ns>.<name>.<type>.
 	StreamEvents = "DARKLAUNCH_EVENTS"
 	EventsPrefix = "darklaunch.events"
-	// StreamObs holds the proxy's aggregated observations: darklaunch.obs.<ns>.<name>.
+	// StreamObs holds the proxy's aggregated observations: darklaunch.obs.<ns>.<name>.<uid>.
 	StreamObs = "DARKLAUNCH_OBS"
 	ObsPrefix = "darklaunch.obs"
 	// BucketExperiments is the KV bucket of experiment state, key <ns>.<name>.
@@ -68,9 +68,35 @@ func EventsFilter(namespace, name string) string {
 // EventTypeFilter matches one event type of every experiment.
 func EventTypeFilter(typ string) string { return EventsPrefix + ".*.*." + typ }
 
-// ObsSubject is the subject of one experiment's observations.
-func ObsSubject(namespace, name string) string {
-	return ObsPrefix + "." + namespace + "." + name
+// ObsSubject is the subject of one experiment's observations. The UID is
+// part of it so that the observations of a deleted experiment can be purged
+// without touching those of a new experiment of the same name.
+func ObsSubject(namespace, name, uid string) string {
+	return ObsPrefix + "." + namespace + "." + name + "." + uid
+}
+
+// ObsFilter matches the observations of every experiment named
+// namespace/name, past and present; with empty namespace and name, all
+// observations.
+func ObsFilter(namespace, name string) string {
+	if namespace == "" && name == "" {
+		return ObsPrefix + ".>"
+	}
+	return ObsPrefix + "." + namespace + "." + name + ".*"
+}
+
+// SplitObsSubject returns the namespace, name and UID of an observation
+// subject; ok is false for anything else.
+func SplitObsSubject(subject string) (namespace, name, uid string, ok bool) {
+	rest, found := strings.CutPrefix(subject, ObsPrefix+".")
+	if !found {
+		return "", "", "", false
+	}
+	parts := strings.Split(rest, ".")
+	if len(parts) != 3 || parts[0] == "" || parts[1] == "" || parts[2] == "" {
+		return "", "", "", false
+	}
+	return parts[0], parts[1], parts[2], true
 }
 
 // Key is the KV key of one experiment.
