@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/darklaunch/darklaunch/shared"
 	"github.com/darklaunch/darklaunch/shared/bus"
 	"github.com/darklaunch/darklaunch/shared/experiment"
 )
@@ -57,7 +58,7 @@ func (r *runner) clock(ctx context.Context, exp *experiment.Experiment) {
 	log.Info("clock started", "from", first, "iterations", total, "interval", iv)
 	for k := first; k <= total; k++ {
 		end := start.Add(time.Duration(k) * iv)
-		if !sleepUntil(ctx, end.Add(r.cfg.Grace)) {
+		if !shared.SleepUntil(ctx, end.Add(r.cfg.Grace)) {
 			return
 		}
 		for _, role := range roles {
@@ -95,7 +96,7 @@ func (r *runner) measure(ctx context.Context, log *slog.Logger, open func(contex
 			return Measurement{}, err
 		}
 		log.Debug("measurement failed; retrying", "role", role, "err", err)
-		if !sleepUntil(ctx, time.Now().Add(wait)) {
+		if !shared.SleepUntil(ctx, time.Now().Add(wait)) {
 			return Measurement{}, ctx.Err()
 		}
 		wait = min(2*wait, time.Second)
@@ -165,7 +166,7 @@ func (r *runner) publish(ctx context.Context, log *slog.Logger, exp *experiment.
 			return false
 		}
 		log.Warn("publish snapshot; retrying", "iteration", snap.Iteration, "role", snap.Role, "err", err)
-		if !sleepUntil(ctx, time.Now().Add(time.Second)) {
+		if !shared.SleepUntil(ctx, time.Now().Add(time.Second)) {
 			return false
 		}
 	}

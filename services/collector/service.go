@@ -268,19 +268,3 @@ func (r *runner) purge(ctx context.Context, filter string) {
 		r.log.Debug("observations purged", "experiment", ns+"/"+name, "uid", uid)
 	}
 }
-
-// sleepUntil waits until t; false when ctx ended first.
-func sleepUntil(ctx context.Context, t time.Time) bool {
-	d := time.Until(t)
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	timer := time.NewTimer(d)
-	defer timer.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-timer.C:
-		return true
-	}
-}

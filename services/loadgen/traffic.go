@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/darklaunch/darklaunch/shared"
 	"github.com/darklaunch/darklaunch/shared/bus"
 	"github.com/darklaunch/darklaunch/shared/experiment"
 )
@@ -36,7 +37,7 @@ func (r *runner) traffic(ctx, service context.Context, exp *experiment.Experimen
 	}
 	// After a restart only the remaining time is waited for, and the
 	// timetable starts now: requests "owed" for the downtime are not burst.
-	if !sleepUntil(ctx, begin) {
+	if !shared.SleepUntil(ctx, begin) {
 		return
 	}
 	t0 := later(time.Now(), begin)
@@ -99,22 +100,6 @@ func (r *runner) publishLoad(ctx context.Context, log *slog.Logger, exp *experim
 	id := bus.MsgID(exp.Metadata.UID, bus.EventLoad, r.cfg.Instance, strconv.Itoa(n))
 	if err := bus.Publish(ctx, r.js, ev, id); err != nil {
 		log.Warn("publish load progress", "n", n, "err", err)
-	}
-}
-
-// sleepUntil waits until t; false when ctx ended first.
-func sleepUntil(ctx context.Context, t time.Time) bool {
-	d := time.Until(t)
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	timer := time.NewTimer(d)
-	defer timer.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-timer.C:
-		return true
 	}
 }
 
