@@ -112,7 +112,9 @@ func TestClockCatchesUpThenKeepsTime(t *testing.T) {
 		}
 		due := start.Add(time.Duration(k)*time.Second + grace)
 		if k <= 3 {
-			if d := c.at.Sub(began); d > 300*time.Millisecond {
+			// At once: well before iteration 4 is due (700 ms after began),
+			// with room for a loaded machine.
+			if d := c.at.Sub(began); d > 600*time.Millisecond {
 				t.Errorf("past iteration %d measured %v after the clock started, want at once", k, d)
 			}
 		} else if c.at.Before(due) {

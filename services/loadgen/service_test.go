@@ -217,7 +217,9 @@ func TestTrafficDelay(t *testing.T) {
 	e := newEnv(t)
 	tg := newTarget(t)
 	e.start(t, Config{})
-	start := time.Now().Add(-300 * time.Millisecond)
+	// Started 800 ms ago: a loadgen that waited the whole delay from its own
+	// start would send its first request ~800 ms late.
+	start := time.Now().Add(-800 * time.Millisecond)
 	begin := start.Add(time.Second)
 	exp := running("delay", start, 10, &experiment.Load{
 		URL: tg.URL, Host: "load.example.com", Rate: ptr(20.0), Delay: experiment.Sec(time.Second), Duration: experiment.Sec(500 * time.Millisecond),
@@ -230,7 +232,7 @@ func TestTrafficDelay(t *testing.T) {
 	}
 	if first := times[0]; first.Before(begin) {
 		t.Errorf("first request %v before startTime + delay", begin.Sub(first))
-	} else if first.Sub(begin) > 200*time.Millisecond {
+	} else if first.Sub(begin) > 400*time.Millisecond {
 		t.Errorf("first request %v after startTime + delay, want it promptly (remaining time only)", first.Sub(begin))
 	}
 	tg.mu.Lock()
