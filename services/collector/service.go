@@ -242,6 +242,11 @@ func (r *runner) purge(ctx context.Context, filter string) {
 	for subject := range info.State.Subjects {
 		ns, name, uid, ok := bus.SplitObsSubject(subject)
 		if !ok {
+			// darklaunch.obs.<ns>.<name>, from before subjects named the
+			// UID: nothing reads it any more.
+			if err := r.obs.Purge(pctx, jetstream.WithPurgeSubject(subject)); err != nil {
+				r.log.Warn("purge observations in an old subject", "subject", subject, "err", err)
+			}
 			continue
 		}
 		key := bus.Key(ns, name)

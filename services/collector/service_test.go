@@ -286,6 +286,11 @@ func TestPurgeKeepsCurrentExperiment(t *testing.T) {
 		}
 		return err == nil
 	}
+	// One in the subject form from before subjects named the UID.
+	legacy := bus.ObsPrefix + ".default.legacy"
+	if _, err := e.infra.JS.Publish(t.Context(), legacy, []byte("old")); err != nil {
+		t.Fatal(err)
+	}
 	r := testRunner(e, &fakeSource{}, Config{})
 
 	// The delete of default/again, handled after the new one published.
@@ -300,6 +305,9 @@ func TestPurgeKeepsCurrentExperiment(t *testing.T) {
 	r.purge(t.Context(), bus.ObsFilter("", ""))
 	if stored(gone) || !stored(recreated) || !stored(kept) {
 		t.Errorf("after the sweep: gone %v (want false), re-created %v, kept %v (want true)", stored(gone), stored(recreated), stored(kept))
+	}
+	if _, err := e.infra.Obs.GetLastMsgForSubject(t.Context(), legacy); !errors.Is(err, jetstream.ErrMsgNotFound) {
+		t.Errorf("old-form subject after the sweep: err %v, want it purged", err)
 	}
 }
 
