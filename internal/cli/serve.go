@@ -57,7 +57,8 @@ func newServeCmd(g *globals) *cobra.Command {
 		Short: "Send open-loop traffic to running experiments",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return serve(cmd.Context(), g, &so, "loadgen", func(nc *nats.Conn, log *slog.Logger, _ *prometheus.Registry) (runner, error) {
+			return serve(cmd.Context(), g, &so, "loadgen", func(nc *nats.Conn, log *slog.Logger, reg *prometheus.Registry) (runner, error) {
+				lc.Registry = reg
 				return loadgen.New(lc, nc, log)
 			})
 		},
@@ -76,7 +77,8 @@ func newServeCmd(g *globals) *cobra.Command {
 		Short: "Publish a metrics snapshot of every version each interval",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return serve(cmd.Context(), g, &so, "collector", func(nc *nats.Conn, log *slog.Logger, _ *prometheus.Registry) (runner, error) {
+			return serve(cmd.Context(), g, &so, "collector", func(nc *nats.Conn, log *slog.Logger, reg *prometheus.Registry) (runner, error) {
+				cc.Registry = reg
 				return collector.New(cc, nc, log)
 			})
 		},
@@ -89,8 +91,8 @@ func newServeCmd(g *globals) *cobra.Command {
 		Short: "Serve the experiments API, keep the state, evaluate objectives, emit the verdict",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return serve(cmd.Context(), g, &so, "judge", func(nc *nats.Conn, log *slog.Logger, _ *prometheus.Registry) (runner, error) {
-				jc.Version = Version
+			return serve(cmd.Context(), g, &so, "judge", func(nc *nats.Conn, log *slog.Logger, reg *prometheus.Registry) (runner, error) {
+				jc.Version, jc.Registry = Version, reg
 				return judge.New(jc, nc, log)
 			})
 		},

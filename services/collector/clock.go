@@ -56,16 +56,20 @@ func (r *runner) clock(ctx context.Context, exp *experiment.Experiment) {
 		log.Warn("metrics source unavailable; retrying at the next measurement", "err", err)
 	}
 	log.Info("clock started", "from", first, "iterations", total, "interval", iv)
+	r.prom.clocks.Inc()
+	defer r.prom.clocks.Dec()
 	for k := first; k <= total; k++ {
 		end := start.Add(time.Duration(k) * iv)
 		if !shared.SleepUntil(ctx, end.Add(r.cfg.Grace)) {
 			return
 		}
 		for _, role := range roles {
+			began := time.Now()
 			m, err := r.measure(ctx, log, open, role, end)
 			if ctx.Err() != nil {
 				return // stopped: an interrupted measurement is no measurement
 			}
+			r.prom.duration.Observe(time.Since(began).Seconds())
 			snap := r.snapshot(exp, k, role, start, end, m, err)
 			if err != nil {
 				log.Warn("metrics unavailable", "iteration", k, "role", role, "err", err)
@@ -73,6 +77,7 @@ func (r *runner) clock(ctx context.Context, exp *experiment.Experiment) {
 			if !r.publish(ctx, log, exp, snap) {
 				return
 			}
+			r.prom.published(snap, err != nil)
 		}
 	}
 	log.Info("clock done", "iterations", total)

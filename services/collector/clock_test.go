@@ -12,6 +12,8 @@ import (
 
 	"github.com/darklaunch/darklaunch/shared/bus"
 	"github.com/darklaunch/darklaunch/shared/experiment"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // fakeSource is a Source whose values encode the measurement (request-count
@@ -78,7 +80,11 @@ func (f *fakeSource) snapshot() (calls []measureCall, opens, closes int) {
 
 func testRunner(e *env, src Source, cfg Config) *runner {
 	cfg.setDefaults()
-	return &runner{cfg: cfg, log: slog.New(slog.DiscardHandler), js: e.infra.JS, obs: e.infra.Obs, store: e.infra.Store, source: src, workers: bus.NewWorkers(context.Background())}
+	prom, err := newPromMetrics(prometheus.NewRegistry(), cfg.Source)
+	if err != nil {
+		panic(err) // constant descriptors on a fresh registry
+	}
+	return &runner{cfg: cfg, log: slog.New(slog.DiscardHandler), js: e.infra.JS, obs: e.infra.Obs, store: e.infra.Store, source: src, workers: bus.NewWorkers(context.Background()), prom: prom}
 }
 
 // TestClockCatchesUpThenKeepsTime: a clock started late (a restarted
@@ -199,6 +205,30 @@ func TestClockSourceFailures(t *testing.T) {
 	}
 	if count["live/1"] != 2 || count["dark/1"] != 1 || count["live/2"] < 3 || opens != 3 {
 		t.Errorf("measure calls %v, opens %d: want live/1 retried once, dark/1 (no values) not retried, live/2 retried until the timeout, 3 opens", count, opens)
+	}
+
+	// The Prometheus metrics tell the same story.
+	m := r.prom
+	for key, want := range map[[2]string]float64{
+		{bus.RoleLive, resultOK}: 1, {bus.RoleLive, resultUnavailable}: 1,
+		{bus.RoleDark, resultOK}: 1, {bus.RoleDark, resultUnavailable}: 1,
+	} {
+		if got := testutil.ToFloat64(m.snapshots.WithLabelValues(key[0], key[1])); got != want {
+			t.Errorf("snapshots{role=%s,result=%s} %v, want %v", key[0], key[1], got, want)
+		}
+	}
+	// request-count is unavailable in the two failed snapshots; the fake
+	// never has a mean-latency.
+	for metric, want := range map[string]float64{experiment.MetricRequestCount: 2, experiment.MetricMeanLatency: 4} {
+		if got := testutil.ToFloat64(m.unavailable.WithLabelValues(metric)); got != want {
+			t.Errorf("unavailable_values{metric=%s} %v, want %v", metric, got, want)
+		}
+	}
+	if got := testutil.ToFloat64(m.clocks); got != 0 {
+		t.Errorf("clocks %v after the clock returned, want 0", got)
+	}
+	if got := testutil.CollectAndCount(m.duration); got != 1 {
+		t.Errorf("measure duration: %d series, want 1", got)
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/darklaunch/darklaunch/shared"
 	"github.com/darklaunch/darklaunch/shared/bus"
@@ -69,6 +70,9 @@ type Config struct {
 
 	// Limits of the streams created at start-up (bus.EnsureInfra).
 	Streams bus.StreamLimits
+	// Registry receives the collector's Prometheus metrics. Default a new
+	// private one.
+	Registry *prometheus.Registry
 }
 
 // Defaults.
@@ -135,9 +139,10 @@ func (c *Config) prepare() error {
 
 // Service is the collector.
 type Service struct {
-	cfg Config
-	nc  *nats.Conn
-	log *slog.Logger
+	cfg  Config
+	nc   *nats.Conn
+	log  *slog.Logger
+	prom *promMetrics
 	// newSource builds the source once the infrastructure exists; tests
 	// replace it with a fake.
 	newSource func(cfg Config, infra *bus.Infra, log *slog.Logger) (Source, error)
@@ -158,10 +163,18 @@ func New(cfg Config, nc *nats.Conn, log *slog.Logger) (*Service, error) {
 	if err := cfg.prepare(); err != nil {
 		return nil, fmt.Errorf("collector: %s source: %w", cfg.Source, err)
 	}
+	if cfg.Registry == nil {
+		cfg.Registry = prometheus.NewRegistry()
+	}
+	prom, err := newPromMetrics(cfg.Registry, cfg.Source)
+	if err != nil {
+		return nil, fmt.Errorf("collector: metrics: %w", err)
+	}
 	return &Service{
 		cfg:       cfg,
 		nc:        nc,
 		log:       log.With("service", serviceName, "instance", cfg.Instance),
+		prom:      prom,
 		newSource: newSource,
 	}, nil
 }
@@ -178,6 +191,7 @@ type runner struct {
 	store   *bus.Store
 	source  Source
 	workers *bus.Workers
+	prom    *promMetrics
 }
 
 // Run keeps one clock per running experiment until ctx ends. It reconciles
@@ -193,7 +207,7 @@ func (s *Service) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("collector: %w", err)
 	}
-	r := &runner{cfg: s.cfg, log: s.log, js: infra.JS, obs: infra.Obs, store: infra.Store, source: src, workers: bus.NewWorkers(ctx)}
+	r := &runner{cfg: s.cfg, log: s.log, js: infra.JS, obs: infra.Obs, store: infra.Store, source: src, workers: bus.NewWorkers(ctx), prom: s.prom}
 	defer r.workers.Wait()
 	// Experiments deleted while no collector ran: their observations would
 	// otherwise stay until the stream's MaxAge.

@@ -102,6 +102,7 @@ func (s *Service) create(ctx context.Context, e *experiment.Experiment) error {
 		}
 		return fmt.Errorf("publish created event of %s: %w", e.Key(), err)
 	}
+	s.prom.created.Inc()
 	s.expLog(md.Namespace, md.Name).Info("experiment created", "uid", md.UID)
 	return nil
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 	"github.com/nats-io/nuid"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/darklaunch/darklaunch/shared/bus"
 	"github.com/darklaunch/darklaunch/shared/experiment"
@@ -65,14 +66,18 @@ type Config struct {
 	Streams bus.StreamLimits
 	// Now is the clock, for tests. Default time.Now.
 	Now func() time.Time
+	// Registry receives the judge's Prometheus metrics. Default a new
+	// private one.
+	Registry *prometheus.Registry
 }
 
 // Service is one judge instance. Several may run on one NATS: API requests
 // are spread by the queue group and events by the shared durable consumer.
 type Service struct {
-	cfg Config
-	nc  *nats.Conn
-	log *slog.Logger
+	cfg  Config
+	nc   *nats.Conn
+	log  *slog.Logger
+	prom *promMetrics
 
 	// Set by Run, before any handler runs.
 	js    jetstream.JetStream
@@ -111,13 +116,21 @@ func New(cfg Config, nc *nats.Conn, log *slog.Logger) (*Service, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.Registry == nil {
+		cfg.Registry = prometheus.NewRegistry()
+	}
 	if cfg.InitTimeout < 0 || cfg.MetricsTimeout < 0 || cfg.WatchdogInterval < 0 || cfg.MaxRequestBytes < 0 {
 		return nil, errors.New("judge: timeouts, intervals and sizes must not be negative")
 	}
+	prom, err := newPromMetrics(cfg.Registry)
+	if err != nil {
+		return nil, fmt.Errorf("judge: metrics: %w", err)
+	}
 	return &Service{
-		cfg: cfg,
-		nc:  nc,
-		log: log.With("service", "judge", "instance", cfg.Instance),
+		cfg:  cfg,
+		nc:   nc,
+		log:  log.With("service", "judge", "instance", cfg.Instance),
+		prom: prom,
 	}, nil
 }
 

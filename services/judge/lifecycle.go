@@ -74,6 +74,9 @@ func (s *Service) onRouting(ctx context.Context, ev *bus.Event) error {
 	}
 	if outcome != "" {
 		log.Info(outcome, "uid", ev.UID, "ready", r.Ready, "reason", r.Reason)
+		if !r.Ready {
+			s.prom.finished.WithLabelValues(ResultError).Inc()
+		}
 	}
 	return s.publish(ctx, out)
 }
@@ -171,9 +174,9 @@ func (s *Service) onDarkSnapshot(ctx context.Context, ev *bus.Event, snap *bus.S
 	log := s.expLog(ev.Namespace, ev.Name)
 	k := snap.Iteration
 	var out []outEvent
-	judged := false
+	judged, finished := false, ""
 	_, err := s.update(ctx, ev, func(e *experiment.Experiment) error {
-		out, judged = nil, false
+		out, judged, finished = nil, false, ""
 		st := &e.Status
 		done, total := st.CompletedIterations, e.TotalIterations()
 		now := s.now()
@@ -228,6 +231,10 @@ func (s *Service) onDarkSnapshot(ctx context.Context, ev *bus.Event, snap *bus.S
 			st.RecommendedBaseline = base
 			st.SetCondition(experiment.ConditionCompleted, "True", experiment.ReasonExperimentCompleted, "Experiment completed successfully", now)
 			st.Message = experiment.ReasonExperimentCompleted + ": Experiment completed successfully"
+			finished = ResultFail
+			if Satisfied(results) {
+				finished = ResultPass
+			}
 		}
 		out, judged = iterationEvents(e, now), true
 		return nil
@@ -237,6 +244,10 @@ func (s *Service) onDarkSnapshot(ctx context.Context, ev *bus.Event, snap *bus.S
 	}
 	if judged {
 		log.Info("iteration completed", "iteration", k, "uid", ev.UID)
+		s.prom.iterations.Inc()
+	}
+	if finished != "" {
+		s.prom.finished.WithLabelValues(finished).Inc()
 	}
 	return s.publish(ctx, out)
 }

@@ -34,6 +34,7 @@ func (s *Service) failStuck(ctx context.Context) {
 		}
 		return
 	}
+	s.prom.countStages(list)
 	for _, e := range list {
 		if reason, _ := s.stuck(e, s.now()); reason == "" {
 			continue
@@ -65,6 +66,7 @@ func (s *Service) failOne(ctx context.Context, e *experiment.Experiment) error {
 	}
 	if len(out) > 0 {
 		s.expLog(e.Metadata.Namespace, e.Metadata.Name).Warn("stuck experiment failed", "uid", e.Metadata.UID, "message", out[0].ev.Message)
+		s.prom.finished.WithLabelValues(ResultError).Inc()
 	}
 	return s.publish(ctx, out)
 }

@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nuid"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/darklaunch/darklaunch/shared/bus"
 	"github.com/darklaunch/darklaunch/shared/experiment"
@@ -36,6 +37,9 @@ type Config struct {
 	Instance string
 	// Limits of the streams created at start-up (bus.EnsureInfra).
 	Streams bus.StreamLimits
+	// Registry receives loadgen's Prometheus metrics. Default a new private
+	// one.
+	Registry *prometheus.Registry
 }
 
 // Defaults.
@@ -50,6 +54,9 @@ const (
 )
 
 func (c *Config) setDefaults() {
+	if c.Registry == nil {
+		c.Registry = prometheus.NewRegistry()
+	}
 	if c.URL == "" {
 		c.URL = DefaultURL
 	}

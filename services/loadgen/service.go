@@ -22,9 +22,10 @@ const serviceName = "loadgen"
 
 // Service is the loadgen.
 type Service struct {
-	cfg Config
-	nc  *nats.Conn
-	log *slog.Logger
+	cfg  Config
+	nc   *nats.Conn
+	log  *slog.Logger
+	prom *promMetrics
 }
 
 // New checks the configuration and applies its defaults.
@@ -39,7 +40,11 @@ func New(cfg Config, nc *nats.Conn, log *slog.Logger) (*Service, error) {
 	if u, err := url.Parse(cfg.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("loadgen: URL %q: want an http:// or https:// URL", cfg.URL)
 	}
-	return &Service{cfg: cfg, nc: nc, log: log.With("service", serviceName, "instance", cfg.Instance)}, nil
+	prom, err := newPromMetrics(cfg.Registry)
+	if err != nil {
+		return nil, fmt.Errorf("loadgen: metrics: %w", err)
+	}
+	return &Service{cfg: cfg, nc: nc, log: log.With("service", serviceName, "instance", cfg.Instance), prom: prom}, nil
 }
 
 // Config returns the configuration with its defaults applied.
@@ -51,6 +56,7 @@ type runner struct {
 	log     *slog.Logger
 	js      jetstream.JetStream
 	workers *bus.Workers
+	prom    *promMetrics
 }
 
 // Run sends traffic for every running experiment until ctx ends. It
@@ -61,7 +67,7 @@ func (s *Service) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("loadgen: %w", err)
 	}
-	r := &runner{cfg: s.cfg, log: s.log, js: infra.JS, workers: bus.NewWorkers(ctx)}
+	r := &runner{cfg: s.cfg, log: s.log, js: infra.JS, workers: bus.NewWorkers(ctx), prom: s.prom}
 	defer r.workers.Wait()
 	s.log.Info("loadgen running", "url", s.cfg.URL, "host", s.cfg.Host, "rate", s.cfg.Rate, "delay", s.cfg.Delay)
 	infra.Store.Reconcile(ctx, s.log, func(c bus.Change) { r.reconcile(ctx, c) })

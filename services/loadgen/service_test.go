@@ -19,6 +19,9 @@ import (
 	"github.com/darklaunch/darklaunch/shared/bus"
 	"github.com/darklaunch/darklaunch/shared/experiment"
 	"github.com/darklaunch/darklaunch/shared/natstest"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // target is an HTTP server that records when each request arrived and its Host.
@@ -207,6 +210,26 @@ func TestTrafficRateHostAndProgress(t *testing.T) {
 	}
 	if final.AchievedRate < 16 || final.AchievedRate > 24 || final.P50Ms <= 0 || final.P99Ms < final.P50Ms {
 		t.Errorf("final progress %+v: want achieved rate ≈ 20 and latencies", final)
+	}
+
+	// The Prometheus metrics agree with the target.
+	m := s.prom
+	if ok, failed := testutil.ToFloat64(m.requests.WithLabelValues("ok")), testutil.ToFloat64(m.requests.WithLabelValues("failed")); ok != float64(got) || failed != 0 {
+		t.Errorf("requests_total ok %v failed %v, want %d and 0", ok, failed, got)
+	}
+	if n, err := testutil.GatherAndCount(s.cfg.Registry, "darklaunch_loadgen_request_duration_seconds"); err != nil || n != 1 {
+		t.Errorf("duration histogram: %d series, err %v", n, err)
+	}
+	h := &dto.Metric{}
+	if err := m.duration.(prometheus.Metric).Write(h); err != nil || h.GetHistogram().GetSampleCount() != uint64(got) {
+		t.Errorf("duration histogram has %d samples (err %v), want %d", h.GetHistogram().GetSampleCount(), err, got)
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for testutil.ToFloat64(m.active) != 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if a := testutil.ToFloat64(m.active); a != 0 {
+		t.Errorf("active traffics %v after the traffic stopped, want 0", a)
 	}
 }
 

@@ -46,13 +46,17 @@ func (r *runner) traffic(ctx, service context.Context, exp *experiment.Experimen
 
 	req := newRequester(p)
 	defer req.close()
+	r.prom.active.Inc()
+	defer r.prom.active.Dec()
 	counts := newTally()
 	fired := make(chan int64, 1)
 	go func() {
 		fired <- pace(ctx, schedule{Start: t0, Rate: p.Rate, End: end}, p.Concurrency, func(ctx context.Context, due time.Time) {
 			counts.dispatched()
 			code, err := req.do(ctx)
-			counts.finished(time.Since(due), err == nil && code >= 200 && code < 300)
+			lat, ok := time.Since(due), err == nil && code >= 200 && code < 300
+			counts.finished(lat, ok)
+			r.prom.request(lat.Seconds(), ok)
 		})
 	}()
 

@@ -1,12 +1,12 @@
 package router
 
 import (
-	"errors"
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/darklaunch/darklaunch/shared/bus"
+	"github.com/darklaunch/darklaunch/shared/metrics"
 )
 
 // Code classes of darklaunch_proxy_requests_total: the status class, or
@@ -35,6 +35,7 @@ var roleNames = [2]string{bus.RoleLive, bus.RoleDark}
 type promMetrics struct {
 	requests *prometheus.CounterVec
 	dropped  *prometheus.CounterVec
+	routes   prometheus.GaugeFunc // set by NewProxy, which owns the table it reads
 }
 
 func newPromMetrics(reg *prometheus.Registry) (*promMetrics, error) {
@@ -47,28 +48,13 @@ func newPromMetrics(reg *prometheus.Registry) (*promMetrics, error) {
 		Help: "Copies the darklaunch proxy did not send to the dark version, by experiment and reason (inflight: too many copies in flight; body: request body too large; method: method not mirrored; upgrade: protocol upgrade such as WebSocket, never mirrored).",
 	}, []string{"experiment", "reason"})
 	var err error
-	if requests, err = register(reg, requests); err != nil {
+	if requests, err = metrics.Register(reg, requests); err != nil {
 		return nil, err
 	}
-	if dropped, err = register(reg, dropped); err != nil {
+	if dropped, err = metrics.Register(reg, dropped); err != nil {
 		return nil, err
 	}
 	return &promMetrics{requests: requests, dropped: dropped}, nil
-}
-
-// register registers c, or returns the collector already registered under
-// the same name (two routers embedded in one process share a registry).
-func register(reg *prometheus.Registry, c *prometheus.CounterVec) (*prometheus.CounterVec, error) {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(*prometheus.CounterVec); ok {
-				return existing, nil
-			}
-		}
-		return nil, err
-	}
-	return c, nil
 }
 
 // routeCounters are one experiment's counters, resolved once so the hot

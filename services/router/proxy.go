@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/darklaunch/darklaunch/shared/experiment"
 	"github.com/darklaunch/darklaunch/shared/metrics"
@@ -78,6 +79,13 @@ func NewProxy(cfg Config, js jetstream.JetStream, log *slog.Logger) (*Proxy, err
 	}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	p.table.Store(&routeTable{byHost: map[string]*route{}, byKey: map[string]*route{}})
+	routes := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "darklaunch_proxy_routes",
+		Help: "Experiments the darklaunch proxy is mirroring now.",
+	}, func() float64 { return float64(len(p.table.Load().byKey)) })
+	if prom.routes, err = metrics.Register(cfg.Registry, routes); err != nil {
+		return nil, fmt.Errorf("proxy metrics: %w", err)
+	}
 	return p, nil
 }
 

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/darklaunch/darklaunch/shared/experiment"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 func TestProxyRoutesByHost(t *testing.T) {
@@ -318,8 +319,14 @@ func TestProxyTeardownRemovesSeries(t *testing.T) {
 		before = series()
 		return before["default/done"] == want && before["default/other"] == want
 	})
+	if got := testutil.ToFloat64(p.prom.routes); got != 2 {
+		t.Errorf("darklaunch_proxy_routes before teardown: %v, want 2", got)
+	}
 	if err := p.Teardown(context.Background(), done); err != nil {
 		t.Fatal(err)
+	}
+	if got := testutil.ToFloat64(p.prom.routes); got != 1 {
+		t.Errorf("darklaunch_proxy_routes after teardown: %v, want 1", got)
 	}
 	after := series()
 	if after["default/done"] != 0 || after["default/other"] != before["default/other"] {

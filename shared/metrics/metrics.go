@@ -1,7 +1,8 @@
 // Package metrics turns observed requests into Iter8's metric values: a
 // mergeable latency sketch with 1 % relative accuracy (DDSketch), the
 // recorder the proxy writes to on its hot path, and the aggregate the
-// collector builds from observation batches.
+// collector builds from observation batches; and Register for the services'
+// Prometheus collectors.
 package metrics
 
 import (

@@ -1,0 +1,78 @@
+package judge
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/darklaunch/darklaunch/shared/experiment"
+	"github.com/darklaunch/darklaunch/shared/metrics"
+)
+
+// Results of darklaunch_judge_experiments_finished_total.
+const (
+	ResultPass  = "pass"  // completed, every objective met
+	ResultFail  = "fail"  // completed, an objective not met
+	ResultError = "error" // failed: mirroring refused, or no router or collector moved it
+)
+
+// stages are the stages darklaunch_judge_experiments reports, every one of
+// them each time, so a stage nobody is in reads 0 rather than its last count.
+var stages = []experiment.Stage{experiment.StageInitializing, experiment.StageRunning, experiment.StageCompleted}
+
+// promMetrics are the judge's Prometheus metrics. Each counts a transition
+// when it is stored, so a redelivered event or a republish counts once, and
+// several judges add up.
+type promMetrics struct {
+	created     prometheus.Counter
+	iterations  prometheus.Counter
+	finished    *prometheus.CounterVec
+	experiments *prometheus.GaugeVec
+}
+
+func newPromMetrics(reg prometheus.Registerer) (*promMetrics, error) {
+	m := &promMetrics{
+		created: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "darklaunch_judge_experiments_created_total",
+			Help: "Experiments this judge accepted (API create).",
+		}),
+		iterations: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "darklaunch_judge_iterations_total",
+			Help: "Iterations this judge evaluated against the objectives.",
+		}),
+		finished: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "darklaunch_judge_experiments_finished_total",
+			Help: "Experiments this judge ended, by result (pass: every objective met; fail: an objective not met; error: the experiment failed).",
+		}, []string{"result"}),
+		experiments: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "darklaunch_judge_experiments",
+			Help: "Experiments in the state bucket by stage, as of the judge's last watchdog pass (every judge reports the same: use max).",
+		}, []string{"stage"}),
+	}
+	var err error
+	if m.created, err = metrics.Register(reg, m.created); err != nil {
+		return nil, err
+	}
+	if m.iterations, err = metrics.Register(reg, m.iterations); err != nil {
+		return nil, err
+	}
+	if m.finished, err = metrics.Register(reg, m.finished); err != nil {
+		return nil, err
+	}
+	if m.experiments, err = metrics.Register(reg, m.experiments); err != nil {
+		return nil, err
+	}
+	for _, r := range []string{ResultPass, ResultFail, ResultError} {
+		m.finished.WithLabelValues(r) // a zero is news too
+	}
+	return m, nil
+}
+
+// countStages sets darklaunch_judge_experiments from a listing of the bucket.
+func (m *promMetrics) countStages(list []*experiment.Experiment) {
+	n := map[experiment.Stage]int{}
+	for _, e := range list {
+		n[e.Status.Stage]++
+	}
+	for _, st := range stages {
+		m.experiments.WithLabelValues(string(st)).Set(float64(n[st]))
+	}
+}

@@ -1,0 +1,54 @@
+package loadgen
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/darklaunch/darklaunch/shared/metrics"
+)
+
+// promMetrics are loadgen's Prometheus metrics, over every experiment it
+// sends traffic for (the per-experiment figures are in its load events).
+type promMetrics struct {
+	requests *prometheus.CounterVec
+	duration prometheus.Histogram
+	active   prometheus.Gauge
+}
+
+func newPromMetrics(reg prometheus.Registerer) (*promMetrics, error) {
+	m := &promMetrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "darklaunch_loadgen_requests_total",
+			Help: "Requests loadgen completed, by result (ok: a 2xx answer; failed: another status, a timeout or a transport error).",
+		}, []string{"result"}),
+		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "darklaunch_loadgen_request_duration_seconds",
+			Help:    "Latency of loadgen's requests, measured from the time each was due (no coordinated omission).",
+			Buckets: prometheus.DefBuckets,
+		}),
+		active: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "darklaunch_loadgen_active_traffics",
+			Help: "Experiments loadgen is sending traffic for now.",
+		}),
+	}
+	var err error
+	if m.requests, err = metrics.Register(reg, m.requests); err != nil {
+		return nil, err
+	}
+	if m.duration, err = metrics.Register(reg, m.duration); err != nil {
+		return nil, err
+	}
+	if m.active, err = metrics.Register(reg, m.active); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// request records one completed request.
+func (m *promMetrics) request(seconds float64, ok bool) {
+	result := "failed"
+	if ok {
+		result = "ok"
+	}
+	m.requests.WithLabelValues(result).Inc()
+	m.duration.Observe(seconds)
+}
