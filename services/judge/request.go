@@ -1,7 +1,6 @@
 package judge
 
 import (
-	"bytes"
 	"cmp"
 	"encoding/json"
 	"errors"
@@ -12,7 +11,6 @@ import (
 	"strings"
 	"unicode/utf8"
 
-	"github.com/vmihailenco/msgpack/v5"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"github.com/darklaunch/darklaunch/shared"
@@ -61,18 +59,12 @@ func decodeDocument(contentType string, data []byte, maxBytes int) (*experiment.
 
 // decodeMsgpack decodes a msgpack document as strictly as experiment.Parse
 // reads YAML and JSON: an unknown field (a typo) or trailing bytes are an
-// error, not silently dropped.
+// error, not silently dropped; lengths the request cannot hold are refused
+// before anything is allocated.
 func decodeMsgpack(data []byte) (*experiment.Experiment, error) {
-	r := bytes.NewReader(data)
-	dec := msgpack.NewDecoder(r)
-	dec.SetCustomStructTag("json") // as bus.Marshal writes it
-	dec.DisallowUnknownFields(true)
 	var e experiment.Experiment
-	if err := dec.Decode(&e); err != nil {
-		return nil, documentError("msgpack: " + err.Error())
-	}
-	if r.Len() > 0 {
-		return nil, documentError(fmt.Sprintf("msgpack: %d bytes after the document; send one experiment per request", r.Len()))
+	if err := bus.UnmarshalMsgpackStrict(data, &e); err != nil {
+		return nil, documentError(err.Error())
 	}
 	return &e, nil
 }

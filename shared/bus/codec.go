@@ -90,17 +90,56 @@ func Marshal(ct string, v any) ([]byte, error) {
 func Unmarshal(ct string, data []byte, v any) error {
 	switch Sniff(ct, data) {
 	case ContentTypeMsgpack:
-		dec := msgpack.NewDecoder(bytes.NewReader(data))
-		dec.SetCustomStructTag("json")
-		if err := dec.Decode(v); err != nil {
-			return fmt.Errorf("msgpack: %w", err)
-		}
-		return nil
+		return unmarshalMsgpack(data, v)
 	case ContentTypeJSON:
 		return json.Unmarshal(data, v)
 	default:
 		return yaml.Unmarshal(data, v)
 	}
+}
+
+// unmarshalMsgpack decodes msgpack into v. A message comes from any
+// publisher on the bus, and msgpack v5 trusts it too much: checkMsgpack
+// refuses lengths the message cannot hold before any allocation, and a panic
+// (on a nil where a struct such as time.Time is expected, found by fuzzing)
+// becomes an error, so one bad message cannot stop a service.
+func unmarshalMsgpack(data []byte, v any) error {
+	_, err := decodeMsgpack(data, v, false)
+	return err
+}
+
+// UnmarshalMsgpackStrict decodes one msgpack document into v with the same
+// guards, and refuses what a lenient decode would drop silently: a field v
+// does not have (a typo), and bytes after the document.
+func UnmarshalMsgpackStrict(data []byte, v any) error {
+	rest, err := decodeMsgpack(data, v, true)
+	if err != nil {
+		return err
+	}
+	if rest > 0 {
+		return fmt.Errorf("msgpack: %d bytes after the document; send one document per message", rest)
+	}
+	return nil
+}
+
+// decodeMsgpack decodes data into v and returns how many bytes were left.
+func decodeMsgpack(data []byte, v any, strict bool) (rest int, err error) {
+	if err := checkMsgpack(data); err != nil {
+		return 0, err
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("msgpack: malformed message: %v", r)
+		}
+	}()
+	r := bytes.NewReader(data)
+	dec := msgpack.NewDecoder(r)
+	dec.SetCustomStructTag("json")
+	dec.DisallowUnknownFields(strict)
+	if err := dec.Decode(v); err != nil {
+		return 0, fmt.Errorf("msgpack: %w", err)
+	}
+	return r.Len(), nil
 }
 
 // NewMsg builds a msgpack message for subject with its Content-Type header.

@@ -6,6 +6,7 @@
 package metrics
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"sync"
@@ -69,13 +70,62 @@ func (s *Sketch) Encode() []byte {
 	return b
 }
 
-// DecodeSketch reads what Encode wrote.
+// Bounds of an encoded sketch from the bus. A sketch of real latencies
+// (between MinSketchMs and MaxSketchMs) spans about 2,000 bins at 1 %
+// accuracy, a few KiB encoded.
+const (
+	MaxSketchBytes = 64 << 10
+	MinSketchMs    = 1e-9 // a positive latency below a picosecond is not one
+	MaxSketchMs    = 1e9  // 11.6 days
+)
+
+// sketchMapping is the index mapping of every sketch NewSketch makes.
+var sketchMapping = NewSketch().s.IndexMapping
+
+// DecodeSketch reads what Encode wrote. A sketch comes off the bus, from any
+// publisher, so it is decoded into a sparse store and checked before it is
+// merged anywhere: a 25-byte sketch can name bin indexes whose dense store
+// would take gigabytes (found by FuzzAggregateAdd). It must use darklaunch's
+// index mapping, hold no negative values, only latencies between
+// MinSketchMs and MaxSketchMs, and finite non-negative counts.
 func DecodeSketch(b []byte) (*Sketch, error) {
-	s, err := ddsketch.DecodeDDSketch(b, store.DefaultProvider, nil)
+	if len(b) > MaxSketchBytes {
+		return nil, fmt.Errorf("decode latency sketch: %d bytes, more than the %d a sketch of real latencies needs", len(b), MaxSketchBytes)
+	}
+	// No mapping given: the encoding must carry its own (Encode writes it),
+	// which must be darklaunch's.
+	sparse, err := ddsketch.DecodeDDSketch(b, store.SparseStoreConstructor, nil)
 	if err != nil {
 		return nil, fmt.Errorf("decode latency sketch: %w", err)
 	}
-	return &Sketch{s: s}, nil
+	if sparse.IndexMapping == nil || !sparse.IndexMapping.Equals(sketchMapping) {
+		return nil, errors.New("decode latency sketch: not darklaunch's index mapping (1 % relative accuracy)")
+	}
+	if !sparse.GetNegativeValueStore().IsEmpty() {
+		return nil, errors.New("decode latency sketch: negative latencies")
+	}
+	if z := sparse.GetZeroCount(); !(z >= 0) || math.IsInf(z, 0) {
+		return nil, fmt.Errorf("decode latency sketch: zero count %v", z)
+	}
+	lo, hi := sketchMapping.Index(MinSketchMs), sketchMapping.Index(MaxSketchMs)
+	var bad error
+	sparse.GetPositiveValueStore().ForEach(func(index int, count float64) bool {
+		switch {
+		case index < lo || index > hi:
+			bad = fmt.Errorf("decode latency sketch: bin %d holds latencies outside [%g, %g] ms", index, MinSketchMs, MaxSketchMs)
+		case !(count >= 0) || math.IsInf(count, 0):
+			bad = fmt.Errorf("decode latency sketch: bin %d has count %v", index, count)
+		}
+		return bad != nil
+	})
+	if bad != nil {
+		return nil, bad
+	}
+	s := NewSketch()
+	if err := s.s.MergeWith(sparse); err != nil {
+		return nil, fmt.Errorf("decode latency sketch: %w", err)
+	}
+	return s, nil
 }
 
 // Recorder accumulates observations of one version between flushes. It is
@@ -137,12 +187,39 @@ type Aggregate struct {
 // NewAggregate returns an empty aggregate.
 func NewAggregate() *Aggregate { return &Aggregate{Sketch: NewSketch()} }
 
-// Add merges one batch.
+// MaxBatchCount bounds the requests one observation batch may report: far
+// above what one proxy observes in a flush period, far below an overflow.
+const MaxBatchCount = 1 << 40
+
+// Add merges one batch, or refuses it, changing nothing, when it does not
+// hold together: negative or oversized counts, more errors than requests, a
+// latency sum that is not a finite non-negative number, or a sketch that does
+// not decode or does not hold exactly the batch's count of latencies.
 func (a *Aggregate) Add(b *bus.ObservationBatch) error {
+	switch {
+	case b.Count < 0 || b.Count > MaxBatchCount:
+		return fmt.Errorf("observation batch: count %d outside [0, %d]", b.Count, int64(MaxBatchCount))
+	case b.Errors < 0 || b.Errors > b.Count:
+		return fmt.Errorf("observation batch: errors %d outside [0, count %d]", b.Errors, b.Count)
+	case !(b.SumMs >= 0) || math.IsInf(b.SumMs, 0):
+		return fmt.Errorf("observation batch: sumMs %v is not a finite non-negative number", b.SumMs)
+	case b.Mirrored < 0 || b.Mirrored > MaxBatchCount:
+		return fmt.Errorf("observation batch: mirrored %d outside [0, %d]", b.Mirrored, int64(MaxBatchCount))
+	case b.Count > 0 && len(b.Sketch) == 0:
+		return fmt.Errorf("observation batch: count %d without a latency sketch", b.Count)
+	}
+	for reason, n := range b.Dropped {
+		if n < 0 || n > MaxBatchCount {
+			return fmt.Errorf("observation batch: dropped[%s] %d outside [0, %d]", reason, n, int64(MaxBatchCount))
+		}
+	}
 	if len(b.Sketch) > 0 {
 		s, err := DecodeSketch(b.Sketch)
 		if err != nil {
 			return err
+		}
+		if n := s.Count(); n != float64(b.Count) {
+			return fmt.Errorf("observation batch: the sketch holds %v latencies, the count says %d", n, b.Count)
 		}
 		if err := a.Sketch.Merge(s); err != nil {
 			return err

@@ -4,8 +4,10 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 
+	"github.com/DataDog/sketches-go/ddsketch"
 	"github.com/darklaunch/darklaunch/shared/bus"
 	"github.com/darklaunch/darklaunch/shared/experiment"
 )
@@ -128,4 +130,57 @@ func BenchmarkRecorderObserveParallel(b *testing.B) {
 			i++
 		}
 	})
+}
+
+// TestAddRefusesIncoherentBatches: a batch from the bus that does not hold
+// together is refused with the field named, and the aggregate is unchanged.
+func TestAddRefusesIncoherentBatches(t *testing.T) {
+	r := NewRecorder()
+	r.Observe(5, false)
+	r.Observe(7, true)
+	var good bus.ObservationBatch
+	good.Count, good.Errors, good.SumMs, good.Sketch = r.Flush()
+	other := NewSketch()
+	other.Add(5)
+	huge := NewSketch()
+	huge.Add(5)
+	huge.s.Add(1e12) // bypasses Sketch.Add: a latency no proxy reports
+	lowAccuracy, _ := ddsketch.NewDefaultDDSketch(0.05)
+	lowAccuracy.Add(5)
+	lowAccuracy.Add(7)
+	var lowBytes []byte
+	lowAccuracy.Encode(&lowBytes, false)
+
+	for name, tc := range map[string]struct {
+		mutate func(*bus.ObservationBatch)
+		want   string
+	}{
+		"negative count":    {func(b *bus.ObservationBatch) { b.Count = -1 }, "count -1"},
+		"errors over count": {func(b *bus.ObservationBatch) { b.Errors = 3 }, "errors 3"},
+		"NaN sum":           {func(b *bus.ObservationBatch) { b.SumMs = math.NaN() }, "sumMs NaN"},
+		"negative mirrored": {func(b *bus.ObservationBatch) { b.Mirrored = -2 }, "mirrored -2"},
+		"negative dropped":  {func(b *bus.ObservationBatch) { b.Dropped = map[string]int64{"inflight": -1} }, "dropped[inflight]"},
+		"no sketch":         {func(b *bus.ObservationBatch) { b.Sketch = nil }, "without a latency sketch"},
+		"sketch count":      {func(b *bus.ObservationBatch) { b.Sketch = other.Encode() }, "holds 1 latencies, the count says 2"},
+		"sketch range":      {func(b *bus.ObservationBatch) { b.Sketch = huge.Encode(); b.Count = 2 }, "outside"},
+		"sketch mapping":    {func(b *bus.ObservationBatch) { b.Sketch = lowBytes }, "index mapping"},
+		"sketch too large":  {func(b *bus.ObservationBatch) { b.Sketch = make([]byte, MaxSketchBytes+1) }, "bytes"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			b := good
+			tc.mutate(&b)
+			a := NewAggregate()
+			err := a.Add(&b)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err %v, want one containing %q", err, tc.want)
+			}
+			if a.Count != 0 || a.Sketch.Count() != 0 || a.Mirrored != 0 || len(a.Dropped) != 0 {
+				t.Errorf("a refused batch changed the aggregate: %+v", a)
+			}
+		})
+	}
+	a := NewAggregate()
+	if err := a.Add(&good); err != nil || a.Count != 2 {
+		t.Fatalf("the coherent batch: %v, count %d", err, a.Count)
+	}
 }
