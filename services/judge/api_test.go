@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"net/http"
 	"os"
 	"slices"
 	"strings"
@@ -430,5 +432,38 @@ func TestNewDefaults(t *testing.T) {
 	}
 	if _, err := New(Config{}, nil, nil); err == nil {
 		t.Error("no connection was accepted")
+	}
+}
+
+// TestListOverMaxPayload: a list whose reply would be over the server's
+// max_payload (8 MiB here) is answered with an error that says so and how to
+// narrow it, instead of no reply at all (the client's timeout); a narrower
+// list still works.
+func TestListOverMaxPayload(t *testing.T) {
+	e := newEnv(t)
+	e.startJudge(Config{})
+	big := strings.Repeat("x", 240<<10)
+	for i := range 36 {
+		x := e.doc(fmt.Sprintf("big-%02d", i), 1)
+		x.Metadata.Namespace = "crowded"
+		x.Metadata.Annotations = map[string]string{"note": big}
+		e.create(x)
+	}
+	small := e.doc("small", 1)
+	small.Metadata.Namespace = "quiet"
+	e.create(small)
+
+	start := time.Now()
+	_, err := e.api.List(context.Background(), "")
+	var apiErr *bus.APIError
+	if !errors.As(err, &apiErr) || apiErr.Code != http.StatusInternalServerError ||
+		!strings.Contains(apiErr.Description, "max_payload") || !strings.Contains(apiErr.Description, "one namespace at a time") {
+		t.Fatalf("list of ~8.6 MB: err %v, want a 500 naming max_payload and how to narrow the list", err)
+	}
+	if d := time.Since(start); d > 4*time.Second {
+		t.Errorf("the error took %v: it came from the client's timeout, not from the judge", d)
+	}
+	if items, err := e.api.List(context.Background(), "quiet"); err != nil || len(items) != 1 {
+		t.Errorf("list of one namespace: %d items, %v", len(items), err)
 	}
 }

@@ -3,6 +3,7 @@ package judge
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 
@@ -46,11 +47,23 @@ func replyType(req micro.Request) string {
 	return ct
 }
 
+// replyHeadroom leaves room for a reply's headers under max_payload.
+const replyHeadroom = 4 << 10
+
 // reply answers req with v encoded as ct.
 func (s *Service) reply(req micro.Request, ct string, v any) {
 	data, err := bus.Marshal(ct, v)
 	if err != nil {
 		s.replyError(req, ct, err)
+		return
+	}
+	// A reply over the server's max_payload would not be sent at all, and
+	// the client would wait for its timeout: say why instead. Only a list of
+	// many experiments gets there (one experiment is at most
+	// experiment.MaxDocumentBytes plus its status).
+	if max := s.nc.MaxPayload(); max > 0 && int64(len(data))+replyHeadroom > max {
+		s.replyError(req, ct, fmt.Errorf("the reply is %d bytes, over the NATS server's max_payload of %d bytes: list one namespace at a time (%s), delete finished experiments, or raise max_payload",
+			len(data), max, `{"namespace": "..."}`))
 		return
 	}
 	if err := req.Respond(data, micro.WithHeaders(micro.Headers{bus.HeaderContentType: {ct}})); err != nil {
