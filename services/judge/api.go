@@ -152,7 +152,10 @@ func (s *Service) handleList(ctx context.Context, req micro.Request) {
 	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
 	all, err := s.store.List(ctx)
-	if err != nil {
+	switch {
+	case errors.Is(err, bus.ErrUndecodable):
+		s.log.Warn("list: state entries skipped", "err", err)
+	case err != nil:
 		s.replyError(req, ct, fmt.Errorf("list experiments: %w", err))
 		return
 	}

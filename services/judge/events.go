@@ -113,6 +113,7 @@ func (s *Service) handleMsg(ctx context.Context, msg jetstream.Msg) {
 	var ev bus.Event
 	if err := bus.Unmarshal(msg.Headers().Get(bus.HeaderContentType), msg.Data(), &ev); err != nil {
 		s.log.Error("undecodable event dropped", "subject", msg.Subject(), "err", err)
+		s.prom.eventsDropped.Inc()
 		_ = msg.Term()
 		return
 	}
@@ -127,6 +128,12 @@ func (s *Service) handleMsg(ctx context.Context, msg jetstream.Msg) {
 	default:
 		delay := retryDelay
 		if md, merr := msg.Metadata(); merr == nil {
+			if md.NumDelivered >= uint64(s.cfg.MaxDeliveries) {
+				log.Error("event dropped: handling failed at every attempt", "attempts", md.NumDelivered, "err", err)
+				s.prom.eventsDropped.Inc()
+				_ = msg.Term()
+				return
+			}
 			for i := uint64(1); i < md.NumDelivered && delay < maxRetryDelay; i++ {
 				delay *= 2
 			}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/darklaunch/darklaunch/shared/bus"
 	"github.com/darklaunch/darklaunch/shared/experiment"
@@ -387,5 +388,35 @@ func TestNATSRestartMidway(t *testing.T) {
 	// The API answers again too.
 	if _, err := e.api.Get(context.Background(), bus.Ref{Namespace: "default", Name: "mirroring"}); err != nil {
 		t.Errorf("get after the restart: %v", err)
+	}
+}
+
+// TestPoisonEventDropped: an event whose handling fails at every attempt (its
+// experiment's stored state is corrupt) is dropped after MaxDeliveries, so
+// it does not hold back the other experiments' events behind it.
+func TestPoisonEventDropped(t *testing.T) {
+	e := newEnv(t)
+	s, _ := e.runJudge(Config{MaxDeliveries: 3})
+	if _, err := e.store.KV.Put(context.Background(), bus.Key("default", "corrupt"), []byte{0xc1, 0xc1, 0xc1}); err != nil {
+		t.Fatal(err)
+	}
+	corrupt := e.doc("corrupt", 1)
+	corrupt.Metadata.Namespace, corrupt.Metadata.UID = "default", "uid-of-corrupt"
+	e.routing(corrupt, true, "")
+
+	after := e.create(e.doc("after", 1))
+	e.routing(after, true, "")
+	e.waitStatus("after", "Running behind the poison event", running)
+	if got := testutil.ToFloat64(s.prom.eventsDropped); got != 1 {
+		t.Errorf("events dropped %v, want 1", got)
+	}
+	// The damaged entry hides nothing else: the list and the watchdog
+	// skip it.
+	if items, err := e.api.List(context.Background(), ""); err != nil || len(items) != 1 || items[0].Metadata.Name != "after" {
+		t.Errorf("list with a damaged entry: %d items, %v; want only after", len(items), err)
+	}
+	s.failStuck(context.Background())
+	if got := testutil.ToFloat64(s.prom.experiments.WithLabelValues(string(experiment.StageRunning))); got != 1 {
+		t.Errorf("watchdog pass with a damaged entry: running %v, want 1", got)
 	}
 }

@@ -30,6 +30,8 @@ const (
 	DefaultInitTimeout      = 2 * time.Minute
 	DefaultMetricsTimeout   = 2 * time.Minute
 	DefaultWatchdogInterval = 5 * time.Second
+	// DefaultMaxDeliveries: about 8 minutes of retries with the backoff.
+	DefaultMaxDeliveries = 20
 	// ConsumerName is the judge's durable consumer on the events stream,
 	// shared by every judge instance.
 	ConsumerName = "darklaunch-judge"
@@ -59,6 +61,12 @@ type Config struct {
 	// WatchdogInterval is how often stuck experiments are looked for.
 	// Default 5s.
 	WatchdogInterval time.Duration
+	// MaxDeliveries bounds the attempts at an event whose handling keeps
+	// failing (a corrupt state entry, say). The judge handles one event at a
+	// time, so such an event would otherwise hold back every experiment; it
+	// is dropped with an error log, and the watchdog fails its experiment
+	// if nothing else moves it. Default DefaultMaxDeliveries.
+	MaxDeliveries int
 	// MaxRequestBytes bounds a create request; larger ones get 413 before
 	// any decoding. Default experiment.MaxDocumentBytes.
 	MaxRequestBytes int
@@ -110,6 +118,9 @@ func New(cfg Config, nc *nats.Conn, log *slog.Logger) (*Service, error) {
 	if cfg.WatchdogInterval == 0 {
 		cfg.WatchdogInterval = DefaultWatchdogInterval
 	}
+	if cfg.MaxDeliveries == 0 {
+		cfg.MaxDeliveries = DefaultMaxDeliveries
+	}
 	if cfg.MaxRequestBytes == 0 {
 		cfg.MaxRequestBytes = experiment.MaxDocumentBytes
 	}
@@ -119,7 +130,7 @@ func New(cfg Config, nc *nats.Conn, log *slog.Logger) (*Service, error) {
 	if cfg.Registry == nil {
 		cfg.Registry = prometheus.NewRegistry()
 	}
-	if cfg.InitTimeout < 0 || cfg.MetricsTimeout < 0 || cfg.WatchdogInterval < 0 || cfg.MaxRequestBytes < 0 {
+	if cfg.InitTimeout < 0 || cfg.MetricsTimeout < 0 || cfg.WatchdogInterval < 0 || cfg.MaxRequestBytes < 0 || cfg.MaxDeliveries < 0 {
 		return nil, errors.New("judge: timeouts, intervals and sizes must not be negative")
 	}
 	prom, err := newPromMetrics(cfg.Registry)

@@ -26,6 +26,8 @@ type promMetrics struct {
 	iterations  prometheus.Counter
 	finished    *prometheus.CounterVec
 	experiments *prometheus.GaugeVec
+	// eventsDropped: undecodable, or failing at every attempt.
+	eventsDropped prometheus.Counter
 }
 
 func newPromMetrics(reg prometheus.Registerer) (*promMetrics, error) {
@@ -42,6 +44,10 @@ func newPromMetrics(reg prometheus.Registerer) (*promMetrics, error) {
 			Name: "darklaunch_judge_experiments_finished_total",
 			Help: "Experiments this judge ended, by result (pass: every objective met; fail: an objective not met; error: the experiment failed).",
 		}, []string{"result"}),
+		eventsDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "darklaunch_judge_events_dropped_total",
+			Help: "Events the judge gave up on: undecodable, or failing at every attempt (see its error log).",
+		}),
 		experiments: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "darklaunch_judge_experiments",
 			Help: "Experiments in the state bucket by stage, as of the judge's last watchdog pass (every judge reports the same: use max).",
@@ -58,6 +64,9 @@ func newPromMetrics(reg prometheus.Registerer) (*promMetrics, error) {
 		return nil, err
 	}
 	if m.experiments, err = metrics.Register(reg, m.experiments); err != nil {
+		return nil, err
+	}
+	if m.eventsDropped, err = metrics.Register(reg, m.eventsDropped); err != nil {
 		return nil, err
 	}
 	for _, r := range []string{ResultPass, ResultFail, ResultError} {

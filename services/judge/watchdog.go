@@ -2,6 +2,7 @@ package judge
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -28,7 +29,10 @@ func (s *Service) watchdog(ctx context.Context) {
 // failStuck fails every stuck experiment once.
 func (s *Service) failStuck(ctx context.Context) {
 	list, err := s.store.List(ctx)
-	if err != nil {
+	switch {
+	case errors.Is(err, bus.ErrUndecodable):
+		s.log.Warn("watchdog: state entries skipped", "err", err)
+	case err != nil:
 		if ctx.Err() == nil {
 			s.log.Warn("watchdog: list experiments", "err", err)
 		}

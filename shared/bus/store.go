@@ -101,7 +101,9 @@ func (s *Store) Delete(ctx context.Context, namespace, name string, rev uint64) 
 	return err
 }
 
-// List returns every stored experiment.
+// List returns every stored experiment. Entries that do not decode are left
+// out, so one damaged entry does not hide every other experiment: the list is
+// returned with an ErrUndecodable error naming them, which callers log.
 func (s *Store) List(ctx context.Context) ([]*experiment.Experiment, error) {
 	lister, err := s.KV.ListKeys(ctx)
 	if err != nil {
@@ -109,18 +111,22 @@ func (s *Store) List(ctx context.Context) ([]*experiment.Experiment, error) {
 	}
 	defer lister.Stop()
 	var out []*experiment.Experiment
+	var undecodable []error
 	for key := range lister.Keys() {
 		ns, name := SplitKey(key)
 		e, _, err := s.Get(ctx, ns, name)
-		if errors.Is(err, shared.ErrNotFound) {
+		switch {
+		case errors.Is(err, shared.ErrNotFound):
 			continue
-		}
-		if err != nil {
+		case errors.Is(err, ErrUndecodable):
+			undecodable = append(undecodable, err)
+			continue
+		case err != nil:
 			return nil, err
 		}
 		out = append(out, e)
 	}
-	return out, nil
+	return out, errors.Join(undecodable...)
 }
 
 // Change is one observed state of one key: Experiment is nil when the key was
@@ -187,10 +193,14 @@ func (s *Store) Reconcile(ctx context.Context, log *slog.Logger, fn func(Change)
 	}
 }
 
+// ErrUndecodable marks a state entry that is not an experiment: written by
+// something other than the judge (nats kv put), or damaged.
+var ErrUndecodable = errors.New("undecodable experiment state")
+
 func decodeEntry(entry jetstream.KeyValueEntry) (*experiment.Experiment, error) {
 	var e experiment.Experiment
 	if err := Unmarshal(ContentTypeMsgpack, entry.Value(), &e); err != nil {
-		return nil, fmt.Errorf("decode experiment %s: %w", entry.Key(), err)
+		return nil, fmt.Errorf("%w: key %s: %w", ErrUndecodable, entry.Key(), err)
 	}
 	return &e, nil
 }
