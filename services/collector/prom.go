@@ -23,43 +23,31 @@ type promMetrics struct {
 
 func newPromMetrics(reg prometheus.Registerer, source string) (*promMetrics, error) {
 	constLabels := prometheus.Labels{"source": source}
+	r := &metrics.Registrar{Reg: reg}
 	m := &promMetrics{
-		snapshots: prometheus.NewCounterVec(prometheus.CounterOpts{
+		snapshots: metrics.Add(r, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name:        "darklaunch_collector_snapshots_total",
 			Help:        "Snapshots the collector published, by role and result (ok: the source answered; unavailable: it failed, every value unavailable).",
 			ConstLabels: constLabels,
-		}, []string{"role", "result"}),
-		unavailable: prometheus.NewCounterVec(prometheus.CounterOpts{
+		}, []string{"role", "result"})),
+		unavailable: metrics.Add(r, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name:        "darklaunch_collector_unavailable_values_total",
 			Help:        "Metric values published as unavailable (no data, NaN, several series, or a failed source), by metric: an objective on them is false.",
 			ConstLabels: constLabels,
-		}, []string{"metric"}),
-		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
+		}, []string{"metric"})),
+		duration: metrics.Add(r, prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:        "darklaunch_collector_measure_duration_seconds",
 			Help:        "Time to measure one role of one iteration, retries included (Prometheus queries, or catching up with the observations).",
 			ConstLabels: constLabels,
 			Buckets:     prometheus.DefBuckets,
-		}),
-		clocks: prometheus.NewGauge(prometheus.GaugeOpts{
+		})),
+		clocks: metrics.Add(r, prometheus.NewGauge(prometheus.GaugeOpts{
 			Name:        "darklaunch_collector_clocks",
 			Help:        "Experiments the collector is measuring now.",
 			ConstLabels: constLabels,
-		}),
+		})),
 	}
-	var err error
-	if m.snapshots, err = metrics.Register(reg, m.snapshots); err != nil {
-		return nil, err
-	}
-	if m.unavailable, err = metrics.Register(reg, m.unavailable); err != nil {
-		return nil, err
-	}
-	if m.duration, err = metrics.Register(reg, m.duration); err != nil {
-		return nil, err
-	}
-	if m.clocks, err = metrics.Register(reg, m.clocks); err != nil {
-		return nil, err
-	}
-	return m, nil
+	return m, r.Err
 }
 
 // published counts a snapshot the stream accepted.

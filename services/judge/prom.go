@@ -31,46 +31,34 @@ type promMetrics struct {
 }
 
 func newPromMetrics(reg prometheus.Registerer) (*promMetrics, error) {
+	r := &metrics.Registrar{Reg: reg}
 	m := &promMetrics{
-		created: prometheus.NewCounter(prometheus.CounterOpts{
+		created: metrics.Add(r, prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "darklaunch_judge_experiments_created_total",
 			Help: "Experiments this judge accepted (API create).",
-		}),
-		iterations: prometheus.NewCounter(prometheus.CounterOpts{
+		})),
+		iterations: metrics.Add(r, prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "darklaunch_judge_iterations_total",
 			Help: "Iterations this judge evaluated against the objectives.",
-		}),
-		finished: prometheus.NewCounterVec(prometheus.CounterOpts{
+		})),
+		finished: metrics.Add(r, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "darklaunch_judge_experiments_finished_total",
 			Help: "Experiments this judge ended, by result (pass: every objective met; fail: an objective not met; error: the experiment failed).",
-		}, []string{"result"}),
-		eventsDropped: prometheus.NewCounter(prometheus.CounterOpts{
+		}, []string{"result"})),
+		eventsDropped: metrics.Add(r, prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "darklaunch_judge_events_dropped_total",
 			Help: "Events the judge gave up on: undecodable, or failing at every attempt (see its error log).",
-		}),
-		experiments: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		})),
+		experiments: metrics.Add(r, prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "darklaunch_judge_experiments",
 			Help: "Experiments in the state bucket by stage, as of the judge's last watchdog pass (every judge reports the same: use max).",
-		}, []string{"stage"}),
+		}, []string{"stage"})),
 	}
-	var err error
-	if m.created, err = metrics.Register(reg, m.created); err != nil {
-		return nil, err
+	if r.Err != nil {
+		return nil, r.Err
 	}
-	if m.iterations, err = metrics.Register(reg, m.iterations); err != nil {
-		return nil, err
-	}
-	if m.finished, err = metrics.Register(reg, m.finished); err != nil {
-		return nil, err
-	}
-	if m.experiments, err = metrics.Register(reg, m.experiments); err != nil {
-		return nil, err
-	}
-	if m.eventsDropped, err = metrics.Register(reg, m.eventsDropped); err != nil {
-		return nil, err
-	}
-	for _, r := range []string{ResultPass, ResultFail, ResultError} {
-		m.finished.WithLabelValues(r) // a zero is news too
+	for _, res := range []string{ResultPass, ResultFail, ResultError} {
+		m.finished.WithLabelValues(res) // a zero is news too
 	}
 	return m, nil
 }

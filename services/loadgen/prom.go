@@ -15,32 +15,23 @@ type promMetrics struct {
 }
 
 func newPromMetrics(reg prometheus.Registerer) (*promMetrics, error) {
+	r := &metrics.Registrar{Reg: reg}
 	m := &promMetrics{
-		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+		requests: metrics.Add(r, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "darklaunch_loadgen_requests_total",
 			Help: "Requests loadgen completed, by result (ok: a 2xx answer; failed: another status, a timeout or a transport error).",
-		}, []string{"result"}),
-		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
+		}, []string{"result"})),
+		duration: metrics.Add(r, prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "darklaunch_loadgen_request_duration_seconds",
 			Help:    "Latency of loadgen's requests, measured from the time each was due (no coordinated omission).",
 			Buckets: prometheus.DefBuckets,
-		}),
-		active: prometheus.NewGauge(prometheus.GaugeOpts{
+		})),
+		active: metrics.Add(r, prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "darklaunch_loadgen_active_traffics",
 			Help: "Experiments loadgen is sending traffic for now.",
-		}),
+		})),
 	}
-	var err error
-	if m.requests, err = metrics.Register(reg, m.requests); err != nil {
-		return nil, err
-	}
-	if m.duration, err = metrics.Register(reg, m.duration); err != nil {
-		return nil, err
-	}
-	if m.active, err = metrics.Register(reg, m.active); err != nil {
-		return nil, err
-	}
-	return m, nil
+	return m, r.Err
 }
 
 // request records one completed request.

@@ -39,22 +39,18 @@ type promMetrics struct {
 }
 
 func newPromMetrics(reg *prometheus.Registry) (*promMetrics, error) {
-	requests := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "darklaunch_proxy_requests_total",
-		Help: "Requests the darklaunch proxy completed, by experiment, role (live: the client's request; dark: the mirrored copy) and status class (error: no response).",
-	}, []string{"experiment", "role", "code_class"})
-	dropped := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "darklaunch_mirror_dropped_total",
-		Help: "Copies the darklaunch proxy did not send to the dark version, by experiment and reason (inflight: too many copies in flight; body: request body too large; method: method not mirrored; upgrade: protocol upgrade such as WebSocket, never mirrored).",
-	}, []string{"experiment", "reason"})
-	var err error
-	if requests, err = metrics.Register(reg, requests); err != nil {
-		return nil, err
+	r := &metrics.Registrar{Reg: reg}
+	m := &promMetrics{
+		requests: metrics.Add(r, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "darklaunch_proxy_requests_total",
+			Help: "Requests the darklaunch proxy completed, by experiment, role (live: the client's request; dark: the mirrored copy) and status class (error: no response).",
+		}, []string{"experiment", "role", "code_class"})),
+		dropped: metrics.Add(r, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "darklaunch_mirror_dropped_total",
+			Help: "Copies the darklaunch proxy did not send to the dark version, by experiment and reason (inflight: too many copies in flight; body: request body too large; method: method not mirrored; upgrade: protocol upgrade such as WebSocket, never mirrored).",
+		}, []string{"experiment", "reason"})),
 	}
-	if dropped, err = metrics.Register(reg, dropped); err != nil {
-		return nil, err
-	}
-	return &promMetrics{requests: requests, dropped: dropped}, nil
+	return m, r.Err
 }
 
 // routeCounters are one experiment's counters, resolved once so the hot

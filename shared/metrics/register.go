@@ -25,3 +25,23 @@ func Register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error)
 	}
 	return c, err
 }
+
+// Registrar registers a service's collectors one after the other and keeps
+// the first error, so a constructor can build its metrics in one literal:
+//
+//	r := &metrics.Registrar{Reg: reg}
+//	m := &promMetrics{requests: metrics.Add(r, prometheus.NewCounterVec(...))}
+//	return m, r.Err
+type Registrar struct {
+	Reg prometheus.Registerer
+	Err error
+}
+
+// Add registers c with r (see Register); after an error it does nothing.
+func Add[C prometheus.Collector](r *Registrar, c C) C {
+	if r.Err != nil {
+		return c
+	}
+	c, r.Err = Register(r.Reg, c)
+	return c
+}

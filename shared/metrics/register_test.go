@@ -26,3 +26,26 @@ func TestRegister(t *testing.T) {
 		t.Errorf("a gauge vector under the counter vector's name: err %v, want one naming another type", err)
 	}
 }
+
+func TestRegistrarKeepsFirstError(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(prometheus.NewCounterVec(prometheus.CounterOpts{Name: "darklaunch_taken", Help: "x"}, []string{"x"}))
+	r := &Registrar{Reg: reg}
+	Add(r, prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "darklaunch_taken", Help: "x"}, []string{"x"}))
+	first := r.Err
+	after := Add(r, prometheus.NewCounter(prometheus.CounterOpts{Name: "darklaunch_after", Help: "x"}))
+	if first == nil || r.Err != first {
+		t.Fatalf("err %v then %v, want the first error kept", first, r.Err)
+	}
+	if after == nil {
+		t.Fatal("Add after an error returns nil, want the collector back")
+	}
+	if n, _ := reg.Gather(); len(n) != 0 {
+		// darklaunch_taken has no series; darklaunch_after must not be registered.
+		for _, mf := range n {
+			if mf.GetName() == "darklaunch_after" {
+				t.Error("a collector was registered after an error")
+			}
+		}
+	}
+}
