@@ -3,6 +3,7 @@ package experiment_test
 import (
 	"errors"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -174,5 +175,24 @@ spec:
 	l := e.Spec.Load
 	if l.Delay.Duration != 1500*time.Millisecond || l.Duration.Duration != time.Minute || l.Timeout.Duration != 2*time.Second {
 		t.Errorf("delay %v duration %v timeout %v", l.Delay, l.Duration, l.Timeout)
+	}
+}
+
+// TestLimitFloat64IsNearest: a limit reads as the float64 nearest its
+// decimal text, so a value exactly at the limit is within it (Iter8's bounds
+// are inclusive). Quantity's own approximation rounds many decimals up.
+func TestLimitFloat64IsNearest(t *testing.T) {
+	for _, s := range []string{"0.95", "0.3", "2.3", "0.57", "0.009", "0.01", "50", "100m", "1e3", "1.5k", "0.000001"} {
+		l := experiment.NewLimit(s)
+		want, _ := strconv.ParseFloat(l.AsDec().String(), 64)
+		if got := l.Float64(); got != want {
+			t.Errorf("%s: %v, want %v", s, got, want)
+		}
+	}
+	if got := experiment.NewLimit("0.95").Float64(); got != 0.95 {
+		t.Errorf("0.95 reads as %v", got)
+	}
+	if got := experiment.NewLimit("100m").Float64(); got != 0.1 {
+		t.Errorf("100m reads as %v", got)
 	}
 }

@@ -3,6 +3,7 @@ package experiment
 import (
 	"cmp"
 	"encoding/json"
+	"strconv"
 
 	"github.com/vmihailenco/msgpack/v5"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -67,8 +68,16 @@ func (l *Limit) DecodeMsgpack(dec *msgpack.Decoder) error {
 	return nil
 }
 
-// Float64 returns the limit as a float64.
-func (l *Limit) Float64() float64 { return l.AsApproximateFloat64() }
+// Float64 returns the limit as the float64 nearest to its decimal value.
+// Quantity's AsApproximateFloat64 rounds up many decimals ("0.95" becomes
+// 0.9500000000000001), which would make a value exactly at a lowerLimit fail
+// against Iter8's inclusive bound; parsing the decimal text rounds correctly.
+func (l *Limit) Float64() float64 {
+	if f, err := strconv.ParseFloat(l.AsDec().String(), 64); err == nil {
+		return f
+	}
+	return l.AsApproximateFloat64()
+}
 
 // Invalid returns the text that did not parse as a quantity, if any.
 func (l *Limit) Invalid() (string, bool) { return l.invalid, l.invalid != "" }
