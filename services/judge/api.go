@@ -22,6 +22,13 @@ import (
 // timeout (bus.Client: 10s) is of the same order.
 const requestTimeout = 10 * time.Second
 
+// The created event's publish and, when it fails, the undo of the write fit
+// in the client's 10 s together.
+const (
+	createPublishBudget = 4 * time.Second
+	createUndoBudget    = 3 * time.Second
+)
+
 func (s *Service) handleCreate(ctx context.Context, req micro.Request) {
 	ct := replyType(req)
 	e, err := decodeDocument(req.Headers().Get(bus.HeaderContentType), req.Data(), s.cfg.MaxRequestBytes)
@@ -88,14 +95,22 @@ func (s *Service) create(ctx context.Context, e *experiment.Experiment) error {
 	ev := bus.NewEvent(bus.EventCreated, source, e, now)
 	ev.Message = st.Message
 	ev.Experiment = e
-	if err := bus.Publish(ctx, s.js, ev, bus.MsgID(md.UID, bus.EventCreated)); err != nil {
+	// The publish retries until its context ends: give it part of the
+	// request's time, and the undo a context of its own, so that a failed
+	// publish is undone before the client stops waiting.
+	pctx, pcancel := context.WithTimeout(ctx, createPublishBudget)
+	err = bus.Publish(pctx, s.js, ev, bus.MsgID(md.UID, bus.EventCreated))
+	pcancel()
+	if err != nil {
 		// Undo the write: the router would otherwise start on an experiment
 		// whose creator was told it failed.
+		uctx, ucancel := context.WithTimeout(context.WithoutCancel(ctx), createUndoBudget)
+		defer ucancel()
 		var uerr error
 		if old != nil {
-			_, uerr = s.store.Replace(ctx, old, rev)
+			_, uerr = s.store.Replace(uctx, old, rev)
 		} else {
-			uerr = s.store.Delete(ctx, md.Namespace, md.Name, rev)
+			uerr = s.store.Delete(uctx, md.Namespace, md.Name, rev)
 		}
 		if uerr != nil {
 			s.expLog(md.Namespace, md.Name).Error("undo create after a failed publish", "err", uerr)

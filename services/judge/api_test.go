@@ -467,3 +467,34 @@ func TestListOverMaxPayload(t *testing.T) {
 		t.Errorf("list of one namespace: %d items, %v", len(items), err)
 	}
 }
+
+// TestCreateUndoneWhenNotAnnounced: when the created event cannot be
+// published, the client is told create failed, and nothing is left behind
+// for the router to start on; a later create of the name works.
+func TestCreateUndoneWhenNotAnnounced(t *testing.T) {
+	e := newEnv(t)
+	e.startJudge(Config{})
+	ctx := context.Background()
+	if err := e.js.DeleteStream(ctx, bus.StreamEvents); err != nil {
+		t.Fatal(err)
+	}
+	b, err := bus.Marshal(bus.ContentTypeMsgpack, e.doc("unannounced", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, err = e.api.Create(ctx, b)
+	var apiErr *bus.APIError
+	if !errors.As(err, &apiErr) || apiErr.Code != http.StatusInternalServerError || !strings.Contains(apiErr.Description, "publish created event") {
+		t.Fatalf("create with no events stream: err %v, want a 500 about the created event", err)
+	}
+	t.Logf("create failed after %v", time.Since(start))
+	if _, _, err := e.store.Get(ctx, "default", "unannounced"); !errors.Is(err, shared.ErrNotFound) {
+		t.Fatalf("after the failed create: %v, want the experiment not stored", err)
+	}
+	// With the stream back, the same name can be created.
+	if _, err := bus.EnsureInfra(ctx, e.nc, bus.StreamLimits{}); err != nil {
+		t.Fatal(err)
+	}
+	e.create(e.doc("unannounced", 1))
+}
