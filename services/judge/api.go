@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -70,6 +71,12 @@ func (s *Service) create(ctx context.Context, e *experiment.Experiment) error {
 	case errors.Is(err, shared.ErrNotFound):
 		old = nil
 		rev, err = s.store.Create(ctx, e)
+	case errors.Is(err, bus.ErrUndecodable):
+		// A damaged entry is no run: take its key, by compare-and-swap. If
+		// the publish below fails, the undo deletes the key (old is nil).
+		s.expLog(md.Namespace, md.Name).Warn("damaged state entry replaced by a new run", "err", err)
+		old = nil
+		rev, err = s.store.Replace(ctx, e, rev)
 	case err != nil:
 		return fmt.Errorf("read experiment %s: %w", e.Key(), err)
 	case !old.Status.Terminal():
@@ -146,7 +153,7 @@ func (s *Service) get(ctx context.Context, ref bus.Ref) (*experiment.Experiment,
 		return nil, 0, &apiError{msg: fmt.Sprintf("experiment %s not found", ref), kind: shared.ErrNotFound}
 	}
 	if err != nil {
-		return nil, 0, fmt.Errorf("read experiment %s: %w", ref, err)
+		return nil, rev, fmt.Errorf("read experiment %s: %w", ref, err)
 	}
 	return e, rev, nil
 }
@@ -208,6 +215,9 @@ func (s *Service) handleDelete(ctx context.Context, req micro.Request) {
 func (s *Service) delete(ctx context.Context, ref bus.Ref) (*experiment.Experiment, error) {
 	for attempt := 0; ; attempt++ {
 		e, rev, err := s.get(ctx, ref)
+		if errors.Is(err, bus.ErrUndecodable) {
+			return s.deleteDamaged(ctx, ref, rev, err)
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -229,4 +239,26 @@ func (s *Service) delete(ctx context.Context, ref bus.Ref) (*experiment.Experime
 		s.expLog(ref.Namespace, ref.Name).Info("experiment deleted", "uid", e.Metadata.UID)
 		return e, nil
 	}
+}
+
+// deleteDamaged removes a state entry that does not decode (written by
+// something other than the judge), at the revision it was read. There is no
+// last state to reply with or announce: the reply carries the name only, and
+// the deleted event says what was removed.
+func (s *Service) deleteDamaged(ctx context.Context, ref bus.Ref, rev uint64, cause error) (*experiment.Experiment, error) {
+	if err := s.store.Delete(ctx, ref.Namespace, ref.Name, rev); err != nil {
+		return nil, fmt.Errorf("delete damaged experiment %s: %w", ref, err)
+	}
+	e := &experiment.Experiment{
+		APIVersion: experiment.APIVersionV2Alpha1,
+		Kind:       experiment.Kind,
+		Metadata:   experiment.Metadata{Name: ref.Name, Namespace: ref.Namespace},
+	}
+	ev := bus.NewEvent(bus.EventDeleted, source, e, s.now())
+	ev.Message = experiment.ReasonExperimentDeleted + ": damaged state entry deleted"
+	if err := bus.Publish(ctx, s.js, ev, bus.MsgID("damaged", ref.Namespace, ref.Name, strconv.FormatUint(rev, 10), bus.EventDeleted)); err != nil {
+		return nil, fmt.Errorf("damaged experiment %s was deleted, but its deleted event could not be published: %w", ref, err)
+	}
+	s.expLog(ref.Namespace, ref.Name).Warn("damaged state entry deleted", "revision", rev, "err", cause)
+	return e, nil
 }

@@ -498,3 +498,40 @@ func TestCreateUndoneWhenNotAnnounced(t *testing.T) {
 	}
 	e.create(e.doc("unannounced", 1))
 }
+
+// TestDamagedEntryDeletedOrReplaced: a state entry that does not decode
+// (written with nats kv put, say) does not block its name: delete removes it
+// and says so, and create replaces it.
+func TestDamagedEntryDeletedOrReplaced(t *testing.T) {
+	e := newEnv(t)
+	e.startJudge(Config{})
+	ctx := context.Background()
+	damage := func() {
+		t.Helper()
+		if _, err := e.store.KV.Put(ctx, bus.Key("default", "damaged"), []byte("not an experiment")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ref := bus.Ref{Namespace: "default", Name: "damaged"}
+
+	damage()
+	if _, err := e.api.Get(ctx, ref); err == nil || !strings.Contains(err.Error(), "undecodable") {
+		t.Errorf("get of a damaged entry: %v, want an error saying it is undecodable", err)
+	}
+	got, err := e.api.Delete(ctx, ref)
+	if err != nil || got.Metadata.Name != "damaged" {
+		t.Fatalf("delete of a damaged entry: %+v, %v", got, err)
+	}
+	if _, _, err := e.store.Get(ctx, "default", "damaged"); !errors.Is(err, shared.ErrNotFound) {
+		t.Errorf("after delete: %v, want not found", err)
+	}
+	if evs := e.waitEvents("damaged", bus.EventDeleted, 1); !strings.Contains(evs[0].Message, "damaged state entry deleted") {
+		t.Errorf("deleted event %q", evs[0].Message)
+	}
+
+	damage()
+	created := e.create(e.doc("damaged", 1))
+	if stored, _, err := e.store.Get(ctx, "default", "damaged"); err != nil || stored.Metadata.UID != created.Metadata.UID {
+		t.Errorf("create over a damaged entry: stored %v, %v", stored, err)
+	}
+}

@@ -19,7 +19,9 @@ type Store struct {
 	KV jetstream.KeyValue
 }
 
-// Get returns an experiment and its revision, or shared.ErrNotFound.
+// Get returns an experiment and its revision, or shared.ErrNotFound. An
+// entry that does not decode gives ErrUndecodable with its revision, so that
+// it can still be deleted or replaced by compare-and-swap.
 func (s *Store) Get(ctx context.Context, namespace, name string) (*experiment.Experiment, uint64, error) {
 	entry, err := s.KV.Get(ctx, Key(namespace, name))
 	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
@@ -30,7 +32,7 @@ func (s *Store) Get(ctx context.Context, namespace, name string) (*experiment.Ex
 	}
 	e, err := decodeEntry(entry)
 	if err != nil {
-		return nil, 0, err
+		return nil, entry.Revision(), err
 	}
 	return e, entry.Revision(), nil
 }
