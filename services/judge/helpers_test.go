@@ -91,7 +91,12 @@ func (e *env) runJudge(cfg Config) (*Service, func()) {
 // waitFor polls cond until it holds, failing the test after a deadline.
 func (e *env) waitFor(what string, cond func() (bool, string)) {
 	e.t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	e.waitForWithin(what, 5*time.Second, cond)
+}
+
+func (e *env) waitForWithin(what string, within time.Duration, cond func() (bool, string)) {
+	e.t.Helper()
+	deadline := time.Now().Add(within)
 	last := ""
 	for time.Now().Before(deadline) {
 		ok, state := cond()
@@ -117,8 +122,13 @@ func (e *env) get(ns, name string) *experiment.Experiment {
 // waitStatus waits until the stored experiment satisfies cond.
 func (e *env) waitStatus(name, what string, cond func(*experiment.Experiment) bool) *experiment.Experiment {
 	e.t.Helper()
+	return e.waitStatusWithin(name, what, 5*time.Second, cond)
+}
+
+func (e *env) waitStatusWithin(name, what string, within time.Duration, cond func(*experiment.Experiment) bool) *experiment.Experiment {
+	e.t.Helper()
 	var x *experiment.Experiment
-	e.waitFor(what, func() (bool, string) {
+	e.waitForWithin(what, within, func() (bool, string) {
 		x = e.get("default", name)
 		if x == nil {
 			return false, "no experiment"

@@ -30,8 +30,8 @@ const (
 	DefaultInitTimeout      = 2 * time.Minute
 	DefaultMetricsTimeout   = 2 * time.Minute
 	DefaultWatchdogInterval = 5 * time.Second
-	// DefaultMaxDeliveries: about 8 minutes of retries with the backoff.
-	DefaultMaxDeliveries = 20
+	// DefaultMaxDeliveries: about a minute of retries with the backoff.
+	DefaultMaxDeliveries = 8
 	// ConsumerName is the judge's durable consumer on the events stream,
 	// shared by every judge instance.
 	ConsumerName = "darklaunch-judge"
@@ -65,7 +65,8 @@ type Config struct {
 	// failing (a corrupt state entry, say). The judge handles one event at a
 	// time, so such an event would otherwise hold back every experiment; it
 	// is dropped with an error log, and the watchdog fails its experiment
-	// if nothing else moves it. Default DefaultMaxDeliveries.
+	// if nothing else moves it (while it is retried, the watchdog fails no
+	// experiment that has events waiting). Default DefaultMaxDeliveries.
 	MaxDeliveries int
 	// MaxRequestBytes bounds a create request; larger ones get 413 before
 	// any decoding. Default experiment.MaxDocumentBytes.
@@ -88,8 +89,9 @@ type Service struct {
 	prom *promMetrics
 
 	// Set by Run, before any handler runs.
-	js    jetstream.JetStream
-	store *bus.Store
+	js     jetstream.JetStream
+	events jetstream.Stream
+	store  *bus.Store
 }
 
 // New checks cfg, applies its defaults and returns a judge ready to Run.
@@ -155,7 +157,7 @@ func (s *Service) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("judge: %w", err)
 	}
-	s.js, s.store = infra.JS, infra.Store
+	s.js, s.events, s.store = infra.JS, infra.Events, infra.Store
 
 	// Handlers get a context that outlives ctx by the time micro needs to
 	// drain: a request that arrived before the shutdown still gets its reply.

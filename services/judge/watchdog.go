@@ -8,6 +8,7 @@ import (
 
 	"github.com/darklaunch/darklaunch/shared/bus"
 	"github.com/darklaunch/darklaunch/shared/experiment"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // watchdog fails the experiments nobody moves on: an absent router leaves
@@ -39,14 +40,65 @@ func (s *Service) failStuck(ctx context.Context) {
 		return
 	}
 	s.prom.countStages(list)
+	var ackFloor *uint64 // read once per pass, when needed
 	for _, e := range list {
 		if reason, _ := s.stuck(e, s.now()); reason == "" {
+			continue
+		}
+		if ackFloor == nil {
+			floor, err := s.eventsAckFloor(ctx)
+			if err != nil {
+				if ctx.Err() == nil {
+					s.log.Warn("watchdog: read the events consumer; no experiment failed this pass", "err", err)
+				}
+				return
+			}
+			ackFloor = &floor
+		}
+		if waiting, err := s.eventsWaiting(ctx, e, *ackFloor); err != nil || waiting {
+			// The router or collector did its part; the judge is behind
+			// (a backlog after a restart, or an event being retried).
+			if err != nil && ctx.Err() == nil {
+				s.expLog(e.Metadata.Namespace, e.Metadata.Name).Warn("watchdog: look for unhandled events", "err", err)
+			}
 			continue
 		}
 		if err := s.failOne(ctx, e); err != nil && ctx.Err() == nil {
 			s.expLog(e.Metadata.Namespace, e.Metadata.Name).Warn("watchdog: fail stuck experiment", "err", err)
 		}
 	}
+}
+
+// eventsAckFloor is the stream sequence up to which the judge's consumer
+// has handled every event.
+func (s *Service) eventsAckFloor(ctx context.Context) (uint64, error) {
+	cons, err := s.events.Consumer(ctx, ConsumerName)
+	if err != nil {
+		return 0, err
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return info.AckFloor.Stream, nil
+}
+
+// eventsWaiting reports whether the event that would move e on (its routing
+// event while Initializing, a metrics event while Running) is stored but not
+// handled yet: then e is not stuck, the judge is behind.
+func (s *Service) eventsWaiting(ctx context.Context, e *experiment.Experiment, ackFloor uint64) (bool, error) {
+	typ := bus.EventMetrics
+	if e.Status.Stage == experiment.StageInitializing {
+		typ = bus.EventRouting
+	}
+	last, err := s.events.GetLastMsgForSubject(ctx, bus.EventSubject(e.Metadata.Namespace, e.Metadata.Name, typ))
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return false, nil
+	case err != nil:
+		return false, err
+	}
+	return last.Sequence > ackFloor, nil
 }
 
 // failOne fails e if, on its latest state, it is still the same run and

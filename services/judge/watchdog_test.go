@@ -8,6 +8,7 @@ import (
 
 	"github.com/darklaunch/darklaunch/shared/bus"
 	"github.com/darklaunch/darklaunch/shared/experiment"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // clock is a test clock that only moves when told to.
@@ -106,5 +107,37 @@ func TestWatchdogFailsMissingMetrics(t *testing.T) {
 	e.waitConsumed()
 	if got := e.get("default", "no-collector"); got.Status.CompletedIterations != 1 || len(eventsOf(e.events("no-collector"), bus.EventIteration)) != 1 {
 		t.Errorf("a failed experiment went on: %+v", got.Status)
+	}
+}
+
+// TestWatchdogWaitsForUnhandledEvents: while a poison event holds the judge's
+// one-at-a-time consumer, another experiment's snapshots wait in the stream.
+// The watchdog must not fail that experiment as if no collector ran: the
+// judge is behind, not the collector. Once the poison event is dropped, the
+// experiment completes.
+func TestWatchdogWaitsForUnhandledEvents(t *testing.T) {
+	e := newEnv(t)
+	// The poison event is retried for 0.5 + 1 + 2 + 4 = 7.5 s; the watchdog
+	// would fail an experiment 3 s after an iteration's end without metrics.
+	s, _ := e.runJudge(Config{MaxDeliveries: 5, WatchdogInterval: 100 * time.Millisecond, MetricsTimeout: time.Millisecond})
+	x := e.create(e.doc("behind", 1))
+	e.routing(x, true, "")
+	e.waitStatus("behind", "Running", running)
+
+	if _, err := e.store.KV.Put(context.Background(), bus.Key("default", "poison"), []byte{0xc1}); err != nil {
+		t.Fatal(err)
+	}
+	poison := e.doc("poison", 1)
+	poison.Metadata.Namespace, poison.Metadata.UID = "default", "uid-of-poison"
+	e.routing(poison, true, "")
+	e.snapshot(x, bus.RoleLive, 1, good(1))
+	e.snapshot(x, bus.RoleDark, 1, good(1))
+
+	got := e.waitStatusWithin("behind", "Completed", 15*time.Second, func(x *experiment.Experiment) bool { return x.Status.Terminal() })
+	if got.Status.Failed() || got.Status.CompletedIterations != 1 {
+		t.Errorf("status %s, %d iterations: want completed on its metrics, not failed by the watchdog", got.Status.Message, got.Status.CompletedIterations)
+	}
+	if n := testutil.ToFloat64(s.prom.eventsDropped); n != 1 {
+		t.Errorf("events dropped %v, want the poison event", n)
 	}
 }
