@@ -192,6 +192,8 @@ type runner struct {
 	source  Source
 	workers *bus.Workers
 	prom    *promMetrics
+	// uids is the last run seen per key; reconcile runs on one goroutine.
+	uids map[string]string
 }
 
 // Run keeps one clock per running experiment until ctx ends. It reconciles
@@ -207,7 +209,7 @@ func (s *Service) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("collector: %w", err)
 	}
-	r := &runner{cfg: s.cfg, log: s.log, js: infra.JS, obs: infra.Obs, store: infra.Store, source: src, workers: bus.NewWorkers(ctx), prom: s.prom}
+	r := &runner{cfg: s.cfg, log: s.log, js: infra.JS, obs: infra.Obs, store: infra.Store, source: src, workers: bus.NewWorkers(ctx), prom: s.prom, uids: map[string]string{}}
 	defer r.workers.Wait()
 	// Experiments deleted while no collector ran: their observations would
 	// otherwise stay until the stream's MaxAge.
@@ -228,8 +230,17 @@ func (s *Service) Run(ctx context.Context) error {
 // are purged, since nothing will measure them again.
 func (r *runner) reconcile(ctx context.Context, c bus.Change) {
 	exp := c.Experiment
+	if exp != nil {
+		// A new run replacing a completed one of the same name (create
+		// takes the key over): the old run's observations go.
+		if prev, ok := r.uids[c.Key]; ok && prev != exp.Metadata.UID {
+			r.purge(ctx, bus.ObsFilter(bus.SplitKey(c.Key)))
+		}
+		r.uids[c.Key] = exp.Metadata.UID
+	}
 	switch {
 	case exp == nil:
+		delete(r.uids, c.Key)
 		r.workers.Stop(c.Key)
 		r.purge(ctx, bus.ObsFilter(bus.SplitKey(c.Key)))
 	case exp.Status.Stage == experiment.StageCompleted:

@@ -259,6 +259,43 @@ func TestCollectorStopsAndPurges(t *testing.T) {
 	})
 }
 
+// TestCollectorPurgesReplacedRun: a create that takes over the name of a
+// completed run (a new UID in the same key) purges the old run's
+// observations, as a delete does.
+func TestCollectorPurgesReplacedRun(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	start := time.Now()
+	old := running("rerun", start, 1, 1)
+	old.Status.Stage = experiment.StageCompleted
+	e.publishObs(t, old, observed(old.Metadata.UID, bus.RoleLive, start, []float64{1}, 0))
+	if _, err := e.infra.Store.Create(t.Context(), old); err != nil {
+		t.Fatal(err)
+	}
+	s := e.newService(t, Config{Grace: 10 * time.Millisecond})
+	s.newSource = func(Config, *bus.Infra, *slog.Logger) (Source, error) { return &fakeSource{start: start.UTC()}, nil }
+	e.start(t, s)
+
+	stored := func(x *experiment.Experiment) bool {
+		_, err := e.infra.Obs.GetLastMsgForSubject(t.Context(), bus.ObsSubject("default", "rerun", x.Metadata.UID))
+		return err == nil
+	}
+	// The start-up sweep keeps it: the run still exists.
+	time.Sleep(200 * time.Millisecond)
+	if !stored(old) {
+		t.Fatal("the completed run's observations were purged while it still exists")
+	}
+	next := running("rerun", time.Now(), 1, 100)
+	_, rev, err := e.infra.Store.Get(t.Context(), "default", "rerun")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.infra.Store.Replace(t.Context(), next, rev); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 3*time.Second, "the replaced run's observations to be purged", func() bool { return !stored(old) })
+}
+
 // TestPurgeKeepsCurrentExperiment: purging after a delete takes the
 // observations of the deleted experiment and of any other experiment that no
 // longer exists, never those of a new experiment of the same name that has
