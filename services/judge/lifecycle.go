@@ -112,7 +112,7 @@ func (s *Service) onLoad(ctx context.Context, ev *bus.Event) error {
 		s.expLog(ev.Namespace, ev.Name).Warn("load event without its load section ignored", "uid", ev.UID)
 		return nil
 	}
-	ls := experiment.LoadStatus{Sent: p.Sent, Succeeded: p.Succeeded, Failed: p.Failed, AchievedRate: p.AchievedRate}
+	ls := experiment.LoadStatus{Sent: p.Sent, Succeeded: p.Succeeded, Failed: p.Failed, Canceled: p.Canceled, AchievedRate: p.AchievedRate}
 	if math.IsNaN(ls.AchievedRate) || math.IsInf(ls.AchievedRate, 0) {
 		ls.AchievedRate = 0
 	}

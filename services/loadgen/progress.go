@@ -15,6 +15,7 @@ type tally struct {
 	sent      int64
 	succeeded int64
 	failed    int64
+	canceled  int64
 	latency   *metrics.Sketch
 }
 
@@ -42,6 +43,14 @@ func (t *tally) finished(latency time.Duration, ok bool) {
 	t.mu.Unlock()
 }
 
+// canceledByStop records a request cut short by the traffic's own stop: no
+// outcome and no latency, since the target was not given the time to answer.
+func (t *tally) canceledByStop() {
+	t.mu.Lock()
+	t.canceled++
+	t.mu.Unlock()
+}
+
 // progress is the report with totals since the traffic started; elapsed is
 // the time since then, for the achieved rate.
 func (t *tally) progress(target float64, elapsed time.Duration, done bool) *bus.LoadProgress {
@@ -51,6 +60,7 @@ func (t *tally) progress(target float64, elapsed time.Duration, done bool) *bus.
 		Sent:       t.sent,
 		Succeeded:  t.succeeded,
 		Failed:     t.failed,
+		Canceled:   t.canceled,
 		TargetRate: target,
 		Done:       done,
 	}

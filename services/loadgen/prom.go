@@ -19,7 +19,7 @@ func newPromMetrics(reg prometheus.Registerer) (*promMetrics, error) {
 	m := &promMetrics{
 		requests: metrics.Add(r, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "darklaunch_loadgen_requests_total",
-			Help: "Requests loadgen completed, by result (ok: a 2xx answer; failed: another status, a timeout or a transport error).",
+			Help: "Requests loadgen completed, by result (ok: a 2xx answer; failed: another status, a timeout or a transport error; canceled: in flight when the traffic stopped).",
 		}, []string{"result"})),
 		duration: metrics.Add(r, prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "darklaunch_loadgen_request_duration_seconds",
@@ -43,3 +43,6 @@ func (m *promMetrics) request(seconds float64, ok bool) {
 	m.requests.WithLabelValues(result).Inc()
 	m.duration.Observe(seconds)
 }
+
+// canceled counts a request cut short by the traffic's stop.
+func (m *promMetrics) canceled() { m.requests.WithLabelValues("canceled").Inc() }

@@ -370,3 +370,39 @@ func TestNewDefaultsAndErrors(t *testing.T) {
 		t.Errorf("bad URL: err = %v", err)
 	}
 }
+
+// TestStopDoesNotCountCanceledAsFailed: requests in flight when the
+// experiment completes are cut short by loadgen itself: reported as
+// canceled, not as failures of a target that answered every request it was
+// given time for.
+func TestStopDoesNotCountCanceledAsFailed(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-time.After(400 * time.Millisecond):
+		}
+		w.Write([]byte("ok"))
+	}))
+	defer slow.Close()
+	s := e.start(t, Config{})
+	exp := running("stopped", time.Now(), 30, &experiment.Load{URL: slow.URL, Rate: ptr(20.0), Delay: experiment.Sec(0)})
+	e.create(t, exp)
+	time.Sleep(1500 * time.Millisecond)
+	if _, err := e.infra.Store.Update(t.Context(), "default", "stopped", func(x *experiment.Experiment) error {
+		x.Status.Stage = experiment.StageCompleted
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	events := e.waitDone(t, exp, 3*time.Second)
+	final := events[len(events)-1].ev.Load
+	if final.Failed != 0 || final.Canceled == 0 || final.Sent != final.Succeeded+final.Canceled {
+		t.Errorf("final progress: sent %d, succeeded %d, failed %d, canceled %d; want no failures, and the requests in flight at the stop canceled",
+			final.Sent, final.Succeeded, final.Failed, final.Canceled)
+	}
+	if got := testutil.ToFloat64(s.prom.requests.WithLabelValues("canceled")); got != float64(final.Canceled) {
+		t.Errorf("requests_total{result=canceled} %v, want %d", got, final.Canceled)
+	}
+}

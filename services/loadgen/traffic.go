@@ -54,6 +54,13 @@ func (r *runner) traffic(ctx, service context.Context, exp *experiment.Experimen
 		fired <- pace(ctx, schedule{Start: t0, Rate: p.Rate, End: end}, p.Concurrency, func(ctx context.Context, due time.Time) {
 			counts.dispatched()
 			code, err := req.do(ctx)
+			if err != nil && ctx.Err() != nil {
+				// Cut short by the stop (the experiment ended): not a
+				// failure of the target.
+				counts.canceledByStop()
+				r.prom.canceled()
+				return
+			}
 			lat, ok := time.Since(due), err == nil && code >= 200 && code < 300
 			counts.finished(lat, ok)
 			r.prom.request(lat.Seconds(), ok)

@@ -278,7 +278,9 @@ func (b *Istio) ensure(ctx context.Context, exp *experiment.Experiment, want *ne
 		upd.Annotations = merged(cur.Annotations, want.Annotations)
 		want.Spec.DeepCopyInto(&upd.Spec)
 		got, err := b.vs.Update(ctx, upd)
-		if apierrors.IsConflict(err) {
+		if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
+			// Changed, or deleted (an older run's teardown racing this
+			// setup), since it was read: read again, and create it if gone.
 			last = err
 			continue
 		}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -772,5 +773,45 @@ current-context: x
 	}
 	if _, err := NewBackend(Config{Backend: BackendIstio, Kubeconfig: dir + "/missing"}.withDefaults(), nil, nil); err == nil || !contains(err.Error(), "missing") {
 		t.Errorf("missing kubeconfig: err %v, want one naming the file", err)
+	}
+}
+
+// TestIstioSetupRacingOldTeardown: a delete-and-recreate runs the old run's
+// teardown while the new run sets up the same VirtualServices. If the
+// teardown deletes one between the new run's read and its update, the setup
+// reads again and creates it, instead of failing the new run. (Found in
+// review.)
+func TestIstioSetupRacingOldTeardown(t *testing.T) {
+	f := newIstioFixture(t, Config{}, knativeSvc(t, seedTraffic, nil))
+	ctx := context.Background()
+	old := seedExperiment(t)
+	if _, err := f.b.Setup(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	newer := seedExperiment(t) // the same name, a new UID
+	var once sync.Once
+	f.ic.PrependReactor("update", "virtualservices", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		once.Do(func() {
+			u := a.(k8stesting.UpdateAction)
+			if err := f.ic.Tracker().Delete(u.GetResource(), u.GetNamespace(), u.GetObject().(metav1.Object).GetName()); err != nil {
+				t.Errorf("delete: %v", err)
+			}
+		})
+		return false, nil, nil
+	})
+	if _, err := f.b.Setup(ctx, newer); err != nil {
+		t.Fatalf("setup of the new run: %v", err)
+	}
+	l, err := f.ic.NetworkingV1().VirtualServices("default").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(l.Items) != 2 {
+		t.Errorf("%d VirtualServices after the setup, want both", len(l.Items))
+	}
+	for _, vs := range l.Items {
+		if got := vs.Annotations[AnnotationExperimentUID]; got != newer.Metadata.UID {
+			t.Errorf("%s: owned by run %q, want the new run %q", vs.Name, got, newer.Metadata.UID)
+		}
 	}
 }

@@ -58,13 +58,6 @@ func (p *Proxy) mirror(rt *route, r *http.Request) {
 		rt.drop(dropMethod)
 		return
 	}
-	// An upgrade turns the connection into a stream that only live may
-	// hold; a copy would reach dark as a plain request, which is not what
-	// the client sent. Envoy does not shadow upgrades either.
-	if isUpgrade(r) {
-		rt.drop(dropUpgrade)
-		return
-	}
 	// Non-blocking: a full semaphore means the dark version is slow or
 	// hanging, and live must not wait for it.
 	select {
@@ -87,7 +80,11 @@ func (p *Proxy) mirror(rt *route, r *http.Request) {
 	go p.sendCopy(rt, out, cancel)
 }
 
-// isUpgrade reports whether r asks to switch protocols (RFC 9110 §7.8).
+// isUpgrade reports whether r asks to switch protocols (RFC 9110 §7.8). An
+// upgrade turns the connection into a stream that only live may hold; a copy
+// would reach dark as a plain request, which is not what the client sent.
+// Envoy does not shadow upgrades either: they go to serveUpgrade, and the
+// ones in the mirrored share count as dropped ("upgrade").
 func isUpgrade(r *http.Request) bool {
 	if r.Header.Get("Upgrade") == "" {
 		return false
@@ -187,6 +184,9 @@ func (p *Proxy) sendCopy(rt *route, out *http.Request, cancel context.CancelFunc
 		}
 		resp.Body.Close()
 		class = codeClass(resp.StatusCode)
+		if err != nil {
+			class = classError // the body broke off: no whole response, as for live
+		}
 	}
 	ms := msSince(start)
 	if rt.ctx.Err() != nil {

@@ -9,9 +9,14 @@ import (
 	"github.com/darklaunch/darklaunch/shared/metrics"
 )
 
-// Code classes of darklaunch_proxy_requests_total: the status class, or
-// "error" when no response came (transport error, timeout).
-const classError = 0
+// Code classes of darklaunch_proxy_requests_total: the status class;
+// "error" when no whole response came (transport error, timeout, a body cut
+// off); "canceled" when the client went away first (Envoy's 499), which says
+// nothing about the version.
+const (
+	classError    = 0
+	classCanceled = 6
+)
 
 func codeClass(status int) int {
 	if status >= 100 && status < 600 {
@@ -20,7 +25,7 @@ func codeClass(status int) int {
 	return classError
 }
 
-var classNames = [6]string{"error", "1xx", "2xx", "3xx", "4xx", "5xx"}
+var classNames = [7]string{"error", "1xx", "2xx", "3xx", "4xx", "5xx", "canceled"}
 
 // Role indexes for per-route counters and recorders.
 const (

@@ -1,6 +1,7 @@
 package router
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -378,8 +379,26 @@ func (p *Proxy) newRoute(exp *experiment.Experiment, spec routeSpec) *route {
 		Transport:  p.live,
 		BufferPool: &p.buffers,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			if r.Context().Err() != nil {
+				// The client went away: nobody reads an answer, and live is
+				// not to blame.
+				if sw, ok := w.(*statusWriter); ok {
+					sw.canceled = true
+				}
+				return
+			}
 			rt.log.Debug("live version failed", "live", live.String(), "err", err)
 			http.Error(w, fmt.Sprintf("darklaunch proxy: live version %s did not answer: %v", live, err), http.StatusBadGateway)
+		},
+		ModifyResponse: func(res *http.Response) error {
+			// An upgrade's 101 is written on the hijacked connection, past
+			// the statusWriter: note it here.
+			if res.StatusCode == http.StatusSwitchingProtocols {
+				if st, ok := res.Request.Context().Value(upgradeStatusKey{}).(*int); ok {
+					*st = res.StatusCode
+				}
+			}
+			return nil
 		},
 	}
 	return rt
@@ -402,9 +421,8 @@ func (rt *route) waitIdle(ctx context.Context) {
 // when this request falls in the mirrored share.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	t := p.table.Load()
 	host := hostOnly(r.Host)
-	rt := t.byHost[host]
+	rt, t := p.acquire(host)
 	if rt == nil {
 		known := t.hosts
 		if known == "" {
@@ -413,7 +431,11 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, fmt.Sprintf("darklaunch proxy: no experiment mirrors host %q (known hosts: %s)", host, known), http.StatusNotFound)
 		return
 	}
-	rt.active.Add(1)
+	if isUpgrade(r) {
+		rt.active.Add(-1) // a session may last hours: it must not hold a teardown
+		p.serveUpgrade(rt, w, r)
+		return
+	}
 	defer rt.active.Add(-1)
 
 	if rt.selected() {
@@ -421,13 +443,83 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	sw := &statusWriter{ResponseWriter: w}
+	defer func() {
+		// ReverseProxy panics with http.ErrAbortHandler when the response
+		// breaks after its headers were sent: record how it ended first.
+		if v := recover(); v != nil {
+			if r.Context().Err() != nil {
+				rt.prom.request(roleLive, classCanceled) // the client hung up
+			} else {
+				rt.rec[roleLive].Observe(msSince(start), true)
+				rt.prom.request(roleLive, classError)
+			}
+			panic(v)
+		}
+	}()
 	rt.liveProxy.ServeHTTP(sw, r)
+	if sw.canceled {
+		rt.prom.request(roleLive, classCanceled)
+		return
+	}
 	status := sw.status
 	if status == 0 {
 		status = http.StatusOK // nothing written: net/http sends 200
 	}
 	rt.rec[roleLive].Observe(msSince(start), status < 200 || status > 299)
 	rt.prom.request(roleLive, codeClass(status))
+}
+
+// acquire returns the route of host with its active count taken, or nil and
+// the table it looked in. The route is looked up again after the count is
+// taken: a teardown that removed it in between may already have waited for
+// zero and published its last batches, and a request counted on it then
+// would be lost.
+func (p *Proxy) acquire(host string) (*route, *routeTable) {
+	for {
+		t := p.table.Load()
+		rt := t.byHost[host]
+		if rt == nil {
+			return nil, t
+		}
+		rt.active.Add(1)
+		if testHookAcquired != nil {
+			testHookAcquired(rt)
+		}
+		if p.table.Load().byHost[host] == rt {
+			return rt, t
+		}
+		rt.active.Add(-1)
+	}
+}
+
+// testHookAcquired, set by tests only, runs between taking a route's count
+// and checking the route is still routed.
+var testHookAcquired func(*route)
+
+// upgradeStatusKey carries, in an upgrade request's context, where
+// ModifyResponse notes the 101.
+type upgradeStatusKey struct{}
+
+// serveUpgrade passes a protocol upgrade (WebSocket) to live. It is not
+// mirrored (see mirror) and not observed: a session that lasts minutes is no
+// request latency to compare. Its status class is counted.
+func (p *Proxy) serveUpgrade(rt *route, w http.ResponseWriter, r *http.Request) {
+	var upgraded int
+	r = r.WithContext(context.WithValue(r.Context(), upgradeStatusKey{}, &upgraded))
+	if rt.selected() {
+		rt.drop(dropUpgrade)
+	}
+	sw := &statusWriter{ResponseWriter: w}
+	defer func() {
+		status := cmp.Or(upgraded, sw.status, http.StatusOK)
+		switch {
+		case sw.canceled:
+			rt.prom.request(roleLive, classCanceled)
+		default:
+			rt.prom.request(roleLive, codeClass(status))
+		}
+	}()
+	rt.liveProxy.ServeHTTP(sw, r)
 }
 
 func msSince(t time.Time) float64 {
@@ -439,7 +531,8 @@ func msSince(t time.Time) float64 {
 // for upgrades) reach the real writer.
 type statusWriter struct {
 	http.ResponseWriter
-	status int
+	status   int
+	canceled bool // the client went away before live answered
 }
 
 func (w *statusWriter) WriteHeader(code int) {

@@ -140,11 +140,15 @@ func (s *Service) Run(ctx context.Context) error {
 			s.log.Warn("proxy shutdown cut short", "err", err)
 			srv.Close()
 		}
+		scancel()
 		<-served
-		if err := s.proxy.Close(sctx); err != nil {
+		// The last flush gets a deadline of its own: a request that kept
+		// Shutdown waiting must not cost the observations of all the others.
+		cctx, ccancel := context.WithTimeout(context.Background(), shutdownTimeout)
+		if err := s.proxy.Close(cctx); err != nil {
 			s.log.Error("last observations not published", "err", err)
 		}
-		scancel()
+		ccancel()
 	}
 	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
 		return err

@@ -62,9 +62,12 @@ type Routing struct {
 // traffic started. Latencies are measured from each request's intended send
 // time (no coordinated omission), in milliseconds.
 type LoadProgress struct {
-	Sent         int64   `json:"sent"`
-	Succeeded    int64   `json:"succeeded"`
-	Failed       int64   `json:"failed"`
+	Sent      int64 `json:"sent"`
+	Succeeded int64 `json:"succeeded"`
+	Failed    int64 `json:"failed"`
+	// Canceled were in flight when the traffic stopped: cut short by
+	// loadgen itself, neither succeeded nor failed.
+	Canceled     int64   `json:"canceled,omitempty"`
 	AchievedRate float64 `json:"achievedRate"`
 	TargetRate   float64 `json:"targetRate"`
 	P50Ms        float64 `json:"p50Ms"`

@@ -275,6 +275,7 @@ type LoadStatus struct {
 	Sent         int64   `json:"sent"`
 	Succeeded    int64   `json:"succeeded"`
 	Failed       int64   `json:"failed"`
+	Canceled     int64   `json:"canceled,omitempty"`
 	AchievedRate float64 `json:"achievedRate"`
 }
 
