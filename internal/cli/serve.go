@@ -19,11 +19,20 @@ import (
 	"github.com/darklaunch/darklaunch/services/judge"
 	"github.com/darklaunch/darklaunch/services/loadgen"
 	"github.com/darklaunch/darklaunch/services/router"
+	"github.com/darklaunch/darklaunch/shared/bus"
 )
 
 // serveOptions are the flags every service has.
 type serveOptions struct {
-	healthAddr string
+	healthAddr     string
+	connectWait    time.Duration
+	streamReplicas int
+}
+
+// streams are the stream and bucket limits every service passes to
+// bus.EnsureInfra: they must agree, or each start-up would change them back.
+func (so *serveOptions) streams() bus.StreamLimits {
+	return bus.StreamLimits{Replicas: so.streamReplicas}
 }
 
 func newServeCmd(g *globals) *cobra.Command {
@@ -36,6 +45,8 @@ func newServeCmd(g *globals) *cobra.Command {
 /healthz (alive), /readyz (connected to NATS) and /metrics (Prometheus).`,
 	}
 	cmd.PersistentFlags().StringVar(&so.healthAddr, "health-addr", "", "serve /healthz, /readyz and /metrics here (e.g. :8081); empty: off")
+	cmd.PersistentFlags().DurationVar(&so.connectWait, "connect-wait", time.Minute, "keep trying to reach NATS at start-up this long (a sidecar or NATS itself may start later); 0: try once")
+	cmd.PersistentFlags().IntVar(&so.streamReplicas, "stream-replicas", 1, "replicas of darklaunch's JetStream streams and KV bucket (1, 3 or 5 on a clustered NATS; every service must be given the same)")
 
 	var rc router.Config
 	r := &cobra.Command{
@@ -44,7 +55,7 @@ func newServeCmd(g *globals) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return serve(cmd.Context(), g, &so, "router", func(nc *nats.Conn, log *slog.Logger, reg *prometheus.Registry) (runner, error) {
-				rc.Registry = reg
+				rc.Registry, rc.Streams = reg, so.streams()
 				return router.New(rc, nc, log)
 			})
 		},
@@ -58,7 +69,7 @@ func newServeCmd(g *globals) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return serve(cmd.Context(), g, &so, "loadgen", func(nc *nats.Conn, log *slog.Logger, reg *prometheus.Registry) (runner, error) {
-				lc.Registry = reg
+				lc.Registry, lc.Streams = reg, so.streams()
 				return loadgen.New(lc, nc, log)
 			})
 		},
@@ -78,7 +89,7 @@ func newServeCmd(g *globals) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return serve(cmd.Context(), g, &so, "collector", func(nc *nats.Conn, log *slog.Logger, reg *prometheus.Registry) (runner, error) {
-				cc.Registry = reg
+				cc.Registry, cc.Streams = reg, so.streams()
 				return collector.New(cc, nc, log)
 			})
 		},
@@ -92,7 +103,7 @@ func newServeCmd(g *globals) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return serve(cmd.Context(), g, &so, "judge", func(nc *nats.Conn, log *slog.Logger, reg *prometheus.Registry) (runner, error) {
-				jc.Version, jc.Registry = Version, reg
+				jc.Version, jc.Registry, jc.Streams = Version, reg, so.streams()
 				return judge.New(jc, nc, log)
 			})
 		},
@@ -117,7 +128,10 @@ func serve(ctx context.Context, g *globals, so *serveOptions, name string, build
 		return err
 	}
 	log = log.With("service", name)
-	nc, err := g.connect("darklaunch-"+name, log)
+	if so.streamReplicas < 1 || so.streamReplicas > 5 {
+		return withCode(ExitInvalid, fmt.Errorf("--stream-replicas %d: want 1 to 5 (JetStream's limit)", so.streamReplicas))
+	}
+	nc, err := connectWithin(ctx, g, "darklaunch-"+name, so.connectWait, log)
 	if err != nil {
 		return err
 	}
@@ -141,6 +155,28 @@ func serve(ctx context.Context, g *globals, so *serveOptions, name string, build
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// connectWithin connects to NATS, trying again every second for up to wait:
+// in a pod, NATS or the mesh sidecar may come up after the service, and a
+// service that exits at once only gets restarted with a growing back-off.
+func connectWithin(ctx context.Context, g *globals, name string, wait time.Duration, log *slog.Logger) (*nats.Conn, error) {
+	deadline := time.Now().Add(wait)
+	for {
+		nc, err := g.connect(name, log)
+		if err == nil {
+			return nc, nil
+		}
+		if !time.Now().Add(time.Second).Before(deadline) {
+			return nil, err
+		}
+		log.Warn("NATS not reachable yet; trying again", "err", err, "giveUpIn", time.Until(deadline).Round(time.Second))
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 // serveHealth serves the probes and the metrics: /healthz says the process

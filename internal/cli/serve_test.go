@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/darklaunch/darklaunch/shared/bus"
 	"github.com/darklaunch/darklaunch/shared/natstest"
 )
 
@@ -82,4 +83,66 @@ func freeAddr(t *testing.T) string {
 	}
 	defer ln.Close()
 	return ln.Addr().String()
+}
+
+// TestServeWaitsForNATS: a service started before NATS (a pod whose sidecar
+// or NATS comes up later) keeps trying for --connect-wait, then runs; with no
+// wait it gives up at once with exit 2; a bad --stream-replicas is refused.
+func TestServeWaitsForNATS(t *testing.T) {
+	natsAddr := freeAddr(t)
+	healthAddr := freeAddr(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	done := make(chan int, 1)
+	var errOut bytes.Buffer
+	go func() {
+		done <- Run(ctx, []string{"serve", "judge", "--server", "nats://" + natsAddr, "--connect-wait", "20s", "--health-addr", healthAddr},
+			strings.NewReader(""), io.Discard, &errOut)
+	}()
+	time.Sleep(1500 * time.Millisecond)
+	select {
+	case code := <-done:
+		t.Fatalf("serve gave up before NATS started: exit %d: %s", code, errOut.String())
+	default:
+	}
+	e, err := bus.StartEmbedded(bus.EmbeddedConfig{Addr: natsAddr, StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Shutdown()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		resp, err := http.Get("http://" + healthAddr + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the judge never became ready after NATS started")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	cancel()
+	if code := <-done; code != 0 {
+		t.Errorf("exit %d after the stop", code)
+	}
+
+	for name, tc := range map[string]struct {
+		args []string
+		want string
+	}{
+		"no wait":         {[]string{"--server", "nats://" + freeAddr(t), "--connect-wait", "0"}, "no servers available"},
+		"stream replicas": {[]string{"--server", "nats://" + natsAddr, "--stream-replicas", "7"}, "--stream-replicas 7: want 1 to 5"},
+	} {
+		start := time.Now()
+		code, _, stderr := run(t, "", append([]string{"serve", "judge"}, tc.args...)...)
+		if code != ExitInvalid || !strings.Contains(stderr, tc.want) {
+			t.Errorf("%s: exit %d, stderr %q; want %d and %q", name, code, stderr, ExitInvalid, tc.want)
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Errorf("%s: took %v, want at once", name, d)
+		}
+	}
 }
