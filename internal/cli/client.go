@@ -312,9 +312,13 @@ func verdictExit(e *experiment.Experiment) error {
 // follow reads the experiment's events from the stream (from its creation
 // on) and calls onUpdate with the experiment's state each time it changes,
 // until it is Completed; it returns the final state. The API is polled too,
-// every few seconds, so a missed event cannot stall it.
+// every few seconds, so a missed event cannot stall it. With onEvent, the
+// events are followed to the last one: the judge stores the final state
+// before it publishes the verdict, completed or failed event, so follow
+// waits for that event (at most finalEventWait) before it returns, and
+// replays the events of an experiment that has already finished.
 func follow(ctx context.Context, nc *nats.Conn, c *bus.Client, e *experiment.Experiment, onUpdate func(*experiment.Experiment), onEvent func(*bus.Event)) (*experiment.Experiment, error) {
-	if e.Status.Terminal() {
+	if e.Status.Terminal() && onEvent == nil {
 		return e, nil
 	}
 	js, err := jetstream.New(nc)
@@ -366,28 +370,55 @@ func follow(ctx context.Context, nc *nats.Conn, c *bus.Client, e *experiment.Exp
 	}
 	tick := time.NewTicker(3 * time.Second)
 	defer tick.Stop()
+	var final *experiment.Experiment // set once the stored state is terminal
+	var drain <-chan time.Time       // then, the wait for the last event
+	ended := false                   // the completed or failed event was seen
+	finish := func(cur *experiment.Experiment) {
+		final = cur
+		drain = time.After(finalEventWait)
+	}
+	if e.Status.Terminal() {
+		finish(e)
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
+		case <-drain:
+			return final, nil
 		case ev := <-evs:
 			if onEvent != nil {
 				onEvent(ev)
 			}
-			if ev.Type == bus.EventDeleted {
+			switch ev.Type {
+			case bus.EventDeleted:
 				return nil, fmt.Errorf("experiment %s was deleted", ref)
-			}
-			if ev.Type == bus.EventLoad || ev.Type == bus.EventMetrics {
+			case bus.EventCompleted, bus.EventFailed:
+				ended = true
+				if final != nil {
+					return final, nil
+				}
+			case bus.EventLoad, bus.EventMetrics:
 				continue
 			}
 		case <-tick.C:
+		}
+		if final != nil {
+			continue
 		}
 		cur, err := refresh()
 		if err != nil {
 			return nil, err
 		}
 		if cur.Status.Terminal() {
-			return cur, nil
+			if onEvent == nil || ended {
+				return cur, nil
+			}
+			finish(cur)
 		}
 	}
 }
+
+// finalEventWait bounds how long follow waits for the last event once the
+// stored state is final (the judge publishes it right after storing).
+const finalEventWait = 5 * time.Second
