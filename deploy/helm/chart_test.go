@@ -111,7 +111,13 @@ var docSep = regexp.MustCompile(`(?m)^---\s*$`)
 // helm's error output.
 func template(t *testing.T, args ...string) ([]object, error) {
 	t.Helper()
-	cmd := exec.Command(helm(t), append([]string{"template", release, chartDir, "--namespace", releaseNS}, args...)...)
+	return templateChart(t, chartDir, args...)
+}
+
+// templateChart is template for the chart in dir.
+func templateChart(t *testing.T, dir string, args ...string) ([]object, error) {
+	t.Helper()
+	cmd := exec.Command(helm(t), append([]string{"template", release, dir, "--namespace", releaseNS}, args...)...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
@@ -258,6 +264,7 @@ func TestDefaults(t *testing.T) {
 		wantFlag(t, d, "server", natsURL)
 		wantFlag(t, d, "health-addr", ":8081")
 		wantFlag(t, d, "log-format", "json")
+		wantFlag(t, d, "stream-replicas", "1")
 		noFlag(t, d, "creds")
 		if get(c, "env") != nil {
 			t.Errorf("%s: env %v without a token", svc, get(c, "env"))
@@ -348,6 +355,12 @@ func TestDefaults(t *testing.T) {
 	if got := str(loadgen, "spec", "template", "metadata", "labels", "sidecar.istio.io/inject"); got != "true" {
 		t.Errorf("loadgen: sidecar.istio.io/inject label %q, want \"true\"", got)
 	}
+	checkHoldUntilProxyStarts(t, loadgen)
+	for _, svc := range []string{"router", "collector", "judge"} {
+		if got := get(one(t, objs, "Deployment", prefix+svc), "spec", "template", "metadata", "annotations", "proxy.istio.io/config"); got != nil {
+			t.Errorf("%s: proxy.istio.io/config %v; only loadgen runs in the mesh", svc, got)
+		}
+	}
 
 	collector := one(t, objs, "Deployment", prefix+"collector")
 	wantFlag(t, collector, "source", "prometheus")
@@ -364,8 +377,9 @@ func TestDefaults(t *testing.T) {
 }
 
 // checkRBAC asserts the router's RBAC is exactly one Role and RoleBinding per namespace in
-// namespaces, with exactly the rules it needs, bound to the router's ServiceAccount only; and
-// that nothing is cluster-wide.
+// namespaces, with exactly the rules it needs (the calls of services/router/istio_api.go and
+// knative.go: no watch, no patch, only get on Knative Services), bound to the router's
+// ServiceAccount only; and that nothing is cluster-wide.
 func checkRBAC(t *testing.T, objs []object, namespaces []string) {
 	t.Helper()
 	for _, kind := range []string{"ClusterRole", "ClusterRoleBinding"} {
@@ -375,9 +389,9 @@ func checkRBAC(t *testing.T, objs []object, namespaces []string) {
 	}
 	wantRules := []any{
 		map[string]any{"apiGroups": []any{"networking.istio.io"}, "resources": []any{"virtualservices"},
-			"verbs": []any{"get", "list", "watch", "create", "update", "patch", "delete"}},
+			"verbs": []any{"get", "list", "create", "update", "delete"}},
 		map[string]any{"apiGroups": []any{"serving.knative.dev"}, "resources": []any{"services"},
-			"verbs": []any{"get", "list", "watch"}},
+			"verbs": []any{"get"}},
 	}
 	var roleNS, bindingNS []string
 	for _, r := range find(objs, "Role") {
@@ -443,13 +457,17 @@ func TestNATSInlineSecrets(t *testing.T) {
 	if len(secrets) != 1 {
 		t.Fatalf("%d Secrets, want 1 holding the creds and the token", len(secrets))
 	}
+	// Not <fullname>-nats: the name an operator would give a Secret of their own.
+	if got := secrets[0].name(); got != prefix+"nats-auth" {
+		t.Errorf("Secret %q, want %q", got, prefix+"nats-auth")
+	}
 	data, _ := get(secrets[0], "data").(map[string]any)
 	if data["nats.creds"] == nil || data["token"] == nil || len(data) != 2 {
 		t.Errorf("Secret data keys %v, want nats.creds and token", data)
 	}
 	for _, svc := range services {
 		d := one(t, objs, "Deployment", prefix+svc)
-		checkNATSSecrets(t, d, secrets[0].name(), secrets[0].name())
+		checkNATSSecrets(t, d, prefix+"nats-auth", prefix+"nats-auth")
 		wantFlag(t, d, "server", "tls://nats.default:4222")
 	}
 }
@@ -561,6 +579,14 @@ func TestInvalidValues(t *testing.T) {
 		"two creds sources":  {[]string{"--set", "nats.url=" + natsURL, "--set", "nats.credentials.existingSecret=a", "--set", "nats.credentials.content=b"}, "not both"},
 		"two token sources":  {[]string{"--set", "nats.url=" + natsURL, "--set", "nats.token.existingSecret=a", "--set", "nats.token.value=b"}, "not both"},
 		"two metric sources": {[]string{"--set", "nats.url=" + natsURL, "--set", "metrics.existingConfigMap=a", "--set", "metrics.custom=b"}, "not both"},
+		"rate not a number":  {[]string{"--set", "nats.url=" + natsURL, "--set", "loadgen.rate=abc"}, "rate"},
+		"negative rate":      {[]string{"--set", "nats.url=" + natsURL, "--set", "loadgen.rate=-5"}, "rate"},
+		"zero rate":          {[]string{"--set", "nats.url=" + natsURL, "--set", "loadgen.rate=0"}, "rate"},
+		"negative rate text": {[]string{"--set", "nats.url=" + natsURL, "--set-string", "loadgen.rate=-0.5"}, "rate"},
+		"numeric image tag":  {[]string{"--set", "nats.url=" + natsURL, "--set-json", "image.tag=1.10"}, "tag"},
+		"no stream replicas": {[]string{"--set", "nats.url=" + natsURL, "--set", "nats.streamReplicas=0"}, "streamReplicas"},
+		"6 stream replicas":  {[]string{"--set", "nats.url=" + natsURL, "--set", "nats.streamReplicas=6"}, "streamReplicas"},
+		"replicas not int":   {[]string{"--set", "nats.url=" + natsURL, "--set", "nats.streamReplicas=three"}, "streamReplicas"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := template(t, tc.args...)
@@ -569,6 +595,168 @@ func TestInvalidValues(t *testing.T) {
 			}
 			if !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("error %q does not contain %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// checkHoldUntilProxyStarts: loadgen starts only once its Istio sidecar is ready, or its first
+// requests fail or leave without the mirroring.
+func checkHoldUntilProxyStarts(t *testing.T, loadgen object) {
+	t.Helper()
+	raw := str(loadgen, "spec", "template", "metadata", "annotations", "proxy.istio.io/config")
+	var cfg map[string]any
+	if err := json.Unmarshal([]byte(raw), &cfg); err != nil || cfg["holdApplicationUntilProxyStarts"] != true {
+		t.Errorf("loadgen: proxy.istio.io/config annotation %q (%v), want holdApplicationUntilProxyStarts: true", raw, err)
+	}
+}
+
+// An annotation of the operator's is added to loadgen's defaults, which stay.
+func TestLoadgenPodAnnotations(t *testing.T) {
+	objs := mustTemplate(t, "--set", "nats.url="+natsURL, "--set", "loadgen.podAnnotations.example\\.com/team=a")
+	loadgen := one(t, objs, "Deployment", prefix+"loadgen")
+	checkHoldUntilProxyStarts(t, loadgen)
+	ann := get(loadgen, "spec", "template", "metadata", "annotations")
+	for k, v := range map[string]string{"sidecar.istio.io/inject": "true", "example.com/team": "a", "prometheus.io/scrape": "true"} {
+		if got := str(ann, k); got != v {
+			t.Errorf("loadgen: annotation %s = %q, want %q", k, got, v)
+		}
+	}
+}
+
+// loadgen.rate: a non-negative number, or a string holding one (--set-string), passed as is.
+// Bad ones are refused by the schema (TestInvalidValues).
+func TestLoadgenRate(t *testing.T) {
+	for _, tc := range []struct {
+		set  []string
+		want string
+	}{
+		{[]string{"--set", "loadgen.rate=2"}, "2"},
+		{[]string{"--set", "loadgen.rate=0.5"}, "0.5"},
+		{[]string{"--set-string", "loadgen.rate=2.5"}, "2.5"},
+		{[]string{"--set-json", "loadgen.rate=1.25"}, "1.25"},
+	} {
+		objs := mustTemplate(t, append([]string{"--set", "nats.url=" + natsURL}, tc.set...)...)
+		wantFlag(t, one(t, objs, "Deployment", prefix+"loadgen"), "rate", tc.want)
+	}
+	objs := mustTemplate(t, "--set", "nats.url="+natsURL, "--set-string", "loadgen.rate=")
+	noFlag(t, one(t, objs, "Deployment", prefix+"loadgen"), "rate")
+}
+
+// image.tag is a string, rendered as given ("1.10" stays 1.10; a number is refused: TestInvalidValues).
+func TestImageTag(t *testing.T) {
+	objs := mustTemplate(t, "--set", "nats.url="+natsURL, "--set-string", "image.tag=1.10")
+	for _, svc := range services {
+		if got := str(container(t, one(t, objs, "Deployment", prefix+svc)), "image"); got != "ghcr.io/darklaunch/darklaunch:1.10" {
+			t.Errorf("%s: image %q, want tag 1.10", svc, got)
+		}
+	}
+}
+
+// nats.streamReplicas reaches all four services alike: they share the streams and KV bucket.
+func TestStreamReplicas(t *testing.T) {
+	objs := mustTemplate(t, "--set", "nats.url="+natsURL, "--set", "nats.streamReplicas=3")
+	for _, svc := range services {
+		wantFlag(t, one(t, objs, "Deployment", prefix+svc), "stream-replicas", "3")
+	}
+}
+
+// notes renders templates/NOTES.txt with args. `helm template` does not render it, and
+// `helm install --dry-run=client` still needs a reachable cluster, so a copy of the chart gets
+// a template that holds NOTES.txt's text as a define and prints it into a document.
+func notes(t *testing.T, args ...string) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), chartDir)
+	if err := os.CopyFS(dir, os.DirFS(chartDir)); err != nil {
+		t.Fatal(err)
+	}
+	src, err := os.ReadFile(filepath.Join(chartDir, "templates", "NOTES.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrapper := `{{- define "chart-test.notes" }}` + string(src) + `{{- end }}
+kind: RenderedNotes
+text: {{ include "chart-test.notes" . | toJson }}
+`
+	if err := os.WriteFile(filepath.Join(dir, "templates", "zz-rendered-notes.yaml"), []byte(wrapper), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	objs, err := templateChart(t, dir, append(args, "--show-only", "templates/zz-rendered-notes.yaml")...)
+	if err != nil {
+		t.Fatalf("rendering NOTES.txt with %v: %v", args, err)
+	}
+	if len(objs) != 1 {
+		t.Fatalf("rendering NOTES.txt: %d documents", len(objs))
+	}
+	return str(objs[0], "text")
+}
+
+func TestNotes(t *testing.T) {
+	urls := filepath.Join(t.TempDir(), "urls.yaml")
+	if err := os.WriteFile(urls, []byte("nats:\n  url: nats://s3cret-token@nats.messaging.svc.cluster.local:4333, nats://u:hunter3@nats-1.messaging:4222\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	const anyService = "kubectl port-forward svc/<the NATS Service> 4222:4222 -n <its namespace> &"
+	for name, tc := range map[string]struct {
+		args          []string
+		want, notWant []string
+	}{
+		"service name": {
+			args: []string{"--set", "nats.url=" + natsURL},
+			want: []string{"talking over NATS at nats://nats.default:4222:", "kubectl port-forward svc/nats 4222:4222 -n default &",
+				"The collector reads the shipped knative metrics from http://prometheus.istio-system:9090."},
+		},
+		// The password is not printed, and an IP address names no Service.
+		"IP with password": {
+			args:    []string{"--set", "nats.url=nats://admin:hunter2@10.96.0.15:4222"},
+			want:    []string{"talking over NATS at nats://***@10.96.0.15:4222:", anyService},
+			notWant: []string{"hunter2", "admin", "svc/10"},
+		},
+		"bare name, no scheme": {
+			args: []string{"--set", "nats.url=nats:4222"},
+			want: []string{"kubectl port-forward svc/nats 4222:4222 -n " + releaseNS + " &"},
+		},
+		"several URLs with userinfo": {
+			args:    []string{"--values", urls},
+			want:    []string{"at nats://***@nats.messaging.svc.cluster.local:4333,nats://***@nats-1.messaging:4222:", "kubectl port-forward svc/nats 4222:4333 -n messaging &"},
+			notWant: []string{"s3cret", "hunter3"},
+		},
+		"outside name": {
+			args:    []string{"--set", "nats.url=tls://nats.example.com:4222"},
+			want:    []string{anyService},
+			notWant: []string{"svc/nats "},
+		},
+		"IPv6": {
+			args: []string{"--set", "nats.url=nats://[fd00::15]:4222"},
+			want: []string{anyService},
+		},
+		"prometheus userinfo": {
+			args:    []string{"--set", "nats.url=" + natsURL, "--set", "prometheus.url=https://reader:pw@prometheus.example.com"},
+			want:    []string{"from https://***@prometheus.example.com."},
+			notWant: []string{"reader", "pw@"},
+		},
+		// With the bus source the collector reads no Prometheus.
+		"bus source": {
+			args:    []string{"--set", "nats.url=" + natsURL, "--set", "collector.source=bus"},
+			want:    []string{"collector.source=bus"},
+			notWant: []string{"prometheus.istio-system", "metrics from"},
+		},
+		"custom metrics": {
+			args: []string{"--values", "testdata/custom-metrics.yaml"},
+			want: []string{"The collector reads your metric definitions (" + prefix + "metrics) from http://prometheus.istio-system:9090."},
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			out := notes(t, tc.args...)
+			for _, w := range tc.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("NOTES lack %q:\n%s", w, out)
+				}
+			}
+			for _, w := range tc.notWant {
+				if strings.Contains(out, w) {
+					t.Errorf("NOTES contain %q:\n%s", w, out)
+				}
 			}
 		})
 	}

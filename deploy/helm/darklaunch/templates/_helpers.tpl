@@ -53,9 +53,12 @@ app.kubernetes.io/component: {{ .component }}
 {{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion | toString) }}
 {{- end }}
 
-{{/* The Secret the chart creates for inline NATS credentials or token. */}}
+{{/*
+The Secret the chart creates for inline NATS credentials or token. "-auth" keeps it apart from
+a Secret you may have named <fullname>-nats yourself (nats.*.existingSecret).
+*/}}
 {{- define "darklaunch.natsSecretName" -}}
-{{- printf "%s-nats" (include "darklaunch.fullname" .) }}
+{{- printf "%s-nats-auth" (include "darklaunch.fullname" .) }}
 {{- end }}
 
 {{- define "darklaunch.natsCredsSecret" -}}
@@ -89,8 +92,8 @@ app.kubernetes.io/component: {{ .component }}
 {{/*
 The Deployment of one service. Call with
   (dict "root" $ "component" "router" "svc" .Values.router "args" (list ...) "automountToken" false)
-"args" are the service's own flags; the common ones (NATS, health, logs) and svc.extraArgs
-are added here.
+"args" are the service's own flags; the common ones (NATS, stream replicas, health, logs) and
+svc.extraArgs are added here.
 */}}
 {{- define "darklaunch.deployment" -}}
 {{- $root := .root }}
@@ -105,6 +108,7 @@ are added here.
 {{- end }}
 {{- $args := list "serve" .component
       (printf "--server=%s" (required "nats.url is required: the URL of a NATS server with JetStream, e.g. --set nats.url=nats://nats.default:4222 (install NATS with its own chart: see deploy/README.md)" $v.nats.url))
+      (printf "--stream-replicas=%d" (int $v.nats.streamReplicas))
       "--health-addr=:8081"
       "--log-format=json"
       (printf "--log-level=%s" $v.logLevel) }}
