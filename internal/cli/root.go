@@ -102,7 +102,12 @@ Start here:  darklaunch run examples/mirroring/experiment.yaml`,
 	if errors.As(err, &ee) {
 		code = ee.code
 	}
-	if !errors.Is(err, errSilent) {
+	switch {
+	case errors.Is(err, errSilent):
+	case ctx.Err() != nil && errors.Is(err, context.Canceled):
+		// Ctrl-C or SIGTERM: what was running has been stopped.
+		fmt.Fprintln(stderr, "darklaunch: interrupted")
+	default:
 		fmt.Fprintf(stderr, "darklaunch: %s\n", err)
 	}
 	return code

@@ -167,6 +167,12 @@ func newDevCmd(g *globals) *cobra.Command {
 			}
 			cfg := stack.Config{NATSAddr: o.natsAddr, ProxyAddr: o.proxyAddr, LiveURL: o.live, DarkURL: o.dark, StoreDir: o.storeDir, Log: log}
 			if g.server != "" {
+				// An existing NATS instead of the embedded one; the
+				// environment variable is easy to have set and forget.
+				if cmd.Flags().Changed("nats-addr") || cmd.Flags().Changed("store-dir") {
+					return withCode(ExitInvalid, fmt.Errorf("--server %s (or DARKLAUNCH_SERVER) uses an existing NATS, --nats-addr and --store-dir configure the embedded one: give one or the other", g.server))
+				}
+				fmt.Fprintf(g.stderr, "Using the NATS server at %s (--server or DARKLAUNCH_SERVER), not an embedded one.\n", g.server)
 				cfg.NATS = g.connConfig("darklaunch-dev")
 			}
 			st, err := stack.Start(cmd.Context(), cfg)
@@ -186,6 +192,7 @@ Try, in another terminal:
   nats sub 'darklaunch.events.>' --translate 'darklaunch decode'
   nats req darklaunch.experiments.create "$(cat examples/mirroring/experiment-local.yaml)"
   darklaunch watch mirroring-local
+The proxy routes a host only while an experiment mirrors it; until then it answers 404.
 `, st.URL, st.ProxyURL, st.LiveURL, st.DarkURL)
 			<-cmd.Context().Done()
 			fmt.Fprintln(g.stderr, "stopping")

@@ -12,6 +12,7 @@ import (
 
 	"github.com/darklaunch/darklaunch/shared/bus"
 	"github.com/darklaunch/darklaunch/shared/natstest"
+	"github.com/nats-io/nats-server/v2/server"
 )
 
 // TestServeExportsMetrics: every service, run as `darklaunch serve`, answers
@@ -144,5 +145,59 @@ func TestServeWaitsForNATS(t *testing.T) {
 		if d := time.Since(start); d > 5*time.Second {
 			t.Errorf("%s: took %v, want at once", name, d)
 		}
+	}
+}
+
+// TestDevWithoutJetStreamSaysWhy: against a NATS server without JetStream,
+// `dev --server` fails at once with the judge's own reason, not "the judge
+// did not start answering" after a 15-second wait.
+func TestDevWithoutJetStreamSaysWhy(t *testing.T) {
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoSigs: true, NoLog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(5 * time.Second) {
+		t.Fatal("nats-server did not start")
+	}
+	defer ns.Shutdown()
+	start := time.Now()
+	code, _, stderr := run(t, "", "dev", "--server", ns.ClientURL(), "--proxy-addr", freeAddr(t))
+	if code != ExitInvalid || !strings.Contains(stderr, "JetStream") {
+		t.Errorf("exit %d, stderr %q; want %d and a reason naming JetStream", code, stderr, ExitInvalid)
+	}
+	if d := time.Since(start); d > 12*time.Second {
+		t.Errorf("took %v", d)
+	}
+}
+
+// TestRunInterrupted: Ctrl-C during a run ends it with "interrupted", not a
+// context error, at any stage.
+func TestRunInterrupted(t *testing.T) {
+	file := writeFile(t, readExample(t, "experiment-local.yaml"))
+	for _, after := range []time.Duration{50 * time.Millisecond, 3 * time.Second} {
+		ctx, cancel := context.WithCancel(t.Context()) // as signal.NotifyContext does
+		time.AfterFunc(after, cancel)
+		var stderr bytes.Buffer
+		start := time.Now()
+		code := Run(ctx, []string{"run", file}, strings.NewReader(""), io.Discard, &stderr)
+		cancel()
+		if code != ExitInvalid || !strings.HasSuffix(strings.TrimSpace(stderr.String()), "darklaunch: interrupted") {
+			t.Errorf("interrupted after %v: exit %d, stderr %q; want %d and \"darklaunch: interrupted\"", after, code, stderr.String(), ExitInvalid)
+		}
+		if d := time.Since(start); d > after+5*time.Second {
+			t.Errorf("interrupted after %v: stopped %v later", after, d-after)
+		}
+	}
+}
+
+// TestDevServerAndEmbeddedFlagsConflict: --server (or DARKLAUNCH_SERVER)
+// with --nats-addr is refused, naming both, instead of silently ignoring
+// --nats-addr.
+func TestDevServerAndEmbeddedFlagsConflict(t *testing.T) {
+	t.Setenv("DARKLAUNCH_SERVER", "nats://127.0.0.1:1")
+	code, _, stderr := run(t, "", "dev", "--nats-addr", freeAddr(t))
+	if code != ExitInvalid || !strings.Contains(stderr, "DARKLAUNCH_SERVER") || !strings.Contains(stderr, "--nats-addr") {
+		t.Errorf("exit %d, stderr %q; want %d naming DARKLAUNCH_SERVER and --nats-addr", code, stderr, ExitInvalid)
 	}
 }

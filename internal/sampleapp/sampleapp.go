@@ -49,7 +49,7 @@ func (c *Config) Validate() error {
 	if c.Jitter > c.Latency {
 		errs = append(errs, fmt.Errorf("jitter %s must not exceed latency %s", c.Jitter, c.Latency))
 	}
-	if c.ErrorRate < 0 || c.ErrorRate > 1 {
+	if !(c.ErrorRate >= 0 && c.ErrorRate <= 1) { // NaN too
 		errs = append(errs, fmt.Errorf("error-rate %v must be between 0 and 1", c.ErrorRate))
 	}
 	if c.ErrorCode != 0 && (c.ErrorCode < 400 || c.ErrorCode > 599) {
@@ -123,7 +123,9 @@ func (a *App) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		case <-r.Context().Done():
 		case <-a.stopHang:
 		}
-		return
+		// Never an answer, not even when stopping: abort the connection
+		// rather than let net/http send an empty 200.
+		panic(http.ErrAbortHandler)
 	}
 	n := a.n.Add(1)
 	if d := a.delay(); d > 0 {

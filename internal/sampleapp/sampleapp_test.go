@@ -3,6 +3,7 @@ package sampleapp
 import (
 	"context"
 	"io"
+	"math"
 	"net/http"
 	"strings"
 	"testing"
@@ -56,7 +57,7 @@ func TestHangNeverAnswers(t *testing.T) {
 }
 
 func TestConfigErrors(t *testing.T) {
-	for _, c := range []Config{{}, {Name: "x", ErrorRate: 2}, {Name: "x", Latency: time.Millisecond, Jitter: time.Second}, {Name: "x", ErrorCode: 200}} {
+	for _, c := range []Config{{}, {Name: "x", ErrorRate: 2}, {Name: "x", ErrorRate: math.NaN()}, {Name: "x", Latency: time.Millisecond, Jitter: time.Second}, {Name: "x", ErrorCode: 200}} {
 		if _, err := New(c); err == nil {
 			t.Errorf("New(%+v) accepted", c)
 		}

@@ -6,6 +6,7 @@
 package stack
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -90,6 +91,9 @@ type service struct {
 	nc     *nats.Conn
 	cancel context.CancelFunc
 	done   chan error
+	// exited is closed when the service's Run returned, with err set.
+	exited chan struct{}
+	err    error
 }
 
 // Start starts the stack. Close it when done.
@@ -170,16 +174,29 @@ func (s *Stack) waitForAPI(ctx context.Context) error {
 		return err
 	}
 	defer nc.Close()
+	s.mu.Lock()
+	judge := s.running[Judge]
+	s.mu.Unlock()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		_, err := nc.Request("$SRV.PING."+bus.ServiceName, nil, 500*time.Millisecond)
 		if err == nil {
 			return nil
 		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return fmt.Errorf("the judge did not start answering: %w", err)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("interrupted while starting: %w", context.Cause(ctx))
+		case <-judge.exited:
+			if ctx.Err() != nil { // stopped because we are
+				return fmt.Errorf("interrupted while starting: %w", context.Cause(ctx))
+			}
+			// Its own error says why (no JetStream, say), not the PING's.
+			return fmt.Errorf("the judge stopped while starting: %w", cmp.Or(judge.err, errors.New("it returned")))
+		case <-time.After(20 * time.Millisecond):
 		}
-		time.Sleep(20 * time.Millisecond)
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the judge did not start answering within 15s: %w", err)
+		}
 	}
 }
 
@@ -314,12 +331,14 @@ func (s *Stack) start(name string, ln net.Listener) error {
 		return fmt.Errorf("unknown service %q (want router, loadgen, collector or judge)", name)
 	}
 	ctx, cancel := context.WithCancel(s.ctx)
-	svc := &service{nc: nc, cancel: cancel, done: make(chan error, 1)}
+	svc := &service{nc: nc, cancel: cancel, done: make(chan error, 1), exited: make(chan struct{})}
 	go func() {
 		err := run(ctx)
 		if err != nil && ctx.Err() == nil {
 			log.Error("service stopped", "err", err)
 		}
+		svc.err = err
+		close(svc.exited)
 		svc.done <- err
 	}()
 	s.running[name] = svc

@@ -165,7 +165,15 @@ func retry(ctx context.Context, total time.Duration, fn func(context.Context) er
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		err := fn(cctx)
 		cancel()
-		if err == nil || ctx.Err() != nil || time.Now().After(deadline) {
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		if time.Now().After(deadline) {
+			if errors.Is(err, nats.ErrNoResponders) {
+				// Nothing serves the JetStream API: most likely a server
+				// started without it, not one still starting.
+				return fmt.Errorf("%w (no JetStream API answered for %s: darklaunch needs JetStream, start nats-server with -js)", err, total)
+			}
 			return err
 		}
 		if errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) {

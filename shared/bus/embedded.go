@@ -46,6 +46,15 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 	if port == 0 {
 		port = -1
 	}
+	// Check what nats-server would otherwise only report in its log while
+	// the caller waits: a busy port, and a store directory that cannot be.
+	if port != -1 {
+		ln, err := net.Listen("tcp", net.JoinHostPort(host, portStr))
+		if err != nil {
+			return nil, fmt.Errorf("nats address %s: %w", addr, err)
+		}
+		ln.Close()
+	}
 	e := &Embedded{}
 	dir := cfg.StoreDir
 	if dir == "" {
@@ -53,6 +62,8 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 			return nil, err
 		}
 		e.tempDir = dir
+	} else if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("JetStream store directory: %w", err)
 	}
 	opts := &server.Options{
 		ServerName: "darklaunch-embedded",
