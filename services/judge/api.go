@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go/micro"
 	"github.com/nats-io/nuid"
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/darklaunch/darklaunch/shared"
 	"github.com/darklaunch/darklaunch/shared/bus"
@@ -168,6 +169,12 @@ func (s *Service) handleList(ctx context.Context, req micro.Request) {
 			lr.Namespace = strings.Trim(string(data), `"'`)
 		} else if err := bus.Unmarshal(reqCT, data, &lr); err != nil {
 			s.replyError(req, ct, fmt.Errorf(`%w: list request: want empty or {"namespace": ...}: %v`, shared.ErrInvalid, err))
+			return
+		}
+	}
+	if lr.Namespace != "" {
+		if msgs := validation.IsDNS1123Label(lr.Namespace); len(msgs) > 0 {
+			s.replyError(req, ct, fmt.Errorf("%w: list request: namespace %q: %s", shared.ErrInvalid, lr.Namespace, strings.Join(msgs, "; ")))
 			return
 		}
 	}

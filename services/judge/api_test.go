@@ -535,3 +535,15 @@ func TestDamagedEntryDeletedOrReplaced(t *testing.T) {
 		t.Errorf("create over a damaged entry: stored %v, %v", stored, err)
 	}
 }
+
+// TestListBadNamespace: a namespace that cannot exist is a 400 that names
+// it, not an empty list.
+func TestListBadNamespace(t *testing.T) {
+	e := newEnv(t)
+	e.startJudge(Config{})
+	_, err := e.api.List(context.Background(), "Bad NS")
+	var apiErr *bus.APIError
+	if !errors.As(err, &apiErr) || apiErr.Code != http.StatusBadRequest || !strings.Contains(apiErr.Description, `namespace "Bad NS"`) {
+		t.Errorf("list -n 'Bad NS': %v, want a 400 naming the namespace", err)
+	}
+}
