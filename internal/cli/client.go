@@ -390,13 +390,19 @@ func follow(ctx context.Context, nc *nats.Conn, c *bus.Client, e *experiment.Exp
 			if onEvent != nil {
 				onEvent(ev)
 			}
+			if final != nil && ended {
+				// After the last judge event, loadgen's final report may
+				// still come: wait until the stream is quiet a moment.
+				drain = time.After(quietAfterEnd)
+				continue
+			}
 			switch ev.Type {
 			case bus.EventDeleted:
 				return nil, fmt.Errorf("experiment %s was deleted", ref)
 			case bus.EventCompleted, bus.EventFailed:
 				ended = true
 				if final != nil {
-					return final, nil
+					drain = time.After(quietAfterEnd)
 				}
 			case bus.EventLoad, bus.EventMetrics:
 				continue
@@ -411,14 +417,22 @@ func follow(ctx context.Context, nc *nats.Conn, c *bus.Client, e *experiment.Exp
 			return nil, err
 		}
 		if cur.Status.Terminal() {
-			if onEvent == nil || ended {
+			if onEvent == nil {
 				return cur, nil
 			}
 			finish(cur)
+			if ended {
+				drain = time.After(quietAfterEnd)
+			}
 		}
 	}
 }
 
-// finalEventWait bounds how long follow waits for the last event once the
-// stored state is final (the judge publishes it right after storing).
-const finalEventWait = 5 * time.Second
+// finalEventWait bounds how long follow waits for the completed or failed
+// event once the stored state is final (the judge publishes it right after
+// storing); quietAfterEnd is how long the stream must then stay quiet
+// (loadgen's final report can come after the judge's last event).
+const (
+	finalEventWait = 5 * time.Second
+	quietAfterEnd  = 750 * time.Millisecond
+)

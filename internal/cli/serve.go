@@ -173,7 +173,7 @@ func connectWithin(ctx context.Context, g *globals, name string, wait time.Durat
 		log.Warn("NATS not reachable yet; trying again", "err", err, "giveUpIn", time.Until(deadline).Round(time.Second))
 		select {
 		case <-ctx.Done():
-			return nil, err
+			return nil, fmt.Errorf("%w while waiting for NATS (last: %v)", context.Cause(ctx), err)
 		case <-time.After(time.Second):
 		}
 	}

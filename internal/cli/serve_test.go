@@ -201,3 +201,15 @@ func TestDevServerAndEmbeddedFlagsConflict(t *testing.T) {
 		t.Errorf("exit %d, stderr %q; want %d naming DARKLAUNCH_SERVER and --nats-addr", code, stderr, ExitInvalid)
 	}
 }
+
+// TestServeInterruptedWhileWaitingForNATS: a pod stopped before NATS came
+// up exits as interrupted, not as a failure to connect.
+func TestServeInterruptedWhileWaitingForNATS(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	time.AfterFunc(1200*time.Millisecond, cancel)
+	var stderr bytes.Buffer
+	code := Run(ctx, []string{"serve", "loadgen", "--server", "nats://" + freeAddr(t), "--connect-wait", "30s"}, strings.NewReader(""), io.Discard, &stderr)
+	if code != ExitInvalid || !strings.HasSuffix(strings.TrimSpace(stderr.String()), "darklaunch: interrupted") {
+		t.Errorf("exit %d, stderr %q; want %d ending in \"darklaunch: interrupted\"", code, stderr.String(), ExitInvalid)
+	}
+}

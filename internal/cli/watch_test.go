@@ -56,6 +56,18 @@ func TestWatchEventsToTheEnd(t *testing.T) {
 				t.Errorf("%s: no %s event printed; printed %v", pass, typ, n)
 			}
 		}
+		// Loadgen's final report (done) may land after the judge's last
+		// event; it is printed too.
+		var sawDone bool
+		for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+			var ev bus.Event
+			if json.Unmarshal([]byte(line), &ev) == nil && ev.Type == bus.EventLoad && ev.Load != nil && ev.Load.Done {
+				sawDone = true
+			}
+		}
+		if !sawDone {
+			t.Errorf("%s: loadgen's final load report not printed; printed %v", pass, n)
+		}
 		if pass == "finished" && time.Since(start) > 4*time.Second {
 			t.Errorf("watching a finished experiment took %v: it should end on its completed event", time.Since(start))
 		}

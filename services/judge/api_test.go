@@ -460,7 +460,7 @@ func TestListOverMaxPayload(t *testing.T) {
 		!strings.Contains(apiErr.Description, "max_payload") || !strings.Contains(apiErr.Description, "one namespace at a time") {
 		t.Fatalf("list of ~8.6 MB: err %v, want a 500 naming max_payload and how to narrow the list", err)
 	}
-	if d := time.Since(start); d > 4*time.Second {
+	if d := time.Since(start); d > 8*time.Second { // the client gives up at 10 s
 		t.Errorf("the error took %v: it came from the client's timeout, not from the judge", d)
 	}
 	if items, err := e.api.List(context.Background(), "quiet"); err != nil || len(items) != 1 {

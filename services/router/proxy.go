@@ -432,6 +432,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if isUpgrade(r) {
+		if rt.selected() {
+			rt.drop(dropUpgrade) // counted while the route is held, so the last batch has it
+		}
 		rt.active.Add(-1) // a session may last hours: it must not hold a teardown
 		p.serveUpgrade(rt, w, r)
 		return
@@ -501,23 +504,25 @@ var testHookAcquired func(*route)
 type upgradeStatusKey struct{}
 
 // serveUpgrade passes a protocol upgrade (WebSocket) to live. It is not
-// mirrored (see mirror) and not observed: a session that lasts minutes is no
-// request latency to compare. Its status class is counted.
+// mirrored (see isUpgrade) and not observed: a session that lasts minutes is
+// no request latency to compare. Its status class is counted when it ends.
 func (p *Proxy) serveUpgrade(rt *route, w http.ResponseWriter, r *http.Request) {
 	var upgraded int
 	r = r.WithContext(context.WithValue(r.Context(), upgradeStatusKey{}, &upgraded))
-	if rt.selected() {
-		rt.drop(dropUpgrade)
-	}
 	sw := &statusWriter{ResponseWriter: w}
 	defer func() {
-		status := cmp.Or(upgraded, sw.status, http.StatusOK)
-		switch {
-		case sw.canceled:
-			rt.prom.request(roleLive, classCanceled)
-		default:
-			rt.prom.request(roleLive, codeClass(status))
+		class := codeClass(cmp.Or(upgraded, sw.status, http.StatusOK))
+		if sw.canceled {
+			class = classCanceled
 		}
+		// Counted only while the experiment is still routed: a session that
+		// outlives its teardown must not bring back the series the teardown
+		// removed (p.mu orders this with the removal).
+		p.mu.Lock()
+		if p.table.Load().byKey[rt.key] == rt {
+			rt.prom.request(roleLive, class)
+		}
+		p.mu.Unlock()
 	}()
 	rt.liveProxy.ServeHTTP(sw, r)
 }

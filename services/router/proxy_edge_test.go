@@ -91,8 +91,10 @@ func TestProxyClientCancelNotALiveError(t *testing.T) {
 }
 
 // TestProxyUpgradeSessionNotObserved: a WebSocket session through the proxy
-// is counted by its 101, not observed as one live request as long as the
-// session, and does not hold a teardown.
+// is counted by its 101 when it ends, not observed as one live request as
+// long as the session, and does not hold a teardown; a session that outlives
+// its experiment's teardown does not bring back the series the teardown
+// removed.
 func TestProxyUpgradeSessionNotObserved(t *testing.T) {
 	live := newVersion(t, func(w http.ResponseWriter, r *http.Request) {
 		conn, rw, err := http.NewResponseController(w).Hijack()
@@ -109,17 +111,36 @@ func TestProxyUpgradeSessionNotObserved(t *testing.T) {
 	e := testExperiment("session", "ws.example.com", live.URL, dark.URL, 100, experiment.StageRunning)
 	setup(t, p, e)
 	rt := p.table.Load().byKey[e.Key()]
+	open := func() net.Conn {
+		t.Helper()
+		conn, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprint(conn, "GET /chat HTTP/1.1\r\nHost: ws.example.com\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+		if resp, err := http.ReadResponse(bufio.NewReader(conn), nil); err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+			t.Fatalf("upgrade: %v, %v", resp, err)
+		}
+		return conn
+	}
+	end := func(conn net.Conn) {
+		fmt.Fprint(conn, "bye\n")
+		conn.Close()
+	}
 
-	conn, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
-	if err != nil {
-		t.Fatal(err)
+	// A session that ends while the experiment runs: one 1xx, no observation.
+	end(open())
+	eventually(t, 3*time.Second, "the session to be counted", func() bool { return counter(t, p, e.Key(), "live", "1xx") == 1 })
+	if n, _, _, _ := rt.rec[roleLive].Flush(); n != 0 {
+		t.Errorf("the session was observed as %d live requests, want none", n)
 	}
-	defer conn.Close()
-	fmt.Fprint(conn, "GET /chat HTTP/1.1\r\nHost: ws.example.com\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
-	if resp, err := http.ReadResponse(bufio.NewReader(conn), nil); err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
-		t.Fatalf("upgrade: %v, %v", resp, err)
+	if got := dropped(t, p, e.Key(), DropUpgrade); got != 1 {
+		t.Errorf("dropped{reason=upgrade} %v, want 1 (the session was in the mirrored share)", got)
 	}
-	// While the session is open, a teardown does not wait for it.
+
+	// A session open across the teardown: the teardown does not wait for
+	// it, and its end counts nothing.
+	conn := open()
 	start := time.Now()
 	if err := p.Teardown(context.Background(), e); err != nil {
 		t.Fatal(err)
@@ -127,11 +148,20 @@ func TestProxyUpgradeSessionNotObserved(t *testing.T) {
 	if d := time.Since(start); d > 2*time.Second {
 		t.Errorf("teardown waited %v for an open session", d)
 	}
-	fmt.Fprint(conn, "bye\n")
-	conn.Close()
-	eventually(t, 3*time.Second, "the session to be counted", func() bool { return counter(t, p, e.Key(), "live", "1xx") == 1 })
-	if n, _, _, _ := rt.rec[roleLive].Flush(); n != 0 {
-		t.Errorf("the session was observed as %d live requests, want none", n)
+	end(conn)
+	time.Sleep(200 * time.Millisecond) // the session's handler returns
+	mfs, err := p.cfg.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "experiment" && l.GetValue() == e.Key() {
+					t.Errorf("%s{%v} of the torn-down experiment exported after the session ended", mf.GetName(), m.GetLabel())
+				}
+			}
+		}
 	}
 }
 
