@@ -128,8 +128,15 @@ func (s *Service) handleMsg(ctx context.Context, msg jetstream.Msg) {
 	default:
 		delay := retryDelay
 		if md, merr := msg.Metadata(); merr == nil {
-			if md.NumDelivered >= uint64(s.cfg.MaxDeliveries) {
-				log.Error("event dropped: handling failed at every attempt", "attempts", md.NumDelivered, "err", err)
+			seq := md.Sequence.Stream
+			s.failures[seq]++
+			// NumDelivered also counts the deliveries a stopping judge
+			// handed back unhandled (release): the budget is this judge's
+			// own failures, with twice the budget in deliveries as the
+			// backstop when several judges share the failures.
+			if s.failures[seq] >= s.cfg.MaxDeliveries || md.NumDelivered >= 2*uint64(s.cfg.MaxDeliveries) {
+				log.Error("event dropped: handling failed at every attempt", "failures", s.failures[seq], "deliveries", md.NumDelivered, "err", err)
+				delete(s.failures, seq)
 				s.prom.eventsDropped.Inc()
 				_ = msg.Term()
 				return
@@ -142,6 +149,9 @@ func (s *Service) handleMsg(ctx context.Context, msg jetstream.Msg) {
 		log.Warn("handle event; will retry", "err", err, "retryIn", delay)
 		_ = msg.NakWithDelay(delay)
 		return
+	}
+	if md, merr := msg.Metadata(); merr == nil {
+		delete(s.failures, md.Sequence.Stream)
 	}
 	if err := msg.Ack(); err != nil {
 		log.Warn("ack event", "err", err)

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -418,5 +419,68 @@ func TestPoisonEventDropped(t *testing.T) {
 	s.failStuck(context.Background())
 	if got := testutil.ToFloat64(s.prom.experiments.WithLabelValues(string(experiment.StageRunning))); got != 1 {
 		t.Errorf("watchdog pass with a damaged entry: running %v, want 1", got)
+	}
+}
+
+// fakeMsg is a delivered event whose acknowledgement is recorded.
+type fakeMsg struct {
+	data      []byte
+	delivered uint64
+	nak, term bool
+}
+
+func (m *fakeMsg) Metadata() (*jetstream.MsgMetadata, error) {
+	return &jetstream.MsgMetadata{Sequence: jetstream.SequencePair{Stream: 42}, NumDelivered: m.delivered}, nil
+}
+func (m *fakeMsg) Data() []byte { return m.data }
+func (m *fakeMsg) Headers() nats.Header {
+	return nats.Header{bus.HeaderContentType: {bus.ContentTypeMsgpack}}
+}
+func (m *fakeMsg) Subject() string                 { return "darklaunch.events.default.poison.routing" }
+func (m *fakeMsg) Reply() string                   { return "" }
+func (m *fakeMsg) Ack() error                      { return nil }
+func (m *fakeMsg) DoubleAck(context.Context) error { return nil }
+func (m *fakeMsg) Nak() error                      { m.nak = true; return nil }
+func (m *fakeMsg) NakWithDelay(time.Duration) error {
+	m.nak = true
+	return nil
+}
+func (m *fakeMsg) InProgress() error           { return nil }
+func (m *fakeMsg) Term() error                 { m.term = true; return nil }
+func (m *fakeMsg) TermWithReason(string) error { m.term = true; return nil }
+
+// TestDropBudgetCountsOwnFailures: deliveries that stopping judges handed
+// back unhandled raise NumDelivered without any failure; the drop budget is
+// the judge's own failures (with twice the budget in deliveries as a
+// backstop), so such an event still gets its MaxDeliveries attempts.
+func TestDropBudgetCountsOwnFailures(t *testing.T) {
+	e := newEnv(t)
+	s, err := New(Config{MaxDeliveries: 8}, e.nc, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.js, s.store = e.js, e.store // what Run sets; the consumer is not started
+	if _, err := e.store.KV.Put(context.Background(), bus.Key("default", "poison"), []byte{0xc1}); err != nil {
+		t.Fatal(err)
+	}
+	x := e.doc("poison", 1)
+	x.Metadata.Namespace, x.Metadata.UID = "default", "uid-of-poison"
+	ev := bus.NewEvent(bus.EventRouting, "test", x, time.Now())
+	ev.Routing = &bus.Routing{Ready: true}
+	data, err := bus.Marshal(bus.ContentTypeMsgpack, ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Delivered 9 times already (8 of them handed back by restarts): the
+	// first failure here is not the last attempt.
+	for attempt := 1; attempt <= 8; attempt++ {
+		m := &fakeMsg{data: data, delivered: uint64(8 + attempt)}
+		s.handleMsg(context.Background(), m)
+		if last := attempt == 8; m.term != last || m.nak == last {
+			t.Fatalf("attempt %d (delivery %d): nak %v, term %v; want a retry until the 8th failure, then the drop", attempt, m.delivered, m.nak, m.term)
+		}
+	}
+	if got := testutil.ToFloat64(s.prom.eventsDropped); got != 1 {
+		t.Errorf("events dropped %v, want 1", got)
 	}
 }

@@ -87,6 +87,9 @@ type Service struct {
 	nc   *nats.Conn
 	log  *slog.Logger
 	prom *promMetrics
+	// failures counts, by stream sequence, the failed attempts at an event
+	// this judge made; only the consumer's goroutine touches it.
+	failures map[uint64]int
 
 	// Set by Run, before any handler runs.
 	js     jetstream.JetStream
@@ -140,10 +143,11 @@ func New(cfg Config, nc *nats.Conn, log *slog.Logger) (*Service, error) {
 		return nil, fmt.Errorf("judge: metrics: %w", err)
 	}
 	return &Service{
-		cfg:  cfg,
-		nc:   nc,
-		log:  log.With("service", "judge", "instance", cfg.Instance),
-		prom: prom,
+		cfg:      cfg,
+		nc:       nc,
+		log:      log.With("service", "judge", "instance", cfg.Instance),
+		prom:     prom,
+		failures: map[uint64]int{},
 	}, nil
 }
 
