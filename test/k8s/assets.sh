@@ -35,9 +35,12 @@ if [ ! -x "$ASSETS/kube-apiserver" ]; then
 		gomod=$(go mod download -json "k8s.io/kubernetes@v$K8S_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
 		# k8s.io/kubernetes replaces its staging modules with local paths;
 		# a module that requires it must replace them with their releases.
-		for m in $(go mod edit -json "$gomod" | sed -n 's/.*"Path": "\(k8s.io\/[^"]*\)".*/\1/p' | sort -u); do
+		# Read once; grep -q on a here-string, not a pipe: under pipefail
+		# its early exit could SIGPIPE the writer and fail the test.
+		modjson=$(go mod edit -json "$gomod")
+		for m in $(sed -n 's/.*"Path": "\(k8s.io\/[^"]*\)".*/\1/p' <<<"$modjson" | sort -u); do
 			case "$m" in k8s.io/kubernetes) continue ;; esac
-			if go mod edit -json "$gomod" | grep -q "\"Path\": \"\./staging/src/$m\""; then
+			if grep -q "\"Path\": \"\./staging/src/$m\"" <<<"$modjson"; then
 				go mod edit -replace "$m=$m@$staging"
 			fi
 		done
@@ -87,5 +90,5 @@ if [ ! -s "$ASSETS/crds/istio.yaml" ] || [ ! -s "$ASSETS/crds/knative-service.ya
 fi
 
 "$ASSETS/kube-apiserver" --version >&2
-"$ASSETS/etcd" --version | head -1 >&2
+"$ASSETS/etcd" --version | sed -n 1p >&2 # not head: under pipefail, head can SIGPIPE etcd (exit 141)
 echo "$ASSETS"
