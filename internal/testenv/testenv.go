@@ -1,0 +1,85 @@
+// Package testenv is darklaunch's one test kit: a real nats-server with
+// JetStream (random loopback port, store in t.TempDir()), the bus as the
+// services see it, running a service for the length of a test, waiting for
+// a condition instead of sleeping, the seed's experiment document and
+// builders of experiments in any stage.
+package testenv
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/darklaunch/darklaunch/shared/bus"
+)
+
+// NATS is a test nats-server, shut down by t.Cleanup.
+type NATS struct {
+	*bus.Embedded
+	StoreDir string
+	t        testing.TB
+}
+
+// StartNATS starts a nats-server with JetStream on a free loopback port.
+func StartNATS(t testing.TB) *NATS {
+	t.Helper()
+	dir := t.TempDir()
+	e, err := bus.StartEmbedded(bus.EmbeddedConfig{Addr: "127.0.0.1:-1", StoreDir: dir})
+	if err != nil {
+		t.Fatalf("start nats-server: %v", err)
+	}
+	s := &NATS{Embedded: e, StoreDir: dir, t: t}
+	t.Cleanup(func() { s.Embedded.Shutdown() })
+	return s
+}
+
+// Restart stops the server and starts it again on the same port and store,
+// as a NATS restart in production would.
+func (s *NATS) Restart() {
+	s.t.Helper()
+	addr := s.Server.Addr().String()
+	s.Embedded.Shutdown()
+	e, err := bus.StartEmbedded(bus.EmbeddedConfig{Addr: addr, StoreDir: s.StoreDir})
+	if err != nil {
+		s.t.Fatalf("restart nats-server: %v", err)
+	}
+	s.Embedded = e
+}
+
+// Conn is a new connection to the server, closed by t.Cleanup: each
+// service under test gets its own, as it would in its own process.
+func (s *NATS) Conn(t testing.TB) *nats.Conn {
+	t.Helper()
+	nc, err := bus.Connect(bus.ConnConfig{URL: s.URL(), Name: t.Name()}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+// Bus is a test's view of the bus: a server, a connection, and the streams
+// and state bucket every service creates at start-up.
+type Bus struct {
+	*bus.Infra
+	NATS *NATS
+	NC   *nats.Conn
+	// API calls the experiments API (a judge must be running).
+	API *bus.Client
+}
+
+// NewBus starts a server and creates darklaunch's streams and bucket on it.
+func NewBus(t testing.TB) *Bus {
+	t.Helper()
+	srv := StartNATS(t)
+	nc := srv.Conn(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	infra, err := bus.EnsureInfra(ctx, nc, bus.StreamLimits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &Bus{Infra: infra, NATS: srv, NC: nc, API: &bus.Client{NC: nc, Timeout: 5 * time.Second}}
+}

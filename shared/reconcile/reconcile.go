@@ -1,0 +1,128 @@
+// Package reconcile is the loop the router, loadgen and collector share:
+// watch the experiments' state in the KV bucket, keep one task per
+// experiment run that needs work, try a failing task again with backoff,
+// and let the service release what a run no longer needs.
+//
+// A service keeps its per-experiment work in memory and rebuilds it from the
+// state after a restart, as a Kubernetes controller does from its informer:
+// the watch delivers every current value first, so Task and Release must be
+// idempotent.
+package reconcile
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/darklaunch/darklaunch/shared/bus"
+	"github.com/darklaunch/darklaunch/shared/experiment"
+	"github.com/darklaunch/darklaunch/shared/retry"
+)
+
+// Task converges one experiment run. An error is tried again with the
+// loop's backoff; nil ends the task, and the run gets no new one until its
+// UID changes or the service restarts. A long-running task (a clock, a
+// traffic) returns when its context ends: the run completed, was deleted or
+// replaced, or the service is stopping.
+type Task func(ctx context.Context) error
+
+// Reconciler is what a service tells the loop about experiments.
+type Reconciler interface {
+	// Task returns the work a stored run needs now, or nil for none (the
+	// run's task, if any, is stopped). It is called on the watch goroutine
+	// for every new state; a task already started for the same run (UID) is
+	// kept, so Task only says what the run needs, not whether it has it.
+	Task(e *experiment.Experiment) Task
+}
+
+// Releaser is implemented by a Reconciler that holds something per run
+// beyond its task: the router's routes, the collector's stored
+// observations.
+type Releaser interface {
+	// Release is called for every change of key once the tasks that must
+	// stop have stopped and before a new one starts: last is the state seen
+	// before (nil for none), cur the new one (nil: the key was deleted). A
+	// deletion is delivered even for a key never seen (last nil).
+	Release(ctx context.Context, key string, last, cur *experiment.Experiment)
+}
+
+// Config configures Run.
+type Config struct {
+	// Store is the state bucket to watch.
+	Store *bus.Store
+	// Log receives the loop's warnings. Default: discarded.
+	Log *slog.Logger
+	// Retry is how a failing task is tried again. Default: retry's zero
+	// Policy (100ms doubling to 30s, until the run ends).
+	Retry retry.Policy
+	// Rewatch is how a broken watch (a NATS restart, say) is started again.
+	// Default every second.
+	Rewatch retry.Policy
+}
+
+// Run reconciles until ctx ends, then waits for every task to return.
+func Run(ctx context.Context, cfg Config, r Reconciler) {
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Rewatch == (retry.Policy{}) {
+		cfg.Rewatch = retry.Policy{First: time.Second, Max: time.Second}
+	}
+	l := &loop{cfg: cfg, r: r, workers: newWorkers(ctx), seen: map[string]*experiment.Experiment{}}
+	defer l.workers.wait()
+	// The new watch delivers every current value again: the reconciler
+	// converges from scratch, which it must be able to (see the package
+	// comment).
+	_ = retry.Do(ctx, cfg.Rewatch, func(ctx context.Context) error {
+		err := cfg.Store.Watch(ctx, func(c bus.Change) { l.change(ctx, c) })
+		if err == nil && ctx.Err() == nil {
+			err = errors.New("kv watch ended")
+		}
+		return err
+	}, func(err error, _ time.Duration) {
+		cfg.Log.Warn("watching experiments failed; watching again", "err", err)
+	})
+}
+
+// loop is the state of one Run; only the watch goroutine touches seen.
+type loop struct {
+	cfg     Config
+	r       Reconciler
+	workers *workers
+	seen    map[string]*experiment.Experiment
+}
+
+func (l *loop) change(ctx context.Context, c bus.Change) {
+	last, cur := l.seen[c.Key], c.Experiment
+	var task Task
+	if cur != nil {
+		task = l.r.Task(cur)
+	}
+	// Stop before Release: a release (a teardown) must not race the task
+	// of the run it releases.
+	if task == nil || (last != nil && last.Metadata.UID != cur.Metadata.UID) {
+		l.workers.stop(c.Key)
+	}
+	if rel, ok := l.r.(Releaser); ok {
+		rel.Release(ctx, c.Key, last, cur)
+	}
+	if cur == nil {
+		delete(l.seen, c.Key)
+		return
+	}
+	l.seen[c.Key] = cur
+	if task != nil {
+		l.workers.ensure(c.Key, cur.Metadata.UID, l.retrying(cur, task))
+	}
+}
+
+// retrying runs task until it succeeds or its run ends, with backoff.
+func (l *loop) retrying(e *experiment.Experiment, task Task) func(context.Context) {
+	log := l.cfg.Log.With("experiment", e.Key(), "uid", e.Metadata.UID)
+	return func(ctx context.Context) {
+		_ = retry.Do(ctx, l.cfg.Retry, func(ctx context.Context) error { return task(ctx) }, func(err error, wait time.Duration) {
+			log.Warn(err.Error()+"; retrying", "retryIn", wait)
+		})
+	}
+}
