@@ -11,6 +11,7 @@ import (
 	"github.com/darklaunch/darklaunch/shared"
 	"github.com/darklaunch/darklaunch/shared/bus"
 	"github.com/darklaunch/darklaunch/shared/experiment"
+	"github.com/darklaunch/darklaunch/shared/retry"
 )
 
 // roles are measured in this order each iteration: the judge records the
@@ -85,27 +86,23 @@ func (r *runner) clock(ctx context.Context, exp *experiment.Experiment) {
 
 // measure asks the window for role's values, retrying a failing source for
 // up to MeasureTimeout: a NATS restart at the wrong moment must not turn an
-// iteration's values unavailable.
+// iteration's values unavailable. A source with no values, or a closed
+// window, is not asked again.
 func (r *runner) measure(ctx context.Context, log *slog.Logger, open func(context.Context) (Window, error), role string, end time.Time) (Measurement, error) {
-	deadline := time.Now().Add(r.cfg.MeasureTimeout)
-	wait := 100 * time.Millisecond
-	for {
+	p := retry.Policy{First: 100 * time.Millisecond, Max: time.Second, Within: r.cfg.MeasureTimeout}
+	return retry.Value(ctx, p, func(ctx context.Context) (Measurement, error) {
 		w, err := open(ctx)
-		if err == nil {
-			var m Measurement
-			if m, err = w.Measure(ctx, role, end); err == nil {
-				return m, nil
-			}
-		}
-		if ctx.Err() != nil || errors.Is(err, ErrNoValues) || errors.Is(err, ErrClosed) || !time.Now().Add(wait).Before(deadline) {
+		if err != nil {
 			return Measurement{}, err
 		}
-		log.Debug("measurement failed; retrying", "role", role, "err", err)
-		if !shared.SleepUntil(ctx, time.Now().Add(wait)) {
-			return Measurement{}, ctx.Err()
+		m, err := w.Measure(ctx, role, end)
+		if errors.Is(err, ErrNoValues) || errors.Is(err, ErrClosed) {
+			return m, retry.Permanent(err)
 		}
-		wait = min(2*wait, time.Second)
-	}
+		return m, err
+	}, func(err error, _ time.Duration) {
+		log.Debug("measurement failed; retrying", "role", role, "err", err)
+	})
 }
 
 // snapshot builds the snapshot of one role at the end of iteration k. When
@@ -162,17 +159,11 @@ func (r *runner) publish(ctx context.Context, log *slog.Logger, exp *experiment.
 	ev.Snapshot = snap
 	ev.Message = fmt.Sprintf("iteration %d/%d: %s version %s measured", snap.Iteration, exp.TotalIterations(), snap.Role, snap.Version)
 	id := bus.MsgID(exp.Metadata.UID, bus.EventMetrics, snap.Role, strconv.Itoa(int(snap.Iteration)))
-	for {
-		err := bus.Publish(ctx, r.js, ev, id)
-		if err == nil {
-			return true
-		}
-		if ctx.Err() != nil {
-			return false
-		}
+	// Every second: a lost snapshot would stall the judge.
+	err := retry.Do(ctx, retry.Policy{First: time.Second, Max: time.Second}, func(ctx context.Context) error {
+		return bus.Publish(ctx, r.js, ev, id)
+	}, func(err error, _ time.Duration) {
 		log.Warn("publish snapshot; retrying", "iteration", snap.Iteration, "role", snap.Role, "err", err)
-		if !shared.SleepUntil(ctx, time.Now().Add(time.Second)) {
-			return false
-		}
-	}
+	})
+	return err == nil
 }

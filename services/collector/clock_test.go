@@ -84,7 +84,7 @@ func testRunner(e *env, src Source, cfg Config) *runner {
 	if err != nil {
 		panic(err) // constant descriptors on a fresh registry
 	}
-	return &runner{cfg: cfg, log: slog.New(slog.DiscardHandler), js: e.infra.JS, obs: e.infra.Obs, store: e.infra.Store, source: src, workers: bus.NewWorkers(context.Background()), prom: prom, uids: map[string]string{}}
+	return &runner{cfg: cfg, log: slog.New(slog.DiscardHandler), js: e.infra.JS, obs: e.infra.Obs, store: e.infra.Store, source: src, prom: prom}
 }
 
 // TestClockCatchesUpThenKeepsTime: a clock started late (a restarted

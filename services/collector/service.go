@@ -22,6 +22,7 @@ import (
 	"github.com/darklaunch/darklaunch/shared"
 	"github.com/darklaunch/darklaunch/shared/bus"
 	"github.com/darklaunch/darklaunch/shared/experiment"
+	"github.com/darklaunch/darklaunch/shared/reconcile"
 )
 
 const serviceName = "collector"
@@ -184,16 +185,13 @@ func (s *Service) Config() Config { return s.cfg }
 
 // runner is the state of one Run.
 type runner struct {
-	cfg     Config
-	log     *slog.Logger
-	js      jetstream.JetStream
-	obs     jetstream.Stream
-	store   *bus.Store
-	source  Source
-	workers *bus.Workers
-	prom    *promMetrics
-	// uids is the last run seen per key; reconcile runs on one goroutine.
-	uids map[string]string
+	cfg    Config
+	log    *slog.Logger
+	js     jetstream.JetStream
+	obs    jetstream.Stream
+	store  *bus.Store
+	source Source
+	prom   *promMetrics
 }
 
 // Run keeps one clock per running experiment until ctx ends. It reconciles
@@ -209,8 +207,7 @@ func (s *Service) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("collector: %w", err)
 	}
-	r := &runner{cfg: s.cfg, log: s.log, js: infra.JS, obs: infra.Obs, store: infra.Store, source: src, workers: bus.NewWorkers(ctx), prom: s.prom, uids: map[string]string{}}
-	defer r.workers.Wait()
+	r := &runner{cfg: s.cfg, log: s.log, js: infra.JS, obs: infra.Obs, store: infra.Store, source: src, prom: s.prom}
 	// Experiments deleted while no collector ran: their observations would
 	// otherwise stay until the stream's MaxAge.
 	var sweep sync.WaitGroup
@@ -221,32 +218,28 @@ func (s *Service) Run(ctx context.Context) error {
 	} else {
 		s.log.Info("collector running", "source", s.cfg.Source, "grace", s.cfg.Grace)
 	}
-	infra.Store.Reconcile(ctx, s.log, func(c bus.Change) { r.reconcile(ctx, c) })
+	reconcile.Run(ctx, reconcile.Config{Store: infra.Store, Log: s.log}, r)
 	return nil
 }
 
-// reconcile starts the clock of a running experiment and stops it when the
-// experiment completes or is deleted; a deleted experiment's observations
-// are purged, since nothing will measure them again.
-func (r *runner) reconcile(ctx context.Context, c bus.Change) {
-	exp := c.Experiment
-	if exp != nil {
-		// A new run replacing a completed one of the same name (create
-		// takes the key over): the old run's observations go.
-		if prev, ok := r.uids[c.Key]; ok && prev != exp.Metadata.UID {
-			r.purge(ctx, bus.ObsFilter(bus.SplitKey(c.Key)))
-		}
-		r.uids[c.Key] = exp.Metadata.UID
+// Task is the clock of a running experiment; a completed or deleted one
+// needs none.
+func (r *runner) Task(exp *experiment.Experiment) reconcile.Task {
+	if exp.Status.Stage != experiment.StageRunning || exp.Status.StartTime == nil {
+		return nil
 	}
-	switch {
-	case exp == nil:
-		delete(r.uids, c.Key)
-		r.workers.Stop(c.Key)
-		r.purge(ctx, bus.ObsFilter(bus.SplitKey(c.Key)))
-	case exp.Status.Stage == experiment.StageCompleted:
-		r.workers.Stop(c.Key)
-	case exp.Status.Stage == experiment.StageRunning && exp.Status.StartTime != nil:
-		r.workers.Ensure(c.Key, exp.Metadata.UID, func(ctx context.Context) { r.clock(ctx, exp) })
+	return func(ctx context.Context) error {
+		r.clock(ctx, exp)
+		return nil
+	}
+}
+
+// Release purges the observations of a run that is gone, deleted or
+// replaced by a new run of the same name (create takes a completed run's
+// key over): nothing will measure them again.
+func (r *runner) Release(ctx context.Context, key string, last, cur *experiment.Experiment) {
+	if cur == nil || (last != nil && last.Metadata.UID != cur.Metadata.UID) {
+		r.purge(ctx, bus.ObsFilter(bus.SplitKey(key)))
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 
 	"github.com/darklaunch/darklaunch/shared/bus"
 	"github.com/darklaunch/darklaunch/shared/experiment"
+	"github.com/darklaunch/darklaunch/shared/reconcile"
 )
 
 const serviceName = "loadgen"
@@ -52,11 +53,13 @@ func (s *Service) Config() Config { return s.cfg }
 
 // runner is the state of one Run.
 type runner struct {
-	cfg     Config
-	log     *slog.Logger
-	js      jetstream.JetStream
-	workers *bus.Workers
-	prom    *promMetrics
+	cfg  Config
+	log  *slog.Logger
+	js   jetstream.JetStream
+	prom *promMetrics
+	// service is Run's context: when it has ended the process is stopping,
+	// not the experiment.
+	service context.Context
 }
 
 // Run sends traffic for every running experiment until ctx ends. It
@@ -67,21 +70,20 @@ func (s *Service) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("loadgen: %w", err)
 	}
-	r := &runner{cfg: s.cfg, log: s.log, js: infra.JS, workers: bus.NewWorkers(ctx), prom: s.prom}
-	defer r.workers.Wait()
+	r := &runner{cfg: s.cfg, log: s.log, js: infra.JS, prom: s.prom, service: ctx}
 	s.log.Info("loadgen running", "url", s.cfg.URL, "host", s.cfg.Host, "rate", s.cfg.Rate, "delay", s.cfg.Delay)
-	infra.Store.Reconcile(ctx, s.log, func(c bus.Change) { r.reconcile(ctx, c) })
+	reconcile.Run(ctx, reconcile.Config{Store: infra.Store, Log: s.log}, r)
 	return nil
 }
 
-// reconcile starts traffic for a running experiment and stops it for a
-// completed or deleted one.
-func (r *runner) reconcile(service context.Context, c bus.Change) {
-	exp := c.Experiment
-	switch {
-	case exp == nil, exp.Status.Stage == experiment.StageCompleted:
-		r.workers.Stop(c.Key)
-	case exp.Status.Stage == experiment.StageRunning && exp.Status.StartTime != nil:
-		r.workers.Ensure(c.Key, exp.Metadata.UID, func(ctx context.Context) { r.traffic(ctx, service, exp) })
+// Task is the traffic of a running experiment; a completed or deleted one
+// gets none.
+func (r *runner) Task(exp *experiment.Experiment) reconcile.Task {
+	if exp.Status.Stage != experiment.StageRunning || exp.Status.StartTime == nil {
+		return nil
+	}
+	return func(ctx context.Context) error {
+		r.traffic(ctx, r.service, exp)
+		return nil
 	}
 }
