@@ -74,13 +74,7 @@ func newServeCmd(g *globals) *cobra.Command {
 			})
 		},
 	}
-	lf := l.Flags()
-	lf.StringVar(&lc.URL, "url", loadgen.DefaultURL, "where requests go when spec.load.url is absent")
-	lf.StringVar(&lc.Host, "host", loadgen.DefaultHost, "Host header when neither spec.load.host nor spec.mirroring.host is set")
-	lf.Float64Var(&lc.Rate, "rate", loadgen.DefaultRate, "requests per second when spec.load.rate is absent")
-	lf.DurationVar(&lc.Delay, "delay", loadgen.DefaultDelay, "wait after the experiment starts when spec.load.delay is absent")
-	lf.IntVar(&lc.Concurrency, "concurrency", loadgen.DefaultConcurrency, "requests in flight at most")
-	lf.DurationVar(&lc.Timeout, "timeout", loadgen.DefaultTimeout, "timeout of one request")
+	lc.AddFlags(l.Flags())
 
 	var cc collector.Config
 	c := &cobra.Command{
@@ -94,7 +88,7 @@ func newServeCmd(g *globals) *cobra.Command {
 			})
 		},
 	}
-	collectorFlags(c.Flags(), &cc)
+	cc.AddFlags(c.Flags())
 
 	var jc judge.Config
 	j := &cobra.Command{

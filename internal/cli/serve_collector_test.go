@@ -18,7 +18,7 @@ import (
 func TestCollectorFlags(t *testing.T) {
 	var c collector.Config
 	fs := pflag.NewFlagSet("collector", pflag.ContinueOnError)
-	collectorFlags(fs, &c)
+	c.AddFlags(fs)
 	if err := fs.Parse(nil); err != nil {
 		t.Fatal(err)
 	}

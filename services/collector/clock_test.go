@@ -79,7 +79,7 @@ func (f *fakeSource) snapshot() (calls []measureCall, opens, closes int) {
 }
 
 func testRunner(e *env, src Source, cfg Config) *runner {
-	cfg.setDefaults()
+	cfg.Default()
 	prom, err := newPromMetrics(prometheus.NewRegistry(), cfg.Source)
 	if err != nil {
 		panic(err) // constant descriptors on a fresh registry

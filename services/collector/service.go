@@ -9,15 +9,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/nats-io/nuid"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/darklaunch/darklaunch/shared"
 	"github.com/darklaunch/darklaunch/shared/bus"
@@ -26,117 +22,6 @@ import (
 )
 
 const serviceName = "collector"
-
-// Config is the collector's configuration; every zero value takes the
-// default written next to it (applied by New).
-type Config struct {
-	// Source of the measurements: "bus" (the router proxy's observations)
-	// or "prometheus" (PromQL against a Prometheus server). Default "bus".
-	Source string
-	// Grace is how long after an iteration's end the collector waits before
-	// measuring it, for the proxy's last flush of that iteration to arrive.
-	// Default 1500ms.
-	Grace time.Duration
-	// CatchUp bounds how long the bus source waits to read the observations
-	// already stored before it measures. Default 2s.
-	CatchUp time.Duration
-	// MeasureTimeout is how long a failing measurement (NATS restarting,
-	// observations not caught up) is retried before the snapshot is
-	// published with its values unavailable. Default 10s.
-	MeasureTimeout time.Duration
-	// Instance names this collector in its logs. Default a new NUID.
-	Instance string
-
-	// The prometheus source's settings (ignored by the bus source).
-
-	// PrometheusURL is the Prometheus server's base URL, http or https.
-	// Default DefaultPrometheusURL.
-	PrometheusURL string
-	// MetricsFile is a YAML file of metric definitions (see
-	// MetricDefinition). Empty: the shipped set of MetricsProvider.
-	MetricsFile string
-	// MetricsProvider names the shipped set used when MetricsFile is empty:
-	// "knative" (Knative Serving's revision metrics) or "istio" (Istio's
-	// standard metrics). Default "knative".
-	MetricsProvider string
-	// Metrics are the metric definitions themselves, for embedders and
-	// tests; when set, MetricsFile and MetricsProvider are not consulted.
-	// New fills them in from the file or the shipped set.
-	Metrics []MetricDefinition
-	// QueryTimeout bounds one PromQL query (the queries of a measurement run
-	// in parallel). A hanging Prometheus is retried only while a measurement
-	// ends within MeasureTimeout, so keep it below MeasureTimeout for
-	// retries. Default DefaultQueryTimeout.
-	QueryTimeout time.Duration
-
-	// Limits of the streams created at start-up (bus.EnsureInfra).
-	Streams bus.StreamLimits
-	// Registry receives the collector's Prometheus metrics. Default a new
-	// private one.
-	Registry *prometheus.Registry
-}
-
-// Defaults.
-const (
-	DefaultGrace          = 1500 * time.Millisecond
-	DefaultMeasureTimeout = 10 * time.Second
-)
-
-func (c *Config) setDefaults() {
-	if c.Source == "" {
-		c.Source = SourceBus
-	}
-	if c.Grace <= 0 {
-		c.Grace = DefaultGrace
-	}
-	if c.CatchUp <= 0 {
-		c.CatchUp = DefaultCatchUp
-	}
-	if c.MeasureTimeout <= 0 {
-		c.MeasureTimeout = DefaultMeasureTimeout
-	}
-	if c.Instance == "" {
-		c.Instance = nuid.Next()
-	}
-	if c.PrometheusURL == "" {
-		c.PrometheusURL = DefaultPrometheusURL
-	}
-	if c.MetricsProvider == "" {
-		c.MetricsProvider = ProviderKnative
-	}
-	if c.QueryTimeout <= 0 {
-		c.QueryTimeout = DefaultQueryTimeout
-	}
-}
-
-// prepare checks the settings of the configured source and loads what it
-// needs, so that a bad URL or metrics file stops the collector at start-up
-// rather than at its first measurement.
-func (c *Config) prepare() error {
-	if c.Source != SourcePrometheus {
-		return nil
-	}
-	if err := checkPrometheusURL(c.PrometheusURL); err != nil {
-		return err
-	}
-	// A misspelt provider is an error even when a file overrides it: it
-	// shows a configuration that does not say what its author meant.
-	if !slices.Contains(MetricsProviders, c.MetricsProvider) {
-		return fmt.Errorf("metrics provider %q: want one of %s", c.MetricsProvider, strings.Join(MetricsProviders, ", "))
-	}
-	var err error
-	switch {
-	case c.Metrics != nil:
-		if err = ValidateMetrics(c.Metrics); err != nil {
-			err = fmt.Errorf("metric definitions: %w", err)
-		}
-	case c.MetricsFile != "":
-		c.Metrics, err = LoadMetricsFile(c.MetricsFile)
-	default:
-		c.Metrics, err = ShippedMetrics(c.MetricsProvider)
-	}
-	return err
-}
 
 // Service is the collector.
 type Service struct {
@@ -149,7 +34,9 @@ type Service struct {
 	newSource func(cfg Config, infra *bus.Infra, log *slog.Logger) (Source, error)
 }
 
-// New checks the configuration and applies its defaults.
+// New checks the configuration, applies its defaults and loads the
+// prometheus source's metric definitions, so that a bad URL or metrics file
+// stops the collector at start-up rather than at its first measurement.
 func New(cfg Config, nc *nats.Conn, log *slog.Logger) (*Service, error) {
 	if nc == nil {
 		return nil, errors.New("collector: no NATS connection")
@@ -157,15 +44,12 @@ func New(cfg Config, nc *nats.Conn, log *slog.Logger) (*Service, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	cfg.setDefaults()
-	if !slices.Contains(SourceNames, cfg.Source) {
-		return nil, fmt.Errorf("collector: %w", unknownSource(cfg.Source))
+	cfg.Default()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("collector: %w", err)
 	}
-	if err := cfg.prepare(); err != nil {
+	if err := cfg.loadMetrics(); err != nil {
 		return nil, fmt.Errorf("collector: %s source: %w", cfg.Source, err)
-	}
-	if cfg.Registry == nil {
-		cfg.Registry = prometheus.NewRegistry()
 	}
 	prom, err := newPromMetrics(cfg.Registry, cfg.Source)
 	if err != nil {

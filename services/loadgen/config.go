@@ -1,13 +1,17 @@
 package loadgen
 
 import (
+	"fmt"
+	"net/url"
 	"time"
 
 	"github.com/nats-io/nuid"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spf13/pflag"
 
 	"github.com/darklaunch/darklaunch/shared/bus"
 	"github.com/darklaunch/darklaunch/shared/experiment"
+	"github.com/darklaunch/darklaunch/shared/service"
 )
 
 // Config is the loadgen's configuration. Every zero value takes the default
@@ -53,7 +57,8 @@ const (
 	DefaultMethod      = "GET"
 )
 
-func (c *Config) setDefaults() {
+// Default fills in the default of every zero field.
+func (c *Config) Default() {
 	if c.Registry == nil {
 		c.Registry = prometheus.NewRegistry()
 	}
@@ -83,6 +88,48 @@ func (c *Config) setDefaults() {
 	}
 	if c.Instance == "" {
 		c.Instance = nuid.Next()
+	}
+}
+
+// Validate reports a setting that cannot work.
+func (c *Config) Validate() error {
+	if u, err := url.Parse(c.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("URL %q: want an http:// or https:// URL", c.URL)
+	}
+	return nil
+}
+
+// AddFlags binds `darklaunch serve loadgen`'s flags to c.
+func (c *Config) AddFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&c.URL, "url", DefaultURL, "where requests go when spec.load.url is absent")
+	fs.StringVar(&c.Host, "host", DefaultHost, "Host header when neither spec.load.host nor spec.mirroring.host is set")
+	fs.Float64Var(&c.Rate, "rate", DefaultRate, "requests per second when spec.load.rate is absent")
+	fs.DurationVar(&c.Delay, "delay", DefaultDelay, "wait after the experiment starts when spec.load.delay is absent")
+	fs.IntVar(&c.Concurrency, "concurrency", DefaultConcurrency, "requests in flight at most")
+	fs.DurationVar(&c.Timeout, "timeout", DefaultTimeout, "timeout of one request")
+}
+
+// Service names loadgen.
+func (c *Config) Service() string { return serviceName }
+
+// Build makes a loadgen with its host's connection, logger, registry and
+// stream limits; in the embedded stack its traffic goes to the local
+// mirroring proxy unless URL says otherwise.
+func (c *Config) Build(d service.Deps) (service.Runner, error) {
+	cfg := *c
+	cfg.Registry, cfg.Streams = d.Registry, d.Streams
+	if cfg.URL == "" && d.Local != nil {
+		cfg.URL = d.Local.ProxyURL
+	}
+	return New(cfg, d.NC, d.Log)
+}
+
+// Spec describes loadgen to its hosts.
+func Spec() service.Spec {
+	return service.Spec{
+		Name:      serviceName,
+		Short:     "Send open-loop traffic to running experiments",
+		NewConfig: func() service.Config { return &Config{} },
 	}
 }
 

@@ -330,7 +330,7 @@ func TestTrafficRateZero(t *testing.T) {
 
 func TestPlanFor(t *testing.T) {
 	cfg := Config{}
-	cfg.setDefaults()
+	cfg.Default()
 	exp := running("p", time.Now(), 1, nil)
 	exp.Spec.Mirroring = nil
 	p := planFor(cfg, exp)

@@ -1,0 +1,95 @@
+// Package service is what a program that hosts darklaunch's services —
+// `darklaunch serve <name>` and the embedded stack — knows of each: its
+// name, its flags, how to build it, and the one convention its
+// configuration follows. The list of the services is services.All; adding a
+// fifth service is writing its package and adding it there.
+package service
+
+import (
+	"context"
+	"log/slog"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spf13/pflag"
+
+	"github.com/darklaunch/darklaunch/shared/bus"
+)
+
+// Runner is a built service: it runs until ctx ends and returns nil on a
+// clean shutdown.
+type Runner interface {
+	Run(ctx context.Context) error
+}
+
+// Config is a service's configuration. Every service's Config follows one
+// convention, which this interface makes the compiler check:
+//   - the zero value of every field means the default written beside it, and
+//     Default fills those in;
+//   - Validate, after Default, reports every setting that cannot work, each
+//     error naming its field or flag;
+//   - AddFlags binds the fields to the flags of `darklaunch serve <name>`
+//     (defaults shown, DARKLAUNCH_<FLAG> read by the CLI), as Kubernetes
+//     components' Options do;
+//   - Build makes the service with what its host gives it. The service's
+//     New applies Default and Validate itself, so a Config written in code
+//     (tests, the stack) needs neither called first.
+type Config interface {
+	Default()
+	Validate() error
+	AddFlags(fs *pflag.FlagSet)
+	Build(d Deps) (Runner, error)
+	// Service names the service the configuration is for (Spec.Name).
+	Service() string
+}
+
+// Deps are what a host gives every service it builds.
+type Deps struct {
+	// NC is the service's own NATS connection.
+	NC *nats.Conn
+	// Log is the host's logger; the service adds its own attributes.
+	Log *slog.Logger
+	// Registry receives the service's Prometheus metrics, served on
+	// /metrics by `darklaunch serve`.
+	Registry *prometheus.Registry
+	// Streams are the stream and bucket limits; every service of one
+	// installation must be given the same.
+	Streams bus.StreamLimits
+	// Version is darklaunch's version, shown by `nats micro ls`.
+	Version string
+	// Local wires the services of one process together (the embedded
+	// stack); nil under `darklaunch serve`.
+	Local *Local
+}
+
+// Local is how the embedded stack wires its services together: where the
+// versions are and where the mirroring proxy listens. A service takes from
+// it what its own configuration leaves empty.
+type Local struct {
+	// LiveURL and DarkURL are the two versions: the sample app, or the
+	// user's own.
+	LiveURL, DarkURL string
+	// ProxyAddr is where a local mirroring proxy is to listen
+	// ("127.0.0.1:0": a free port).
+	ProxyAddr string
+	// ProxyURL is where it does listen, once the router is built; loadgen
+	// sends its traffic there.
+	ProxyURL string
+}
+
+// Endpoint is implemented by a built service that serves traffic of its
+// own: the router with its mirroring proxy. URL is "" when it serves none
+// (the router with the istio backend).
+type Endpoint interface {
+	URL() string
+}
+
+// Spec describes one service to its hosts.
+type Spec struct {
+	// Name is the service's name: `darklaunch serve <name>`.
+	Name string
+	// Short is the one line `darklaunch serve --help` shows.
+	Short string
+	// NewConfig returns a configuration with every field zero.
+	NewConfig func() Config
+}
