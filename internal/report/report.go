@@ -16,10 +16,6 @@ import (
 	"github.com/darklaunch/darklaunch/shared/experiment"
 )
 
-// LiveVersion is the name under which the live version's values are kept in
-// the analysis.
-const LiveVersion = "live"
-
 // Describe writes e in iter8ctl's describe layout: Overview, Progress
 // Summary and, once an iteration completed, Winner, Objective and Metrics
 // Assessment; darklaunch adds the mirroring figures and a one-line verdict.
@@ -69,8 +65,8 @@ func Describe(w io.Writer, e *experiment.Experiment) {
 
 	section(w, "Metrics Assessment", false)
 	versions := []string{baseline}
-	if hasVersion(a, LiveVersion) && baseline != LiveVersion {
-		versions = append(versions, LiveVersion)
+	if hasVersion(a, experiment.LiveVersion) && baseline != experiment.LiveVersion {
+		versions = append(versions, experiment.LiveVersion)
 	}
 	t = newTable(w, append([]string{"Metric"}, versions...), true)
 	for _, m := range experiment.Metrics {

@@ -13,7 +13,7 @@ import (
 
 	"github.com/darklaunch/darklaunch/shared/bus"
 	"github.com/darklaunch/darklaunch/shared/experiment"
-	"github.com/darklaunch/darklaunch/shared/metrics"
+	"github.com/darklaunch/darklaunch/shared/sketch"
 )
 
 // DefaultCatchUp is how long the bus source waits, by default, to consume
@@ -104,12 +104,12 @@ type busWindow struct {
 }
 
 type roleObs struct {
-	folded    *metrics.Aggregate // batches starting before foldedEnd
+	folded    *sketch.Aggregate // batches starting before foldedEnd
 	foldedEnd time.Time
 	pending   []*bus.ObservationBatch
 }
 
-func newRoleObs() *roleObs { return &roleObs{folded: metrics.NewAggregate()} }
+func newRoleObs() *roleObs { return &roleObs{folded: sketch.NewAggregate()} }
 
 func (w *busWindow) handle(m jetstream.Msg) {
 	meta, err := m.Metadata()

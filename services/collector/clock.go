@@ -18,9 +18,6 @@ import (
 // live snapshot, then evaluates the dark one against the objectives.
 var roles = []string{bus.RoleLive, bus.RoleDark}
 
-// liveVersion names the live version in snapshots: the dark one is the
-// experiment's baseline (Iter8's versionInfo), the live one has no name there.
-const liveVersion = "live"
 
 // clock measures exp at startTime + k·interval for every iteration k from
 // completedIterations+1 on, each Grace after the iteration's end, and
@@ -148,7 +145,7 @@ func versionName(exp *experiment.Experiment, role string) string {
 	if role == bus.RoleDark {
 		return exp.BaselineName()
 	}
-	return liveVersion
+	return experiment.LiveVersion
 }
 
 // publish publishes the snapshot with Msg-Id <uid>.metrics.<role>.<k>, so a

@@ -11,8 +11,8 @@ import (
 
 	"github.com/darklaunch/darklaunch/shared/bus"
 	"github.com/darklaunch/darklaunch/shared/experiment"
-	"github.com/darklaunch/darklaunch/shared/metrics"
 	"github.com/darklaunch/darklaunch/shared/natstest"
+	"github.com/darklaunch/darklaunch/shared/sketch"
 )
 
 type env struct {
@@ -89,7 +89,7 @@ func (e *env) newService(t *testing.T, cfg Config) *Service {
 // observed is a batch built with the proxy's recorder from known latencies,
 // the first `failed` of them failures.
 func observed(uid, role string, start time.Time, latMs []float64, failed int) *bus.ObservationBatch {
-	rec := metrics.NewRecorder()
+	rec := sketch.NewRecorder()
 	for i, ms := range latMs {
 		rec.Observe(ms, i < failed)
 	}

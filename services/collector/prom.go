@@ -4,7 +4,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/darklaunch/darklaunch/shared/bus"
-	"github.com/darklaunch/darklaunch/shared/metrics"
+	"github.com/darklaunch/darklaunch/shared/telemetry"
 )
 
 // Results of darklaunch_collector_snapshots_total.
@@ -23,25 +23,25 @@ type promMetrics struct {
 
 func newPromMetrics(reg prometheus.Registerer, source string) (*promMetrics, error) {
 	constLabels := prometheus.Labels{"source": source}
-	r := &metrics.Registrar{Reg: reg}
+	r := &telemetry.Registrar{Reg: reg}
 	m := &promMetrics{
-		snapshots: metrics.Add(r, prometheus.NewCounterVec(prometheus.CounterOpts{
+		snapshots: telemetry.Add(r, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name:        "darklaunch_collector_snapshots_total",
 			Help:        "Snapshots the collector published, by role and result (ok: the source answered; unavailable: it failed, every value unavailable).",
 			ConstLabels: constLabels,
 		}, []string{"role", "result"})),
-		unavailable: metrics.Add(r, prometheus.NewCounterVec(prometheus.CounterOpts{
+		unavailable: telemetry.Add(r, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name:        "darklaunch_collector_unavailable_values_total",
 			Help:        "Metric values published as unavailable (no data, NaN, several series, or a failed source), by metric: an objective on them is false.",
 			ConstLabels: constLabels,
 		}, []string{"metric"})),
-		duration: metrics.Add(r, prometheus.NewHistogram(prometheus.HistogramOpts{
+		duration: telemetry.Add(r, prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:        "darklaunch_collector_measure_duration_seconds",
 			Help:        "Time to measure one role of one iteration, retries included (Prometheus queries, or catching up with the observations).",
 			ConstLabels: constLabels,
 			Buckets:     prometheus.DefBuckets,
 		})),
-		clocks: metrics.Add(r, prometheus.NewGauge(prometheus.GaugeOpts{
+		clocks: telemetry.Add(r, prometheus.NewGauge(prometheus.GaugeOpts{
 			Name:        "darklaunch_collector_clocks",
 			Help:        "Experiments the collector is measuring now.",
 			ConstLabels: constLabels,

@@ -107,12 +107,12 @@ func (s *PrometheusSource) Open(_ context.Context, exp *experiment.Experiment) (
 		versions:  map[string]promVersion{},
 	}
 	dark := promVersion{name: exp.BaselineName()}
-	if rev, ok := exp.BaselineVariable("revision"); ok && rev != "" {
+	if rev, ok := exp.BaselineVariable(experiment.RevisionVariable); ok && rev != "" {
 		dark.revision = rev
 	} else {
 		dark.noRevision = "the baseline has no variable `revision` (spec.versionInfo.baseline.variables)"
 	}
-	live := promVersion{name: liveVersion}
+	live := promVersion{name: experiment.LiveVersion}
 	if r := exp.Status.Routing; r != nil && r.Live != "" {
 		live.revision = r.Live
 	} else {
@@ -151,10 +151,10 @@ func (w *promWindow) vars(v promVersion, end time.Time) queryVars {
 		missing: map[string]string{},
 	}
 	if v.revision != "" {
-		qv.values["revision"] = v.revision
+		qv.values[experiment.RevisionVariable] = v.revision
 		qv.values["workload"] = v.revision + "-deployment"
 	} else {
-		qv.missing["revision"] = v.noRevision
+		qv.missing[experiment.RevisionVariable] = v.noRevision
 		qv.missing["workload"] = v.noRevision
 	}
 	// The values go into PromQL string literals: a quote or a backslash in

@@ -505,7 +505,7 @@ func TestCollectorWithPrometheus(t *testing.T) {
 			t.Errorf("event %d: p95 %v, reason %q", i, snap.Values[experiment.MetricP95Latency], snap.Errors[experiment.MetricP95Latency])
 		}
 	}
-	if snap := events[3].ev.Snapshot; snap.Version != "current" || events[2].ev.Snapshot.Version != liveVersion {
+	if snap := events[3].ev.Snapshot; snap.Version != "current" || events[2].ev.Snapshot.Version != experiment.LiveVersion {
 		t.Errorf("versions %q and %q, want live and the baseline's name", events[2].ev.Snapshot.Version, snap.Version)
 	}
 	// Iteration 2 ends 2 s after the start.

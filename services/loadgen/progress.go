@@ -5,7 +5,7 @@ import (
 	"time"
 
 	"github.com/darklaunch/darklaunch/shared/bus"
-	"github.com/darklaunch/darklaunch/shared/metrics"
+	"github.com/darklaunch/darklaunch/shared/sketch"
 )
 
 // tally counts the requests of one experiment's traffic and their
@@ -16,10 +16,10 @@ type tally struct {
 	succeeded int64
 	failed    int64
 	canceled  int64
-	latency   *metrics.Sketch
+	latency   *sketch.Sketch
 }
 
-func newTally() *tally { return &tally{latency: metrics.NewSketch()} }
+func newTally() *tally { return &tally{latency: sketch.NewSketch()} }
 
 // dispatched counts a request as sent.
 func (t *tally) dispatched() {

@@ -3,7 +3,7 @@ package loadgen
 import (
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/darklaunch/darklaunch/shared/metrics"
+	"github.com/darklaunch/darklaunch/shared/telemetry"
 )
 
 // promMetrics are loadgen's Prometheus metrics, over every experiment it
@@ -15,18 +15,18 @@ type promMetrics struct {
 }
 
 func newPromMetrics(reg prometheus.Registerer) (*promMetrics, error) {
-	r := &metrics.Registrar{Reg: reg}
+	r := &telemetry.Registrar{Reg: reg}
 	m := &promMetrics{
-		requests: metrics.Add(r, prometheus.NewCounterVec(prometheus.CounterOpts{
+		requests: telemetry.Add(r, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "darklaunch_loadgen_requests_total",
 			Help: "Requests loadgen completed, by result (ok: a 2xx answer; failed: another status, a timeout or a transport error; canceled: in flight when the traffic stopped).",
 		}, []string{"result"})),
-		duration: metrics.Add(r, prometheus.NewHistogram(prometheus.HistogramOpts{
+		duration: telemetry.Add(r, prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "darklaunch_loadgen_request_duration_seconds",
 			Help:    "Latency of loadgen's requests, measured from the time each was due (no coordinated omission).",
 			Buckets: prometheus.DefBuckets,
 		})),
-		active: metrics.Add(r, prometheus.NewGauge(prometheus.GaugeOpts{
+		active: telemetry.Add(r, prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "darklaunch_loadgen_active_traffics",
 			Help: "Experiments loadgen is sending traffic for now.",
 		})),

@@ -6,10 +6,11 @@ import (
 	"github.com/darklaunch/darklaunch/shared/experiment"
 )
 
-// Version roles: the dark version is judged, the live one is the reference.
+// Version roles, as snapshots and observation batches name them (see
+// experiment.RoleDark and RoleLive).
 const (
-	RoleDark = "dark"
-	RoleLive = "live"
+	RoleDark = experiment.RoleDark
+	RoleLive = experiment.RoleLive
 )
 
 // Event is one fact about one experiment, published on

@@ -234,7 +234,7 @@ type Analysis struct {
 
 // Version says which role a version name of the analysis plays.
 type Version struct {
-	Role string `json:"role"` // "dark" or "live"
+	Role string `json:"role"` // RoleDark or RoleLive
 }
 
 // WinnerAssessment is Iter8's winner assessment.

@@ -282,8 +282,8 @@ func validateMirroring(p *field.Path, m *Mirroring) field.ErrorList {
 	if m.Host != "" {
 		errs = append(errs, validateHost(p.Child("host"), m.Host)...)
 	}
-	if m.Percent != nil && !(*m.Percent > 0 && *m.Percent <= 100) {
-		errs = append(errs, field.Invalid(p.Child("percent"), *m.Percent, "must be greater than 0 and at most 100"))
+	if m.Percent != nil && !ValidPercent(*m.Percent) {
+		errs = append(errs, field.Invalid(p.Child("percent"), *m.Percent, PercentRange))
 	}
 	errs = append(errs, validateURL(p.Child("liveURL"), m.LiveURL)...)
 	errs = append(errs, validateURL(p.Child("darkURL"), m.DarkURL)...)

@@ -1,9 +1,10 @@
-// Package metrics turns observed requests into Iter8's metric values: a
-// mergeable latency sketch with 1 % relative accuracy (DDSketch), the
-// recorder the proxy writes to on its hot path, and the aggregate the
-// collector builds from observation batches; and Register for the services'
-// Prometheus collectors.
-package metrics
+// Package sketch is the arithmetic of observed requests: a mergeable latency
+// sketch with 1 % relative accuracy (DDSketch), the recorder the proxy
+// writes to on its hot path, and the aggregate the collector builds from
+// observation batches and turns into Iter8's metric values. (The services'
+// own Prometheus metrics are package telemetry's; the collector's PromQL
+// metric definitions are the collector's.)
+package sketch
 
 import (
 	"errors"

@@ -1,4 +1,7 @@
-package metrics
+// Package telemetry is what darklaunch's services export about themselves to
+// Prometheus: registering each service's collectors once, even when the
+// services of one process share a registry.
+package telemetry
 
 import (
 	"errors"
