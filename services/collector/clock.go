@@ -18,7 +18,6 @@ import (
 // live snapshot, then evaluates the dark one against the objectives.
 var roles = []string{bus.RoleLive, bus.RoleDark}
 
-
 // clock measures exp at startTime + k·interval for every iteration k from
 // completedIterations+1 on, each Grace after the iteration's end, and
 // publishes a snapshot per role. Iterations whose time has passed (after a
