@@ -34,12 +34,12 @@ func TestBusSourceMeasure(t *testing.T) {
 	e.publishObs(t, exp, dark)
 	e.publishObs(t, exp, observed("older-experiment", bus.RoleLive, at(100*time.Millisecond), []float64{5000}, 1))
 	e.publishObs(t, exp, observed(uid, "canary", at(100*time.Millisecond), []float64{5000}, 1))
-	if err := e.nc.Publish(bus.ObsSubject("default", "bus", uid), []byte("not msgpack")); err != nil {
+	if err := e.NC.Publish(bus.ObsSubject("default", "bus", uid), []byte("not msgpack")); err != nil {
 		t.Fatal(err)
 	}
 	e.publishObs(t, exp, observed(uid, bus.RoleLive, at(time.Second), []float64{40}, 0)) // starts at the end: next iteration
 
-	src := &BusSource{Stream: e.infra.Obs}
+	src := &BusSource{Stream: e.Obs}
 	w, err := src.Open(t.Context(), exp)
 	if err != nil {
 		t.Fatal(err)
@@ -118,7 +118,7 @@ func TestBusSourceNoObservations(t *testing.T) {
 	e := newEnv(t)
 	start := time.Now().UTC()
 	exp := running("empty", start, 1, 1)
-	w, err := (&BusSource{Stream: e.infra.Obs}).Open(t.Context(), exp)
+	w, err := (&BusSource{Stream: e.Obs}).Open(t.Context(), exp)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,7 +152,7 @@ func TestBusSourceNotCaughtUp(t *testing.T) {
 	exp := running("lag", time.Now(), 1, 1)
 	// A window with no consumer attached: a stored batch can never be read.
 	// (Stopping a running consumer would race with its last delivery.)
-	w := newBusWindow(e.infra.Obs, exp, 200*time.Millisecond, slog.New(slog.DiscardHandler))
+	w := newBusWindow(e.Obs, exp, 200*time.Millisecond, slog.New(slog.DiscardHandler))
 	defer w.Close()
 	e.publishObs(t, exp, observed(exp.Metadata.UID, bus.RoleLive, time.Now(), []float64{1}, 0))
 	_, err := w.Measure(t.Context(), bus.RoleLive, time.Now().Add(time.Second))

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/darklaunch/darklaunch/internal/testenv"
 	"github.com/darklaunch/darklaunch/shared/bus"
 	"github.com/darklaunch/darklaunch/shared/experiment"
 	"github.com/prometheus/client_golang/prometheus"
@@ -84,7 +85,7 @@ func testRunner(e *env, src Source, cfg Config) *runner {
 	if err != nil {
 		panic(err) // constant descriptors on a fresh registry
 	}
-	return &runner{cfg: cfg, log: slog.New(slog.DiscardHandler), js: e.infra.JS, obs: e.infra.Obs, store: e.infra.Store, source: src, prom: prom}
+	return &runner{cfg: cfg, log: slog.New(slog.DiscardHandler), js: e.JS, obs: e.Obs, store: e.Store, source: src, prom: prom}
 }
 
 // TestClockCatchesUpThenKeepsTime: a clock started late (a restarted
@@ -244,7 +245,7 @@ func TestClockStops(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan struct{})
 	go func() { r.clock(ctx, exp); close(done) }()
-	waitFor(t, 2*time.Second, "the window to open", func() bool { _, opens, _ := src.snapshot(); return opens == 1 })
+	testenv.Until(t, 2*time.Second, "the window to open", func() bool { _, opens, _ := src.snapshot(); return opens == 1 })
 	cancel()
 	select {
 	case <-done:

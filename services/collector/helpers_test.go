@@ -7,79 +7,26 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/nats-io/nuid"
 
+	"github.com/darklaunch/darklaunch/internal/testenv"
 	"github.com/darklaunch/darklaunch/shared/bus"
 	"github.com/darklaunch/darklaunch/shared/experiment"
-	"github.com/darklaunch/darklaunch/shared/natstest"
 	"github.com/darklaunch/darklaunch/shared/sketch"
 )
 
-type env struct {
-	nc    *nats.Conn
-	infra *bus.Infra
-}
+// env is a test's bus: a real nats-server with darklaunch's streams.
+type env struct{ *testenv.Bus }
 
-func newEnv(t *testing.T) *env {
-	t.Helper()
-	srv := natstest.Run(t)
-	nc := srv.Conn(t)
-	infra, err := bus.EnsureInfra(t.Context(), nc, bus.StreamLimits{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &env{nc: nc, infra: infra}
-}
+func newEnv(t *testing.T) *env { return &env{testenv.NewBus(t)} }
 
 // running is an experiment at stage Running since start.
 func running(name string, start time.Time, interval, iterations int32) *experiment.Experiment {
-	e := &experiment.Experiment{
-		APIVersion: experiment.APIVersionV2Alpha1,
-		Kind:       experiment.Kind,
-		Metadata:   experiment.Metadata{Name: name, Namespace: "default", UID: nuid.Next()},
-		Spec: experiment.Spec{
-			Target:      "default/sample-app",
-			Strategy:    experiment.Strategy{TestingPattern: "Conformance"},
-			Duration:    &experiment.Duration{IntervalSeconds: &interval, IterationsPerLoop: &iterations},
-			VersionInfo: &experiment.VersionInfo{Baseline: experiment.VersionDetail{Name: "sample-app-v2"}},
-		},
-	}
-	e.Default()
-	e.Status.Stage = experiment.StageRunning
-	e.Status.StartTime = &start
-	return e
-}
-
-// start runs a collector until stop is called (or the test ends) and checks
-// that Run returns nil.
-func (e *env) start(t *testing.T, s *Service) (stop func()) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	stopped := false
-	stop = func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		case <-time.After(5 * time.Second):
-			t.Error("Run did not return within 5s of cancel")
-		}
-	}
-	t.Cleanup(stop)
-	return stop
+	return testenv.Experiment(testenv.Named(name), testenv.Every(interval, iterations), testenv.Running(start))
 }
 
 func (e *env) newService(t *testing.T, cfg Config) *Service {
 	t.Helper()
-	s, err := New(cfg, e.nc, nil)
+	s, err := New(cfg, e.NC, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,7 +51,7 @@ func (e *env) publishObs(t *testing.T, exp *experiment.Experiment, b *bus.Observ
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.infra.JS.PublishMsg(t.Context(), m); err != nil {
+	if _, err := e.JS.PublishMsg(t.Context(), m); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -120,7 +67,7 @@ func (e *env) metricsEvents(t *testing.T, exp *experiment.Experiment, n int, tim
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), timeout)
 	defer cancel()
-	cons, err := e.infra.Events.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+	cons, err := e.Events.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{bus.EventSubject(exp.Metadata.Namespace, exp.Metadata.Name, bus.EventMetrics)},
 	})
 	if err != nil {
@@ -151,15 +98,4 @@ func decodeMetrics(t *testing.T, h nats.Header, data []byte) metricsEvent {
 		t.Fatalf("metrics event without snapshot: %+v", ev)
 	}
 	return metricsEvent{id: h.Get(bus.HeaderMsgID), ev: ev}
-}
-
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }

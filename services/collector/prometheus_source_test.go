@@ -19,6 +19,7 @@ import (
 
 	"github.com/nats-io/nuid"
 
+	"github.com/darklaunch/darklaunch/internal/testenv"
 	"github.com/darklaunch/darklaunch/shared/bus"
 	"github.com/darklaunch/darklaunch/shared/experiment"
 )
@@ -459,7 +460,7 @@ func TestNewPrometheusConfig(t *testing.T) {
 		{Config{Metrics: []MetricDefinition{{Name: "p95", Query: "x"}}}, `metric definitions: [0].name: unknown metric "p95"`},
 	} {
 		c.cfg.Source = SourcePrometheus
-		_, err := New(c.cfg, e.nc, nil)
+		_, err := New(c.cfg, e.NC, nil)
 		if err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), "collector: prometheus source") {
 			t.Errorf("New(%+v): err = %v, want %q", c.cfg, err, c.want)
 		}
@@ -486,10 +487,10 @@ func TestCollectorWithPrometheus(t *testing.T) {
 	exp := seedExperiment(t, start)
 	one, two := int32(1), int32(2)
 	exp.Spec.Duration.IntervalSeconds, exp.Spec.Duration.IterationsPerLoop = &one, &two
-	if _, err := e.infra.Store.Create(t.Context(), exp); err != nil {
+	if _, err := e.Store.Create(t.Context(), exp); err != nil {
 		t.Fatal(err)
 	}
-	e.start(t, s)
+	testenv.Run(t, s)
 	events := e.metricsEvents(t, exp, 4, 5*time.Second)
 	for i, me := range events {
 		snap := me.ev.Snapshot

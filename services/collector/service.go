@@ -32,6 +32,8 @@ type Service struct {
 	// newSource builds the source once the infrastructure exists; tests
 	// replace it with a fake.
 	newSource func(cfg Config, infra *bus.Infra, log *slog.Logger) (Source, error)
+	// swept, when set (tests), is called once the start-up sweep is done.
+	swept func()
 }
 
 // New checks the configuration, applies its defaults and loads the
@@ -96,7 +98,12 @@ func (s *Service) Run(ctx context.Context) error {
 	// otherwise stay until the stream's MaxAge.
 	var sweep sync.WaitGroup
 	defer sweep.Wait()
-	sweep.Go(func() { r.purge(ctx, bus.ObsFilter("", "")) })
+	sweep.Go(func() {
+		r.purge(ctx, bus.ObsFilter("", ""))
+		if s.swept != nil {
+			s.swept()
+		}
+	})
 	if s.cfg.Source == SourcePrometheus {
 		s.log.Info("collector running", "source", s.cfg.Source, "grace", s.cfg.Grace, "prometheus", s.cfg.PrometheusURL, "metricsFile", s.cfg.MetricsFile, "metricsProvider", s.cfg.MetricsProvider, "metrics", len(s.cfg.Metrics), "queryTimeout", s.cfg.QueryTimeout)
 	} else {

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/darklaunch/darklaunch/internal/testenv"
 	"github.com/darklaunch/darklaunch/shared/bus"
 	"github.com/darklaunch/darklaunch/shared/experiment"
 )
@@ -72,7 +73,7 @@ type recorder struct {
 
 func (e *env) record(t *testing.T, exp *experiment.Experiment) *recorder {
 	rec := &recorder{}
-	sub, err := e.nc.Subscribe(bus.EventSubject(exp.Metadata.Namespace, exp.Metadata.Name, bus.EventMetrics), func(m *nats.Msg) {
+	sub, err := e.NC.Subscribe(bus.EventSubject(exp.Metadata.Namespace, exp.Metadata.Name, bus.EventMetrics), func(m *nats.Msg) {
 		me := decodeMetrics(t, m.Header, m.Data)
 		rec.mu.Lock()
 		rec.got = append(rec.got, me)
@@ -82,7 +83,7 @@ func (e *env) record(t *testing.T, exp *experiment.Experiment) *recorder {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { sub.Unsubscribe() })
-	if err := e.nc.Flush(); err != nil {
+	if err := e.NC.Flush(); err != nil {
 		t.Fatal(err)
 	}
 	return rec
@@ -134,12 +135,12 @@ func TestCollectorBusSnapshots(t *testing.T) {
 	e.publishObs(t, exp, observed(uid, bus.RoleDark, at(3200*time.Millisecond), []float64{9000}, 1))
 
 	rec := e.record(t, exp)
-	if _, err := e.infra.Store.Create(t.Context(), exp); err != nil {
+	if _, err := e.Store.Create(t.Context(), exp); err != nil {
 		t.Fatal(err)
 	}
 	cfg := Config{Grace: 300 * time.Millisecond}
-	stopFirst := e.start(t, e.newService(t, cfg))
-	waitFor(t, 3*time.Second, "iteration 1 snapshots", func() bool { return rec.has(bus.RoleDark, 1) })
+	stopFirst := testenv.Run(t, e.newService(t, cfg))
+	testenv.Until(t, 3*time.Second, "iteration 1 snapshots", func() bool { return rec.has(bus.RoleDark, 1) })
 
 	// Iteration 2 arrives live; one batch starts exactly at iteration 1's end.
 	publish(bus.RoleLive, time.Second, spread(100, 1, 20), 0, 2)
@@ -149,8 +150,8 @@ func TestCollectorBusSnapshots(t *testing.T) {
 	// The first collector stops mid-way; a second one takes over from
 	// completedIterations+1 = 1, so it republishes iteration 1.
 	stopFirst()
-	e.start(t, e.newService(t, cfg))
-	waitFor(t, 4*time.Second, "iteration 3 snapshots", func() bool { return rec.has(bus.RoleDark, 3) })
+	testenv.Run(t, e.newService(t, cfg))
+	testenv.Until(t, 4*time.Second, "iteration 3 snapshots", func() bool { return rec.has(bus.RoleDark, 3) })
 
 	events := e.metricsEvents(t, exp, 6, time.Second)
 	for i, me := range events {
@@ -205,10 +206,10 @@ func TestCollectorNoObservations(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	exp := running("silent", time.Now().Add(-time.Second), 1, 1)
-	if _, err := e.infra.Store.Create(t.Context(), exp); err != nil {
+	if _, err := e.Store.Create(t.Context(), exp); err != nil {
 		t.Fatal(err)
 	}
-	e.start(t, e.newService(t, Config{Grace: 10 * time.Millisecond}))
+	testenv.Run(t, e.newService(t, Config{Grace: 10 * time.Millisecond}))
 	for _, me := range e.metricsEvents(t, exp, 2, 3*time.Second) {
 		s := me.ev.Snapshot
 		if got := val(t, s.Values, experiment.MetricRequestCount); got != 0 {
@@ -236,25 +237,25 @@ func TestCollectorStopsAndPurges(t *testing.T) {
 	s := e.newService(t, Config{Grace: 10 * time.Millisecond})
 	s.newSource = func(Config, *bus.Infra, *slog.Logger) (Source, error) { return src, nil }
 	e.publishObs(t, exp, observed(exp.Metadata.UID, bus.RoleLive, start, []float64{1}, 0))
-	if _, err := e.infra.Store.Create(t.Context(), exp); err != nil {
+	if _, err := e.Store.Create(t.Context(), exp); err != nil {
 		t.Fatal(err)
 	}
-	e.start(t, s)
-	waitFor(t, 3*time.Second, "the first measurement", func() bool { c, _, _ := src.snapshot(); return len(c) > 0 })
+	testenv.Run(t, s)
+	testenv.Until(t, 3*time.Second, "the first measurement", func() bool { c, _, _ := src.snapshot(); return len(c) > 0 })
 
-	if _, err := e.infra.Store.Update(t.Context(), "default", "gone", func(x *experiment.Experiment) error {
+	if _, err := e.Store.Update(t.Context(), "default", "gone", func(x *experiment.Experiment) error {
 		x.Status.Stage = experiment.StageCompleted
 		return nil
 	}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, time.Second, "the clock to stop", func() bool { _, _, closes := src.snapshot(); return closes == 1 })
+	testenv.Until(t, time.Second, "the clock to stop", func() bool { _, _, closes := src.snapshot(); return closes == 1 })
 
-	if err := e.infra.Store.Delete(t.Context(), "default", "gone", 0); err != nil {
+	if err := e.Store.Delete(t.Context(), "default", "gone", 0); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 2*time.Second, "the observations to be purged", func() bool {
-		_, err := e.infra.Obs.GetLastMsgForSubject(t.Context(), bus.ObsSubject("default", "gone", exp.Metadata.UID))
+	testenv.Until(t, 2*time.Second, "the observations to be purged", func() bool {
+		_, err := e.Obs.GetLastMsgForSubject(t.Context(), bus.ObsSubject("default", "gone", exp.Metadata.UID))
 		return errors.Is(err, jetstream.ErrMsgNotFound)
 	})
 }
@@ -269,31 +270,37 @@ func TestCollectorPurgesReplacedRun(t *testing.T) {
 	old := running("rerun", start, 1, 1)
 	old.Status.Stage = experiment.StageCompleted
 	e.publishObs(t, old, observed(old.Metadata.UID, bus.RoleLive, start, []float64{1}, 0))
-	if _, err := e.infra.Store.Create(t.Context(), old); err != nil {
+	if _, err := e.Store.Create(t.Context(), old); err != nil {
 		t.Fatal(err)
 	}
 	s := e.newService(t, Config{Grace: 10 * time.Millisecond})
 	s.newSource = func(Config, *bus.Infra, *slog.Logger) (Source, error) { return &fakeSource{start: start.UTC()}, nil }
-	e.start(t, s)
+	swept := make(chan struct{})
+	s.swept = func() { close(swept) }
+	testenv.Run(t, s)
 
 	stored := func(x *experiment.Experiment) bool {
-		_, err := e.infra.Obs.GetLastMsgForSubject(t.Context(), bus.ObsSubject("default", "rerun", x.Metadata.UID))
+		_, err := e.Obs.GetLastMsgForSubject(t.Context(), bus.ObsSubject("default", "rerun", x.Metadata.UID))
 		return err == nil
 	}
 	// The start-up sweep keeps it: the run still exists.
-	time.Sleep(200 * time.Millisecond)
+	select {
+	case <-swept:
+	case <-time.After(testenv.Within):
+		t.Fatal("the start-up sweep did not end")
+	}
 	if !stored(old) {
 		t.Fatal("the completed run's observations were purged while it still exists")
 	}
 	next := running("rerun", time.Now(), 1, 100)
-	_, rev, err := e.infra.Store.Get(t.Context(), "default", "rerun")
+	_, rev, err := e.Store.Get(t.Context(), "default", "rerun")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.infra.Store.Replace(t.Context(), next, rev); err != nil {
+	if _, err := e.Store.Replace(t.Context(), next, rev); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 3*time.Second, "the replaced run's observations to be purged", func() bool { return !stored(old) })
+	testenv.Until(t, 3*time.Second, "the replaced run's observations to be purged", func() bool { return !stored(old) })
 }
 
 // TestPurgeKeepsCurrentExperiment: purging after a delete takes the
@@ -312,12 +319,12 @@ func TestPurgeKeepsCurrentExperiment(t *testing.T) {
 		e.publishObs(t, x, observed(x.Metadata.UID, bus.RoleLive, start, []float64{1}, 0))
 	}
 	for _, x := range []*experiment.Experiment{recreated, kept} {
-		if _, err := e.infra.Store.Create(t.Context(), x); err != nil {
+		if _, err := e.Store.Create(t.Context(), x); err != nil {
 			t.Fatal(err)
 		}
 	}
 	stored := func(x *experiment.Experiment) bool {
-		_, err := e.infra.Obs.GetLastMsgForSubject(t.Context(), bus.ObsSubject(x.Metadata.Namespace, x.Metadata.Name, x.Metadata.UID))
+		_, err := e.Obs.GetLastMsgForSubject(t.Context(), bus.ObsSubject(x.Metadata.Namespace, x.Metadata.Name, x.Metadata.UID))
 		if err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
 			t.Fatal(err)
 		}
@@ -325,7 +332,7 @@ func TestPurgeKeepsCurrentExperiment(t *testing.T) {
 	}
 	// One in the subject form from before subjects named the UID.
 	legacy := bus.ObsPrefix + ".default.legacy"
-	if _, err := e.infra.JS.Publish(t.Context(), legacy, []byte("old")); err != nil {
+	if _, err := e.JS.Publish(t.Context(), legacy, []byte("old")); err != nil {
 		t.Fatal(err)
 	}
 	r := testRunner(e, &fakeSource{}, Config{})
@@ -343,21 +350,21 @@ func TestPurgeKeepsCurrentExperiment(t *testing.T) {
 	if stored(gone) || !stored(recreated) || !stored(kept) {
 		t.Errorf("after the sweep: gone %v (want false), re-created %v, kept %v (want true)", stored(gone), stored(recreated), stored(kept))
 	}
-	if _, err := e.infra.Obs.GetLastMsgForSubject(t.Context(), legacy); !errors.Is(err, jetstream.ErrMsgNotFound) {
+	if _, err := e.Obs.GetLastMsgForSubject(t.Context(), legacy); !errors.Is(err, jetstream.ErrMsgNotFound) {
 		t.Errorf("old-form subject after the sweep: err %v, want it purged", err)
 	}
 }
 
 func TestNewUnknownSource(t *testing.T) {
 	e := newEnv(t)
-	if _, err := New(Config{Source: "prometeus"}, e.nc, nil); !errors.Is(err, ErrUnknownSource) {
+	if _, err := New(Config{Source: "prometeus"}, e.NC, nil); !errors.Is(err, ErrUnknownSource) {
 		t.Errorf("unknown source: err = %v, want ErrUnknownSource", err)
 	}
 	s := e.newService(t, Config{})
 	if c := s.Config(); c.Source != SourceBus || c.Grace != DefaultGrace || c.CatchUp != DefaultCatchUp || c.Instance == "" {
 		t.Errorf("defaults: %+v", c)
 	}
-	if _, err := newSource(Config{Source: "nope"}, e.infra, nil); !errors.Is(err, ErrUnknownSource) {
+	if _, err := newSource(Config{Source: "nope"}, e.Infra, nil); !errors.Is(err, ErrUnknownSource) {
 		t.Errorf("factory: err = %v, want ErrUnknownSource", err)
 	}
 	if _, err := New(Config{}, nil, nil); err == nil {

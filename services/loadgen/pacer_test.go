@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/darklaunch/darklaunch/internal/testenv"
 )
 
 // TestPaceOpenLoopBound: the dispatcher fires exactly the requests due before
@@ -46,10 +48,7 @@ func TestPaceStopsOnCancel(t *testing.T) {
 	s := schedule{Start: time.Now(), Rate: 1000} // no end
 	done := make(chan int64)
 	go func() { done <- pace(ctx, s, 8, func(context.Context, time.Time) { count.Add(1) }) }()
-	deadline := time.Now().Add(2 * time.Second)
-	for count.Load() < 20 && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-	}
+	testenv.Until(t, 2*time.Second, "20 dispatches", func() bool { return count.Load() >= 20 })
 	cancel()
 	select {
 	case n := <-done:
@@ -119,7 +118,10 @@ func TestNoCoordinatedOmission(t *testing.T) {
 	if p.P99Ms < 200 {
 		t.Errorf("p99 %.1f ms, want ≥ 200 ms: the stall must show in the tail", p.P99Ms)
 	}
-	if p.P50Ms > 50 {
-		t.Errorf("p50 %.1f ms, want the median untouched by one stall (< 50 ms)", p.P50Ms)
+	// The median of the 20 is one of the requests the stall did not delay:
+	// below the 100 ms or more of the five it delays most, whatever a loaded
+	// machine adds to every request.
+	if p.P50Ms >= 100 {
+		t.Errorf("p50 %.1f ms, want the median untouched by one stall (< 100 ms)", p.P50Ms)
 	}
 }

@@ -9,13 +9,13 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/nats-io/nuid"
 
+	"github.com/darklaunch/darklaunch/internal/testenv"
 	"github.com/darklaunch/darklaunch/shared/bus"
 	"github.com/darklaunch/darklaunch/shared/experiment"
 	"github.com/darklaunch/darklaunch/shared/natstest"
@@ -57,70 +57,31 @@ func (tg *target) arrivals() []time.Time {
 	return append([]time.Time(nil), tg.times...)
 }
 
-type env struct {
-	nc    *nats.Conn
-	infra *bus.Infra
-}
+// env is a test's bus: a real nats-server with darklaunch's streams.
+type env struct{ *testenv.Bus }
 
-func newEnv(t *testing.T) *env {
-	t.Helper()
-	srv := natstest.Run(t)
-	nc := srv.Conn(t)
-	infra, err := bus.EnsureInfra(t.Context(), nc, bus.StreamLimits{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &env{nc: nc, infra: infra}
-}
+func newEnv(t *testing.T) *env { return &env{testenv.NewBus(t)} }
 
 // start runs a loadgen until the test ends and checks that Run returns nil.
 func (e *env) start(t *testing.T, cfg Config) *Service {
 	t.Helper()
-	s, err := New(cfg, e.nc, nil)
+	s, err := New(cfg, e.NC, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		case <-time.After(5 * time.Second):
-			t.Error("Run did not return within 5s of cancel")
-		}
-	})
+	testenv.Run(t, s)
 	return s
 }
 
 // running is an experiment at stage Running since start, with a 1 s interval.
 func running(name string, start time.Time, iterations int32, load *experiment.Load) *experiment.Experiment {
-	iv := int32(1)
-	e := &experiment.Experiment{
-		APIVersion: experiment.APIVersionV2Alpha1,
-		Kind:       experiment.Kind,
-		Metadata:   experiment.Metadata{Name: name, Namespace: "default", UID: nuid.Next()},
-		Spec: experiment.Spec{
-			Target:    "default/sample-app",
-			Strategy:  experiment.Strategy{TestingPattern: "Conformance"},
-			Duration:  &experiment.Duration{IntervalSeconds: &iv, IterationsPerLoop: &iterations},
-			Mirroring: &experiment.Mirroring{Host: "mirrored.example.com"},
-			Load:      load,
-		},
-	}
-	e.Default()
-	e.Status.Stage = experiment.StageRunning
-	e.Status.StartTime = &start
-	return e
+	return testenv.Experiment(testenv.Named(name), testenv.Every(1, iterations), testenv.Running(start),
+		testenv.Mirroring(experiment.Mirroring{Host: "mirrored.example.com"}), testenv.Load(load))
 }
 
 func (e *env) create(t *testing.T, exp *experiment.Experiment) {
 	t.Helper()
-	if _, err := e.infra.Store.Create(t.Context(), exp); err != nil {
+	if _, err := e.Store.Create(t.Context(), exp); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -135,7 +96,7 @@ func (e *env) waitDone(t *testing.T, exp *experiment.Experiment, timeout time.Du
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), timeout)
 	defer cancel()
-	cons, err := e.infra.Events.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+	cons, err := e.Events.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{bus.EventSubject(exp.Metadata.Namespace, exp.Metadata.Name, bus.EventLoad)},
 	})
 	if err != nil {
@@ -224,13 +185,10 @@ func TestTrafficRateHostAndProgress(t *testing.T) {
 	if err := m.duration.(prometheus.Metric).Write(h); err != nil || h.GetHistogram().GetSampleCount() != uint64(got) {
 		t.Errorf("duration histogram has %d samples (err %v), want %d", h.GetHistogram().GetSampleCount(), err, got)
 	}
-	deadline := time.Now().Add(2 * time.Second)
-	for testutil.ToFloat64(m.active) != 0 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if a := testutil.ToFloat64(m.active); a != 0 {
-		t.Errorf("active traffics %v after the traffic stopped, want 0", a)
-	}
+	testenv.EventuallyWithin(t, 2*time.Second, "no active traffic after the traffic stopped", func() (bool, string) {
+		a := testutil.ToFloat64(m.active)
+		return a == 0, fmt.Sprintf("%v active", a)
+	})
 }
 
 // TestTrafficDelay: nothing is sent before startTime + delay; a loadgen that
@@ -275,15 +233,12 @@ func TestTrafficStopsWhenCompleted(t *testing.T) {
 	exp := running("stop", time.Now(), 30, &experiment.Load{URL: tg.URL, Rate: ptr(20.0), Delay: experiment.Sec(0)})
 	e.create(t, exp)
 
-	deadline := time.Now().Add(5 * time.Second)
-	for tg.count() < 10 {
-		if time.Now().After(deadline) {
-			t.Fatalf("only %d requests after 5s", tg.count())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testenv.Eventually(t, "10 requests", func() (bool, string) {
+		n := tg.count()
+		return n >= 10, fmt.Sprintf("%d requests", n)
+	})
 	stopped := time.Now()
-	if _, err := e.infra.Store.Update(t.Context(), "default", "stop", func(x *experiment.Experiment) error {
+	if _, err := e.Store.Update(t.Context(), "default", "stop", func(x *experiment.Experiment) error {
 		x.Status.Stage = experiment.StageCompleted
 		return nil
 	}); err != nil {
@@ -322,7 +277,7 @@ func TestTrafficRateZero(t *testing.T) {
 	if n := silent.count(); n != 0 {
 		t.Errorf("rate 0: target got %d requests", n)
 	}
-	_, err := e.infra.Events.GetLastMsgForSubject(t.Context(), bus.EventSubject("default", "quiet", bus.EventLoad))
+	_, err := e.Events.GetLastMsgForSubject(t.Context(), bus.EventSubject("default", "quiet", bus.EventLoad))
 	if !errors.Is(err, jetstream.ErrMsgNotFound) {
 		t.Errorf("rate 0: want no load event, got err=%v", err)
 	}
@@ -378,7 +333,10 @@ func TestNewDefaultsAndErrors(t *testing.T) {
 func TestStopDoesNotCountCanceledAsFailed(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
+	var started, served atomic.Int64
 	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		started.Add(1)
+		defer served.Add(1)
 		select {
 		case <-r.Context().Done():
 		case <-time.After(400 * time.Millisecond):
@@ -389,8 +347,12 @@ func TestStopDoesNotCountCanceledAsFailed(t *testing.T) {
 	s := e.start(t, Config{})
 	exp := running("stopped", time.Now(), 30, &experiment.Load{URL: slow.URL, Rate: ptr(20.0), Delay: experiment.Sec(0)})
 	e.create(t, exp)
-	time.Sleep(1500 * time.Millisecond)
-	if _, err := e.infra.Store.Update(t.Context(), "default", "stopped", func(x *experiment.Experiment) error {
+	// Stop it with requests answered and requests in flight.
+	testenv.Eventually(t, "answered requests and requests in flight", func() (bool, string) {
+		st, sv := started.Load(), served.Load()
+		return sv >= 2 && st > sv, fmt.Sprintf("%d started, %d answered", st, sv)
+	})
+	if _, err := e.Store.Update(t.Context(), "default", "stopped", func(x *experiment.Experiment) error {
 		x.Status.Stage = experiment.StageCompleted
 		return nil
 	}); err != nil {
