@@ -18,7 +18,6 @@ import (
 	"github.com/darklaunch/darklaunch/internal/testenv"
 	"github.com/darklaunch/darklaunch/shared/bus"
 	"github.com/darklaunch/darklaunch/shared/experiment"
-	"github.com/darklaunch/darklaunch/shared/natstest"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
@@ -308,8 +307,7 @@ func TestPlanFor(t *testing.T) {
 }
 
 func TestNewDefaultsAndErrors(t *testing.T) {
-	srv := natstest.Run(t)
-	nc := srv.Conn(t)
+	nc := testenv.StartNATS(t).Conn(t)
 	s, err := New(Config{Delay: -1}, nc, nil)
 	if err != nil {
 		t.Fatal(err)

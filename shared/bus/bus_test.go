@@ -3,24 +3,19 @@ package bus_test
 import (
 	"context"
 	"errors"
-	"os"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/darklaunch/darklaunch/internal/testenv"
 	"github.com/darklaunch/darklaunch/shared"
 	"github.com/darklaunch/darklaunch/shared/bus"
 	"github.com/darklaunch/darklaunch/shared/experiment"
-	"github.com/darklaunch/darklaunch/shared/natstest"
 )
 
 func seed(t *testing.T) *experiment.Experiment {
 	t.Helper()
-	b, err := os.ReadFile("../../examples/mirroring/experiment-local.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := experiment.Parse(b)
+	e, err := experiment.Parse(testenv.RepoFile(t, "examples", "mirroring", "experiment-local.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +83,7 @@ func TestParseRef(t *testing.T) {
 }
 
 func TestStoreCreateConflictAndCompareAndSwap(t *testing.T) {
-	srv := natstest.Run(t)
+	srv := testenv.StartNATS(t)
 	ctx := context.Background()
 	infra, err := bus.EnsureInfra(ctx, srv.Conn(t), bus.StreamLimits{})
 	if err != nil {
@@ -146,33 +141,10 @@ func TestStoreCreateConflictAndCompareAndSwap(t *testing.T) {
 		if c.Experiment != nil || c.Key != "default.mirroring-local" {
 			t.Errorf("watch after delete %+v", c)
 		}
-	case <-time.After(5 * time.Second):
+	case <-time.After(testenv.Within):
 		t.Fatal("watch did not see the deletion")
 	}
 	if _, _, err := st.Get(ctx, "default", "mirroring-local"); !errors.Is(err, shared.ErrNotFound) {
 		t.Errorf("get after delete: %v", err)
 	}
-}
-
-func TestWorkersOnePerUID(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	w := bus.NewWorkers(ctx)
-	started := make(chan string, 4)
-	run := func(uid string) func(context.Context) {
-		return func(ctx context.Context) { started <- uid; <-ctx.Done() }
-	}
-	if !w.Ensure("k", "u1", run("u1")) || w.Ensure("k", "u1", run("u1")) {
-		t.Fatal("Ensure must start u1 once")
-	}
-	if !w.Ensure("k", "u2", run("u2")) {
-		t.Fatal("a new uid must replace the old worker")
-	}
-	<-started
-	<-started
-	w.Stop("k")
-	if w.Has("k", "u2") {
-		t.Error("stopped worker still there")
-	}
-	cancel()
-	w.Wait()
 }
