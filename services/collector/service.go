@@ -116,13 +116,7 @@ func (s *Service) Run(ctx context.Context) error {
 // Task is the clock of a running experiment; a completed or deleted one
 // needs none.
 func (r *runner) Task(exp *experiment.Experiment) reconcile.Task {
-	if exp.Status.Stage != experiment.StageRunning || exp.Status.StartTime == nil {
-		return nil
-	}
-	return func(ctx context.Context) error {
-		r.clock(ctx, exp)
-		return nil
-	}
+	return reconcile.WhileRunning(exp, r.clock)
 }
 
 // Release purges the observations of a run that is gone, deleted or

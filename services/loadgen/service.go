@@ -78,11 +78,5 @@ func (s *Service) Run(ctx context.Context) error {
 // Task is the traffic of a running experiment; a completed or deleted one
 // gets none.
 func (r *runner) Task(exp *experiment.Experiment) reconcile.Task {
-	if exp.Status.Stage != experiment.StageRunning || exp.Status.StartTime == nil {
-		return nil
-	}
-	return func(ctx context.Context) error {
-		r.traffic(ctx, r.service, exp)
-		return nil
-	}
+	return reconcile.WhileRunning(exp, r.traffic)
 }

@@ -18,9 +18,9 @@ const finalPublishTimeout = 3 * time.Second
 // traffic is one experiment's worker: it waits until startTime + delay, sends
 // requests at the plan's rate until ctx ends (the experiment completed or was
 // deleted) or the traffic's end, and reports progress every interval.
-// service is the Run context: when it has ended the process is shutting
-// down, and no final report is sent, since a restarted loadgen carries on.
-func (r *runner) traffic(ctx, service context.Context, exp *experiment.Experiment) {
+// When Run's context has ended too, the process is shutting down, and no
+// final report is sent, since a restarted loadgen carries on.
+func (r *runner) traffic(ctx context.Context, exp *experiment.Experiment) {
 	log := r.log.With("experiment", exp.Key(), "uid", exp.Metadata.UID)
 	p := planFor(r.cfg, exp)
 	if p.Rate <= 0 {
@@ -77,7 +77,7 @@ func (r *runner) traffic(ctx, service context.Context, exp *experiment.Experimen
 			n++
 			r.publishLoad(ctx, log, exp, n, counts.progress(p.Rate, elapsed(), false))
 		case total := <-fired:
-			if service.Err() != nil {
+			if r.service.Err() != nil {
 				return
 			}
 			n++

@@ -36,6 +36,20 @@ type Reconciler interface {
 	Task(e *experiment.Experiment) Task
 }
 
+// WhileRunning is the task of a service that works on an experiment only
+// while it runs, as loadgen's traffic and the collector's clock do: work,
+// for a Running experiment that has started, until its context ends; no
+// task at any other stage.
+func WhileRunning(e *experiment.Experiment, work func(ctx context.Context, e *experiment.Experiment)) Task {
+	if e.Status.Stage != experiment.StageRunning || e.Status.StartTime == nil {
+		return nil
+	}
+	return func(ctx context.Context) error {
+		work(ctx, e)
+		return nil
+	}
+}
+
 // Releaser is implemented by a Reconciler that holds something per run
 // beyond its task: the router's routes, the collector's stored
 // observations.

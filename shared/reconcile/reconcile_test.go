@@ -234,3 +234,28 @@ func TestWatchesAgainAfterANATSRestart(t *testing.T) {
 		t.Errorf("the first run's task started %d times; the re-watch must keep a running task", n)
 	}
 }
+
+func TestWhileRunning(t *testing.T) {
+	ran := 0
+	work := func(context.Context, *experiment.Experiment) { ran++ }
+	for stage, want := range map[experiment.Stage]bool{
+		experiment.StageInitializing: false, experiment.StageRunning: true, experiment.StageCompleted: false,
+	} {
+		e := testenv.Experiment(testenv.Running(time.Now()))
+		e.Status.Stage = stage
+		task := reconcile.WhileRunning(e, work)
+		if (task != nil) != want {
+			t.Errorf("%s: task %v, want one: %v", stage, task != nil, want)
+		}
+		if task != nil {
+			if err := task(t.Context()); err != nil || ran != 1 {
+				t.Errorf("the task returned %v after %d runs of work, want nil after 1", err, ran)
+			}
+		}
+	}
+	unstarted := testenv.Experiment(testenv.Running(time.Now()))
+	unstarted.Status.StartTime = nil
+	if reconcile.WhileRunning(unstarted, work) != nil {
+		t.Error("a Running experiment without startTime got a task")
+	}
+}
