@@ -39,14 +39,16 @@ func newWatchCmd(g *globals) *cobra.Command {
 		Short: "Follow an experiment until it ends, one line per update (exit 0 pass, 1 fail)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			opts := bus.FollowOptions{OnUpdate: newProgress(g.stdout, false).update}
+			var opts bus.FollowOptions
 			if events {
-				// With OnEvent, Follow goes on to the last event
-				// (the verdict, completed, loadgen's last report).
-				opts = bus.FollowOptions{OnEvent: func(ev *bus.Event) {
+				// With OnEvent, Follow goes on to the last event: the
+				// verdict, completed, loadgen's final report.
+				opts.OnEvent = func(ev *bus.Event) {
 					b, _ := bus.Marshal(bus.ContentTypeJSON, ev)
 					fmt.Fprintf(g.stdout, "%s\n", b)
-				}}
+				}
+			} else {
+				opts.OnUpdate = newProgress(g.stdout, false).update
 			}
 			return g.byName(cmd.Context(), args[0], (*bus.Client).Get, func(c *bus.Client, e *experiment.Experiment) error {
 				final, err := c.Follow(cmd.Context(), e, opts)
