@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/darklaunch/darklaunch/shared/bus"
+	"github.com/darklaunch/darklaunch/shared/experiment"
 )
 
 // Exit codes of `darklaunch run` (and of every command for errors).
@@ -39,6 +40,19 @@ func (e *exitError) Error() string { return e.err.Error() }
 func (e *exitError) Unwrap() error { return e.err }
 
 func withCode(code int, err error) error { return &exitError{code: code, err: err} }
+
+// verdictExit maps a finished experiment to the exit code: 0 passed,
+// 1 failed an objective, 2 could not be judged.
+func verdictExit(e *experiment.Experiment) error {
+	switch {
+	case e.Status.Failed():
+		return withCode(ExitInvalid, fmt.Errorf("experiment %s failed: %s", e.Key(), e.Status.Condition(experiment.ConditionFailed).Message))
+	case e.Passed():
+		return nil
+	default:
+		return withCode(ExitFail, errSilent)
+	}
+}
 
 // globals are the flags every command has.
 type globals struct {

@@ -2,15 +2,8 @@ package bus
 
 import (
 	"bytes"
-	"context"
-	"errors"
 	"fmt"
-	"strconv"
 	"strings"
-	"time"
-
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/micro"
 
 	"github.com/darklaunch/darklaunch/shared"
 	"github.com/darklaunch/darklaunch/shared/experiment"
@@ -127,84 +120,4 @@ func OneLine(s string) string {
 	s = strings.ReplaceAll(s, "\r", "")
 	s = strings.ReplaceAll(s, "\n  - ", "; ")
 	return strings.ReplaceAll(s, "\n", "; ")
-}
-
-// Client calls the experiments API.
-type Client struct {
-	NC      *nats.Conn
-	Timeout time.Duration
-}
-
-// Create submits a document (YAML, JSON or msgpack; sniffed) and returns the
-// created experiment.
-func (c *Client) Create(ctx context.Context, doc []byte) (*experiment.Experiment, error) {
-	var e experiment.Experiment
-	return &e, c.call(ctx, SubjectCreate, doc, &e)
-}
-
-// Get returns one experiment.
-func (c *Client) Get(ctx context.Context, ref Ref) (*experiment.Experiment, error) {
-	var e experiment.Experiment
-	return &e, c.call(ctx, SubjectGet, []byte(ref.String()), &e)
-}
-
-// Delete removes an experiment (stopping it) and returns its last state.
-func (c *Client) Delete(ctx context.Context, ref Ref) (*experiment.Experiment, error) {
-	var e experiment.Experiment
-	return &e, c.call(ctx, SubjectDelete, []byte(ref.String()), &e)
-}
-
-// List returns every experiment, or those of one namespace.
-func (c *Client) List(ctx context.Context, namespace string) ([]*experiment.Experiment, error) {
-	var req []byte
-	if namespace != "" {
-		var err error
-		if req, err = Marshal(ContentTypeJSON, ListRequest{Namespace: namespace}); err != nil {
-			return nil, err
-		}
-	}
-	var l ExperimentList
-	return l.Items, c.call(ctx, SubjectList, req, &l)
-}
-
-func (c *Client) call(ctx context.Context, subject string, payload []byte, out any) error {
-	timeout := c.Timeout
-	if timeout == 0 {
-		timeout = 10 * time.Second
-	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	m := nats.NewMsg(subject)
-	m.Data = payload
-	m.Header.Set(HeaderAccept, ContentTypeMsgpack)
-	// A judge that is (re)starting has no responder for a moment: retry
-	// briefly before telling the user none is running.
-	var reply *nats.Msg
-	var err error
-	for wait := 50 * time.Millisecond; ; wait *= 2 {
-		reply, err = c.NC.RequestMsgWithContext(ctx, m)
-		if !errors.Is(err, nats.ErrNoResponders) || wait > 2*time.Second {
-			break
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(wait):
-		}
-	}
-	if errors.Is(err, nats.ErrNoResponders) {
-		return fmt.Errorf("no judge answers on %s: is the judge running? (darklaunch serve judge)", subject)
-	}
-	if err != nil {
-		return fmt.Errorf("%s: %w", subject, err)
-	}
-	if code := reply.Header.Get(micro.ErrorCodeHeader); code != "" {
-		n, _ := strconv.Atoi(code)
-		apiErr := &APIError{Code: n, Description: reply.Header.Get(micro.ErrorHeader)}
-		var body ErrorBody
-		if len(reply.Data) > 0 && DecodeMsg(reply, &body) == nil && body.Error != "" {
-			apiErr.Description = body.Error
-		}
-		return apiErr
-	}
-	return DecodeMsg(reply, out)
 }
