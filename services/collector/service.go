@@ -19,6 +19,7 @@ import (
 	"github.com/darklaunch/darklaunch/shared/bus"
 	"github.com/darklaunch/darklaunch/shared/experiment"
 	"github.com/darklaunch/darklaunch/shared/reconcile"
+	"github.com/darklaunch/darklaunch/shared/service"
 )
 
 const serviceName = "collector"
@@ -87,11 +88,11 @@ type runner struct {
 func (s *Service) Run(ctx context.Context) error {
 	infra, err := bus.EnsureInfra(ctx, s.nc, s.cfg.Streams)
 	if err != nil {
-		return fmt.Errorf("collector: %w", err)
+		return service.Exit(ctx, serviceName, err)
 	}
 	src, err := s.newSource(s.cfg, infra, s.log)
 	if err != nil {
-		return fmt.Errorf("collector: %w", err)
+		return service.Exit(ctx, serviceName, err)
 	}
 	r := &runner{cfg: s.cfg, log: s.log, js: infra.JS, obs: infra.Obs, store: infra.Store, source: src, prom: s.prom}
 	// Experiments deleted while no collector ran: their observations would

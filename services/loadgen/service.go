@@ -16,6 +16,7 @@ import (
 	"github.com/darklaunch/darklaunch/shared/bus"
 	"github.com/darklaunch/darklaunch/shared/experiment"
 	"github.com/darklaunch/darklaunch/shared/reconcile"
+	"github.com/darklaunch/darklaunch/shared/service"
 )
 
 const serviceName = "loadgen"
@@ -67,7 +68,7 @@ type runner struct {
 func (s *Service) Run(ctx context.Context) error {
 	infra, err := bus.EnsureInfra(ctx, s.nc, s.cfg.Streams)
 	if err != nil {
-		return fmt.Errorf("loadgen: %w", err)
+		return service.Exit(ctx, serviceName, err)
 	}
 	r := &runner{cfg: s.cfg, log: s.log, js: infra.JS, prom: s.prom, service: ctx}
 	s.log.Info("loadgen running", "url", s.cfg.URL, "host", s.cfg.Host, "rate", s.cfg.Rate, "delay", s.cfg.Delay)

@@ -7,6 +7,7 @@ package service
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 
 	"github.com/nats-io/nats.go"
@@ -92,4 +93,15 @@ type Spec struct {
 	Short string
 	// NewConfig returns a configuration with every field zero.
 	NewConfig func() Config
+}
+
+// Exit is what a service's Run returns for an error that stops it: nil
+// when ctx has ended meanwhile — a service stopped while it was still
+// starting (creating the streams, say) shuts down cleanly — and err under
+// the service's name otherwise.
+func Exit(ctx context.Context, name string, err error) error {
+	if err == nil || ctx.Err() != nil {
+		return nil
+	}
+	return fmt.Errorf("%s: %w", name, err)
 }
