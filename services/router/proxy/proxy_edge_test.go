@@ -1,12 +1,10 @@
-package router
+package proxy
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -14,12 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/darklaunch/darklaunch/shared/bus"
+	"github.com/darklaunch/darklaunch/services/router/routertest"
 	"github.com/darklaunch/darklaunch/shared/experiment"
-	"github.com/darklaunch/darklaunch/shared/natstest"
 )
 
 // The edge cases of how a live request ends, found in review: each one used
@@ -39,21 +33,21 @@ func TestProxyLiveBodyCutIsAnError(t *testing.T) {
 			conn.Close()
 		}
 	}
-	live := newVersion(t, broken)
-	dark := newVersion(t, broken)
+	live := routertest.NewVersion(t, broken)
+	dark := routertest.NewVersion(t, broken)
 	p, base := newTestProxy(t, Config{}, nil)
-	e := testExperiment("cut", "customdomain.com", live.URL, dark.URL, 100, experiment.StageRunning)
+	e := routertest.Experiment("cut", "customdomain.com", live.URL, dark.URL, 100, experiment.StageRunning)
 	setup(t, p, e)
 	rt := p.table.Load().byKey[e.Key()]
 	for range 5 {
 		req, _ := http.NewRequest("GET", base+"/", nil)
 		req.Host = "customdomain.com"
-		if resp, err := testClient.Do(req); err == nil {
+		if resp, err := routertest.Client.Do(req); err == nil {
 			io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
 		}
 	}
-	eventually(t, 3*time.Second, "the dark copies to be counted", func() bool { return counter(t, p, e.Key(), "dark", "error") == 5 })
+	routertest.Eventually(t, 3*time.Second, "the dark copies to be counted", func() bool { return counter(t, p, e.Key(), "dark", "error") == 5 })
 	if got := counter(t, p, e.Key(), "live", "error"); got != 5 {
 		t.Errorf("live{code_class=error} %v, want 5", got)
 	}
@@ -66,22 +60,22 @@ func TestProxyLiveBodyCutIsAnError(t *testing.T) {
 // answers is no failure of live (Envoy logs a 499): counted as canceled,
 // not observed.
 func TestProxyClientCancelNotALiveError(t *testing.T) {
-	live := newVersion(t, func(w http.ResponseWriter, r *http.Request) {
+	live := routertest.NewVersion(t, func(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-r.Context().Done():
 		case <-time.After(3 * time.Second):
 		}
 	})
-	dark := newVersion(t, nil)
+	dark := routertest.NewVersion(t, nil)
 	p, base := newTestProxy(t, Config{}, nil)
-	e := testExperiment("cancel", "customdomain.com", live.URL, dark.URL, 100, experiment.StageRunning)
+	e := routertest.Experiment("cancel", "customdomain.com", live.URL, dark.URL, 100, experiment.StageRunning)
 	setup(t, p, e)
 	req, _ := http.NewRequest("GET", base+"/", nil)
 	req.Host = "customdomain.com"
 	if _, err := (&http.Client{Timeout: 100 * time.Millisecond}).Do(req); err == nil {
 		t.Fatal("the client did not time out")
 	}
-	eventually(t, 3*time.Second, "the canceled request to be counted", func() bool { return counter(t, p, e.Key(), "live", "canceled") == 1 })
+	routertest.Eventually(t, 3*time.Second, "the canceled request to be counted", func() bool { return counter(t, p, e.Key(), "live", "canceled") == 1 })
 	if got := counter(t, p, e.Key(), "live", "5xx"); got != 0 {
 		t.Errorf("live{code_class=5xx} %v, want 0", got)
 	}
@@ -96,7 +90,7 @@ func TestProxyClientCancelNotALiveError(t *testing.T) {
 // its experiment's teardown does not bring back the series the teardown
 // removed.
 func TestProxyUpgradeSessionNotObserved(t *testing.T) {
-	live := newVersion(t, func(w http.ResponseWriter, r *http.Request) {
+	live := routertest.NewVersion(t, func(w http.ResponseWriter, r *http.Request) {
 		conn, rw, err := http.NewResponseController(w).Hijack()
 		if err != nil {
 			return
@@ -106,9 +100,9 @@ func TestProxyUpgradeSessionNotObserved(t *testing.T) {
 		rw.Flush()
 		rw.ReadString('\n') // the session lasts until the client's "bye"
 	})
-	dark := newVersion(t, nil)
+	dark := routertest.NewVersion(t, nil)
 	p, base := newTestProxy(t, Config{MirrorTimeout: 5 * time.Second}, nil)
-	e := testExperiment("session", "ws.example.com", live.URL, dark.URL, 100, experiment.StageRunning)
+	e := routertest.Experiment("session", "ws.example.com", live.URL, dark.URL, 100, experiment.StageRunning)
 	setup(t, p, e)
 	rt := p.table.Load().byKey[e.Key()]
 	open := func() net.Conn {
@@ -130,7 +124,7 @@ func TestProxyUpgradeSessionNotObserved(t *testing.T) {
 
 	// A session that ends while the experiment runs: one 1xx, no observation.
 	end(open())
-	eventually(t, 3*time.Second, "the session to be counted", func() bool { return counter(t, p, e.Key(), "live", "1xx") == 1 })
+	routertest.Eventually(t, 3*time.Second, "the session to be counted", func() bool { return counter(t, p, e.Key(), "live", "1xx") == 1 })
 	if n, _, _, _ := rt.rec[roleLive].Flush(); n != 0 {
 		t.Errorf("the session was observed as %d live requests, want none", n)
 	}
@@ -150,7 +144,7 @@ func TestProxyUpgradeSessionNotObserved(t *testing.T) {
 	}
 	end(conn)
 	time.Sleep(200 * time.Millisecond) // the session's handler returns
-	mfs, err := p.cfg.Registry.Gather()
+	mfs, err := p.reg.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,24 +163,23 @@ func TestProxyUpgradeSessionNotObserved(t *testing.T) {
 // as a teardown removes it is not counted on a route whose last batch is
 // already published: it finds the route gone (404) instead.
 func TestProxyTeardownRaceLosesNothing(t *testing.T) {
-	live := newVersion(t, nil)
-	dark := newVersion(t, nil)
+	live := routertest.NewVersion(t, nil)
+	dark := routertest.NewVersion(t, nil)
 	p, base := newTestProxy(t, Config{}, nil)
-	e := testExperiment("race", "race.example.com", live.URL, dark.URL, 100, experiment.StageRunning)
+	e := routertest.Experiment("race", "race.example.com", live.URL, dark.URL, 100, experiment.StageRunning)
 	setup(t, p, e)
 	rt := p.table.Load().byKey[e.Key()]
 	var once sync.Once
 	torn := make(chan error, 1)
-	testHookAcquired = func(got *route) {
+	p.testHookAcquired = func(got *route) {
 		once.Do(func() {
 			// The teardown removes the route, then waits for the count this
 			// request holds; let it run past that wait on its own.
 			go func() { torn <- p.Teardown(context.Background(), e) }()
-			eventually(t, 3*time.Second, "the route to be removed", func() bool { return p.table.Load().byKey[e.Key()] == nil })
+			routertest.Eventually(t, 3*time.Second, "the route to be removed", func() bool { return p.table.Load().byKey[e.Key()] == nil })
 		})
 	}
-	t.Cleanup(func() { testHookAcquired = nil })
-	if r := send(t, base, "race.example.com", "GET", "/", nil); r.Status != http.StatusNotFound {
+	if r := routertest.Send(t, base, "race.example.com", "GET", "/", nil); r.Status != http.StatusNotFound {
 		t.Errorf("status %d, want 404: the route was torn down", r.Status)
 	}
 	if err := <-torn; err != nil {
@@ -195,86 +188,7 @@ func TestProxyTeardownRaceLosesNothing(t *testing.T) {
 	if n, _, _, _ := rt.rec[roleLive].Flush(); n != 0 {
 		t.Errorf("%d live requests recorded after the last flush", n)
 	}
-	if got := len(live.requests()); got != 0 {
+	if got := len(live.Requests()); got != 0 {
 		t.Errorf("live got %d requests of a torn-down route", got)
 	}
 }
-
-// TestRouterShutdownPublishesLastObservations: a request still running when
-// the router stops keeps the HTTP shutdown waiting, but the last flush of
-// everyone else's observations gets a deadline of its own.
-func TestRouterShutdownPublishesLastObservations(t *testing.T) {
-	ns := natstest.Run(t)
-	nc := ns.Conn(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	infra, err := bus.EnsureInfra(ctx, nc, bus.StreamLimits{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	live := newVersion(t, func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/slow" {
-			time.Sleep(shutdownTimeout + 2*time.Second)
-		}
-	})
-	dark := newVersion(t, nil)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var logs bytes.Buffer
-	var logMu sync.Mutex
-	svc, err := New(Config{Listener: ln, Registry: prometheus.NewRegistry(), FlushInterval: time.Hour}, nc,
-		slog.New(slog.NewTextHandler(writerFunc(func(b []byte) (int, error) { logMu.Lock(); defer logMu.Unlock(); return logs.Write(b) }), nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(ctx) }()
-	eventually(t, 5*time.Second, "the proxy to listen", func() bool { return svc.ProxyURL() != "" })
-	e := testExperiment("stop", "customdomain.com", live.URL, dark.URL, 100, experiment.StageInitializing)
-	if _, err := infra.Store.Create(context.Background(), e); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, 10*time.Second, "the route", func() bool {
-		return send(t, svc.ProxyURL(), "customdomain.com", "GET", "/fast", nil).Status == http.StatusOK
-	})
-	for range 3 {
-		send(t, svc.ProxyURL(), "customdomain.com", "GET", "/fast", nil)
-	}
-	go func() {
-		req, _ := http.NewRequest("GET", svc.ProxyURL()+"/slow", nil)
-		req.Host = "customdomain.com"
-		if resp, err := http.DefaultClient.Do(req); err == nil {
-			resp.Body.Close()
-		}
-	}()
-	time.Sleep(200 * time.Millisecond)
-	cancel()
-	<-done
-
-	cons, err := infra.JS.OrderedConsumer(context.Background(), bus.StreamObs, jetstream.OrderedConsumerConfig{FilterSubjects: []string{bus.ObsFilter("default", "stop")}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var published int64
-	for {
-		m, err := cons.Next(jetstream.FetchMaxWait(time.Second))
-		if err != nil {
-			break
-		}
-		var b bus.ObservationBatch
-		if bus.Unmarshal(m.Headers().Get(bus.HeaderContentType), m.Data(), &b) == nil && b.Role == bus.RoleLive {
-			published += b.Count
-		}
-	}
-	if published < 4 {
-		logMu.Lock()
-		t.Errorf("%d live requests published, want the 4 served before the stop; log:\n%s", published, logs.String())
-		logMu.Unlock()
-	}
-}
-
-type writerFunc func([]byte) (int, error)
-
-func (f writerFunc) Write(b []byte) (int, error) { return f(b) }
