@@ -39,10 +39,7 @@ func startRouter(t *testing.T, ns *natstest.Server, cfg Config, backend Backend)
 	t.Helper()
 	nc := ns.Conn(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	infra, err := bus.EnsureInfra(ctx, nc, bus.StreamLimits{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	infra := routertest.Infra(t, nc)
 	if cfg.Proxy.Addr == "" {
 		cfg.Proxy.Addr = "127.0.0.1:0"
 	}
@@ -167,10 +164,7 @@ func TestServiceRestoresRunningExperiment(t *testing.T) {
 	ns := natstest.Run(t)
 	live := routertest.NewVersion(t, nil)
 	nc := ns.Conn(t)
-	infra, err := bus.EnsureInfra(context.Background(), nc, bus.StreamLimits{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	infra := routertest.Infra(t, nc)
 	// Already running, and its dark version is down right now: live traffic
 	// must be served anyway.
 	e := routertest.Experiment("running", "customdomain.com", live.URL, routertest.RefusedURL(t), 40, experiment.StageRunning)
@@ -219,10 +213,7 @@ func TestRouterShutdownPublishesLastObservations(t *testing.T) {
 	nc := ns.Conn(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	infra, err := bus.EnsureInfra(ctx, nc, bus.StreamLimits{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	infra := routertest.Infra(t, nc)
 	live := routertest.NewVersion(t, func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/slow" {
 			time.Sleep(proxy.ShutdownTimeout + 2*time.Second)

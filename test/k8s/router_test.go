@@ -2,6 +2,7 @@ package k8s
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -12,7 +13,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	istiobackend "github.com/darklaunch/darklaunch/services/router/istio"
+	"github.com/darklaunch/darklaunch/services/router/istio/istiotest"
 	"github.com/darklaunch/darklaunch/services/router/mirroring"
+	"github.com/darklaunch/darklaunch/services/router/routertest"
 )
 
 // TestRouterIstioBackendOnRealAPIServer: against a real API server with the
@@ -124,4 +127,27 @@ func authority(r interface {
 		return ""
 	}
 	return r.GetMatch()[0].GetAuthority().GetPrefix()
+}
+
+// TestRouterIstioContractOnRealAPIServer: the istio backend passes the
+// contract every router backend passes (services/router/routertest)
+// against a real API server too, each case in a namespace of its own that
+// holds the seed's Ready Knative Service.
+func TestRouterIstioContractOnRealAPIServer(t *testing.T) {
+	admin := clientsFor(t, cluster(t))
+	cases := 0
+	routertest.TestBackend(t, func(t *testing.T) routertest.Harness {
+		cases++
+		ns := fmt.Sprintf("router-contract-%d", cases)
+		admin.createNamespace(t, ns)
+		admin.applySeedService(t, ns)
+		return istiotest.Harness(admin.istio, admin.dyn, ns, func(t *testing.T) routertest.Backend {
+			b, err := istiobackend.New(istiobackend.Config{Namespaces: []string{ns}},
+				mirroring.Settings{InitTimeout: time.Second, InitInterval: 100 * time.Millisecond}, admin.istio, admin.dyn, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return b
+		})
+	})
 }

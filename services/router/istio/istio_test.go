@@ -58,6 +58,18 @@ func newIstioFixtureWith(t *testing.T, cfg istio.Config, set mirroring.Settings,
 	return f
 }
 
+// seedRouted is a fixture with the seed's Knative Service on which the
+// seed's experiment is set up.
+func seedRouted(t *testing.T) (*istioFixture, *experiment.Experiment) {
+	t.Helper()
+	f := newIstioFixture(t, istio.Config{}, istiotest.KnativeService(t, istiotest.SeedTraffic(), nil))
+	e := istiotest.SeedExperiment(t)
+	if _, err := f.b.Setup(context.Background(), e); err != nil {
+		t.Fatal(err)
+	}
+	return f, e
+}
+
 // seedVirtualServices are the seed's routing-rules.yaml, by name.
 func seedVirtualServices(t *testing.T) map[string]*networkingv1alpha3.VirtualService {
 	t.Helper()
@@ -167,12 +179,8 @@ func TestIstioLegacyMirrorPercent(t *testing.T) {
 // backend on the same cluster) writes nothing; a VirtualService changed by
 // hand is brought back; nothing is ever duplicated.
 func TestIstioSetupConverges(t *testing.T) {
-	f := newIstioFixture(t, istio.Config{}, istiotest.KnativeService(t, istiotest.SeedTraffic(), nil))
+	f, e := seedRouted(t)
 	ctx := context.Background()
-	e := istiotest.SeedExperiment(t)
-	if _, err := f.b.Setup(ctx, e); err != nil {
-		t.Fatal(err)
-	}
 	first := f.VirtualServices(t, "default")
 	writes := f.Writes()
 
@@ -527,12 +535,8 @@ func TestIstioConfigValidation(t *testing.T) {
 // reads again and creates it, instead of failing the new run. (Found in
 // review.)
 func TestIstioSetupRacingOldTeardown(t *testing.T) {
-	f := newIstioFixture(t, istio.Config{}, istiotest.KnativeService(t, istiotest.SeedTraffic(), nil))
+	f, _ := seedRouted(t)
 	ctx := context.Background()
-	old := istiotest.SeedExperiment(t)
-	if _, err := f.b.Setup(ctx, old); err != nil {
-		t.Fatal(err)
-	}
 	newer := istiotest.SeedExperiment(t) // the same name, a new UID
 	var once sync.Once
 	f.Istio.PrependReactor("update", "virtualservices", func(a k8stesting.Action) (bool, runtime.Object, error) {

@@ -9,7 +9,6 @@ import (
 
 	"github.com/darklaunch/darklaunch/services/router/mirroring"
 	"github.com/darklaunch/darklaunch/services/router/routertest"
-	"github.com/darklaunch/darklaunch/shared/bus"
 	"github.com/darklaunch/darklaunch/shared/experiment"
 	"github.com/darklaunch/darklaunch/shared/natstest"
 )
@@ -18,10 +17,7 @@ import (
 // against real live and dark servers, publishing on a real NATS. A
 // restarted proxy is a new one: its routes were in the old one's memory.
 func TestContract(t *testing.T) {
-	infra, err := bus.EnsureInfra(context.Background(), natstest.Run(t).Conn(t), bus.StreamLimits{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	infra := routertest.Infra(t, natstest.Run(t).Conn(t))
 	routertest.TestBackend(t, func(t *testing.T) routertest.Harness {
 		live := routertest.NewVersion(t, nil)
 		dark := routertest.NewVersion(t, nil)

@@ -65,3 +65,34 @@ func dropped(t testing.TB, p *Proxy, exp, reason string) float64 {
 	t.Helper()
 	return testutil.ToFloat64(p.prom.dropped.WithLabelValues(exp, reason))
 }
+
+// routedProxy is newTestProxy routing percent of host from live to dark
+// for a running experiment named name.
+func routedProxy(t testing.TB, cfg Config, live, dark *routertest.Version, name, host string, percent float64) (*Proxy, string, *experiment.Experiment) {
+	t.Helper()
+	p, base := newTestProxy(t, cfg, nil)
+	e := routertest.Experiment(name, host, live.URL, dark.URL, percent, experiment.StageRunning)
+	setup(t, p, e)
+	return p, base, e
+}
+
+// seriesByExperiment counts p's Prometheus series by their experiment
+// label.
+func seriesByExperiment(t testing.TB, p *Proxy) map[string]int {
+	t.Helper()
+	n := map[string]int{}
+	mfs, err := p.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "experiment" {
+					n[l.GetValue()]++
+				}
+			}
+		}
+	}
+	return n
+}

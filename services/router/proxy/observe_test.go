@@ -77,13 +77,8 @@ func (o *obsReader) readUntil(t *testing.T, within time.Duration, done func() bo
 }
 
 func TestProxyPublishesAggregatedObservations(t *testing.T) {
-	ns := natstest.Run(t)
-	nc := ns.Conn(t)
 	ctx := context.Background()
-	infra, err := bus.EnsureInfra(ctx, nc, bus.StreamLimits{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	infra := routertest.Infra(t, natstest.Run(t).Conn(t))
 	fail := func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/fail" {
 			w.WriteHeader(500)
@@ -146,10 +141,7 @@ func TestFlushRetriesWhileNATSIsDown(t *testing.T) {
 	ns := natstest.Run(t)
 	nc := ns.Conn(t)
 	ctx := context.Background()
-	infra, err := bus.EnsureInfra(ctx, nc, bus.StreamLimits{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	infra := routertest.Infra(t, nc)
 	live := routertest.NewVersion(t, nil)
 	dark := routertest.NewVersion(t, nil)
 	p, base := newTestProxy(t, Config{Instance: "retry"}, infra.JS)

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/darklaunch/darklaunch/services/router/routertest"
-	"github.com/darklaunch/darklaunch/shared/experiment"
 )
 
 // The edge cases of how a live request ends, found in review: each one used
@@ -35,9 +34,7 @@ func TestProxyLiveBodyCutIsAnError(t *testing.T) {
 	}
 	live := routertest.NewVersion(t, broken)
 	dark := routertest.NewVersion(t, broken)
-	p, base := newTestProxy(t, Config{}, nil)
-	e := routertest.Experiment("cut", "customdomain.com", live.URL, dark.URL, 100, experiment.StageRunning)
-	setup(t, p, e)
+	p, base, e := routedProxy(t, Config{}, live, dark, "cut", "customdomain.com", 100)
 	rt := p.table.Load().byKey[e.Key()]
 	for range 5 {
 		req, _ := http.NewRequest("GET", base+"/", nil)
@@ -67,9 +64,7 @@ func TestProxyClientCancelNotALiveError(t *testing.T) {
 		}
 	})
 	dark := routertest.NewVersion(t, nil)
-	p, base := newTestProxy(t, Config{}, nil)
-	e := routertest.Experiment("cancel", "customdomain.com", live.URL, dark.URL, 100, experiment.StageRunning)
-	setup(t, p, e)
+	p, base, e := routedProxy(t, Config{}, live, dark, "cancel", "customdomain.com", 100)
 	req, _ := http.NewRequest("GET", base+"/", nil)
 	req.Host = "customdomain.com"
 	if _, err := (&http.Client{Timeout: 100 * time.Millisecond}).Do(req); err == nil {
@@ -101,9 +96,7 @@ func TestProxyUpgradeSessionNotObserved(t *testing.T) {
 		rw.ReadString('\n') // the session lasts until the client's "bye"
 	})
 	dark := routertest.NewVersion(t, nil)
-	p, base := newTestProxy(t, Config{MirrorTimeout: 5 * time.Second}, nil)
-	e := routertest.Experiment("session", "ws.example.com", live.URL, dark.URL, 100, experiment.StageRunning)
-	setup(t, p, e)
+	p, base, e := routedProxy(t, Config{MirrorTimeout: 5 * time.Second}, live, dark, "session", "ws.example.com", 100)
 	rt := p.table.Load().byKey[e.Key()]
 	open := func() net.Conn {
 		t.Helper()
@@ -144,18 +137,8 @@ func TestProxyUpgradeSessionNotObserved(t *testing.T) {
 	}
 	end(conn)
 	time.Sleep(200 * time.Millisecond) // the session's handler returns
-	mfs, err := p.reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "experiment" && l.GetValue() == e.Key() {
-					t.Errorf("%s{%v} of the torn-down experiment exported after the session ended", mf.GetName(), m.GetLabel())
-				}
-			}
-		}
+	if n := seriesByExperiment(t, p)[e.Key()]; n != 0 {
+		t.Errorf("%d series of the torn-down experiment exported after the session ended", n)
 	}
 }
 
@@ -165,9 +148,7 @@ func TestProxyUpgradeSessionNotObserved(t *testing.T) {
 func TestProxyTeardownRaceLosesNothing(t *testing.T) {
 	live := routertest.NewVersion(t, nil)
 	dark := routertest.NewVersion(t, nil)
-	p, base := newTestProxy(t, Config{}, nil)
-	e := routertest.Experiment("race", "race.example.com", live.URL, dark.URL, 100, experiment.StageRunning)
-	setup(t, p, e)
+	p, base, e := routedProxy(t, Config{}, live, dark, "race", "race.example.com", 100)
 	rt := p.table.Load().byKey[e.Key()]
 	var once sync.Once
 	torn := make(chan error, 1)

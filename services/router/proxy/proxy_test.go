@@ -290,38 +290,19 @@ func TestProxyUpgradeNotMirrored(t *testing.T) {
 func TestProxyTeardownRemovesSeries(t *testing.T) {
 	live := routertest.NewVersion(t, nil)
 	dark := routertest.NewVersion(t, nil)
-	p, base := newTestProxy(t, Config{}, nil)
-	done := routertest.Experiment("done", "done.example.com", live.URL, dark.URL, 100, experiment.StageRunning)
+	p, base, done := routedProxy(t, Config{}, live, dark, "done", "done.example.com", 100)
 	other := routertest.Experiment("other", "other.example.com", live.URL, dark.URL, 100, experiment.StageRunning)
-	setup(t, p, done)
 	setup(t, p, other)
 	routertest.Send(t, base, "done.example.com", "GET", "/", nil)
 	routertest.Send(t, base, "other.example.com", "GET", "/", nil)
 	dark.WaitCount(t, 2, 5*time.Second)
 
-	series := func() map[string]int {
-		n := map[string]int{}
-		mfs, err := p.reg.Gather()
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, mf := range mfs {
-			for _, m := range mf.GetMetric() {
-				for _, l := range m.GetLabel() {
-					if l.GetName() == "experiment" {
-						n[l.GetValue()]++
-					}
-				}
-			}
-		}
-		return n
-	}
 	// live and dark 2xx, and one zero per drop reason; the dark one is
 	// counted once the copy's response is read.
 	want := 2 + len(dropReasons)
 	var before map[string]int
 	routertest.Eventually(t, 5*time.Second, "both experiments' series", func() bool {
-		before = series()
+		before = seriesByExperiment(t, p)
 		return before["default/done"] == want && before["default/other"] == want
 	})
 	if got := testutil.ToFloat64(p.prom.routes); got != 2 {
@@ -333,7 +314,7 @@ func TestProxyTeardownRemovesSeries(t *testing.T) {
 	if got := testutil.ToFloat64(p.prom.routes); got != 1 {
 		t.Errorf("darklaunch_proxy_routes after teardown: %v, want 1", got)
 	}
-	after := series()
+	after := seriesByExperiment(t, p)
 	if after["default/done"] != 0 || after["default/other"] != before["default/other"] {
 		t.Errorf("series by experiment after tearing down done: %v, want none of done and all %d of other", after, before["default/other"])
 	}

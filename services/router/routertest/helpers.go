@@ -5,6 +5,7 @@
 package routertest
 
 import (
+	"context"
 	"io"
 	"log/slog"
 	"net"
@@ -14,8 +15,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nuid"
 
+	"github.com/darklaunch/darklaunch/shared/bus"
 	"github.com/darklaunch/darklaunch/shared/experiment"
 )
 
@@ -158,4 +161,15 @@ func RefusedURL(t testing.TB) string {
 	addr := ln.Addr().String()
 	ln.Close()
 	return "http://" + addr + "/"
+}
+
+// Infra makes sure of darklaunch's streams and bucket on nc, as every
+// service does at start-up, and returns them.
+func Infra(t testing.TB, nc *nats.Conn) *bus.Infra {
+	t.Helper()
+	infra, err := bus.EnsureInfra(context.Background(), nc, bus.StreamLimits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return infra
 }
