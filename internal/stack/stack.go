@@ -50,8 +50,8 @@ type Config struct {
 	// StoreDir keeps the embedded server's JetStream files; default a
 	// temporary directory removed on Close.
 	StoreDir string
-	// ProxyAddr is where the router's mirroring proxy listens; default
-	// 127.0.0.1:0 (a free port).
+	// ProxyAddr is where the router's mirroring proxy listens unless
+	// Router.Proxy.Addr says; default 127.0.0.1:0 (a free port).
 	ProxyAddr string
 	// LiveURL and DarkURL are your own versions; each one left empty is
 	// served by the sample app configured in Live or Dark.

@@ -30,6 +30,8 @@ type Service struct {
 	js      jetstream.JetStream
 	log     *slog.Logger
 	backend Backend
+	// runner is the backend when it runs work of its own, else nil.
+	runner Runner
 
 	// seen is the last state of each experiment the watch delivered, so a
 	// deleted key can still be torn down by UID. Only the watch goroutine
@@ -39,7 +41,7 @@ type Service struct {
 }
 
 // New checks cfg (applying its defaults) and builds the backend. The proxy
-// backend listens from here on, so a busy port fails New.
+// backend listens from here on, so a busy port fails New; Run releases it.
 func New(cfg Config, nc *nats.Conn, log *slog.Logger) (*Service, error) {
 	return newService(cfg, nc, log, nil)
 }
@@ -67,7 +69,9 @@ func newService(cfg Config, nc *nats.Conn, log *slog.Logger, backend Backend) (*
 			return nil, fmt.Errorf("router: %w", err)
 		}
 	}
-	return &Service{cfg: cfg, nc: nc, js: js, log: log, backend: backend, seen: map[string]*experiment.Experiment{}}, nil
+	s := &Service{cfg: cfg, nc: nc, js: js, log: log, backend: backend, seen: map[string]*experiment.Experiment{}}
+	s.runner, _ = backend.(Runner)
+	return s, nil
 }
 
 // URL is where the backend serves the experiments' traffic, for one that
@@ -115,8 +119,7 @@ func (s *Service) Run(ctx context.Context) error {
 // flush: a request that kept the HTTP shutdown waiting must not cost the
 // observations of all the others).
 func (s *Service) runBackend(ctx context.Context, fail context.CancelCauseFunc) (stop func()) {
-	r, ok := s.backend.(Runner)
-	if !ok {
+	if s.runner == nil {
 		return func() {}
 	}
 	// Not ctx: the backend outlives the reconcilers, which may still use it.
@@ -124,7 +127,7 @@ func (s *Service) runBackend(ctx context.Context, fail context.CancelCauseFunc) 
 	ran := make(chan struct{})
 	go func() {
 		defer close(ran)
-		if err := r.Run(rctx); err != nil {
+		if err := s.runner.Run(rctx); err != nil {
 			fail(fmt.Errorf("router: %w", err))
 		}
 	}()
@@ -137,13 +140,12 @@ func (s *Service) runBackend(ctx context.Context, fail context.CancelCauseFunc) 
 
 // closeBackend closes a Runner backend, within closeTimeout.
 func (s *Service) closeBackend() {
-	r, ok := s.backend.(Runner)
-	if !ok {
+	if s.runner == nil {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
 	defer cancel()
-	if err := r.Close(ctx); err != nil {
+	if err := s.runner.Close(ctx); err != nil {
 		s.log.Error("backend not closed cleanly", "err", err)
 	}
 }
