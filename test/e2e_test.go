@@ -19,6 +19,8 @@ import (
 	"github.com/darklaunch/darklaunch/internal/stack"
 	"github.com/darklaunch/darklaunch/services/collector"
 	"github.com/darklaunch/darklaunch/services/router"
+	"github.com/darklaunch/darklaunch/services/router/mirroring"
+	"github.com/darklaunch/darklaunch/services/router/proxy"
 	"github.com/darklaunch/darklaunch/shared"
 	"github.com/darklaunch/darklaunch/shared/bus"
 	"github.com/darklaunch/darklaunch/shared/experiment"
@@ -50,7 +52,7 @@ func start(t *testing.T, live, dark sampleapp.Config) *env {
 		StoreDir:  t.TempDir(),
 		Live:      live,
 		Dark:      dark,
-		Router:    router.Config{FlushInterval: 200 * time.Millisecond, InitTimeout: 5 * time.Second, InitInterval: 100 * time.Millisecond},
+		Router:    router.Config{Proxy: proxy.Config{FlushInterval: 200 * time.Millisecond}, Settings: mirroring.Settings{InitTimeout: 5 * time.Second, InitInterval: 100 * time.Millisecond}},
 		Collector: collector.Config{Grace: 600 * time.Millisecond},
 		Log:       logger(t),
 	})

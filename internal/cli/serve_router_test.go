@@ -7,6 +7,8 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/darklaunch/darklaunch/services/router"
+	"github.com/darklaunch/darklaunch/services/router/istio"
+	"github.com/darklaunch/darklaunch/services/router/mirroring"
 )
 
 // TestRouterFlags: the flags the Helm chart passes reach router.Config, and
@@ -23,17 +25,17 @@ func TestRouterFlags(t *testing.T) {
 		return c
 	}
 	def := parse()
-	if def.Backend != router.BackendProxy || def.Namespaces != nil || def.KeepRouting || def.LegacyMirrorPercent ||
-		!slices.Equal(def.Gateways, router.DefaultGateways()) || def.LocalGateway != router.DefaultLocalGateway ||
-		def.GatewayHost != router.DefaultGatewayHost || def.InitInterval != router.DefaultInitInterval {
+	if def.Backend != router.BackendProxy || def.Istio.Namespaces != nil || def.KeepRouting || def.Istio.LegacyMirrorPercent ||
+		!slices.Equal(def.Istio.Gateways, istio.DefaultGateways()) || def.Istio.LocalGateway != istio.DefaultLocalGateway ||
+		def.Istio.GatewayHost != istio.DefaultGatewayHost || def.InitInterval != mirroring.DefaultInitInterval {
 		t.Errorf("defaults %+v", def)
 	}
 
 	c := parse("--backend", "istio", "--kubeconfig", "/k", "--namespaces", "default,staging", "--gateways", "mesh",
 		"--local-gateway", "gw/local", "--gateway-host", "gw.example.svc", "--legacy-mirror-percent", "--keep-routing")
-	if c.Backend != router.BackendIstio || c.Kubeconfig != "/k" || !slices.Equal(c.Namespaces, []string{"default", "staging"}) ||
-		!slices.Equal(c.Gateways, []string{"mesh"}) || c.LocalGateway != "gw/local" || c.GatewayHost != "gw.example.svc" ||
-		!c.LegacyMirrorPercent || !c.KeepRouting {
+	if c.Backend != router.BackendIstio || c.Istio.Kubeconfig != "/k" || !slices.Equal(c.Istio.Namespaces, []string{"default", "staging"}) ||
+		!slices.Equal(c.Istio.Gateways, []string{"mesh"}) || c.Istio.LocalGateway != "gw/local" || c.Istio.GatewayHost != "gw.example.svc" ||
+		!c.Istio.LegacyMirrorPercent || !c.KeepRouting {
 		t.Errorf("parsed %+v", c)
 	}
 }

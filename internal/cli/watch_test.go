@@ -10,6 +10,8 @@ import (
 	"github.com/darklaunch/darklaunch/internal/stack"
 	"github.com/darklaunch/darklaunch/services/collector"
 	"github.com/darklaunch/darklaunch/services/router"
+	"github.com/darklaunch/darklaunch/services/router/mirroring"
+	"github.com/darklaunch/darklaunch/services/router/proxy"
 	"github.com/darklaunch/darklaunch/shared/bus"
 )
 
@@ -21,7 +23,7 @@ func TestWatchEventsToTheEnd(t *testing.T) {
 	defer cancel()
 	st, err := stack.Start(ctx, stack.Config{
 		StoreDir:  t.TempDir(),
-		Router:    router.Config{FlushInterval: 200 * time.Millisecond, InitTimeout: 5 * time.Second, InitInterval: 100 * time.Millisecond},
+		Router:    router.Config{Proxy: proxy.Config{FlushInterval: 200 * time.Millisecond}, Settings: mirroring.Settings{InitTimeout: 5 * time.Second, InitInterval: 100 * time.Millisecond}},
 		Collector: collector.Config{Grace: 600 * time.Millisecond},
 	})
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"slices"
 	"sync"
 	"time"
@@ -49,15 +50,15 @@ type Config struct {
 	// StoreDir keeps the embedded server's JetStream files; default a
 	// temporary directory removed on Close.
 	StoreDir string
-	// ProxyAddr is where the router's mirroring proxy listens; default
-	// 127.0.0.1:0 (a free port).
+	// ProxyAddr is where the router's mirroring proxy listens unless
+	// Router.Proxy.Addr says; default 127.0.0.1:0 (a free port).
 	ProxyAddr string
 	// LiveURL and DarkURL are your own versions; each one left empty is
 	// served by the sample app configured in Live or Dark.
 	LiveURL, DarkURL string
 	Live, Dark       sampleapp.Config
 	// The services' own configurations; the stack fills in what wires them
-	// together (proxy listener, live and dark URLs, loadgen target).
+	// together (the proxy's address, live and dark URLs, loadgen target).
 	Router    router.Config
 	Loadgen   loadgen.Config
 	Collector collector.Config
@@ -80,11 +81,10 @@ type Stack struct {
 	Live     *sampleapp.App
 	Dark     *sampleapp.App
 
-	ctx       context.Context
-	cancel    context.CancelFunc
-	proxyAddr string
-	mu        sync.Mutex
-	running   map[string]*service
+	ctx     context.Context
+	cancel  context.CancelFunc
+	mu      sync.Mutex
+	running map[string]*service
 }
 
 type service struct {
@@ -131,30 +131,22 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 		return nil, err
 	}
 
-	s.proxyAddr = cfg.ProxyAddr
-	if s.proxyAddr == "" {
-		s.proxyAddr = "127.0.0.1:0"
+	// The router first: building it binds the proxy's port (for a backend
+	// that serves traffic itself), so a busy port is reported before
+	// anything else starts, and its URL is known before loadgen starts.
+	if s.cfg.Router.Proxy.Addr == "" {
+		s.cfg.Router.Proxy.Addr = cmp.Or(cfg.ProxyAddr, "127.0.0.1:0")
 	}
-	proxy := cfg.Router.Backend == "" || cfg.Router.Backend == router.BackendProxy
-	if slices.Contains(cfg.Run, Router) && proxy {
-		// Bind now, so the port is known before the router runs and a
-		// busy port is reported before anything else starts.
-		ln, err := net.Listen("tcp", s.proxyAddr)
-		if err != nil {
-			return nil, fmt.Errorf("mirroring proxy on %s: %w", s.proxyAddr, err)
-		}
-		s.proxyAddr = ln.Addr().String()
-		s.ProxyURL = "http://" + s.proxyAddr
-		if err := s.start(Router, ln); err != nil {
-			ln.Close()
+	if slices.Contains(cfg.Run, Router) {
+		if err := s.start(Router); err != nil {
 			return nil, err
 		}
 	}
 	for _, name := range cfg.Run {
-		if name == Router && proxy {
+		if name == Router {
 			continue // started above
 		}
-		if err := s.start(name, nil); err != nil {
+		if err := s.start(name); err != nil {
 			return nil, err
 		}
 	}
@@ -259,18 +251,24 @@ func (s *Stack) connect(name string) (*nats.Conn, error) {
 }
 
 // StartService starts a service that is not running (after StopService).
+// A router serves where the stopped one did, so loadgen's URL stays right;
+// its port may take a moment to be free again.
 func (s *Stack) StartService(name string) error {
-	if name != Router || (s.cfg.Router.Backend != "" && s.cfg.Router.Backend != router.BackendProxy) {
-		return s.start(name, nil)
+	if name != Router {
+		return s.start(name)
 	}
-	ln, err := listenRetry(s.proxyAddr, 5*time.Second)
-	if err != nil {
-		return err
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		err := s.start(Router)
+		var op *net.OpError
+		if err == nil || !errors.As(err, &op) || op.Op != "listen" || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
-	return s.start(Router, ln)
 }
 
-func (s *Stack) start(name string, ln net.Listener) error {
+func (s *Stack) start(name string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.running[name]; ok {
@@ -285,10 +283,6 @@ func (s *Stack) start(name string, ln net.Listener) error {
 	switch name {
 	case Router:
 		cfg := s.cfg.Router
-		if ln != nil {
-			cfg.Listener = ln
-			cfg.ProxyAddr = s.proxyAddr
-		}
 		if cfg.DefaultLiveURL == "" {
 			cfg.DefaultLiveURL = s.LiveURL
 		}
@@ -301,6 +295,13 @@ func (s *Stack) start(name string, ln net.Listener) error {
 			return err
 		}
 		run = svc.Run
+		if u := svc.URL(); u != "" && s.ProxyURL == "" {
+			s.ProxyURL = u
+			// A restarted router binds the same address, not a new free port.
+			if pu, err := url.Parse(u); err == nil {
+				s.cfg.Router.Proxy.Addr = pu.Host
+			}
+		}
 	case Loadgen:
 		cfg := s.cfg.Loadgen
 		if cfg.URL == "" {
@@ -391,15 +392,4 @@ func (s *Stack) Close() error {
 		s.NATS.Shutdown()
 	}
 	return errors.Join(errs...)
-}
-
-func listenRetry(addr string, total time.Duration) (net.Listener, error) {
-	deadline := time.Now().Add(total)
-	for {
-		ln, err := net.Listen("tcp", addr)
-		if err == nil || time.Now().After(deadline) {
-			return ln, err
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }

@@ -5,10 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -21,9 +18,9 @@ import (
 // Source is the router's name in the events it publishes.
 const Source = "router"
 
-// shutdownTimeout bounds the HTTP server's graceful shutdown and the last
-// flush of observations.
-const shutdownTimeout = 5 * time.Second
+// closeTimeout bounds a backend's Close at shutdown (the proxy's last
+// flush of observations).
+const closeTimeout = 5 * time.Second
 
 // Service is the router: it reconciles the experiments in the KV bucket
 // with its backend's routes.
@@ -33,10 +30,8 @@ type Service struct {
 	js      jetstream.JetStream
 	log     *slog.Logger
 	backend Backend
-	// proxy is the backend when it is the local proxy, which needs an HTTP
-	// server and a flusher; nil for other backends.
-	proxy    *Proxy
-	proxyURL atomic.Pointer[string]
+	// runner is the backend when it runs work of its own, else nil.
+	runner Runner
 
 	// seen is the last state of each experiment the watch delivered, so a
 	// deleted key can still be torn down by UID. Only the watch goroutine
@@ -45,7 +40,8 @@ type Service struct {
 	teardowns sync.WaitGroup
 }
 
-// New checks cfg (applying its defaults) and builds the backend.
+// New checks cfg (applying its defaults) and builds the backend. The proxy
+// backend listens from here on, so a busy port fails New; Run releases it.
 func New(cfg Config, nc *nats.Conn, log *slog.Logger) (*Service, error) {
 	return newService(cfg, nc, log, nil)
 }
@@ -60,7 +56,7 @@ func newService(cfg Config, nc *nats.Conn, log *slog.Logger, backend Backend) (*
 		log = slog.New(slog.DiscardHandler)
 	}
 	log = log.With("service", Source)
-	cfg = cfg.withDefaults()
+	cfg.Default()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -74,24 +70,26 @@ func newService(cfg Config, nc *nats.Conn, log *slog.Logger, backend Backend) (*
 		}
 	}
 	s := &Service{cfg: cfg, nc: nc, js: js, log: log, backend: backend, seen: map[string]*experiment.Experiment{}}
-	s.proxy, _ = backend.(*Proxy)
+	s.runner, _ = backend.(Runner)
 	return s, nil
 }
 
-// ProxyURL is the proxy's base URL ("http://127.0.0.1:8080") once Run
-// listens, "" before and for backends without a proxy.
-func (s *Service) ProxyURL() string {
-	if u := s.proxyURL.Load(); u != nil {
-		return *u
+// URL is where the backend serves the experiments' traffic, for one that
+// serves it itself (Endpoint: the proxy, "http://127.0.0.1:8080"); "" for
+// one that does not (istio: the mesh serves it).
+func (s *Service) URL() string {
+	if e, ok := s.backend.(Endpoint); ok {
+		return e.URL()
 	}
 	return ""
 }
 
-// Run serves the proxy and reconciles until ctx ends; nil on a clean
-// shutdown.
+// Run reconciles, and runs the backend's own work (Runner), until ctx
+// ends; nil on a clean shutdown.
 func (s *Service) Run(ctx context.Context) error {
 	infra, err := bus.EnsureInfra(ctx, s.nc, s.cfg.Streams)
 	if err != nil {
+		s.closeBackend()
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -99,61 +97,57 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-
-	var srv *http.Server
-	var served chan struct{}
-	if s.proxy != nil {
-		ln := s.cfg.Listener
-		if ln == nil {
-			if ln, err = net.Listen("tcp", s.cfg.ProxyAddr); err != nil {
-				return fmt.Errorf("router: proxy: %w", err)
-			}
-		}
-		u := "http://" + ln.Addr().String()
-		s.proxyURL.Store(&u)
-		srv = &http.Server{
-			Handler:           s.proxy,
-			ReadHeaderTimeout: 10 * time.Second,
-			IdleTimeout:       2 * time.Minute,
-			ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
-		}
-		served = make(chan struct{})
-		go func() {
-			defer close(served)
-			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-				cancel(fmt.Errorf("router: proxy: %w", err))
-			}
-		}()
-		go s.proxy.runFlusher(ctx)
-		s.log.Info("proxy listening", "url", u, "instance", s.cfg.Instance)
-	}
+	stopBackend := s.runBackend(ctx, cancel)
 
 	workers := bus.NewWorkers(ctx)
 	infra.Store.Reconcile(ctx, s.log, func(c bus.Change) { s.reconcile(ctx, workers, c) })
 
-	// Shutdown: reconcilers first (they publish), then the proxy.
+	// Shutdown: reconcilers first (they publish, and tear down through the
+	// backend), then the backend's own work.
 	workers.Wait()
 	s.teardowns.Wait()
-	if srv != nil {
-		sctx, scancel := context.WithTimeout(context.Background(), shutdownTimeout)
-		if err := srv.Shutdown(sctx); err != nil {
-			s.log.Warn("proxy shutdown cut short", "err", err)
-			srv.Close()
-		}
-		scancel()
-		<-served
-		// The last flush gets a deadline of its own: a request that kept
-		// Shutdown waiting must not cost the observations of all the others.
-		cctx, ccancel := context.WithTimeout(context.Background(), shutdownTimeout)
-		if err := s.proxy.Close(cctx); err != nil {
-			s.log.Error("last observations not published", "err", err)
-		}
-		ccancel()
-	}
+	stopBackend()
 	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}
 	return nil
+}
+
+// runBackend starts a Runner backend's Run, whose failure stops the
+// Service, and returns what stops it: end Run (the proxy shuts its HTTP
+// server down), then Close with a deadline of its own (the proxy's last
+// flush: a request that kept the HTTP shutdown waiting must not cost the
+// observations of all the others).
+func (s *Service) runBackend(ctx context.Context, fail context.CancelCauseFunc) (stop func()) {
+	if s.runner == nil {
+		return func() {}
+	}
+	// Not ctx: the backend outlives the reconcilers, which may still use it.
+	rctx, rcancel := context.WithCancel(context.WithoutCancel(ctx))
+	ran := make(chan struct{})
+	go func() {
+		defer close(ran)
+		if err := s.runner.Run(rctx); err != nil {
+			fail(fmt.Errorf("router: %w", err))
+		}
+	}()
+	return func() {
+		rcancel()
+		<-ran
+		s.closeBackend()
+	}
+}
+
+// closeBackend closes a Runner backend, within closeTimeout.
+func (s *Service) closeBackend() {
+	if s.runner == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
+	defer cancel()
+	if err := s.runner.Close(ctx); err != nil {
+		s.log.Error("backend not closed cleanly", "err", err)
+	}
 }
 
 // reconcile brings one experiment's routing to what its state asks:

@@ -1,9 +1,14 @@
 package router
 
 import (
+	"bytes"
 	"context"
 	"errors"
-	"net"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -11,6 +16,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/darklaunch/darklaunch/services/router/mirroring"
+	"github.com/darklaunch/darklaunch/services/router/proxy"
+	"github.com/darklaunch/darklaunch/services/router/routertest"
 	"github.com/darklaunch/darklaunch/shared/bus"
 	"github.com/darklaunch/darklaunch/shared/experiment"
 	"github.com/darklaunch/darklaunch/shared/natstest"
@@ -25,22 +33,18 @@ type testRouter struct {
 }
 
 // startRouter runs a Service until the test ends and checks that Run
-// returns nil.
-func startRouter(t *testing.T, ns *natstest.Server, cfg Config) *testRouter {
+// returns nil. With a nil backend the Service builds its own from cfg
+// (the proxy on a free port).
+func startRouter(t *testing.T, ns *natstest.Server, cfg Config, backend Backend) *testRouter {
 	t.Helper()
 	nc := ns.Conn(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	infra, err := bus.EnsureInfra(ctx, nc, bus.StreamLimits{})
-	if err != nil {
-		t.Fatal(err)
+	infra := routertest.Infra(t, nc)
+	if cfg.Proxy.Addr == "" {
+		cfg.Proxy.Addr = "127.0.0.1:0"
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Listener = ln
 	cfg.Registry = prometheus.NewRegistry()
-	svc, err := New(cfg, nc, testLogger(t))
+	svc, err := newService(cfg, nc, routertest.Logger(t), backend)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,8 +61,7 @@ func startRouter(t *testing.T, ns *natstest.Server, cfg Config) *testRouter {
 			t.Error("Run did not return after its context ended")
 		}
 	})
-	eventually(t, 5*time.Second, "the proxy to listen", func() bool { return svc.ProxyURL() != "" })
-	return &testRouter{svc: svc, infra: infra, nc: nc, url: svc.ProxyURL()}
+	return &testRouter{svc: svc, infra: infra, nc: nc, url: svc.URL()}
 }
 
 // routingEvent waits for the routing event of e.
@@ -94,12 +97,12 @@ func setStage(t *testing.T, store *bus.Store, e *experiment.Experiment, stage ex
 
 func TestServiceSetsUpReportsAndTearsDown(t *testing.T) {
 	ns := natstest.Run(t)
-	live := newVersion(t, nil)
-	dark := newVersion(t, nil)
-	r := startRouter(t, ns, Config{FlushInterval: 50 * time.Millisecond})
+	live := routertest.NewVersion(t, nil)
+	dark := routertest.NewVersion(t, nil)
+	r := startRouter(t, ns, Config{Proxy: proxy.Config{FlushInterval: 50 * time.Millisecond}}, nil)
 	ctx := context.Background()
 
-	e := testExperiment("sample", "customdomain.com", live.URL, dark.URL, 40, experiment.StageInitializing)
+	e := routertest.Experiment("sample", "customdomain.com", live.URL, dark.URL, 40, experiment.StageInitializing)
 	if _, err := r.infra.Store.Create(ctx, e); err != nil {
 		t.Fatal(err)
 	}
@@ -108,21 +111,21 @@ func TestServiceSetsUpReportsAndTearsDown(t *testing.T) {
 		t.Fatalf("routing event %+v, want Ready", ev.Routing)
 	}
 	want := experiment.RoutingStatus{Backend: "proxy", Host: "customdomain.com", Percent: 40, Live: live.URL, Dark: dark.URL}
-	if !statusEqual(ev.Routing.Status, want) || ev.UID != e.Metadata.UID || ev.Source != Source {
+	if !routertest.StatusEqual(ev.Routing.Status, want) || ev.UID != e.Metadata.UID || ev.Source != Source {
 		t.Errorf("routing event %+v (uid %s, source %s), want status %+v for uid %s", ev.Routing.Status, ev.UID, ev.Source, want, e.Metadata.UID)
 	}
 	if id := m.Headers().Get(bus.HeaderMsgID); id != bus.MsgID(e.Metadata.UID, "routing") {
 		t.Errorf("Msg-Id %q, want %q", id, bus.MsgID(e.Metadata.UID, "routing"))
 	}
-	if got := send(t, r.url, "customdomain.com", "GET", "/", nil); got.Status != 200 {
+	if got := routertest.Send(t, r.url, "customdomain.com", "GET", "/", nil); got.Status != 200 {
 		t.Fatalf("request through the proxy: %d %q", got.Status, got.Body)
 	}
 
 	// The judge's next steps: Running (no new event), then Completed.
 	setStage(t, r.infra.Store, e, experiment.StageRunning)
 	setStage(t, r.infra.Store, e, experiment.StageCompleted)
-	eventually(t, 10*time.Second, "the route to be removed", func() bool {
-		return send(t, r.url, "customdomain.com", "GET", "/", nil).Status == 404
+	routertest.Eventually(t, 10*time.Second, "the route to be removed", func() bool {
+		return routertest.Send(t, r.url, "customdomain.com", "GET", "/", nil).Status == 404
 	})
 	info, err := r.infra.Events.Info(ctx, jetstream.WithSubjectFilter(bus.EventTypeFilter(bus.EventRouting)))
 	if err != nil {
@@ -135,10 +138,10 @@ func TestServiceSetsUpReportsAndTearsDown(t *testing.T) {
 
 func TestServiceReportsUnreachableDark(t *testing.T) {
 	ns := natstest.Run(t)
-	live := newVersion(t, nil)
-	r := startRouter(t, ns, Config{InitTimeout: time.Second, InitInterval: 100 * time.Millisecond})
-	refused := refusedURL(t)
-	e := testExperiment("broken", "customdomain.com", live.URL, refused, 40, experiment.StageInitializing)
+	live := routertest.NewVersion(t, nil)
+	r := startRouter(t, ns, Config{Settings: mirroring.Settings{InitTimeout: time.Second, InitInterval: 100 * time.Millisecond}}, nil)
+	refused := routertest.RefusedURL(t)
+	e := routertest.Experiment("broken", "customdomain.com", live.URL, refused, 40, experiment.StageInitializing)
 	if _, err := r.infra.Store.Create(context.Background(), e); err != nil {
 		t.Fatal(err)
 	}
@@ -146,10 +149,10 @@ func TestServiceReportsUnreachableDark(t *testing.T) {
 	if ev.Routing == nil || ev.Routing.Ready {
 		t.Fatalf("routing event %+v, want not Ready", ev.Routing)
 	}
-	if want := "dark version " + refused + " did not answer within 1s: "; !contains(ev.Routing.Reason, want) {
+	if want := "dark version " + refused + " did not answer within 1s: "; !strings.Contains(ev.Routing.Reason, want) {
 		t.Errorf("reason %q, want it to contain %q", ev.Routing.Reason, want)
 	}
-	if got := send(t, r.url, "customdomain.com", "GET", "/", nil); got.Status != 404 {
+	if got := routertest.Send(t, r.url, "customdomain.com", "GET", "/", nil); got.Status != 404 {
 		t.Errorf("failed setup left a route: status %d", got.Status)
 	}
 }
@@ -159,24 +162,21 @@ func TestServiceReportsUnreachableDark(t *testing.T) {
 // down when the key is deleted.
 func TestServiceRestoresRunningExperiment(t *testing.T) {
 	ns := natstest.Run(t)
-	live := newVersion(t, nil)
+	live := routertest.NewVersion(t, nil)
 	nc := ns.Conn(t)
-	infra, err := bus.EnsureInfra(context.Background(), nc, bus.StreamLimits{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	infra := routertest.Infra(t, nc)
 	// Already running, and its dark version is down right now: live traffic
 	// must be served anyway.
-	e := testExperiment("running", "customdomain.com", live.URL, refusedURL(t), 40, experiment.StageRunning)
+	e := routertest.Experiment("running", "customdomain.com", live.URL, routertest.RefusedURL(t), 40, experiment.StageRunning)
 	e.Status.Routing = &experiment.RoutingStatus{Backend: "proxy"}
 	rev, err := infra.Store.Create(context.Background(), e)
 	if err != nil {
 		t.Fatal(err)
 	}
 
-	r := startRouter(t, ns, Config{})
-	eventually(t, 10*time.Second, "the route to be restored", func() bool {
-		return send(t, r.url, "customdomain.com", "GET", "/", nil).Status == 200
+	r := startRouter(t, ns, Config{}, nil)
+	routertest.Eventually(t, 10*time.Second, "the route to be restored", func() bool {
+		return routertest.Send(t, r.url, "customdomain.com", "GET", "/", nil).Status == 200
 	})
 	_, err = r.infra.Events.GetLastMsgForSubject(context.Background(), bus.EventSubject("default", "running", bus.EventRouting))
 	if !errors.Is(err, jetstream.ErrMsgNotFound) {
@@ -186,8 +186,8 @@ func TestServiceRestoresRunningExperiment(t *testing.T) {
 	if err := r.infra.Store.Delete(context.Background(), "default", "running", rev); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "the route to be removed after deletion", func() bool {
-		return send(t, r.url, "customdomain.com", "GET", "/", nil).Status == 404
+	routertest.Eventually(t, 10*time.Second, "the route to be removed after deletion", func() bool {
+		return routertest.Send(t, r.url, "customdomain.com", "GET", "/", nil).Status == 404
 	})
 }
 
@@ -196,11 +196,85 @@ func TestNewRejectsBadConfig(t *testing.T) {
 	nc := ns.Conn(t)
 	for name, cfg := range map[string]Config{
 		"backend": {Backend: "linkerd"},
-		"percent": {DefaultPercent: 150},
-		"url":     {DefaultDarkURL: "ftp://x"},
+		"percent": {Settings: mirroring.Settings{DefaultPercent: 150}},
+		"url":     {Settings: mirroring.Settings{DefaultDarkURL: "ftp://x"}},
 	} {
 		if _, err := New(cfg, nc, nil); err == nil {
 			t.Errorf("%s: New accepted %+v", name, cfg)
 		}
 	}
 }
+
+// TestRouterShutdownPublishesLastObservations: a request still running when
+// the router stops keeps the HTTP shutdown waiting, but the last flush of
+// everyone else's observations gets a deadline of its own.
+func TestRouterShutdownPublishesLastObservations(t *testing.T) {
+	ns := natstest.Run(t)
+	nc := ns.Conn(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	infra := routertest.Infra(t, nc)
+	live := routertest.NewVersion(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			time.Sleep(proxy.ShutdownTimeout + 2*time.Second)
+		}
+	})
+	dark := routertest.NewVersion(t, nil)
+	var logs bytes.Buffer
+	var logMu sync.Mutex
+	svc, err := New(Config{Proxy: proxy.Config{Addr: "127.0.0.1:0", FlushInterval: time.Hour}, Registry: prometheus.NewRegistry()}, nc,
+		slog.New(slog.NewTextHandler(writerFunc(func(b []byte) (int, error) { logMu.Lock(); defer logMu.Unlock(); return logs.Write(b) }), nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(ctx) }()
+	routertest.Eventually(t, 5*time.Second, "the proxy to listen", func() bool { return svc.URL() != "" })
+	e := routertest.Experiment("stop", "customdomain.com", live.URL, dark.URL, 100, experiment.StageInitializing)
+	if _, err := infra.Store.Create(context.Background(), e); err != nil {
+		t.Fatal(err)
+	}
+	routertest.Eventually(t, 10*time.Second, "the route", func() bool {
+		return routertest.Send(t, svc.URL(), "customdomain.com", "GET", "/fast", nil).Status == http.StatusOK
+	})
+	for range 3 {
+		routertest.Send(t, svc.URL(), "customdomain.com", "GET", "/fast", nil)
+	}
+	go func() {
+		req, _ := http.NewRequest("GET", svc.URL()+"/slow", nil)
+		req.Host = "customdomain.com"
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	routertest.Eventually(t, 5*time.Second, "the slow request to reach live", func() bool {
+		return slices.ContainsFunc(live.Requests(), func(r routertest.Request) bool { return r.URI == "/slow" })
+	})
+	cancel()
+	<-done
+
+	cons, err := infra.JS.OrderedConsumer(context.Background(), bus.StreamObs, jetstream.OrderedConsumerConfig{FilterSubjects: []string{bus.ObsFilter("default", "stop")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var published int64
+	for {
+		m, err := cons.Next(jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			break
+		}
+		var b bus.ObservationBatch
+		if bus.Unmarshal(m.Headers().Get(bus.HeaderContentType), m.Data(), &b) == nil && b.Role == bus.RoleLive {
+			published += b.Count
+		}
+	}
+	if published < 4 {
+		logMu.Lock()
+		t.Errorf("%d live requests published, want the 4 served before the stop; log:\n%s", published, logs.String())
+		logMu.Unlock()
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(b []byte) (int, error) { return f(b) }

@@ -14,7 +14,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
-	"github.com/darklaunch/darklaunch/services/router"
+	istiobackend "github.com/darklaunch/darklaunch/services/router/istio"
+	"github.com/darklaunch/darklaunch/services/router/mirroring"
 )
 
 const chartDir = "../../deploy/helm/darklaunch"
@@ -135,7 +136,7 @@ func TestHelmChartOnRealAPIServer(t *testing.T) {
 	// The router's whole job in the allowed namespace, with its identity:
 	// read the Knative Service, create and remove the VirtualServices.
 	admin.applySeedService(t, allowed)
-	b, err := router.NewIstio(router.Config{Backend: router.BackendIstio, Namespaces: []string{allowed}, InitTimeout: 5 * time.Second, InitInterval: 100 * time.Millisecond}, rt.istio, rt.dyn, nil)
+	b, err := istiobackend.New(istiobackend.Config{Namespaces: []string{allowed}}, mirroring.Settings{InitTimeout: 5 * time.Second, InitInterval: 100 * time.Millisecond}, rt.istio, rt.dyn, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,13 +161,13 @@ func TestHelmChartOnRealAPIServer(t *testing.T) {
 	forbidden("create a VirtualService in "+denied, err)
 	_, err = rt.istio.NetworkingV1().VirtualServices("").List(ctx, metav1.ListOptions{})
 	forbidden("list VirtualServices cluster-wide", err)
-	_, err = rt.dyn.Resource(router.KnativeServices).Namespace(denied).Get(ctx, "sample-app", metav1.GetOptions{})
+	_, err = rt.dyn.Resource(istiobackend.KnativeServices).Namespace(denied).Get(ctx, "sample-app", metav1.GetOptions{})
 	forbidden("read Knative Services in "+denied, err)
 	_, err = rt.core.CoreV1().Secrets(allowed).List(ctx, metav1.ListOptions{})
 	forbidden("list Secrets in "+allowed, err)
 	_, err = rt.core.CoreV1().Secrets(system).Get(ctx, "anything", metav1.GetOptions{})
 	forbidden("read Secrets in "+system, err)
-	err = rt.dyn.Resource(router.KnativeServices).Namespace(allowed).Delete(ctx, "sample-app", metav1.DeleteOptions{})
+	err = rt.dyn.Resource(istiobackend.KnativeServices).Namespace(allowed).Delete(ctx, "sample-app", metav1.DeleteOptions{})
 	forbidden("delete the Knative Service", err)
 	if _, err := b.Setup(ctx, seedExperiment(t, denied, "denied-uid")); err == nil {
 		t.Errorf("router setup in %s succeeded", denied)

@@ -19,7 +19,7 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/yaml"
 
-	"github.com/darklaunch/darklaunch/services/router"
+	istiobackend "github.com/darklaunch/darklaunch/services/router/istio"
 	"github.com/darklaunch/darklaunch/shared/experiment"
 )
 
@@ -81,7 +81,7 @@ func repoFile(t *testing.T, parts ...string) []byte {
 func (k *kube) applySeedService(t *testing.T, ns string) {
 	t.Helper()
 	ctx := context.Background()
-	svcs := k.dyn.Resource(router.KnativeServices).Namespace(ns)
+	svcs := k.dyn.Resource(istiobackend.KnativeServices).Namespace(ns)
 	for i, doc := range bytes.Split(repoFile(t, "examples", "mirroring", "service.yaml"), []byte("\n---\n")) {
 		var obj unstructured.Unstructured
 		if err := yaml.Unmarshal(doc, &obj.Object); err != nil {

@@ -2,6 +2,7 @@ package k8s
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -11,7 +12,10 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/darklaunch/darklaunch/services/router"
+	istiobackend "github.com/darklaunch/darklaunch/services/router/istio"
+	"github.com/darklaunch/darklaunch/services/router/istio/istiotest"
+	"github.com/darklaunch/darklaunch/services/router/mirroring"
+	"github.com/darklaunch/darklaunch/services/router/routertest"
 )
 
 // TestRouterIstioBackendOnRealAPIServer: against a real API server with the
@@ -26,12 +30,8 @@ func TestRouterIstioBackendOnRealAPIServer(t *testing.T) {
 	admin.createNamespace(t, ns)
 	admin.applySeedService(t, ns)
 
-	b, err := router.NewIstio(router.Config{
-		Backend:      router.BackendIstio,
-		Namespaces:   []string{ns},
-		InitTimeout:  5 * time.Second,
-		InitInterval: 100 * time.Millisecond,
-	}, admin.istio, admin.dyn, nil)
+	b, err := istiobackend.New(istiobackend.Config{Namespaces: []string{ns}},
+		mirroring.Settings{InitTimeout: 5 * time.Second, InitInterval: 100 * time.Millisecond}, admin.istio, admin.dyn, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,7 +45,7 @@ func TestRouterIstioBackendOnRealAPIServer(t *testing.T) {
 	}
 
 	vss := admin.istio.NetworkingV1().VirtualServices(ns)
-	mirroring, err := vss.Get(ctx, "customdomain-mirroring", metav1.GetOptions{})
+	mirroringVS, err := vss.Get(ctx, "customdomain-mirroring", metav1.GetOptions{})
 	if err != nil {
 		t.Fatalf("the mirroring VirtualService is not on the server: %v", err)
 	}
@@ -53,16 +53,16 @@ func TestRouterIstioBackendOnRealAPIServer(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the routing VirtualService is not on the server: %v", err)
 	}
-	for _, vs := range []*networkingv1.VirtualService{mirroring, routing} {
-		if vs.Labels[router.LabelManagedBy] != router.ManagedBy {
+	for _, vs := range []*networkingv1.VirtualService{mirroringVS, routing} {
+		if vs.Labels[istiobackend.LabelManagedBy] != istiobackend.ManagedBy {
 			t.Errorf("%s labels %v", vs.Name, vs.Labels)
 		}
 	}
-	m := mirroring.Spec.GetHttp()
+	m := mirroringVS.Spec.GetHttp()
 	if len(m) != 1 || m[0].GetMirror().GetHost() != "knative-local-gateway.istio-system.svc.cluster.local" || m[0].GetMirrorPercentage().GetValue() != 40 {
 		t.Errorf("mirroring http %v", m)
 	}
-	if h := mirroring.Spec.GetHosts(); len(h) != 1 || h[0] != "customdomain.com" {
+	if h := mirroringVS.Spec.GetHosts(); len(h) != 1 || h[0] != "customdomain.com" {
 		t.Errorf("mirroring hosts %v", h)
 	}
 	r := routing.Spec.GetHttp()
@@ -76,8 +76,8 @@ func TestRouterIstioBackendOnRealAPIServer(t *testing.T) {
 		t.Fatalf("second setup: %v", err)
 	}
 	again, _ := vss.Get(ctx, "customdomain-mirroring", metav1.GetOptions{})
-	if again.ResourceVersion != mirroring.ResourceVersion {
-		t.Errorf("second setup rewrote the VirtualService (%s → %s)", mirroring.ResourceVersion, again.ResourceVersion)
+	if again.ResourceVersion != mirroringVS.ResourceVersion {
+		t.Errorf("second setup rewrote the VirtualService (%s → %s)", mirroringVS.ResourceVersion, again.ResourceVersion)
 	}
 
 	if err := b.Teardown(ctx, exp); err != nil {
@@ -114,7 +114,7 @@ func TestRouterIstioBackendOnRealAPIServer(t *testing.T) {
 	// The dark revision must be in the service's traffic.
 	bad := seedExperiment(t, ns, "uid-3")
 	bad.Spec.VersionInfo.Baseline.Variables[0].Value = "sample-app-v3"
-	fast, _ := router.NewIstio(router.Config{Backend: router.BackendIstio, InitTimeout: 500 * time.Millisecond, InitInterval: 100 * time.Millisecond}, admin.istio, admin.dyn, nil)
+	fast, _ := istiobackend.New(istiobackend.Config{}, mirroring.Settings{InitTimeout: 500 * time.Millisecond, InitInterval: 100 * time.Millisecond}, admin.istio, admin.dyn, nil)
 	if _, err := fast.Setup(ctx, bad); err == nil || !strings.Contains(err.Error(), "sample-app-v3") {
 		t.Errorf("setup with an unknown revision: %v", err)
 	}
@@ -127,4 +127,27 @@ func authority(r interface {
 		return ""
 	}
 	return r.GetMatch()[0].GetAuthority().GetPrefix()
+}
+
+// TestRouterIstioContractOnRealAPIServer: the istio backend passes the
+// contract every router backend passes (services/router/routertest)
+// against a real API server too, each case in a namespace of its own that
+// holds the seed's Ready Knative Service.
+func TestRouterIstioContractOnRealAPIServer(t *testing.T) {
+	admin := clientsFor(t, cluster(t))
+	cases := 0
+	routertest.TestBackend(t, func(t *testing.T) routertest.Harness {
+		cases++
+		ns := fmt.Sprintf("router-contract-%d", cases)
+		admin.createNamespace(t, ns)
+		admin.applySeedService(t, ns)
+		return istiotest.Harness(admin.istio, admin.dyn, ns, func(t *testing.T) routertest.Backend {
+			b, err := istiobackend.New(istiobackend.Config{Namespaces: []string{ns}},
+				mirroring.Settings{InitTimeout: time.Second, InitInterval: 100 * time.Millisecond}, admin.istio, admin.dyn, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return b
+		})
+	})
 }

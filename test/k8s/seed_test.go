@@ -22,6 +22,8 @@ import (
 	"github.com/darklaunch/darklaunch/services/collector"
 	"github.com/darklaunch/darklaunch/services/loadgen"
 	"github.com/darklaunch/darklaunch/services/router"
+	istiobackend "github.com/darklaunch/darklaunch/services/router/istio"
+	"github.com/darklaunch/darklaunch/services/router/mirroring"
 	"github.com/darklaunch/darklaunch/shared/bus"
 	"github.com/darklaunch/darklaunch/shared/experiment"
 	"github.com/darklaunch/darklaunch/shared/promtest"
@@ -108,11 +110,9 @@ func TestSeedExperimentOnKubernetes(t *testing.T) {
 		LiveURL:  live,
 		DarkURL:  dark,
 		Router: router.Config{
-			Backend:      router.BackendIstio,
-			Kubeconfig:   kcFile,
-			Namespaces:   []string{ns},
-			InitTimeout:  20 * time.Second,
-			InitInterval: 200 * time.Millisecond,
+			Backend:  router.BackendIstio,
+			Istio:    istiobackend.Config{Kubeconfig: kcFile, Namespaces: []string{ns}},
+			Settings: mirroring.Settings{InitTimeout: 20 * time.Second, InitInterval: 200 * time.Millisecond},
 		},
 		Collector: collector.Config{
 			Source:          collector.SourcePrometheus,

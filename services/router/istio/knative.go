@@ -1,4 +1,4 @@
-package router
+package istio
 
 import (
 	"context"
@@ -58,8 +58,8 @@ func (e *permanentError) Unwrap() error { return e.err }
 // Knative Service every InitInterval until it is Ready and serves the dark
 // revision, and returns the live revision. After InitTimeout it fails with
 // the last reason, which names what is missing.
-func (b *Istio) waitKnative(ctx context.Context, t *istioTarget) (string, error) {
-	wctx, cancel := context.WithTimeout(ctx, b.cfg.InitTimeout)
+func (b *Istio) waitKnative(ctx context.Context, t *target) (string, error) {
+	wctx, cancel := context.WithTimeout(ctx, b.set.InitTimeout)
 	defer cancel()
 	var last error
 	for {
@@ -84,15 +84,15 @@ func (b *Istio) waitKnative(ctx context.Context, t *istioTarget) (string, error)
 			if ctx.Err() != nil {
 				return "", ctx.Err()
 			}
-			return "", fmt.Errorf("%w (still so after %s)", last, b.cfg.InitTimeout)
-		case <-time.After(b.cfg.InitInterval):
+			return "", fmt.Errorf("%w (still so after %s)", last, b.set.InitTimeout)
+		case <-time.After(b.set.InitInterval):
 		}
 	}
 }
 
 // checkKnative reads the target's Knative Service once and returns the live
 // revision, or why the target is not ready for the experiment.
-func (b *Istio) checkKnative(ctx context.Context, t *istioTarget) (string, error) {
+func (b *Istio) checkKnative(ctx context.Context, t *target) (string, error) {
 	u, err := b.dyn.Resource(KnativeServices).Namespace(t.namespace).Get(ctx, t.service, metav1.GetOptions{})
 	switch {
 	case apierrors.IsNotFound(err):
@@ -112,7 +112,7 @@ func (b *Istio) checkKnative(ctx context.Context, t *istioTarget) (string, error
 // liveRevision checks the Service is Ready and serves the dark revision,
 // and picks the live one: spec.mirroring.liveRevision, or the revision that
 // serves 100 % of the traffic.
-func (ks *knativeService) liveRevision(t *istioTarget) (string, error) {
+func (ks *knativeService) liveRevision(t *target) (string, error) {
 	svc := t.namespace + "/" + t.service
 	if g, o := ks.Metadata.Generation, ks.Status.ObservedGeneration; g != 0 && o != 0 && o < g {
 		// The conditions below describe an older spec.
@@ -164,7 +164,7 @@ func (ks *knativeService) liveRevision(t *istioTarget) (string, error) {
 	if _, ok := percent[t.dark]; !ok {
 		return "", fmt.Errorf("revision %s is not in the traffic of %s (revisions: %s)", t.dark, svc, listed)
 	}
-	live := t.liveRevision
+	live := t.LiveRevision
 	if live != "" {
 		if _, ok := percent[live]; !ok {
 			return "", fmt.Errorf("live revision %s (spec.mirroring.liveRevision) is not in the traffic of %s (revisions: %s)", live, svc, listed)

@@ -1,4 +1,4 @@
-package router
+package proxy
 
 import (
 	"sync/atomic"
@@ -40,7 +40,7 @@ var roleNames = [2]string{bus.RoleLive, bus.RoleDark}
 type promMetrics struct {
 	requests *prometheus.CounterVec
 	dropped  *prometheus.CounterVec
-	routes   prometheus.GaugeFunc // set by NewProxy, which owns the table it reads
+	routes   prometheus.GaugeFunc // set by New, which owns the table it reads
 }
 
 func newPromMetrics(reg *prometheus.Registry) (*promMetrics, error) {

@@ -1,4 +1,4 @@
-package router
+package proxy
 
 import (
 	"io"
@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/darklaunch/darklaunch/services/router/routertest"
 	"github.com/darklaunch/darklaunch/shared/experiment"
 	"github.com/darklaunch/darklaunch/shared/metrics"
 )
@@ -50,8 +51,8 @@ func benchTarget(b *testing.B, url, host string) {
 	})
 }
 
-func benchLive(b *testing.B) *version {
-	return newVersion(b, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "hello from live\n") })
+func benchLive(b *testing.B) *routertest.Version {
+	return routertest.NewVersion(b, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "hello from live\n") })
 }
 
 func BenchmarkDirect(b *testing.B) {
@@ -61,9 +62,9 @@ func BenchmarkDirect(b *testing.B) {
 
 func BenchmarkProxy(b *testing.B) {
 	live := benchLive(b)
-	dark := newVersion(b, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "hello from dark\n") })
+	dark := routertest.NewVersion(b, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "hello from dark\n") })
 	p, base := newTestProxy(b, Config{}, nil)
-	setup(b, p, testExperiment("bench", "customdomain.com", live.URL, dark.URL, 40, experiment.StageRunning))
+	setup(b, p, routertest.Experiment("bench", "customdomain.com", live.URL, dark.URL, 40, experiment.StageRunning))
 	benchTarget(b, base+"/", "customdomain.com")
 	rt := p.table.Load().byKey["default/bench"]
 	b.Logf("mirrored %d, dropped for inflight %d", rt.mirrored.Load(), rt.dropped[dropInflight].Load())

@@ -1,4 +1,4 @@
-package router
+package proxy
 
 import (
 	"bytes"
@@ -39,7 +39,7 @@ const maxDrain = 1 << 20
 // runs of one experiment mirror the same requests.
 func (rt *route) selected() bool {
 	n := rt.n.Add(1)
-	p := rt.spec.percent
+	p := rt.spec.Percent
 	return floor(float64(n)*p/100) > floor(float64(n-1)*p/100)
 }
 

@@ -1,16 +1,14 @@
-package router
+package istio_test
 
 import (
-	"bytes"
+	"cmp"
 	"context"
 	"errors"
-	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nuid"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	networking "istio.io/api/networking/v1alpha3"
@@ -27,117 +25,32 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 	"sigs.k8s.io/yaml"
 
-	"github.com/darklaunch/darklaunch/shared/bus"
+	"github.com/darklaunch/darklaunch/services/router/istio"
+	"github.com/darklaunch/darklaunch/services/router/istio/istiotest"
+	"github.com/darklaunch/darklaunch/services/router/mirroring"
+	"github.com/darklaunch/darklaunch/services/router/routertest"
 	"github.com/darklaunch/darklaunch/shared/experiment"
-	"github.com/darklaunch/darklaunch/shared/natstest"
 )
-
-const seedDir = "../../examples/mirroring/"
-
-// seedExperiment is the seed's experiment.yaml as the judge stores it: a
-// new experiment, with a UID.
-func seedExperiment(t *testing.T) *experiment.Experiment {
-	t.Helper()
-	data, err := os.ReadFile(seedDir + "experiment.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := experiment.Parse(data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.Metadata.UID = nuid.Next()
-	e.Status.Stage = experiment.StageInitializing
-	return e
-}
-
-// yamlDocuments splits a multi-document YAML file.
-func yamlDocuments(t *testing.T, path string) [][]byte {
-	t.Helper()
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var docs [][]byte
-	for _, d := range bytes.Split(data, []byte("\n---\n")) {
-		if len(bytes.TrimSpace(d)) > 0 {
-			docs = append(docs, d)
-		}
-	}
-	return docs
-}
-
-type traffic struct {
-	revision string
-	percent  int64
-	latest   bool
-}
-
-// seedTraffic is the seed Service's status once both revisions exist: v1
-// serves everything, v2 (the latest, the dark one) nothing.
-var seedTraffic = []traffic{{"sample-app-v1", 100, false}, {"sample-app-v2", 0, true}}
-
-// knativeSvc is the seed's service.yaml (its second document, which
-// adds sample-app-v2) with the status Knative would give it: the conditions
-// (all True unless overridden as type → status) and the traffic.
-func knativeSvc(t *testing.T, tr []traffic, conditions map[string]string) *unstructured.Unstructured {
-	t.Helper()
-	docs := yamlDocuments(t, seedDir+"service.yaml")
-	u := &unstructured.Unstructured{}
-	if err := yaml.Unmarshal(docs[len(docs)-1], &u.Object); err != nil {
-		t.Fatal(err)
-	}
-	var conds []any
-	for _, typ := range knativeReadyConditions {
-		st := "True"
-		if s, ok := conditions[typ]; ok {
-			st = s
-		}
-		if st == "" {
-			continue // absent
-		}
-		c := map[string]any{"type": typ, "status": st}
-		if st != "True" {
-			c["reason"] = "IngressNotConfigured"
-			c["message"] = "Ingress has not yet been reconciled."
-		}
-		conds = append(conds, c)
-	}
-	var trs []any
-	for _, x := range tr {
-		trs = append(trs, map[string]any{"revisionName": x.revision, "percent": x.percent, "latestRevision": x.latest})
-	}
-	u.Object["status"] = map[string]any{"conditions": conds, "traffic": trs}
-	return u
-}
 
 // istioFixture is an Istio backend on fake clients.
 type istioFixture struct {
-	b   *Istio
-	ic  *istiofake.Clientset
-	dyn *dynamicfake.FakeDynamicClient
+	b *istio.Istio
+	*istiotest.Cluster
 }
 
-func newIstioFixture(t *testing.T, cfg Config, objs ...runtime.Object) *istioFixture {
+func newIstioFixture(t *testing.T, cfg istio.Config, objs ...runtime.Object) *istioFixture {
 	t.Helper()
-	f := &istioFixture{ic: istiofake.NewSimpleClientset()}
-	var ks []runtime.Object
-	for _, o := range objs {
-		if u, ok := o.(*unstructured.Unstructured); ok {
-			ks = append(ks, u)
-		} else if err := f.ic.Tracker().Add(o); err != nil {
-			t.Fatal(err)
-		}
-	}
-	f.dyn = dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(),
-		map[schema.GroupVersionResource]string{KnativeServices: "ServiceList"}, ks...)
-	if cfg.InitTimeout == 0 {
-		cfg.InitTimeout = 2 * time.Second
-	}
-	if cfg.InitInterval == 0 {
-		cfg.InitInterval = 10 * time.Millisecond
-	}
-	b, err := NewIstio(cfg, f.ic, f.dyn, testLogger(t))
+	return newIstioFixtureWith(t, cfg, mirroring.Settings{}, objs...)
+}
+
+// newIstioFixtureWith is newIstioFixture with the router's settings given;
+// the init check's defaults are short.
+func newIstioFixtureWith(t *testing.T, cfg istio.Config, set mirroring.Settings, objs ...runtime.Object) *istioFixture {
+	t.Helper()
+	f := &istioFixture{Cluster: istiotest.NewCluster(t, objs...)}
+	set.InitTimeout = cmp.Or(set.InitTimeout, 2*time.Second)
+	set.InitInterval = cmp.Or(set.InitInterval, 10*time.Millisecond)
+	b, err := istio.New(cfg, set, f.Istio, f.Dynamic, routertest.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,37 +58,23 @@ func newIstioFixture(t *testing.T, cfg Config, objs ...runtime.Object) *istioFix
 	return f
 }
 
-// virtualServices lists the v1 VirtualServices in ns by name.
-func (f *istioFixture) virtualServices(t *testing.T, ns string) map[string]*networkingv1.VirtualService {
+// seedRouted is a fixture with the seed's Knative Service on which the
+// seed's experiment is set up.
+func seedRouted(t *testing.T) (*istioFixture, *experiment.Experiment) {
 	t.Helper()
-	l, err := f.ic.NetworkingV1().VirtualServices(ns).List(context.Background(), metav1.ListOptions{})
-	if err != nil {
+	f := newIstioFixture(t, istio.Config{}, istiotest.KnativeService(t, istiotest.SeedTraffic(), nil))
+	e := istiotest.SeedExperiment(t)
+	if _, err := f.b.Setup(context.Background(), e); err != nil {
 		t.Fatal(err)
 	}
-	m := map[string]*networkingv1.VirtualService{}
-	for _, vs := range l.Items {
-		m[vs.Name] = vs
-	}
-	return m
-}
-
-// writes counts the create, update and delete calls on VirtualServices.
-func (f *istioFixture) writes() int {
-	n := 0
-	for _, a := range f.ic.Actions() {
-		switch a.GetVerb() {
-		case "create", "update", "delete", "patch":
-			n++
-		}
-	}
-	return n
+	return f, e
 }
 
 // seedVirtualServices are the seed's routing-rules.yaml, by name.
 func seedVirtualServices(t *testing.T) map[string]*networkingv1alpha3.VirtualService {
 	t.Helper()
 	m := map[string]*networkingv1alpha3.VirtualService{}
-	for _, d := range yamlDocuments(t, seedDir+"routing-rules.yaml") {
+	for _, d := range istiotest.SeedDocuments(t, "routing-rules.yaml") {
 		vs := &networkingv1alpha3.VirtualService{}
 		if err := yaml.Unmarshal(d, vs); err != nil {
 			t.Fatal(err)
@@ -193,8 +92,8 @@ func specString(s proto.Message) string {
 }
 
 func TestIstioSeedVirtualServices(t *testing.T) {
-	f := newIstioFixture(t, Config{}, knativeSvc(t, seedTraffic, nil))
-	e := seedExperiment(t)
+	f := newIstioFixture(t, istio.Config{}, istiotest.KnativeService(t, istiotest.SeedTraffic(), nil))
+	e := istiotest.SeedExperiment(t)
 	st, err := f.b.Setup(context.Background(), e)
 	if err != nil {
 		t.Fatal(err)
@@ -203,11 +102,11 @@ func TestIstioSeedVirtualServices(t *testing.T) {
 		Backend: "istio", Host: "customdomain.com", Percent: 40, Live: "sample-app-v1", Dark: "sample-app-v2",
 		Objects: []string{"VirtualService default/customdomain-mirroring", "VirtualService default/customdomain-routing"},
 	}
-	if !statusEqual(st, want) {
+	if !routertest.StatusEqual(st, want) {
 		t.Errorf("status %+v, want %+v", st, want)
 	}
 
-	got := f.virtualServices(t, "default")
+	got := f.VirtualServices(t, "default")
 	if len(got) != 2 {
 		t.Fatalf("%d VirtualServices, want 2: %v", len(got), got)
 	}
@@ -229,28 +128,28 @@ func TestIstioSeedVirtualServices(t *testing.T) {
 		if !proto.Equal(&vs.Spec, wantSpec) {
 			t.Errorf("VirtualService %s spec:\n%s\nwant (the seed's):\n%s", name, specString(&vs.Spec), specString(wantSpec))
 		}
-		if vs.Labels[LabelManagedBy] != "darklaunch" || vs.Labels[LabelExperiment] != "default.mirroring" {
+		if vs.Labels[istio.LabelManagedBy] != "darklaunch" || vs.Labels[istio.LabelExperiment] != "default.mirroring" {
 			t.Errorf("VirtualService %s labels %v, want managed-by darklaunch and experiment default.mirroring", name, vs.Labels)
 		}
-		if vs.Annotations[AnnotationExperimentUID] != e.Metadata.UID {
+		if vs.Annotations[istio.AnnotationExperimentUID] != e.Metadata.UID {
 			t.Errorf("VirtualService %s annotations %v, want the experiment's UID %s", name, vs.Annotations, e.Metadata.UID)
 		}
 	}
 }
 
 func TestIstioLegacyMirrorPercent(t *testing.T) {
-	f := newIstioFixture(t, Config{LegacyMirrorPercent: true}, knativeSvc(t, seedTraffic, nil))
-	e := seedExperiment(t)
+	f := newIstioFixture(t, istio.Config{LegacyMirrorPercent: true}, istiotest.KnativeService(t, istiotest.SeedTraffic(), nil))
+	e := istiotest.SeedExperiment(t)
 	if _, err := f.b.Setup(context.Background(), e); err != nil {
 		t.Fatal(err)
 	}
 	// Written in v1alpha3, the version an old Istio serves, and then
 	// identical to the seed's file.
-	if n := len(f.virtualServices(t, "default")); n != 0 {
+	if n := len(f.VirtualServices(t, "default")); n != 0 {
 		t.Errorf("%d VirtualServices written in networking.istio.io/v1, want none", n)
 	}
 	for name, seed := range seedVirtualServices(t) {
-		vs, err := f.ic.NetworkingV1alpha3().VirtualServices("default").Get(context.Background(), name, metav1.GetOptions{})
+		vs, err := f.Istio.NetworkingV1alpha3().VirtualServices("default").Get(context.Background(), name, metav1.GetOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -261,17 +160,17 @@ func TestIstioLegacyMirrorPercent(t *testing.T) {
 	if err := f.b.Teardown(context.Background(), e); err != nil {
 		t.Fatal(err)
 	}
-	l, err := f.ic.NetworkingV1alpha3().VirtualServices("default").List(context.Background(), metav1.ListOptions{})
+	l, err := f.Istio.NetworkingV1alpha3().VirtualServices("default").List(context.Background(), metav1.ListOptions{})
 	if err != nil || len(l.Items) != 0 {
 		t.Errorf("after Teardown: %d VirtualServices (err %v), want none", len(l.Items), err)
 	}
 
 	// The integer field cannot say 12.5 %.
 	half := 12.5
-	e2 := seedExperiment(t)
+	e2 := istiotest.SeedExperiment(t)
 	e2.Metadata.Name = "half"
 	e2.Spec.Mirroring = &experiment.Mirroring{Host: "half.example.com", Percent: &half}
-	if _, err := f.b.Setup(context.Background(), e2); err == nil || !contains(err.Error(), "12.5 is not a whole number") {
+	if _, err := f.b.Setup(context.Background(), e2); err == nil || !strings.Contains(err.Error(), "12.5 is not a whole number") {
 		t.Errorf("Setup of 12.5%% with the legacy field: err %v, want one saying it is not a whole number", err)
 	}
 }
@@ -280,23 +179,19 @@ func TestIstioLegacyMirrorPercent(t *testing.T) {
 // backend on the same cluster) writes nothing; a VirtualService changed by
 // hand is brought back; nothing is ever duplicated.
 func TestIstioSetupConverges(t *testing.T) {
-	f := newIstioFixture(t, Config{}, knativeSvc(t, seedTraffic, nil))
+	f, e := seedRouted(t)
 	ctx := context.Background()
-	e := seedExperiment(t)
-	if _, err := f.b.Setup(ctx, e); err != nil {
-		t.Fatal(err)
-	}
-	first := f.virtualServices(t, "default")
-	writes := f.writes()
+	first := f.VirtualServices(t, "default")
+	writes := f.Writes()
 
-	restarted, err := NewIstio(Config{}, f.ic, f.dyn, testLogger(t))
+	restarted, err := istio.New(istio.Config{}, mirroring.Settings{}, f.Istio, f.Dynamic, routertest.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := restarted.Setup(ctx, e); err != nil {
 		t.Fatal(err)
 	}
-	if n := f.writes() - writes; n != 0 {
+	if n := f.Writes() - writes; n != 0 {
 		t.Errorf("second Setup wrote %d times, want 0", n)
 	}
 
@@ -304,7 +199,7 @@ func TestIstioSetupConverges(t *testing.T) {
 	// its routing was reported.
 	m := first["customdomain-mirroring"].DeepCopy()
 	m.Spec.Http[0].MirrorPercentage.Value = 100
-	if _, err := f.ic.NetworkingV1().VirtualServices("default").Update(ctx, m, metav1.UpdateOptions{}); err != nil {
+	if _, err := f.Istio.NetworkingV1().VirtualServices("default").Update(ctx, m, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	e.Status.Stage = experiment.StageRunning
@@ -312,7 +207,7 @@ func TestIstioSetupConverges(t *testing.T) {
 	if _, err := restarted.Setup(ctx, e); err != nil {
 		t.Fatal(err)
 	}
-	now := f.virtualServices(t, "default")
+	now := f.VirtualServices(t, "default")
 	if len(now) != 2 {
 		t.Fatalf("%d VirtualServices after the restore, want 2", len(now))
 	}
@@ -327,9 +222,9 @@ func TestIstioSetupConverges(t *testing.T) {
 // comes back at once with the reported live revision, even while the
 // Service is not Ready.
 func TestIstioRestoreSkipsTheInitCheck(t *testing.T) {
-	ks := knativeSvc(t, []traffic{{"sample-app-v3", 100, true}}, map[string]string{"Ready": "False"})
-	f := newIstioFixture(t, Config{InitTimeout: 10 * time.Second}, ks)
-	e := seedExperiment(t)
+	ks := istiotest.KnativeService(t, []istiotest.Traffic{{Revision: "sample-app-v3", Percent: 100, Latest: true}}, map[string]string{"Ready": "False"})
+	f := newIstioFixtureWith(t, istio.Config{}, mirroring.Settings{InitTimeout: 10 * time.Second}, ks)
+	e := istiotest.SeedExperiment(t)
 	e.Status.Stage = experiment.StageRunning
 	e.Status.Routing = &experiment.RoutingStatus{Backend: "istio", Live: "sample-app-v1", Dark: "sample-app-v2"}
 	start := time.Now()
@@ -343,17 +238,10 @@ func TestIstioRestoreSkipsTheInitCheck(t *testing.T) {
 	if st.Live != "sample-app-v1" {
 		t.Errorf("live %q, want the reported sample-app-v1", st.Live)
 	}
-	r := f.virtualServices(t, "default")["customdomain-routing"]
+	r := f.VirtualServices(t, "default")["customdomain-routing"]
 	if r == nil || r.Spec.Http[1].Route[0].Destination.Host != "sample-app-v1.default.svc.cluster.local" {
 		t.Errorf("routing VirtualService %v, want live traffic to sample-app-v1", r)
 	}
-}
-
-func foreignVirtualService(name string, lbls map[string]string) *networkingv1.VirtualService {
-	vs := &networkingv1.VirtualService{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default", Labels: lbls}}
-	vs.Spec.Hosts = []string{"customdomain.com"}
-	vs.Spec.Http = []*networking.HTTPRoute{{Route: []*networking.HTTPRouteDestination{{Destination: &networking.Destination{Host: "someone-else"}}}}}
-	return vs
 }
 
 func TestIstioRefusesToOverwrite(t *testing.T) {
@@ -362,24 +250,24 @@ func TestIstioRefusesToOverwrite(t *testing.T) {
 		vs     *networkingv1.VirtualService
 		reason string
 	}{
-		{"foreign mirroring", foreignVirtualService("customdomain-mirroring", map[string]string{"app": "mine"}),
+		{"foreign mirroring", istiotest.ForeignVirtualService("customdomain-mirroring", map[string]string{"app": "mine"}),
 			"VirtualService default/customdomain-mirroring exists and is not managed by darklaunch; refusing to overwrite it"},
-		{"foreign routing", foreignVirtualService("customdomain-routing", nil),
+		{"foreign routing", istiotest.ForeignVirtualService("customdomain-routing", nil),
 			"VirtualService default/customdomain-routing exists and is not managed by darklaunch; refusing to overwrite it"},
-		{"another experiment's", foreignVirtualService("customdomain-routing", map[string]string{LabelManagedBy: ManagedBy, LabelExperiment: "default.other"}),
+		{"another experiment's", istiotest.ForeignVirtualService("customdomain-routing", map[string]string{istio.LabelManagedBy: istio.ManagedBy, istio.LabelExperiment: "default.other"}),
 			"VirtualService default/customdomain-routing is managed by darklaunch for experiment default.other; refusing to take it over"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			f := newIstioFixture(t, Config{}, knativeSvc(t, seedTraffic, nil), tc.vs)
-			e := seedExperiment(t)
+			f := newIstioFixture(t, istio.Config{}, istiotest.KnativeService(t, istiotest.SeedTraffic(), nil), tc.vs)
+			e := istiotest.SeedExperiment(t)
 			_, err := f.b.Setup(context.Background(), e)
-			if err == nil || !contains(err.Error(), tc.reason) {
+			if err == nil || !strings.Contains(err.Error(), tc.reason) {
 				t.Fatalf("Setup: err %v, want %q", err, tc.reason)
 			}
-			if n := f.writes(); n != 0 {
+			if n := f.Writes(); n != 0 {
 				t.Errorf("a refused Setup wrote %d times, want 0", n)
 			}
-			got := f.virtualServices(t, "default")
+			got := f.VirtualServices(t, "default")
 			if len(got) != 1 || !proto.Equal(&got[tc.vs.Name].Spec, &tc.vs.Spec) {
 				t.Errorf("VirtualServices after a refused Setup: %v, want only the untouched %s", got, tc.vs.Name)
 			}
@@ -387,7 +275,7 @@ func TestIstioRefusesToOverwrite(t *testing.T) {
 			if err := f.b.Teardown(context.Background(), e); err != nil {
 				t.Fatal(err)
 			}
-			if n := f.writes(); n != 0 {
+			if n := f.Writes(); n != 0 {
 				t.Errorf("Teardown after a refused Setup wrote %d times, want 0", n)
 			}
 		})
@@ -397,43 +285,43 @@ func TestIstioRefusesToOverwrite(t *testing.T) {
 // TestIstioNothingHalfCreated: when the mirroring VirtualService cannot be
 // written, the routing one this Setup created is removed.
 func TestIstioNothingHalfCreated(t *testing.T) {
-	f := newIstioFixture(t, Config{}, knativeSvc(t, seedTraffic, nil))
-	f.ic.PrependReactor("create", "virtualservices", func(a k8stesting.Action) (bool, runtime.Object, error) {
+	f := newIstioFixture(t, istio.Config{}, istiotest.KnativeService(t, istiotest.SeedTraffic(), nil))
+	f.Istio.PrependReactor("create", "virtualservices", func(a k8stesting.Action) (bool, runtime.Object, error) {
 		vs := a.(k8stesting.CreateAction).GetObject().(*networkingv1.VirtualService)
 		if vs.Name == "customdomain-mirroring" {
 			return true, nil, apierrors.NewInternalError(errors.New("admission webhook said no"))
 		}
 		return false, nil, nil
 	})
-	_, err := f.b.Setup(context.Background(), seedExperiment(t))
-	if err == nil || !contains(err.Error(), "creating VirtualService default/customdomain-mirroring") || !contains(err.Error(), "admission webhook said no") {
+	_, err := f.b.Setup(context.Background(), istiotest.SeedExperiment(t))
+	if err == nil || !strings.Contains(err.Error(), "creating VirtualService default/customdomain-mirroring") || !strings.Contains(err.Error(), "admission webhook said no") {
 		t.Fatalf("Setup: err %v, want the failed creation of the mirroring VirtualService", err)
 	}
-	if got := f.virtualServices(t, "default"); len(got) != 0 {
+	if got := f.VirtualServices(t, "default"); len(got) != 0 {
 		t.Errorf("VirtualServices left by a failed Setup: %v, want none", got)
 	}
 }
 
 func TestIstioTeardown(t *testing.T) {
-	unrelated := foreignVirtualService("unrelated", map[string]string{LabelManagedBy: ManagedBy, LabelExperiment: "default.other"})
-	f := newIstioFixture(t, Config{}, knativeSvc(t, seedTraffic, nil), unrelated)
+	unrelated := istiotest.ForeignVirtualService("unrelated", map[string]string{istio.LabelManagedBy: istio.ManagedBy, istio.LabelExperiment: "default.other"})
+	f := newIstioFixture(t, istio.Config{}, istiotest.KnativeService(t, istiotest.SeedTraffic(), nil), unrelated)
 	ctx := context.Background()
-	e := seedExperiment(t)
+	e := istiotest.SeedExperiment(t)
 	if _, err := f.b.Setup(ctx, e); err != nil {
 		t.Fatal(err)
 	}
 
 	// An older run of the same name (another UID) removes nothing of this one.
-	older := seedExperiment(t)
+	older := istiotest.SeedExperiment(t)
 	if err := f.b.Teardown(ctx, older); err != nil {
 		t.Fatal(err)
 	}
-	if n := len(f.virtualServices(t, "default")); n != 3 {
+	if n := len(f.VirtualServices(t, "default")); n != 3 {
 		t.Errorf("an older run's Teardown left %d VirtualServices, want 3", n)
 	}
 
 	var deleted []string
-	f.ic.PrependReactor("delete", "virtualservices", func(a k8stesting.Action) (bool, runtime.Object, error) {
+	f.Istio.PrependReactor("delete", "virtualservices", func(a k8stesting.Action) (bool, runtime.Object, error) {
 		deleted = append(deleted, a.(k8stesting.DeleteAction).GetName())
 		return false, nil, nil
 	})
@@ -443,7 +331,7 @@ func TestIstioTeardown(t *testing.T) {
 	if strings.Join(deleted, ",") != "customdomain-mirroring,customdomain-routing" {
 		t.Errorf("deleted %v, want the mirroring VirtualService first, then the routing one", deleted)
 	}
-	got := f.virtualServices(t, "default")
+	got := f.VirtualServices(t, "default")
 	if len(got) != 1 || got["unrelated"] == nil {
 		t.Errorf("after Teardown: %v, want only another experiment's VirtualService", got)
 	}
@@ -456,61 +344,60 @@ func TestIstioInitFailures(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		ks      *unstructured.Unstructured // nil: no Service
-		cfg     Config
+		cfg     istio.Config
 		edit    func(*experiment.Experiment)
 		reason  string
 		waits   bool // fails only after InitTimeout
 		noCalls bool // fails before any API call
 	}{
 		{name: "routes not ready",
-			ks:     knativeSvc(t, seedTraffic, map[string]string{"Ready": "False", "RoutesReady": "False"}),
+			ks:     istiotest.KnativeService(t, istiotest.SeedTraffic(), map[string]string{"Ready": "False", "RoutesReady": "False"}),
 			reason: "Knative Service default/sample-app is not Ready: Ready=False (reason IngressNotConfigured: Ingress has not yet been reconciled.), RoutesReady=False (reason IngressNotConfigured: Ingress has not yet been reconciled.) (still so after 300ms)",
 			waits:  true},
 		{name: "condition missing",
-			ks:     knativeSvc(t, seedTraffic, map[string]string{"ConfigurationsReady": ""}),
+			ks:     istiotest.KnativeService(t, istiotest.SeedTraffic(), map[string]string{"ConfigurationsReady": ""}),
 			reason: "Knative Service default/sample-app is not Ready: ConfigurationsReady missing", waits: true},
 		{name: "unknown dark revision",
-			ks:     knativeSvc(t, seedTraffic, nil),
+			ks:     istiotest.KnativeService(t, istiotest.SeedTraffic(), nil),
 			edit:   func(e *experiment.Experiment) { e.Spec.VersionInfo.Baseline.Variables[0].Value = "sample-app-v3" },
 			reason: "revision sample-app-v3 is not in the traffic of default/sample-app (revisions: sample-app-v1, sample-app-v2)", waits: true},
 		{name: "no such service",
 			reason: "Knative Service default/sample-app not found (still so after 300ms)", waits: true},
 		{name: "no revision serves everything",
-			ks:     knativeSvc(t, []traffic{{"sample-app-v0", 50, false}, {"sample-app-v1", 50, false}, {"sample-app-v2", 0, true}}, nil),
+			ks:     istiotest.KnativeService(t, []istiotest.Traffic{{Revision: "sample-app-v0", Percent: 50}, {Revision: "sample-app-v1", Percent: 50}, {Revision: "sample-app-v2", Percent: 0, Latest: true}}, nil),
 			reason: "no revision serves 100% of the traffic of default/sample-app (traffic: sample-app-v0 50%, sample-app-v1 50%, sample-app-v2 0%); name the live one in spec.mirroring.liveRevision", waits: true},
 		{name: "unknown live revision",
-			ks: knativeSvc(t, seedTraffic, nil),
+			ks: istiotest.KnativeService(t, istiotest.SeedTraffic(), nil),
 			edit: func(e *experiment.Experiment) {
 				e.Spec.Mirroring = &experiment.Mirroring{LiveRevision: "sample-app-v0"}
 			},
 			reason: "live revision sample-app-v0 (spec.mirroring.liveRevision) is not in the traffic of default/sample-app", waits: true},
 		{name: "dark is live",
-			ks:     knativeSvc(t, []traffic{{"sample-app-v1", 0, false}, {"sample-app-v2", 100, true}}, nil),
+			ks:     istiotest.KnativeService(t, []istiotest.Traffic{{Revision: "sample-app-v1", Percent: 0}, {Revision: "sample-app-v2", Percent: 100, Latest: true}}, nil),
 			reason: "the dark revision sample-app-v2 is the live one of default/sample-app", waits: true},
 		{name: "namespace not allowed",
-			ks:     knativeSvc(t, seedTraffic, nil),
-			cfg:    Config{Namespaces: []string{"staging", "prod"}},
+			ks:     istiotest.KnativeService(t, istiotest.SeedTraffic(), nil),
+			cfg:    istio.Config{Namespaces: []string{"staging", "prod"}},
 			reason: "target namespace default is not one the router may act in (allowed: staging, prod)", noCalls: true},
 		{name: "no revision variable",
-			ks:     knativeSvc(t, seedTraffic, nil),
+			ks:     istiotest.KnativeService(t, istiotest.SeedTraffic(), nil),
 			edit:   func(e *experiment.Experiment) { e.Spec.VersionInfo.Baseline.Variables = nil },
 			reason: `no dark revision: spec.versionInfo.baseline needs the variable "revision"`, noCalls: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			tc.cfg.InitTimeout = 300 * time.Millisecond
 			var objs []runtime.Object
 			if tc.ks != nil {
 				objs = append(objs, tc.ks)
 			}
-			f := newIstioFixture(t, tc.cfg, objs...)
-			e := seedExperiment(t)
+			f := newIstioFixtureWith(t, tc.cfg, mirroring.Settings{InitTimeout: 300 * time.Millisecond}, objs...)
+			e := istiotest.SeedExperiment(t)
 			if tc.edit != nil {
 				tc.edit(e)
 			}
 			start := time.Now()
 			st, err := f.b.Setup(context.Background(), e)
 			took := time.Since(start)
-			if err == nil || !contains(err.Error(), tc.reason) {
+			if err == nil || !strings.Contains(err.Error(), tc.reason) {
 				t.Fatalf("Setup: err %v,\nwant %q", err, tc.reason)
 			}
 			if tc.waits && took < 300*time.Millisecond {
@@ -519,10 +406,10 @@ func TestIstioInitFailures(t *testing.T) {
 			if st.Backend != "istio" || len(st.Objects) != 0 {
 				t.Errorf("status %+v, want the istio backend and no objects", st)
 			}
-			if tc.noCalls && len(f.ic.Actions())+len(f.dyn.Actions()) != 0 {
-				t.Errorf("API calls %v %v, want none", f.ic.Actions(), f.dyn.Actions())
+			if tc.noCalls && len(f.Istio.Actions())+len(f.Dynamic.Actions()) != 0 {
+				t.Errorf("API calls %v %v, want none", f.Istio.Actions(), f.Dynamic.Actions())
 			}
-			if n := len(f.virtualServices(t, "default")); n != 0 {
+			if n := len(f.VirtualServices(t, "default")); n != 0 {
 				t.Errorf("%d VirtualServices after a failed init, want none", n)
 			}
 		})
@@ -531,37 +418,37 @@ func TestIstioInitFailures(t *testing.T) {
 
 // TestIstioInitWaitsForReady: the Service becomes Ready while Setup waits.
 func TestIstioInitWaitsForReady(t *testing.T) {
-	notReady := knativeSvc(t, seedTraffic, map[string]string{"Ready": "Unknown", "RoutesReady": "Unknown"})
-	f := newIstioFixture(t, Config{InitTimeout: 10 * time.Second}, notReady)
-	ready := knativeSvc(t, seedTraffic, nil)
+	notReady := istiotest.KnativeService(t, istiotest.SeedTraffic(), map[string]string{"Ready": "Unknown", "RoutesReady": "Unknown"})
+	f := newIstioFixtureWith(t, istio.Config{}, mirroring.Settings{InitTimeout: 10 * time.Second}, notReady)
+	ready := istiotest.KnativeService(t, istiotest.SeedTraffic(), nil)
 	go func() {
 		deadline := time.Now().Add(5 * time.Second)
-		for len(f.dyn.Actions()) < 3 && time.Now().Before(deadline) {
+		for len(f.Dynamic.Actions()) < 3 && time.Now().Before(deadline) {
 			time.Sleep(5 * time.Millisecond)
 		}
 		// The test fails below if this does not take.
-		_, _ = f.dyn.Resource(KnativeServices).Namespace("default").Update(context.Background(), ready, metav1.UpdateOptions{})
+		_, _ = f.Dynamic.Resource(istio.KnativeServices).Namespace("default").Update(context.Background(), ready, metav1.UpdateOptions{})
 	}()
-	st, err := f.b.Setup(context.Background(), seedExperiment(t))
+	st, err := f.b.Setup(context.Background(), istiotest.SeedExperiment(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := len(f.dyn.Actions()); n < 4 {
+	if n := len(f.Dynamic.Actions()); n < 4 {
 		t.Errorf("%d reads of the Service, want at least 4 (3 not Ready, then Ready)", n)
 	}
-	if st.Live != "sample-app-v1" || len(f.virtualServices(t, "default")) != 2 {
+	if st.Live != "sample-app-v1" || len(f.VirtualServices(t, "default")) != 2 {
 		t.Errorf("status %+v, want sample-app-v1 live and two VirtualServices", st)
 	}
 }
 
 func TestIstioInitForbiddenFailsAtOnce(t *testing.T) {
-	f := newIstioFixture(t, Config{InitTimeout: 10 * time.Second})
-	f.dyn.PrependReactor("get", "services", func(k8stesting.Action) (bool, runtime.Object, error) {
+	f := newIstioFixtureWith(t, istio.Config{}, mirroring.Settings{InitTimeout: 10 * time.Second})
+	f.Dynamic.PrependReactor("get", "services", func(k8stesting.Action) (bool, runtime.Object, error) {
 		return true, nil, apierrors.NewForbidden(schema.GroupResource{Group: "serving.knative.dev", Resource: "services"}, "sample-app", errors.New("RBAC"))
 	})
 	start := time.Now()
-	_, err := f.b.Setup(context.Background(), seedExperiment(t))
-	if err == nil || !contains(err.Error(), "the router needs get on services.serving.knative.dev in default") {
+	_, err := f.b.Setup(context.Background(), istiotest.SeedExperiment(t))
+	if err == nil || !strings.Contains(err.Error(), "the router needs get on services.serving.knative.dev in default") {
 		t.Fatalf("Setup: err %v, want a permission error", err)
 	}
 	if d := time.Since(start); d > 5*time.Second {
@@ -570,12 +457,12 @@ func TestIstioInitForbiddenFailsAtOnce(t *testing.T) {
 }
 
 func TestIstioInitStaleStatus(t *testing.T) {
-	ks := knativeSvc(t, seedTraffic, nil)
+	ks := istiotest.KnativeService(t, istiotest.SeedTraffic(), nil)
 	ks.SetGeneration(2)
 	ks.Object["status"].(map[string]any)["observedGeneration"] = int64(1)
-	f := newIstioFixture(t, Config{InitTimeout: 100 * time.Millisecond}, ks)
-	_, err := f.b.Setup(context.Background(), seedExperiment(t))
-	if want := "Knative Service default/sample-app is not Ready: its status is for generation 1, the spec is at 2"; err == nil || !contains(err.Error(), want) {
+	f := newIstioFixtureWith(t, istio.Config{}, mirroring.Settings{InitTimeout: 100 * time.Millisecond}, ks)
+	_, err := f.b.Setup(context.Background(), istiotest.SeedExperiment(t))
+	if want := "Knative Service default/sample-app is not Ready: its status is for generation 1, the spec is at 2"; err == nil || !strings.Contains(err.Error(), want) {
 		t.Fatalf("Setup: err %v, want %q", err, want)
 	}
 }
@@ -583,9 +470,9 @@ func TestIstioInitStaleStatus(t *testing.T) {
 func TestIstioLiveRevisionFromSpec(t *testing.T) {
 	// A split (v0 and v1 share the traffic): only the experiment can say
 	// which one is live.
-	ks := knativeSvc(t, []traffic{{"sample-app-v0", 50, false}, {"sample-app-v1", 50, false}, {"sample-app-v2", 0, true}}, nil)
-	f := newIstioFixture(t, Config{}, ks)
-	e := seedExperiment(t)
+	ks := istiotest.KnativeService(t, []istiotest.Traffic{{Revision: "sample-app-v0", Percent: 50}, {Revision: "sample-app-v1", Percent: 50}, {Revision: "sample-app-v2", Percent: 0, Latest: true}}, nil)
+	f := newIstioFixture(t, istio.Config{}, ks)
+	e := istiotest.SeedExperiment(t)
 	percent := 12.5
 	e.Spec.Mirroring = &experiment.Mirroring{LiveRevision: "sample-app-v0", Host: "Shop.Example.com", Percent: &percent}
 	st, err := f.b.Setup(context.Background(), e)
@@ -595,7 +482,7 @@ func TestIstioLiveRevisionFromSpec(t *testing.T) {
 	if st.Live != "sample-app-v0" || st.Host != "shop.example.com" || st.Percent != 12.5 {
 		t.Errorf("status %+v, want live sample-app-v0, host shop.example.com, 12.5%%", st)
 	}
-	vss := f.virtualServices(t, "default")
+	vss := f.VirtualServices(t, "default")
 	r, m := vss["shop-routing"], vss["shop-mirroring"]
 	if r == nil || m == nil {
 		t.Fatalf("VirtualServices %v, want shop-mirroring and shop-routing", vss)
@@ -615,12 +502,12 @@ func TestIstioLiveRevisionFromSpec(t *testing.T) {
 
 func TestExperimentLabel(t *testing.T) {
 	short := &experiment.Experiment{Metadata: experiment.Metadata{Namespace: "default", Name: "mirroring"}}
-	if got := experimentLabel(short); got != "default.mirroring" {
+	if got := istio.ExperimentLabel(short); got != "default.mirroring" {
 		t.Errorf("label %q, want default.mirroring", got)
 	}
 	long := &experiment.Experiment{Metadata: experiment.Metadata{Namespace: strings.Repeat("n", 63), Name: strings.Repeat("e", 63)}}
 	other := &experiment.Experiment{Metadata: experiment.Metadata{Namespace: strings.Repeat("n", 63), Name: strings.Repeat("e", 62) + "f"}}
-	a, b := experimentLabel(long), experimentLabel(other)
+	a, b := istio.ExperimentLabel(long), istio.ExperimentLabel(other)
 	if len(a) > 63 || a == b {
 		t.Errorf("labels %q and %q: want distinct, at most 63 characters", a, b)
 	}
@@ -630,149 +517,15 @@ func TestExperimentLabel(t *testing.T) {
 }
 
 func TestIstioConfigValidation(t *testing.T) {
-	for name, cfg := range map[string]Config{
+	for name, cfg := range map[string]istio.Config{
 		"namespace":     {Namespaces: []string{"Bad_NS"}},
 		"gateway":       {Gateways: []string{"mesh", "a/b/c"}},
 		"local gateway": {LocalGateway: "knative serving"},
 		"gateway host":  {GatewayHost: "no such host!"},
 	} {
-		if _, err := NewIstio(cfg, istiofake.NewSimpleClientset(), dynamicfake.NewSimpleDynamicClient(runtime.NewScheme()), nil); err == nil {
+		if _, err := istio.New(cfg, mirroring.Settings{}, istiofake.NewSimpleClientset(), dynamicfake.NewSimpleDynamicClient(runtime.NewScheme()), nil); err == nil {
 			t.Errorf("%s: NewIstio accepted %+v", name, cfg)
 		}
-	}
-}
-
-// startIstioRouter runs a Service with f's backend until the test ends.
-func startIstioRouter(t *testing.T, ns *natstest.Server, cfg Config, f *istioFixture) *testRouter {
-	t.Helper()
-	nc := ns.Conn(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	infra, err := bus.EnsureInfra(ctx, nc, bus.StreamLimits{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Backend = BackendIstio
-	svc, err := newService(cfg, nc, testLogger(t), f.b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run returned %v, want nil on shutdown", err)
-			}
-		case <-time.After(15 * time.Second):
-			t.Error("Run did not return after its context ended")
-		}
-	})
-	return &testRouter{svc: svc, infra: infra, nc: nc}
-}
-
-// TestServiceIstio runs the seed experiment through the router with the
-// istio backend: routed and reported on creation, removed on completion,
-// or with KeepRouting only on deletion.
-func TestServiceIstio(t *testing.T) {
-	for _, keep := range []bool{false, true} {
-		t.Run(map[bool]string{false: "remove on completion", true: "keep routing"}[keep], func(t *testing.T) {
-			ns := natstest.Run(t)
-			f := newIstioFixture(t, Config{}, knativeSvc(t, seedTraffic, nil))
-			r := startIstioRouter(t, ns, Config{KeepRouting: keep}, f)
-			ctx := context.Background()
-			count := func() int { return len(f.virtualServices(t, "default")) }
-
-			e := seedExperiment(t)
-			if _, err := r.infra.Store.Create(ctx, e); err != nil {
-				t.Fatal(err)
-			}
-			ev, _ := r.routingEvent(t, e)
-			if ev.Routing == nil || !ev.Routing.Ready || ev.Routing.Status.Backend != "istio" || len(ev.Routing.Status.Objects) != 2 {
-				t.Fatalf("routing event %+v, want Ready with two VirtualServices", ev.Routing)
-			}
-			if n := count(); n != 2 {
-				t.Fatalf("%d VirtualServices, want 2", n)
-			}
-
-			setStage(t, r.infra.Store, e, experiment.StageRunning)
-			setStage(t, r.infra.Store, e, experiment.StageCompleted)
-			if !keep {
-				eventually(t, 10*time.Second, "the VirtualServices to be removed on completion", func() bool { return count() == 0 })
-				return
-			}
-			// The watch handles changes in order: once a later experiment
-			// is routed, the completion was handled too.
-			other := seedExperiment(t)
-			other.Metadata.Name = "other"
-			other.Spec.Mirroring = &experiment.Mirroring{Host: "other.example.com"}
-			if _, err := r.infra.Store.Create(ctx, other); err != nil {
-				t.Fatal(err)
-			}
-			if ev, _ := r.routingEvent(t, other); ev.Routing == nil || !ev.Routing.Ready {
-				t.Fatalf("routing event of the other experiment %+v, want Ready", ev.Routing)
-			}
-			// Nothing to await for an absence: watch a while.
-			for deadline := time.Now().Add(300 * time.Millisecond); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-				if n := count(); n != 4 {
-					t.Fatalf("%d VirtualServices after completion with KeepRouting, want 4 (kept, and the other's)", n)
-				}
-			}
-			if err := r.infra.Store.Delete(ctx, "default", "mirroring", 0); err != nil {
-				t.Fatal(err)
-			}
-			eventually(t, 10*time.Second, "the VirtualServices to be removed on deletion", func() bool {
-				vss := f.virtualServices(t, "default")
-				return len(vss) == 2 && vss["other-mirroring"] != nil && vss["other-routing"] != nil
-			})
-		})
-	}
-}
-
-func TestServiceIstioReportsForeignVirtualService(t *testing.T) {
-	ns := natstest.Run(t)
-	f := newIstioFixture(t, Config{}, knativeSvc(t, seedTraffic, nil), foreignVirtualService("customdomain-mirroring", nil))
-	r := startIstioRouter(t, ns, Config{}, f)
-	e := seedExperiment(t)
-	if _, err := r.infra.Store.Create(context.Background(), e); err != nil {
-		t.Fatal(err)
-	}
-	ev, _ := r.routingEvent(t, e)
-	want := "VirtualService default/customdomain-mirroring exists and is not managed by darklaunch; refusing to overwrite it"
-	if ev.Routing == nil || ev.Routing.Ready || ev.Routing.Reason != want {
-		t.Fatalf("routing event %+v, want not Ready with reason %q", ev.Routing, want)
-	}
-}
-
-func TestIstioBackendFromKubeconfig(t *testing.T) {
-	dir := t.TempDir()
-	kc := dir + "/kubeconfig"
-	const cfgText = `apiVersion: v1
-kind: Config
-clusters:
-- name: c
-  cluster: {server: "https://127.0.0.1:6443"}
-users:
-- name: u
-  user: {token: "t"}
-contexts:
-- name: x
-  context: {cluster: c, user: u, namespace: default}
-current-context: x
-`
-	if err := os.WriteFile(kc, []byte(cfgText), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	b, err := NewBackend(Config{Backend: BackendIstio, Kubeconfig: kc}.withDefaults(), nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, ok := b.(*Istio); !ok {
-		t.Errorf("backend %T, want *Istio", b)
-	}
-	if _, err := NewBackend(Config{Backend: BackendIstio, Kubeconfig: dir + "/missing"}.withDefaults(), nil, nil); err == nil || !contains(err.Error(), "missing") {
-		t.Errorf("missing kubeconfig: err %v, want one naming the file", err)
 	}
 }
 
@@ -782,18 +535,14 @@ current-context: x
 // reads again and creates it, instead of failing the new run. (Found in
 // review.)
 func TestIstioSetupRacingOldTeardown(t *testing.T) {
-	f := newIstioFixture(t, Config{}, knativeSvc(t, seedTraffic, nil))
+	f, _ := seedRouted(t)
 	ctx := context.Background()
-	old := seedExperiment(t)
-	if _, err := f.b.Setup(ctx, old); err != nil {
-		t.Fatal(err)
-	}
-	newer := seedExperiment(t) // the same name, a new UID
+	newer := istiotest.SeedExperiment(t) // the same name, a new UID
 	var once sync.Once
-	f.ic.PrependReactor("update", "virtualservices", func(a k8stesting.Action) (bool, runtime.Object, error) {
+	f.Istio.PrependReactor("update", "virtualservices", func(a k8stesting.Action) (bool, runtime.Object, error) {
 		once.Do(func() {
 			u := a.(k8stesting.UpdateAction)
-			if err := f.ic.Tracker().Delete(u.GetResource(), u.GetNamespace(), u.GetObject().(metav1.Object).GetName()); err != nil {
+			if err := f.Istio.Tracker().Delete(u.GetResource(), u.GetNamespace(), u.GetObject().(metav1.Object).GetName()); err != nil {
 				t.Errorf("delete: %v", err)
 			}
 		})
@@ -802,7 +551,7 @@ func TestIstioSetupRacingOldTeardown(t *testing.T) {
 	if _, err := f.b.Setup(ctx, newer); err != nil {
 		t.Fatalf("setup of the new run: %v", err)
 	}
-	l, err := f.ic.NetworkingV1().VirtualServices("default").List(ctx, metav1.ListOptions{})
+	l, err := f.Istio.NetworkingV1().VirtualServices("default").List(ctx, metav1.ListOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -810,7 +559,7 @@ func TestIstioSetupRacingOldTeardown(t *testing.T) {
 		t.Errorf("%d VirtualServices after the setup, want both", len(l.Items))
 	}
 	for _, vs := range l.Items {
-		if got := vs.Annotations[AnnotationExperimentUID]; got != newer.Metadata.UID {
+		if got := vs.Annotations[istio.AnnotationExperimentUID]; got != newer.Metadata.UID {
 			t.Errorf("%s: owned by run %q, want the new run %q", vs.Name, got, newer.Metadata.UID)
 		}
 	}

@@ -1,4 +1,4 @@
-package router
+package proxy
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/darklaunch/darklaunch/services/router/routertest"
 	"github.com/darklaunch/darklaunch/shared/bus"
 	"github.com/darklaunch/darklaunch/shared/experiment"
 	"github.com/darklaunch/darklaunch/shared/metrics"
@@ -76,26 +77,21 @@ func (o *obsReader) readUntil(t *testing.T, within time.Duration, done func() bo
 }
 
 func TestProxyPublishesAggregatedObservations(t *testing.T) {
-	ns := natstest.Run(t)
-	nc := ns.Conn(t)
 	ctx := context.Background()
-	infra, err := bus.EnsureInfra(ctx, nc, bus.StreamLimits{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	infra := routertest.Infra(t, natstest.Run(t).Conn(t))
 	fail := func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/fail" {
 			w.WriteHeader(500)
 		}
 	}
-	live := newVersion(t, fail)
-	dark := newVersion(t, fail)
+	live := routertest.NewVersion(t, fail)
+	dark := routertest.NewVersion(t, fail)
 	p, base := newTestProxy(t, Config{FlushInterval: 50 * time.Millisecond, Instance: "test-router"}, infra.JS)
 	fctx, stop := context.WithCancel(ctx)
 	defer stop()
 	go p.runFlusher(fctx)
 
-	e := testExperiment("obs", "customdomain.com", live.URL, dark.URL, 50, experiment.StageRunning)
+	e := routertest.Experiment("obs", "customdomain.com", live.URL, dark.URL, 50, experiment.StageRunning)
 	setup(t, p, e)
 	obs := newObsReader(t, infra.JS, "default", "obs")
 
@@ -108,10 +104,10 @@ func TestProxyPublishesAggregatedObservations(t *testing.T) {
 		if i%10 == 1 {
 			path = "/fail"
 		}
-		send(t, base, "customdomain.com", "GET", path, nil)
+		routertest.Send(t, base, "customdomain.com", "GET", path, nil)
 	}
 	for range 20 {
-		send(t, base, "customdomain.com", "POST", "/", strings.NewReader("x"))
+		routertest.Send(t, base, "customdomain.com", "POST", "/", strings.NewReader("x"))
 	}
 	live_, dark_ := obs.aggs[bus.RoleLive], obs.aggs[bus.RoleDark]
 	obs.readUntil(t, 10*time.Second, func() bool {
@@ -134,7 +130,7 @@ func TestProxyPublishesAggregatedObservations(t *testing.T) {
 	// Teardown publishes the last batch: requests after the last periodic
 	// flush are not lost.
 	stop()
-	send(t, base, "customdomain.com", "GET", "/ok", nil)
+	routertest.Send(t, base, "customdomain.com", "GET", "/ok", nil)
 	if err := p.Teardown(ctx, e); err != nil {
 		t.Fatal(err)
 	}
@@ -145,21 +141,18 @@ func TestFlushRetriesWhileNATSIsDown(t *testing.T) {
 	ns := natstest.Run(t)
 	nc := ns.Conn(t)
 	ctx := context.Background()
-	infra, err := bus.EnsureInfra(ctx, nc, bus.StreamLimits{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	live := newVersion(t, nil)
-	dark := newVersion(t, nil)
+	infra := routertest.Infra(t, nc)
+	live := routertest.NewVersion(t, nil)
+	dark := routertest.NewVersion(t, nil)
 	p, base := newTestProxy(t, Config{Instance: "retry"}, infra.JS)
-	setup(t, p, testExperiment("retry", "customdomain.com", live.URL, dark.URL, 100, experiment.StageRunning))
+	setup(t, p, routertest.Experiment("retry", "customdomain.com", live.URL, dark.URL, 100, experiment.StageRunning))
 
 	// Stop NATS (natstest's Restart stops and starts at once; here the
 	// traffic and a failed flush happen in between).
 	addr := ns.Server.Addr().String()
 	ns.Embedded.Shutdown()
 	for range 3 {
-		send(t, base, "customdomain.com", "GET", "/", nil)
+		routertest.Send(t, base, "customdomain.com", "GET", "/", nil)
 	}
 	sctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
 	if err := p.Flush(sctx); err == nil {
@@ -171,10 +164,10 @@ func TestFlushRetriesWhileNATSIsDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	ns.Embedded = e // shut down by natstest's cleanup
-	eventually(t, 10*time.Second, "reconnect", nc.IsConnected)
+	routertest.Eventually(t, 10*time.Second, "reconnect", nc.IsConnected)
 
 	obs := newObsReader(t, infra.JS, "default", "retry")
-	eventually(t, 10*time.Second, "the kept batches to be published", func() bool {
+	routertest.Eventually(t, 10*time.Second, "the kept batches to be published", func() bool {
 		fctx, cancel := context.WithTimeout(ctx, time.Second)
 		defer cancel()
 		return p.Flush(fctx) == nil
@@ -185,15 +178,15 @@ func TestFlushRetriesWhileNATSIsDown(t *testing.T) {
 // TestConcurrentFlushes: the flusher, a teardown and Close may flush at the
 // same time; retired routes must survive it.
 func TestConcurrentFlushes(t *testing.T) {
-	live := newVersion(t, nil)
-	dark := newVersion(t, nil)
+	live := routertest.NewVersion(t, nil)
+	dark := routertest.NewVersion(t, nil)
 	p, base := newTestProxy(t, Config{}, nil)
 	ctx := context.Background()
 	for round := range 200 {
-		e := testExperiment("again", "customdomain.com", live.URL, dark.URL, 100, experiment.StageRunning)
+		e := routertest.Experiment("again", "customdomain.com", live.URL, dark.URL, 100, experiment.StageRunning)
 		setup(t, p, e) // replaces the previous round's experiment: retired
 		if round%10 == 0 {
-			send(t, base, "customdomain.com", "GET", "/", nil)
+			routertest.Send(t, base, "customdomain.com", "GET", "/", nil)
 		}
 		done := make(chan struct{})
 		for range 8 {

@@ -1,4 +1,4 @@
-package router
+package proxy
 
 import (
 	"bufio"
@@ -15,34 +15,36 @@ import (
 	"testing"
 	"time"
 
-	"github.com/darklaunch/darklaunch/shared/experiment"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/darklaunch/darklaunch/services/router/routertest"
+	"github.com/darklaunch/darklaunch/shared/experiment"
 )
 
 func TestProxyRoutesByHost(t *testing.T) {
-	liveA := newVersion(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "A") })
-	liveB := newVersion(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "B") })
-	dark := newVersion(t, nil)
+	liveA := routertest.NewVersion(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "A") })
+	liveB := routertest.NewVersion(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "B") })
+	dark := routertest.NewVersion(t, nil)
 	p, base := newTestProxy(t, Config{}, nil)
-	setup(t, p, testExperiment("a", "a.example.com", liveA.URL, dark.URL, 100, experiment.StageRunning))
-	setup(t, p, testExperiment("b", "b.example.com", liveB.URL, dark.URL, 100, experiment.StageRunning))
+	setup(t, p, routertest.Experiment("a", "a.example.com", liveA.URL, dark.URL, 100, experiment.StageRunning))
+	setup(t, p, routertest.Experiment("b", "b.example.com", liveB.URL, dark.URL, 100, experiment.StageRunning))
 
-	if r := send(t, base, "a.example.com", "GET", "/", nil); r.Status != 200 || r.Body != "A" {
+	if r := routertest.Send(t, base, "a.example.com", "GET", "/", nil); r.Status != 200 || r.Body != "A" {
 		t.Errorf("host a: got %d %q, want 200 A", r.Status, r.Body)
 	}
 	// Port and case do not matter: the route is the host name.
-	if r := send(t, base, "B.Example.com:8080", "GET", "/", nil); r.Status != 200 || r.Body != "B" {
+	if r := routertest.Send(t, base, "B.Example.com:8080", "GET", "/", nil); r.Status != 200 || r.Body != "B" {
 		t.Errorf("host B.Example.com:8080: got %d %q, want 200 B", r.Status, r.Body)
 	}
-	if got := liveB.requests()[0].Host; got != "b.example.com" {
+	if got := liveB.Requests()[0].Host; got != "b.example.com" {
 		t.Errorf("live got Host %q, want the experiment's host b.example.com", got)
 	}
-	r := send(t, base, "unknown.example.com", "GET", "/x", nil)
+	r := routertest.Send(t, base, "unknown.example.com", "GET", "/x", nil)
 	if r.Status != http.StatusNotFound {
 		t.Fatalf("unknown host: status %d, want 404", r.Status)
 	}
 	for _, want := range []string{`"unknown.example.com"`, "a.example.com, b.example.com"} {
-		if !contains(r.Body, want) {
+		if !strings.Contains(r.Body, want) {
 			t.Errorf("404 body %q does not name %s", r.Body, want)
 		}
 	}
@@ -52,7 +54,7 @@ func TestProxyRoutesByHost(t *testing.T) {
 }
 
 func TestProxyLiveResponseUnchangedAndDarkIgnored(t *testing.T) {
-	live := newVersion(t, func(w http.ResponseWriter, r *http.Request) {
+	live := routertest.NewVersion(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Live", "yes")
 		w.Header().Set("Content-Type", "text/teapot")
 		w.WriteHeader(http.StatusTeapot)
@@ -76,9 +78,9 @@ func TestProxyLiveResponseUnchangedAndDarkIgnored(t *testing.T) {
 	}
 	for name, h := range darkCases {
 		t.Run(name, func(t *testing.T) {
-			dark := newVersion(t, h)
+			dark := routertest.NewVersion(t, h)
 			p, base := newTestProxy(t, Config{}, nil)
-			e := testExperiment("exp", "customdomain.com", live.URL+"/base", dark.URL+"/base", 100, experiment.StageRunning)
+			e := routertest.Experiment("exp", "customdomain.com", live.URL+"/base", dark.URL+"/base", 100, experiment.StageRunning)
 			setup(t, p, e)
 
 			req, _ := http.NewRequest("GET", base+"/path/x?q=1&r=2", nil)
@@ -86,7 +88,7 @@ func TestProxyLiveResponseUnchangedAndDarkIgnored(t *testing.T) {
 			req.Header.Set("X-Custom", "kept")
 			req.Header.Set("Connection", "X-Hop")
 			req.Header.Set("X-Hop", "per-connection")
-			resp, err := testClient.Do(req)
+			resp, err := routertest.Client.Do(req)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -97,8 +99,8 @@ func TestProxyLiveResponseUnchangedAndDarkIgnored(t *testing.T) {
 				t.Fatalf("client got %d %q %v; want live's 418, body and headers", resp.StatusCode, body, resp.Header)
 			}
 
-			dark.waitCount(t, 1, 5*time.Second)
-			c := dark.requests()[0]
+			dark.WaitCount(t, 1, 5*time.Second)
+			c := dark.Requests()[0]
 			if c.Host != "customdomain.com-shadow" {
 				t.Errorf("copy Host %q, want customdomain.com-shadow", c.Host)
 			}
@@ -108,12 +110,12 @@ func TestProxyLiveResponseUnchangedAndDarkIgnored(t *testing.T) {
 			if c.Header.Get("X-Custom") != "kept" || c.Header.Get("X-Hop") != "" {
 				t.Errorf("copy headers %v: want X-Custom kept and hop-by-hop X-Hop removed", c.Header)
 			}
-			l := live.requests()[len(live.requests())-1]
+			l := live.Requests()[len(live.Requests())-1]
 			if l.URI != c.URI || l.Host != "customdomain.com" || l.Header.Get("X-Forwarded-For") != "127.0.0.1" {
 				t.Errorf("live got %s Host %s XFF %q; want %s, customdomain.com, 127.0.0.1", l.URI, l.Host, l.Header.Get("X-Forwarded-For"), c.URI)
 			}
 			// The dark failure is counted for the dark version, not the client.
-			eventually(t, 5*time.Second, "the copy's outcome", func() bool {
+			routertest.Eventually(t, 5*time.Second, "the copy's outcome", func() bool {
 				return counter(t, p, "default/exp", "dark", "5xx")+counter(t, p, "default/exp", "dark", "error") == 1
 			})
 			if got := counter(t, p, "default/exp", "live", "4xx"); got != 1 {
@@ -124,72 +126,75 @@ func TestProxyLiveResponseUnchangedAndDarkIgnored(t *testing.T) {
 }
 
 func TestProxyMirroredShareIsExact(t *testing.T) {
-	live := newVersion(t, nil)
-	dark := newVersion(t, nil)
+	live := routertest.NewVersion(t, nil)
+	dark := routertest.NewVersion(t, nil)
 	p, base := newTestProxy(t, Config{MirrorInflight: 1000}, nil)
-	setup(t, p, testExperiment("share", "customdomain.com", live.URL, dark.URL, 40, experiment.StageRunning))
+	setup(t, p, routertest.Experiment("share", "customdomain.com", live.URL, dark.URL, 40, experiment.StageRunning))
 
 	const n = 1000
 	var wg sync.WaitGroup
 	for w := range 8 {
 		wg.Go(func() {
 			for i := w; i < n; i += 8 {
-				if r := send(t, base, "customdomain.com", "GET", "/", nil); r.Status != 200 {
+				if r := routertest.Send(t, base, "customdomain.com", "GET", "/", nil); r.Status != 200 {
 					t.Errorf("request %d: status %d", i, r.Status)
 				}
 			}
 		})
 	}
 	wg.Wait()
-	dark.waitCount(t, 400, 5*time.Second)
-	time.Sleep(50 * time.Millisecond) // a 401st copy would have landed by now
-	if got := len(dark.requests()); got < 399 || got > 401 {
+	dark.WaitCount(t, 400, 5*time.Second)
+	// Every copy sent has been answered once none is in flight: a 401st
+	// would have landed by now.
+	rt := p.table.Load().byKey["default/share"]
+	routertest.Eventually(t, 5*time.Second, "the copies in flight to end", func() bool { return rt.active.Load() == 0 })
+	if got := len(dark.Requests()); got < 399 || got > 401 {
 		t.Errorf("dark received %d copies of %d requests at 40%%, want 400±1", got, n)
 	}
-	if got := p.table.Load().byKey["default/share"].mirrored.Load(); got < 399 || got > 401 {
+	if got := rt.mirrored.Load(); got < 399 || got > 401 {
 		t.Errorf("mirrored counter %d, want 400±1", got)
 	}
-	if got := len(live.requests()); got != n {
+	if got := len(live.Requests()); got != n {
 		t.Errorf("live received %d requests, want all %d", got, n)
 	}
 }
 
 func TestProxyMethods(t *testing.T) {
-	live := newVersion(t, nil)
-	dark := newVersion(t, nil)
+	live := routertest.NewVersion(t, nil)
+	dark := routertest.NewVersion(t, nil)
 	p, base := newTestProxy(t, Config{}, nil)
 
 	// Default methods: GET, HEAD, OPTIONS. A POST is never copied.
-	setup(t, p, testExperiment("default-methods", "a.example.com", live.URL, dark.URL, 100, experiment.StageRunning))
+	setup(t, p, routertest.Experiment("default-methods", "a.example.com", live.URL, dark.URL, 100, experiment.StageRunning))
 	for range 5 {
-		send(t, base, "a.example.com", "POST", "/orders", strings.NewReader("order"))
+		routertest.Send(t, base, "a.example.com", "POST", "/orders", strings.NewReader("order"))
 	}
 	if got := dropped(t, p, "default/default-methods", DropMethod); got != 5 {
 		t.Errorf("dropped{reason=method} = %v, want 5", got)
 	}
 
 	// With POST listed, it is copied, body and all.
-	e := testExperiment("with-post", "b.example.com", live.URL, dark.URL, 100, experiment.StageRunning)
+	e := routertest.Experiment("with-post", "b.example.com", live.URL, dark.URL, 100, experiment.StageRunning)
 	e.Spec.Mirroring.Methods = []string{"GET", "POST"}
 	setup(t, p, e)
-	if r := send(t, base, "b.example.com", "POST", "/orders", strings.NewReader("order-42")); r.Status != 200 {
+	if r := routertest.Send(t, base, "b.example.com", "POST", "/orders", strings.NewReader("order-42")); r.Status != 200 {
 		t.Fatalf("status %d", r.Status)
 	}
-	dark.waitCount(t, 1, 5*time.Second)
-	c := dark.requests()[0]
+	dark.WaitCount(t, 1, 5*time.Second)
+	c := dark.Requests()[0]
 	if c.Method != "POST" || string(c.Body) != "order-42" || c.Host != "b.example.com-shadow" {
 		t.Errorf("copy %s %q Host %s; want POST order-42 b.example.com-shadow", c.Method, c.Body, c.Host)
 	}
-	if got := len(dark.requests()); got != 1 {
+	if got := len(dark.Requests()); got != 1 {
 		t.Errorf("dark received %d requests, want only the one POST of with-post", got)
 	}
 }
 
 func TestProxyLargeBodyNotMirrored(t *testing.T) {
-	live := newVersion(t, nil)
-	dark := newVersion(t, nil)
+	live := routertest.NewVersion(t, nil)
+	dark := routertest.NewVersion(t, nil)
 	p, base := newTestProxy(t, Config{MirrorMaxBody: 1024}, nil)
-	e := testExperiment("body", "customdomain.com", live.URL, dark.URL, 100, experiment.StageRunning)
+	e := routertest.Experiment("body", "customdomain.com", live.URL, dark.URL, 100, experiment.StageRunning)
 	e.Spec.Mirroring.Methods = []string{"POST"}
 	setup(t, p, e)
 
@@ -198,24 +203,24 @@ func TestProxyLargeBodyNotMirrored(t *testing.T) {
 		"content-length": bytes.NewReader(big),
 		"chunked":        io.MultiReader(bytes.NewReader(big)), // no length: sent chunked
 	} {
-		if r := send(t, base, "customdomain.com", "POST", "/upload", body); r.Status != 200 {
+		if r := routertest.Send(t, base, "customdomain.com", "POST", "/upload", body); r.Status != 200 {
 			t.Fatalf("%s: status %d", name, r.Status)
 		}
 	}
 	// Just under the limit: copied.
 	small := big[:1024]
-	send(t, base, "customdomain.com", "POST", "/upload", bytes.NewReader(small))
+	routertest.Send(t, base, "customdomain.com", "POST", "/upload", bytes.NewReader(small))
 
 	var liveSums [][32]byte
-	for _, l := range live.requests() {
+	for _, l := range live.Requests() {
 		liveSums = append(liveSums, sha256.Sum256(l.Body))
 	}
 	want := [][32]byte{sha256.Sum256(big), sha256.Sum256(big), sha256.Sum256(small)}
 	if !slices.Equal(liveSums, want) {
-		t.Errorf("live did not receive the whole bodies: got %d requests with lengths %v", len(liveSums), bodyLens(live.requests()))
+		t.Errorf("live did not receive the whole bodies: got %d requests with lengths %v", len(liveSums), bodyLens(live.Requests()))
 	}
-	dark.waitCount(t, 1, 5*time.Second)
-	if got := dark.requests(); len(got) != 1 || !bytes.Equal(got[0].Body, small) {
+	dark.WaitCount(t, 1, 5*time.Second)
+	if got := dark.Requests(); len(got) != 1 || !bytes.Equal(got[0].Body, small) {
 		t.Errorf("dark received %d copies (lengths %v), want only the 1 KiB one", len(got), bodyLens(got))
 	}
 	if got := dropped(t, p, "default/body", DropBody); got != 2 {
@@ -228,7 +233,7 @@ func TestProxyLargeBodyNotMirrored(t *testing.T) {
 // copy (a plain GET would not be what the client sent), and the drop is
 // counted as "upgrade".
 func TestProxyUpgradeNotMirrored(t *testing.T) {
-	live := newVersion(t, func(w http.ResponseWriter, r *http.Request) {
+	live := routertest.NewVersion(t, func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Upgrade") != "websocket" {
 			return // a plain GET
 		}
@@ -244,9 +249,9 @@ func TestProxyUpgradeNotMirrored(t *testing.T) {
 		rw.WriteString("echo " + line)
 		rw.Flush()
 	})
-	dark := newVersion(t, nil)
+	dark := routertest.NewVersion(t, nil)
 	p, base := newTestProxy(t, Config{}, nil)
-	setup(t, p, testExperiment("ws", "ws.example.com", live.URL, dark.URL, 100, experiment.StageRunning))
+	setup(t, p, routertest.Experiment("ws", "ws.example.com", live.URL, dark.URL, 100, experiment.StageRunning))
 
 	conn, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
 	if err != nil {
@@ -269,9 +274,9 @@ func TestProxyUpgradeNotMirrored(t *testing.T) {
 	}
 
 	// A plain GET on the same route is still copied: the only copy dark sees.
-	send(t, base, "ws.example.com", "GET", "/plain", nil)
-	dark.waitCount(t, 1, 5*time.Second)
-	if got := dark.requests(); len(got) != 1 || got[0].URI != "/plain" {
+	routertest.Send(t, base, "ws.example.com", "GET", "/plain", nil)
+	dark.WaitCount(t, 1, 5*time.Second)
+	if got := dark.Requests(); len(got) != 1 || got[0].URI != "/plain" {
 		t.Errorf("dark received %v, want only the copy of GET /plain", got)
 	}
 	if got := dropped(t, p, "default/ws", DropUpgrade); got != 1 {
@@ -283,40 +288,21 @@ func TestProxyUpgradeNotMirrored(t *testing.T) {
 // with its route, so a long-lived router does not export every experiment it
 // ever ran; another experiment's series stay.
 func TestProxyTeardownRemovesSeries(t *testing.T) {
-	live := newVersion(t, nil)
-	dark := newVersion(t, nil)
-	p, base := newTestProxy(t, Config{}, nil)
-	done := testExperiment("done", "done.example.com", live.URL, dark.URL, 100, experiment.StageRunning)
-	other := testExperiment("other", "other.example.com", live.URL, dark.URL, 100, experiment.StageRunning)
-	setup(t, p, done)
+	live := routertest.NewVersion(t, nil)
+	dark := routertest.NewVersion(t, nil)
+	p, base, done := routedProxy(t, Config{}, live, dark, "done", "done.example.com", 100)
+	other := routertest.Experiment("other", "other.example.com", live.URL, dark.URL, 100, experiment.StageRunning)
 	setup(t, p, other)
-	send(t, base, "done.example.com", "GET", "/", nil)
-	send(t, base, "other.example.com", "GET", "/", nil)
-	dark.waitCount(t, 2, 5*time.Second)
+	routertest.Send(t, base, "done.example.com", "GET", "/", nil)
+	routertest.Send(t, base, "other.example.com", "GET", "/", nil)
+	dark.WaitCount(t, 2, 5*time.Second)
 
-	series := func() map[string]int {
-		n := map[string]int{}
-		mfs, err := p.cfg.Registry.Gather()
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, mf := range mfs {
-			for _, m := range mf.GetMetric() {
-				for _, l := range m.GetLabel() {
-					if l.GetName() == "experiment" {
-						n[l.GetValue()]++
-					}
-				}
-			}
-		}
-		return n
-	}
 	// live and dark 2xx, and one zero per drop reason; the dark one is
 	// counted once the copy's response is read.
 	want := 2 + len(dropReasons)
 	var before map[string]int
-	eventually(t, 5*time.Second, "both experiments' series", func() bool {
-		before = series()
+	routertest.Eventually(t, 5*time.Second, "both experiments' series", func() bool {
+		before = seriesByExperiment(t, p)
 		return before["default/done"] == want && before["default/other"] == want
 	})
 	if got := testutil.ToFloat64(p.prom.routes); got != 2 {
@@ -328,13 +314,13 @@ func TestProxyTeardownRemovesSeries(t *testing.T) {
 	if got := testutil.ToFloat64(p.prom.routes); got != 1 {
 		t.Errorf("darklaunch_proxy_routes after teardown: %v, want 1", got)
 	}
-	after := series()
+	after := seriesByExperiment(t, p)
 	if after["default/done"] != 0 || after["default/other"] != before["default/other"] {
 		t.Errorf("series by experiment after tearing down done: %v, want none of done and all %d of other", after, before["default/other"])
 	}
 }
 
-func bodyLens(reqs []seen) []int {
+func bodyLens(reqs []routertest.Request) []int {
 	var out []int
 	for _, r := range reqs {
 		out = append(out, len(r.Body))
@@ -343,11 +329,11 @@ func bodyLens(reqs []seen) []int {
 }
 
 func TestProxyLiveDownIs502(t *testing.T) {
-	dark := newVersion(t, nil)
+	dark := routertest.NewVersion(t, nil)
 	p, base := newTestProxy(t, Config{}, nil)
-	setup(t, p, testExperiment("down", "customdomain.com", refusedURL(t), dark.URL, 100, experiment.StageRunning))
-	r := send(t, base, "customdomain.com", "GET", "/", nil)
-	if r.Status != http.StatusBadGateway || !contains(r.Body, "live version") {
+	setup(t, p, routertest.Experiment("down", "customdomain.com", routertest.RefusedURL(t), dark.URL, 100, experiment.StageRunning))
+	r := routertest.Send(t, base, "customdomain.com", "GET", "/", nil)
+	if r.Status != http.StatusBadGateway || !strings.Contains(r.Body, "live version") {
 		t.Fatalf("got %d %q, want 502 naming the live version", r.Status, r.Body)
 	}
 	if got := counter(t, p, "default/down", "live", "5xx"); got != 1 {
@@ -357,10 +343,10 @@ func TestProxyLiveDownIs502(t *testing.T) {
 
 // TestProxyZeroImpact: a dark version that hangs changes nothing for live.
 func TestProxyZeroImpact(t *testing.T) {
-	live := newVersion(t, nil)
-	healthy := newVersion(t, nil)
+	live := routertest.NewVersion(t, nil)
+	healthy := routertest.NewVersion(t, nil)
 	release := make(chan struct{})
-	hanging := newVersion(t, func(w http.ResponseWriter, r *http.Request) {
+	hanging := routertest.NewVersion(t, func(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-release:
 		case <-r.Context().Done():
@@ -374,14 +360,14 @@ func TestProxyZeroImpact(t *testing.T) {
 
 	// Requests alternate between the two experiments, so a load spike on
 	// the machine hits both measurements alike.
-	setup(t, p, testExperiment("healthy", "healthy.example.com", live.URL, healthy.URL, 100, experiment.StageRunning))
-	setup(t, p, testExperiment("hanging", "hanging.example.com", live.URL, hanging.URL, 100, experiment.StageRunning))
+	setup(t, p, routertest.Experiment("healthy", "healthy.example.com", live.URL, healthy.URL, 100, experiment.StageRunning))
+	setup(t, p, routertest.Experiment("hanging", "hanging.example.com", live.URL, hanging.URL, 100, experiment.StageRunning))
 	const n = 300
 	lat := map[string][]time.Duration{}
 	for i := range n {
 		for _, name := range []string{"healthy", "hanging"} {
 			start := time.Now()
-			r := send(t, base, name+".example.com", "GET", "/", nil)
+			r := routertest.Send(t, base, name+".example.com", "GET", "/", nil)
 			lat[name] = append(lat[name], time.Since(start))
 			if r.Status != 200 {
 				t.Fatalf("%s: request %d failed with %d", name, i, r.Status)
@@ -406,29 +392,29 @@ func TestProxyZeroImpact(t *testing.T) {
 }
 
 func TestProxySetupIdempotentAndConflicts(t *testing.T) {
-	live := newVersion(t, nil)
-	dark := newVersion(t, nil)
+	live := routertest.NewVersion(t, nil)
+	dark := routertest.NewVersion(t, nil)
 	p, base := newTestProxy(t, Config{}, nil)
-	e := testExperiment("one", "customdomain.com", live.URL, dark.URL, 50, experiment.StageRunning)
+	e := routertest.Experiment("one", "customdomain.com", live.URL, dark.URL, 50, experiment.StageRunning)
 	st := setup(t, p, e)
 	want := experiment.RoutingStatus{Backend: "proxy", Host: "customdomain.com", Percent: 50, Live: live.URL, Dark: dark.URL}
-	if !statusEqual(st, want) {
+	if !routertest.StatusEqual(st, want) {
 		t.Errorf("status %+v, want %+v", st, want)
 	}
-	send(t, base, "customdomain.com", "GET", "/", nil)
+	routertest.Send(t, base, "customdomain.com", "GET", "/", nil)
 	rt := p.table.Load().byKey["default/one"]
 	setup(t, p, e) // a restarted reconcile
 	if p.table.Load().byKey["default/one"] != rt || rt.n.Load() != 1 {
 		t.Errorf("second Setup replaced the route; want the same one, counters kept")
 	}
 
-	other := testExperiment("two", "customdomain.com", live.URL, dark.URL, 50, experiment.StageRunning)
-	if _, err := p.Setup(context.Background(), other); err == nil || !contains(err.Error(), "default/one") {
+	other := routertest.Experiment("two", "customdomain.com", live.URL, dark.URL, 50, experiment.StageRunning)
+	if _, err := p.Setup(context.Background(), other); err == nil || !strings.Contains(err.Error(), "default/one") {
 		t.Errorf("Setup of a second experiment on the same host: err %v, want one naming default/one", err)
 	}
 
-	noURL := testExperiment("three", "three.example.com", "", dark.URL, 50, experiment.StageRunning)
-	if _, err := p.Setup(context.Background(), noURL); err == nil || !contains(err.Error(), "liveURL") {
+	noURL := routertest.Experiment("three", "three.example.com", "", dark.URL, 50, experiment.StageRunning)
+	if _, err := p.Setup(context.Background(), noURL); err == nil || !strings.Contains(err.Error(), "liveURL") {
 		t.Errorf("Setup without a live URL: err %v, want one naming spec.mirroring.liveURL", err)
 	}
 
@@ -438,26 +424,7 @@ func TestProxySetupIdempotentAndConflicts(t *testing.T) {
 	if err := p.Teardown(context.Background(), e); err != nil {
 		t.Fatalf("second Teardown: %v", err)
 	}
-	if r := send(t, base, "customdomain.com", "GET", "/", nil); r.Status != 404 {
+	if r := routertest.Send(t, base, "customdomain.com", "GET", "/", nil); r.Status != 404 {
 		t.Errorf("after Teardown: status %d, want 404", r.Status)
-	}
-}
-
-func statusEqual(a, b experiment.RoutingStatus) bool {
-	return a.Backend == b.Backend && a.Host == b.Host && a.Percent == b.Percent && a.Live == b.Live && a.Dark == b.Dark
-}
-
-func TestFactoryUnknownBackend(t *testing.T) {
-	cfg := Config{Backend: "linkerd"}.withDefaults()
-	if _, err := NewBackend(cfg, nil, nil); err == nil || !contains(err.Error(), `"linkerd"`) {
-		t.Fatalf("err %v, want an unknown-backend error naming linkerd", err)
-	}
-	cfg = Config{}.withDefaults()
-	b, err := NewBackend(cfg, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, ok := b.(*Proxy); !ok {
-		t.Fatalf("default backend %T, want *Proxy", b)
 	}
 }

@@ -1,4 +1,4 @@
-package router
+package proxy
 
 import (
 	"context"
@@ -17,7 +17,7 @@ import (
 // errors is the experiment's job. Both are checked at once; the error names
 // each version that did not answer and its last error.
 func (p *Proxy) initCheck(ctx context.Context, spec routeSpec) error {
-	ctx, cancel := context.WithTimeout(ctx, p.cfg.InitTimeout)
+	ctx, cancel := context.WithTimeout(ctx, p.set.InitTimeout)
 	defer cancel()
 	// Own transport, no keep-alive: a check must not leave connections in
 	// the pools that carry traffic.
@@ -32,7 +32,7 @@ func (p *Proxy) initCheck(ctx context.Context, spec routeSpec) error {
 		role string
 		u    *url.URL
 	}{{"live", spec.live}, {"dark", spec.dark}} {
-		go func() { errc <- p.waitAnswer(ctx, client, v.role, v.u, spec.host) }()
+		go func() { errc <- p.waitAnswer(ctx, client, v.role, v.u, spec.Host) }()
 	}
 	var errs []string
 	for range 2 {
@@ -77,8 +77,8 @@ func (p *Proxy) waitAnswer(ctx context.Context, client *http.Client, role string
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%s version %s did not answer within %s: %w", role, u, p.cfg.InitTimeout, last)
-		case <-time.After(p.cfg.InitInterval):
+			return fmt.Errorf("%s version %s did not answer within %s: %w", role, u, p.set.InitTimeout, last)
+		case <-time.After(p.set.InitInterval):
 		}
 	}
 }

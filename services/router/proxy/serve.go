@@ -1,0 +1,154 @@
+package proxy
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/darklaunch/darklaunch/services/router/mirroring"
+)
+
+func newTransport(idlePerHost int) *http.Transport {
+	return &http.Transport{
+		// Never an environment HTTP proxy: the versions are addressed directly.
+		Proxy: nil,
+		DialContext: (&net.Dialer{
+			Timeout:   5 * time.Second,
+			KeepAlive: 30 * time.Second,
+		}).DialContext,
+		MaxIdleConns:          0, // no overall limit; per host below
+		MaxIdleConnsPerHost:   max(idlePerHost, 2),
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ExpectContinueTimeout: time.Second,
+		ForceAttemptHTTP2:     true,
+	}
+}
+
+// ServeHTTP routes a request by Host: to live always, and a copy to dark
+// when this request falls in the mirrored share.
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	host := mirroring.Host(r.Host)
+	rt, t := p.acquire(host)
+	if rt == nil {
+		known := t.hosts
+		if known == "" {
+			known = "none"
+		}
+		http.Error(w, fmt.Sprintf("darklaunch proxy: no experiment mirrors host %q (known hosts: %s)", host, known), http.StatusNotFound)
+		return
+	}
+	if isUpgrade(r) {
+		if rt.selected() {
+			rt.drop(dropUpgrade) // counted while the route is held, so the last batch has it
+		}
+		rt.active.Add(-1) // a session may last hours: it must not hold a teardown
+		p.serveUpgrade(rt, w, r)
+		return
+	}
+	defer rt.active.Add(-1)
+
+	if rt.selected() {
+		p.mirror(rt, r)
+	}
+
+	sw := &statusWriter{ResponseWriter: w}
+	defer func() {
+		// ReverseProxy panics with http.ErrAbortHandler when the response
+		// breaks after its headers were sent: record how it ended first.
+		if v := recover(); v != nil {
+			if r.Context().Err() != nil {
+				rt.prom.request(roleLive, classCanceled) // the client hung up
+			} else {
+				rt.rec[roleLive].Observe(msSince(start), true)
+				rt.prom.request(roleLive, classError)
+			}
+			panic(v)
+		}
+	}()
+	rt.liveProxy.ServeHTTP(sw, r)
+	if sw.canceled {
+		rt.prom.request(roleLive, classCanceled)
+		return
+	}
+	status := sw.status
+	if status == 0 {
+		status = http.StatusOK // nothing written: net/http sends 200
+	}
+	rt.rec[roleLive].Observe(msSince(start), status < 200 || status > 299)
+	rt.prom.request(roleLive, codeClass(status))
+}
+
+// upgradeStatusKey carries, in an upgrade request's context, where
+// ModifyResponse notes the 101.
+type upgradeStatusKey struct{}
+
+// serveUpgrade passes a protocol upgrade (WebSocket) to live. It is not
+// mirrored (see isUpgrade) and not observed: a session that lasts minutes is
+// no request latency to compare. Its status class is counted when it ends.
+func (p *Proxy) serveUpgrade(rt *route, w http.ResponseWriter, r *http.Request) {
+	var upgraded int
+	r = r.WithContext(context.WithValue(r.Context(), upgradeStatusKey{}, &upgraded))
+	sw := &statusWriter{ResponseWriter: w}
+	defer func() {
+		class := codeClass(cmp.Or(upgraded, sw.status, http.StatusOK))
+		if sw.canceled {
+			class = classCanceled
+		}
+		// Counted only while the experiment is still routed: a session that
+		// outlives its teardown must not bring back the series the teardown
+		// removed (p.mu orders this with the removal).
+		p.mu.Lock()
+		if p.table.Load().byKey[rt.key] == rt {
+			rt.prom.request(roleLive, class)
+		}
+		p.mu.Unlock()
+	}()
+	rt.liveProxy.ServeHTTP(sw, r)
+}
+
+func msSince(t time.Time) float64 {
+	return float64(time.Since(t).Nanoseconds()) / 1e6
+}
+
+// statusWriter remembers the final status written. Unwrap lets
+// http.ResponseController (which ReverseProxy uses to flush and to hijack
+// for upgrades) reach the real writer.
+type statusWriter struct {
+	http.ResponseWriter
+	status   int
+	canceled bool // the client went away before live answered
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 && code >= 200 {
+		w.status = code // 1xx are informational; the final status follows
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// bufferPool is an httputil.BufferPool of 32 KiB buffers.
+type bufferPool struct{ pool sync.Pool }
+
+func (b *bufferPool) Get() []byte {
+	if buf, ok := b.pool.Get().(*[]byte); ok {
+		return *buf
+	}
+	return make([]byte, 32<<10)
+}
+
+func (b *bufferPool) Put(buf []byte) { b.pool.Put(&buf) }
