@@ -60,7 +60,7 @@ func newServeCmd(g *globals) *cobra.Command {
 			})
 		},
 	}
-	routerFlags(r.Flags(), &rc)
+	rc.AddFlags(r.Flags())
 
 	var lc loadgen.Config
 	l := &cobra.Command{

@@ -1,14 +1,18 @@
 package router
 
 import (
+	"cmp"
 	"errors"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spf13/pflag"
 
 	"github.com/darklaunch/darklaunch/services/router/istio"
 	"github.com/darklaunch/darklaunch/services/router/mirroring"
 	"github.com/darklaunch/darklaunch/services/router/proxy"
 	"github.com/darklaunch/darklaunch/shared/bus"
+	"github.com/darklaunch/darklaunch/shared/service"
 )
 
 // Config configures the router. Every zero value takes the default written
@@ -57,7 +61,7 @@ func (c *Config) Default() {
 // Validate reports every setting that cannot work, after defaults: the
 // shared ones and those of the backend in use. An unknown backend is
 // NewBackend's to report.
-func (c Config) Validate() error {
+func (c *Config) Validate() error {
 	errs := []error{c.Settings.Validate()}
 	switch c.Backend {
 	case BackendProxy:
@@ -66,4 +70,40 @@ func (c Config) Validate() error {
 		errs = append(errs, c.Istio.Validate())
 	}
 	return errors.Join(errs...)
+}
+
+// AddFlags binds `darklaunch serve router`'s flags to c: the router's own
+// here, the shared settings' and each backend's by their AddFlags.
+func (c *Config) AddFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&c.Backend, "backend", BackendProxy, "mirroring backend: "+strings.Join(Backends, " or ")+" (istio: the seed's VirtualServices on Kubernetes)")
+	fs.BoolVar(&c.KeepRouting, "keep-routing", false, "leave a completed experiment's mirroring in place until the experiment is deleted")
+	c.Settings.AddFlags(fs)
+	c.Proxy.AddFlags(fs)
+	c.Istio.AddFlags(fs)
+}
+
+// Service names the router.
+func (c *Config) Service() string { return Source }
+
+// Build makes a router with its host's connection, logger, registry and
+// stream limits. In the embedded stack the versions and the proxy's
+// address come from the stack where the configuration leaves them empty.
+func (c *Config) Build(d service.Deps) (service.Runner, error) {
+	cfg := *c
+	cfg.Registry, cfg.Streams = d.Registry, d.Streams
+	if l := d.Local; l != nil {
+		cfg.DefaultLiveURL = cmp.Or(cfg.DefaultLiveURL, l.LiveURL)
+		cfg.DefaultDarkURL = cmp.Or(cfg.DefaultDarkURL, l.DarkURL)
+		cfg.Proxy.Addr = cmp.Or(cfg.Proxy.Addr, l.ProxyAddr)
+	}
+	return New(cfg, d.NC, d.Log)
+}
+
+// Spec describes the router to its hosts.
+func Spec() service.Spec {
+	return service.Spec{
+		Name:      Source,
+		Short:     "Set up mirroring for experiments (local mirroring proxy)",
+		NewConfig: func() service.Config { return &Config{} },
+	}
 }

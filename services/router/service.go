@@ -13,6 +13,9 @@ import (
 
 	"github.com/darklaunch/darklaunch/shared/bus"
 	"github.com/darklaunch/darklaunch/shared/experiment"
+	"github.com/darklaunch/darklaunch/shared/reconcile"
+	"github.com/darklaunch/darklaunch/shared/retry"
+	"github.com/darklaunch/darklaunch/shared/service"
 )
 
 // Source is the router's name in the events it publishes.
@@ -33,9 +36,9 @@ type Service struct {
 	// runner is the backend when it runs work of its own, else nil.
 	runner Runner
 
-	// seen is the last state of each experiment the watch delivered, so a
-	// deleted key can still be torn down by UID. Only the watch goroutine
-	// touches it.
+	// seen is the last state of each run whose routing may exist, so a
+	// deleted key can still be torn down by UID. Only the reconcile loop's
+	// goroutine touches it.
 	seen      map[string]*experiment.Experiment
 	teardowns sync.WaitGroup
 }
@@ -90,21 +93,19 @@ func (s *Service) Run(ctx context.Context) error {
 	infra, err := bus.EnsureInfra(ctx, s.nc, s.cfg.Streams)
 	if err != nil {
 		s.closeBackend()
-		if ctx.Err() != nil {
-			return nil
-		}
-		return fmt.Errorf("router: %w", err)
+		return service.Exit(ctx, Source, err)
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	stopBackend := s.runBackend(ctx, cancel)
 
-	workers := bus.NewWorkers(ctx)
-	infra.Store.Reconcile(ctx, s.log, func(c bus.Change) { s.reconcile(ctx, workers, c) })
+	// A route that cannot be restored (a configuration problem) is tried
+	// again from InitInterval on, doubling up to 30s, until fixed or the
+	// experiment ends.
+	reconcile.Run(ctx, reconcile.Config{Store: infra.Store, Log: s.log, Retry: retry.Policy{First: s.cfg.InitInterval, Max: 30 * time.Second}}, s)
 
 	// Shutdown: reconcilers first (they publish, and tear down through the
 	// backend), then the backend's own work.
-	workers.Wait()
 	s.teardowns.Wait()
 	stopBackend()
 	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
@@ -150,48 +151,39 @@ func (s *Service) closeBackend() {
 	}
 }
 
-// reconcile brings one experiment's routing to what its state asks:
-// Initializing without routing → set up and report; later stages → make
-// sure the route exists (a restarted router); Completed (unless
-// KeepRouting) or deleted → tear down.
-func (s *Service) reconcile(ctx context.Context, workers *bus.Workers, c bus.Change) {
-	key := c.Key
-	e := c.Experiment
-	old := s.seen[key]
-	if e == nil {
-		delete(s.seen, key)
-		workers.Stop(key)
-		if old != nil {
-			s.teardown(ctx, old)
-		}
-		return
-	}
-	if old != nil && old.Metadata.UID != e.Metadata.UID {
-		// An older experiment of the same name, gone without our seeing
-		// its deletion.
-		workers.Stop(key)
-		s.teardown(ctx, old)
-	}
-	s.seen[key] = e
+// Task brings a run's routing to what its state asks: Initializing without
+// routing, set it up and report (initialize); Initializing with routing,
+// Running or Finishing, make sure the route exists (a restarted router).
+// A completed run needs no task; Release tears it down.
+func (s *Service) Task(e *experiment.Experiment) reconcile.Task {
 	switch e.Status.Stage {
 	case experiment.StageInitializing:
 		if e.Status.Routing == nil {
-			workers.Ensure(key, e.Metadata.UID, func(ctx context.Context) { s.initialize(ctx, e) })
-		} else {
-			workers.Ensure(key, e.Metadata.UID, func(ctx context.Context) { s.restore(ctx, e) })
+			return func(ctx context.Context) error { s.initialize(ctx, e); return nil }
 		}
+		return s.restore(e)
 	case experiment.StageRunning, experiment.StageFinishing:
-		workers.Ensure(key, e.Metadata.UID, func(ctx context.Context) { s.restore(ctx, e) })
-	case experiment.StageCompleted:
-		workers.Stop(key)
-		if s.cfg.KeepRouting {
-			// Kept until the experiment is deleted; it stays in seen so
-			// that the deletion tears it down.
-			return
-		}
+		return s.restore(e)
+	}
+	return nil
+}
+
+// Release tears down the routing of a run that is gone: deleted, replaced
+// by a new run of the same name, or completed (unless KeepRouting, which
+// keeps it until the deletion).
+func (s *Service) Release(ctx context.Context, key string, _, cur *experiment.Experiment) {
+	if old := s.seen[key]; old != nil && (cur == nil || old.Metadata.UID != cur.Metadata.UID) {
+		delete(s.seen, key)
+		s.teardown(ctx, old)
+	}
+	switch {
+	case cur == nil:
+	case cur.Status.Stage == experiment.StageCompleted && !s.cfg.KeepRouting:
 		// Forgotten once torn down: a later deletion has nothing left to do.
 		delete(s.seen, key)
-		s.teardown(ctx, e)
+		s.teardown(ctx, cur)
+	default:
+		s.seen[key] = cur
 	}
 }
 
@@ -214,39 +206,22 @@ func (s *Service) initialize(ctx context.Context, e *experiment.Experiment) {
 		ev.Message = fmt.Sprintf("mirroring %g%% of %s to the dark version %s", status.Percent, status.Host, status.Dark)
 	}
 	msgID := bus.MsgID(e.Metadata.UID, bus.EventRouting)
-	for wait := time.Second; ; wait = min(2*wait, 30*time.Second) {
-		err := bus.Publish(ctx, s.js, ev, msgID)
-		if err == nil {
-			return
-		}
-		if ctx.Err() != nil {
-			return
-		}
-		log.Error("routing event not published; retrying", "err", err)
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(wait):
-		}
-	}
+	_ = retry.Do(ctx, retry.Policy{First: time.Second, Max: 30 * time.Second}, func(ctx context.Context) error {
+		return bus.Publish(ctx, s.js, ev, msgID)
+	}, func(err error, wait time.Duration) {
+		log.Error("routing event not published; retrying", "err", err, "retryIn", wait)
+	})
 }
 
 // restore makes sure a running experiment is routed, without a new event.
 // Setup skips the init check past Initializing; it still fails on a
-// configuration problem, which is retried until fixed or the experiment ends.
-func (s *Service) restore(ctx context.Context, e *experiment.Experiment) {
-	log := s.log.With("experiment", e.Key())
-	for wait := s.cfg.InitInterval; ; wait = min(2*wait, 30*time.Second) {
-		_, err := s.backend.Setup(ctx, e)
-		if err == nil || ctx.Err() != nil {
-			return
+// configuration problem, which the loop tries again.
+func (s *Service) restore(e *experiment.Experiment) reconcile.Task {
+	return func(ctx context.Context) error {
+		if _, err := s.backend.Setup(ctx, e); err != nil {
+			return fmt.Errorf("mirroring of running experiment %s not restored: %w", e.Key(), err)
 		}
-		log.Error("mirroring of a running experiment not restored; retrying", "err", err, "retry_in", wait)
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(wait):
-		}
+		return nil
 	}
 }
 

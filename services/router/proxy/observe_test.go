@@ -13,8 +13,8 @@ import (
 	"github.com/darklaunch/darklaunch/services/router/routertest"
 	"github.com/darklaunch/darklaunch/shared/bus"
 	"github.com/darklaunch/darklaunch/shared/experiment"
-	"github.com/darklaunch/darklaunch/shared/metrics"
 	"github.com/darklaunch/darklaunch/shared/natstest"
+	"github.com/darklaunch/darklaunch/shared/sketch"
 )
 
 // obsReader reads an experiment's observation batches from the stream.
@@ -22,7 +22,7 @@ type obsReader struct {
 	cons jetstream.Consumer
 	// msgs and totals per role.
 	msgs     map[string]int
-	aggs     map[string]*metrics.Aggregate
+	aggs     map[string]*sketch.Aggregate
 	msgIDs   map[string]bool
 	instance string
 }
@@ -35,7 +35,7 @@ func newObsReader(t *testing.T, js jetstream.JetStream, ns, name string) *obsRea
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &obsReader{cons: cons, msgs: map[string]int{}, aggs: map[string]*metrics.Aggregate{bus.RoleLive: metrics.NewAggregate(), bus.RoleDark: metrics.NewAggregate()}, msgIDs: map[string]bool{}}
+	return &obsReader{cons: cons, msgs: map[string]int{}, aggs: map[string]*sketch.Aggregate{bus.RoleLive: sketch.NewAggregate(), bus.RoleDark: sketch.NewAggregate()}, msgIDs: map[string]bool{}}
 }
 
 // readUntil consumes batches until done holds.

@@ -6,7 +6,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/darklaunch/darklaunch/shared/bus"
-	"github.com/darklaunch/darklaunch/shared/metrics"
+	"github.com/darklaunch/darklaunch/shared/telemetry"
 )
 
 // Code classes of darklaunch_proxy_requests_total: the status class;
@@ -44,13 +44,13 @@ type promMetrics struct {
 }
 
 func newPromMetrics(reg *prometheus.Registry) (*promMetrics, error) {
-	r := &metrics.Registrar{Reg: reg}
+	r := &telemetry.Registrar{Reg: reg}
 	m := &promMetrics{
-		requests: metrics.Add(r, prometheus.NewCounterVec(prometheus.CounterOpts{
+		requests: telemetry.Add(r, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "darklaunch_proxy_requests_total",
 			Help: "Requests the darklaunch proxy completed, by experiment, role (live: the client's request; dark: the mirrored copy) and status class (error: no response).",
 		}, []string{"experiment", "role", "code_class"})),
-		dropped: metrics.Add(r, prometheus.NewCounterVec(prometheus.CounterOpts{
+		dropped: telemetry.Add(r, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "darklaunch_mirror_dropped_total",
 			Help: "Copies the darklaunch proxy did not send to the dark version, by experiment and reason (inflight: too many copies in flight; body: request body too large; method: method not mirrored; upgrade: protocol upgrade such as WebSocket, never mirrored).",
 		}, []string{"experiment", "reason"})),

@@ -22,7 +22,7 @@ import (
 
 	"github.com/darklaunch/darklaunch/services/router/mirroring"
 	"github.com/darklaunch/darklaunch/shared/experiment"
-	"github.com/darklaunch/darklaunch/shared/metrics"
+	"github.com/darklaunch/darklaunch/shared/telemetry"
 )
 
 // Name is the backend's name, in router.Config.Backend and in the routing
@@ -112,7 +112,7 @@ func New(cfg Config, set mirroring.Settings, js jetstream.JetStream, reg *promet
 		Name: "darklaunch_proxy_routes",
 		Help: "Experiments the darklaunch proxy is mirroring now.",
 	}, func() float64 { return float64(len(p.table.Load().byKey)) })
-	if prom.routes, err = metrics.Register(reg, routes); err != nil {
+	if prom.routes, err = telemetry.Register(reg, routes); err != nil {
 		return nil, fmt.Errorf("proxy metrics: %w", err)
 	}
 	if p.ln, err = net.Listen("tcp", cfg.Addr); err != nil {

@@ -8,7 +8,7 @@ import (
 
 	"github.com/darklaunch/darklaunch/services/router/routertest"
 	"github.com/darklaunch/darklaunch/shared/experiment"
-	"github.com/darklaunch/darklaunch/shared/metrics"
+	"github.com/darklaunch/darklaunch/shared/sketch"
 )
 
 // The proxy's cost, reported not gated: compare BenchmarkProxy with
@@ -72,7 +72,7 @@ func BenchmarkProxy(b *testing.B) {
 
 func BenchmarkRecorderObserve(b *testing.B) {
 	b.Run("serial", func(b *testing.B) {
-		r := metrics.NewRecorder()
+		r := sketch.NewRecorder()
 		i := 0
 		for b.Loop() {
 			r.Observe(float64(i%500)+0.5, i%50 == 0)
@@ -80,7 +80,7 @@ func BenchmarkRecorderObserve(b *testing.B) {
 		}
 	})
 	b.Run("parallel", func(b *testing.B) {
-		r := metrics.NewRecorder()
+		r := sketch.NewRecorder()
 		b.RunParallel(func(pb *testing.PB) {
 			i := 0
 			for pb.Next() {

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/darklaunch/darklaunch/shared/experiment"
-	"github.com/darklaunch/darklaunch/shared/metrics"
+	"github.com/darklaunch/darklaunch/shared/sketch"
 )
 
 // routeTable is immutable once stored: a change builds a new one.
@@ -66,7 +66,7 @@ type route struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	rec      [2]*metrics.Recorder
+	rec      [2]*sketch.Recorder
 	mirrored atomic.Int64
 	dropped  [len(dropReasons)]atomic.Int64
 	prom     *routeCounters
@@ -88,7 +88,7 @@ func (p *Proxy) newRoute(exp *experiment.Experiment, spec routeSpec) *route {
 		methods:     map[string]bool{},
 		log:         p.log.With("experiment", exp.Key()),
 		sem:         make(chan struct{}, p.cfg.MirrorInflight),
-		rec:         [2]*metrics.Recorder{metrics.NewRecorder(), metrics.NewRecorder()},
+		rec:         [2]*sketch.Recorder{sketch.NewRecorder(), sketch.NewRecorder()},
 		prom:        p.prom.forExperiment(exp.Key()),
 		periodStart: time.Now(),
 	}

@@ -1,4 +1,4 @@
-package cli
+package router
 
 import (
 	"slices"
@@ -6,26 +6,25 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"github.com/darklaunch/darklaunch/services/router"
 	"github.com/darklaunch/darklaunch/services/router/istio"
 	"github.com/darklaunch/darklaunch/services/router/mirroring"
 )
 
-// TestRouterFlags: the flags the Helm chart passes reach router.Config, and
+// TestRouterFlags: the flags the Helm chart passes reach Config, and
 // the defaults are the router's.
 func TestRouterFlags(t *testing.T) {
-	parse := func(args ...string) router.Config {
+	parse := func(args ...string) Config {
 		t.Helper()
-		var c router.Config
+		var c Config
 		fs := pflag.NewFlagSet("router", pflag.ContinueOnError)
-		routerFlags(fs, &c)
+		c.AddFlags(fs)
 		if err := fs.Parse(args); err != nil {
 			t.Fatal(err)
 		}
 		return c
 	}
 	def := parse()
-	if def.Backend != router.BackendProxy || def.Istio.Namespaces != nil || def.KeepRouting || def.Istio.LegacyMirrorPercent ||
+	if def.Backend != BackendProxy || def.Istio.Namespaces != nil || def.KeepRouting || def.Istio.LegacyMirrorPercent ||
 		!slices.Equal(def.Istio.Gateways, istio.DefaultGateways()) || def.Istio.LocalGateway != istio.DefaultLocalGateway ||
 		def.Istio.GatewayHost != istio.DefaultGatewayHost || def.InitInterval != mirroring.DefaultInitInterval {
 		t.Errorf("defaults %+v", def)
@@ -33,7 +32,7 @@ func TestRouterFlags(t *testing.T) {
 
 	c := parse("--backend", "istio", "--kubeconfig", "/k", "--namespaces", "default,staging", "--gateways", "mesh",
 		"--local-gateway", "gw/local", "--gateway-host", "gw.example.svc", "--legacy-mirror-percent", "--keep-routing")
-	if c.Backend != router.BackendIstio || c.Istio.Kubeconfig != "/k" || !slices.Equal(c.Istio.Namespaces, []string{"default", "staging"}) ||
+	if c.Backend != BackendIstio || c.Istio.Kubeconfig != "/k" || !slices.Equal(c.Istio.Namespaces, []string{"default", "staging"}) ||
 		!slices.Equal(c.Istio.Gateways, []string{"mesh"}) || c.Istio.LocalGateway != "gw/local" || c.Istio.GatewayHost != "gw.example.svc" ||
 		!c.Istio.LegacyMirrorPercent || !c.KeepRouting {
 		t.Errorf("parsed %+v", c)
