@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
-	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -141,8 +139,8 @@ type Change struct {
 
 // Watch delivers the current state of every experiment, then every change,
 // until ctx ends. Services that keep per-experiment work in memory (router,
-// loadgen, collector) reconcile from it: after a restart the first values
-// they see rebuild exactly the work they had.
+// loadgen, collector) reconcile from it (shared/reconcile): after a restart
+// the first values they see rebuild exactly the work they had.
 func (s *Store) Watch(ctx context.Context, fn func(Change)) error {
 	w, err := s.KV.WatchAll(ctx)
 	if err != nil {
@@ -172,25 +170,6 @@ func (s *Store) Watch(ctx context.Context, fn func(Change)) error {
 				c.Experiment = e
 			}
 			fn(c)
-		}
-	}
-}
-
-// Reconcile is Watch for a reconciler: it watches until ctx ends, and when
-// the watch breaks (a NATS restart, say) it watches again after a second.
-// The new watch delivers every current value again, so fn must be
-// idempotent, as a reconciler is.
-func (s *Store) Reconcile(ctx context.Context, log *slog.Logger, fn func(Change)) {
-	for {
-		err := s.Watch(ctx, fn)
-		if ctx.Err() != nil {
-			return
-		}
-		log.Warn("watching experiments failed; watching again", "err", err)
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(time.Second):
 		}
 	}
 }
