@@ -83,13 +83,11 @@ type Config struct {
 // Service is one judge instance. Several may run on one NATS: API requests
 // are spread by the queue group and events by the shared durable consumer.
 type Service struct {
-	cfg  Config
-	nc   *nats.Conn
-	log  *slog.Logger
-	prom *promMetrics
-	// failures counts, by stream sequence, the failed attempts at an event
-	// this judge made; only the consumer's goroutine touches it.
-	failures map[uint64]int
+	cfg     Config
+	nc      *nats.Conn
+	log     *slog.Logger
+	prom    *promMetrics
+	retries retryBudget
 
 	// Set by Run, before any handler runs.
 	js     jetstream.JetStream
@@ -143,11 +141,11 @@ func New(cfg Config, nc *nats.Conn, log *slog.Logger) (*Service, error) {
 		return nil, fmt.Errorf("judge: metrics: %w", err)
 	}
 	return &Service{
-		cfg:      cfg,
-		nc:       nc,
-		log:      log.With("service", "judge", "instance", cfg.Instance),
-		prom:     prom,
-		failures: map[uint64]int{},
+		cfg:     cfg,
+		nc:      nc,
+		log:     log.With("service", "judge", "instance", cfg.Instance),
+		prom:    prom,
+		retries: retryBudget{max: cfg.MaxDeliveries, failures: map[uint64]int{}},
 	}, nil
 }
 
@@ -213,10 +211,10 @@ func (s *Service) addService(ctx context.Context) (micro.Service, error) {
 		name string
 		fn   func(context.Context, micro.Request)
 	}{
-		{bus.EndpointCreate, s.handleCreate},
-		{bus.EndpointGet, s.handleGet},
+		{bus.EndpointCreate, serve(s, s.createRequest, s.create)},
+		{bus.EndpointGet, serve(s, refRequest, s.get)},
 		{bus.EndpointList, s.handleList},
-		{bus.EndpointDelete, s.handleDelete},
+		{bus.EndpointDelete, serve(s, refRequest, s.delete)},
 	} {
 		if err := g.AddEndpoint(ep.name, micro.ContextHandler(ctx, ep.fn)); err != nil {
 			_ = svc.Stop()
