@@ -71,10 +71,7 @@ func (s *Service) create(ctx context.Context, doc *experiment.Experiment) (*expe
 	ref := bus.Ref{Namespace: doc.Metadata.Namespace, Name: doc.Metadata.Name}
 	c, err := s.commit(ctx, ref, Create{Doc: doc, UID: nuid.Next()})
 	if c.Err == nil && errors.Is(err, shared.ErrConflict) {
-		return nil, &apiError{
-			msg:  fmt.Sprintf("experiment %s was created or changed concurrently; get it, or delete it first", ref),
-			kind: shared.ErrConflict,
-		}
+		return nil, createdConcurrently(ref)
 	}
 	if err != nil {
 		return nil, err

@@ -6,6 +6,7 @@
 package judge
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -103,30 +104,14 @@ func New(cfg Config, nc *nats.Conn, log *slog.Logger) (*Service, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	if cfg.Instance == "" {
-		cfg.Instance = nuid.Next()
-	}
-	if cfg.Version == "" {
-		cfg.Version = DefaultVersion
-	}
-	if cfg.QueueGroup == "" {
-		cfg.QueueGroup = DefaultQueueGroup
-	}
-	if cfg.InitTimeout == 0 {
-		cfg.InitTimeout = DefaultInitTimeout
-	}
-	if cfg.MetricsTimeout == 0 {
-		cfg.MetricsTimeout = DefaultMetricsTimeout
-	}
-	if cfg.WatchdogInterval == 0 {
-		cfg.WatchdogInterval = DefaultWatchdogInterval
-	}
-	if cfg.MaxDeliveries == 0 {
-		cfg.MaxDeliveries = DefaultMaxDeliveries
-	}
-	if cfg.MaxRequestBytes == 0 {
-		cfg.MaxRequestBytes = experiment.MaxDocumentBytes
-	}
+	cfg.Instance = cmp.Or(cfg.Instance, nuid.Next())
+	cfg.Version = cmp.Or(cfg.Version, DefaultVersion)
+	cfg.QueueGroup = cmp.Or(cfg.QueueGroup, DefaultQueueGroup)
+	cfg.InitTimeout = cmp.Or(cfg.InitTimeout, DefaultInitTimeout)
+	cfg.MetricsTimeout = cmp.Or(cfg.MetricsTimeout, DefaultMetricsTimeout)
+	cfg.WatchdogInterval = cmp.Or(cfg.WatchdogInterval, DefaultWatchdogInterval)
+	cfg.MaxDeliveries = cmp.Or(cfg.MaxDeliveries, DefaultMaxDeliveries)
+	cfg.MaxRequestBytes = cmp.Or(cfg.MaxRequestBytes, experiment.MaxDocumentBytes)
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}

@@ -78,12 +78,8 @@ func TestLifecycleCases(t *testing.T) {
 	}
 	for _, f := range files {
 		t.Run(filepath.Base(f), func(t *testing.T) {
-			b, err := os.ReadFile(f)
-			if err != nil {
-				t.Fatal(err)
-			}
 			var c lifecycleCase
-			if err := yaml.UnmarshalStrict(b, &c); err != nil {
+			if err := yaml.UnmarshalStrict(must(os.ReadFile(f))(t), &c); err != nil {
 				t.Fatal(err)
 			}
 			if c.Description == "" || len(c.Steps) == 0 {
@@ -148,14 +144,7 @@ func runLifecycle(t *testing.T, c *lifecycleCase) {
 // merged over it.
 func seedWith(t *testing.T, doc json.RawMessage) *experiment.Experiment {
 	t.Helper()
-	b, err := os.ReadFile("../../shared/experiment/testdata/seed-experiment.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := experiment.Parse(b)
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := must(experiment.Parse(seedBytes(t)))(t)
 	mergeInto(t, e, doc)
 	return e
 }
@@ -203,15 +192,8 @@ func stepInput(t *testing.T, where string, cur *experiment.Experiment, step life
 		if ev.Time.IsZero() {
 			ev.Time = step.At
 		}
-		data, err := bus.Marshal(bus.ContentTypeMsgpack, &ev)
-		if err != nil {
-			t.Fatal(err)
-		}
-		decoded, err := bus.DecodeEvent(bus.ContentTypeMsgpack, data)
-		if err != nil {
-			t.Fatal(err)
-		}
-		in, ignored = EventInput(decoded)
+		data := must(bus.Marshal(bus.ContentTypeMsgpack, &ev))(t)
+		in, ignored = EventInput(must(bus.DecodeEvent(bus.ContentTypeMsgpack, data))(t))
 	}
 	if step.Tick != nil {
 		n++
@@ -325,12 +307,8 @@ func match(path string, want, got any) []string {
 // YAML reads.
 func generic(t *testing.T, v any) any {
 	t.Helper()
-	b, err := json.Marshal(v)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var out any
-	if err := json.Unmarshal(b, &out); err != nil {
+	if err := json.Unmarshal(must(json.Marshal(v))(t), &out); err != nil {
 		t.Fatal(err)
 	}
 	return out
@@ -342,11 +320,7 @@ func encoded(t *testing.T, e *experiment.Experiment) []byte {
 	if e == nil {
 		return nil
 	}
-	b, err := json.Marshal(e)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
+	return must(json.Marshal(e))(t)
 }
 
 func msgIDs(out []Output) []string {

@@ -28,35 +28,39 @@ import (
 // request (Create, Delete).
 type Input interface{ input() }
 
-// RoutingEvent is the router's answer for run UID: mirroring is set up
-// (Ready) or cannot be. Time is the event's time, the experiment's start.
+// Run names the run of an experiment a fact is about: an experiment's name
+// is run again by a create, each run with a UID of its own.
+type Run struct{ UID string }
+
+// RoutingEvent is the router's answer: mirroring is set up (Ready) or cannot
+// be. Time is the event's time, the experiment's start.
 type RoutingEvent struct {
-	UID  string
+	Run
 	Time time.Time
 	bus.Routing
 }
 
-// LoadEvent is loadgen's progress report for run UID.
+// LoadEvent is loadgen's progress report.
 type LoadEvent struct {
-	UID string
+	Run
 	bus.LoadProgress
 }
 
 // LiveSnapshot is the collector's measurement of the live version, kept
 // beside the dark version's values for comparison.
 type LiveSnapshot struct {
-	UID string
+	Run
 	*bus.Snapshot
 }
 
 // DarkSnapshot is the collector's measurement of the dark version: it
 // completes iteration Snapshot.Iteration.
 type DarkSnapshot struct {
-	UID string
+	Run
 	*bus.Snapshot
 }
 
-// Tick is the watchdog's look at run UID: it fails the run when no router or
+// Tick is the watchdog's look at a run: it fails the run when no router or
 // collector moved it in time. EventsWaiting says the event that would move
 // it is in the stream but not handled yet: the judge is behind, not the
 // router or collector, and nothing fails. A tick is not a fact that is
@@ -65,7 +69,7 @@ type DarkSnapshot struct {
 // every tick would repeat its failed event once the stream's duplicate
 // window had passed.
 type Tick struct {
-	UID           string
+	Run
 	EventsWaiting bool
 }
 
@@ -85,13 +89,11 @@ type Delete struct {
 	Damaged uint64
 }
 
-func (RoutingEvent) input() {}
-func (LoadEvent) input()    {}
-func (LiveSnapshot) input() {}
-func (DarkSnapshot) input() {}
-func (Tick) input()         {}
-func (Create) input()       {}
-func (Delete) input()       {}
+func (Run) input()    {}
+func (Create) input() {}
+func (Delete) input() {}
+
+func (r Run) runUID() string { return r.UID }
 
 // Limits are the watchdog's timeouts (Config.InitTimeout, MetricsTimeout).
 type Limits struct {
@@ -152,8 +154,11 @@ func Step(cur *experiment.Experiment, in Input, now time.Time, lim Limits) Resul
 	case Delete:
 		return stepDelete(cur, in, now)
 	}
-	uid := runOf(in)
-	if cur == nil || cur.Metadata.UID != uid {
+	run, ok := in.(interface{ runUID() string })
+	if !ok {
+		return Result{}
+	}
+	if cur == nil || cur.Metadata.UID != run.runUID() {
 		// An older run of the same name, or one since deleted.
 		return noted(slog.LevelDebug, "event of another or a deleted run ignored")
 	}
@@ -172,23 +177,6 @@ func Step(cur *experiment.Experiment, in Input, now time.Time, lim Limits) Resul
 	return Result{}
 }
 
-// runOf is the UID of the run a fact is about.
-func runOf(in Input) string {
-	switch in := in.(type) {
-	case RoutingEvent:
-		return in.UID
-	case LoadEvent:
-		return in.UID
-	case LiveSnapshot:
-		return in.UID
-	case DarkSnapshot:
-		return in.UID
-	case Tick:
-		return in.UID
-	}
-	return ""
-}
-
 // EventInput is the fact an event off the bus states, or nil with why it is
 // ignored: a section missing, an unknown role or type.
 func EventInput(ev *bus.Event) (Input, *Note) {
@@ -200,21 +188,21 @@ func EventInput(ev *bus.Event) (Input, *Note) {
 		if ev.Routing == nil {
 			return ignored("routing event without its routing section ignored")
 		}
-		return RoutingEvent{UID: ev.UID, Time: ev.Time, Routing: *ev.Routing}, nil
+		return RoutingEvent{Run: Run{ev.UID}, Time: ev.Time, Routing: *ev.Routing}, nil
 	case bus.EventLoad:
 		if ev.Load == nil {
 			return ignored("load event without its load section ignored")
 		}
-		return LoadEvent{UID: ev.UID, LoadProgress: *ev.Load}, nil
+		return LoadEvent{Run: Run{ev.UID}, LoadProgress: *ev.Load}, nil
 	case bus.EventMetrics:
 		snap := ev.Snapshot
 		switch {
 		case snap == nil:
 			return ignored("metrics event without its snapshot ignored")
 		case snap.Role == bus.RoleLive:
-			return LiveSnapshot{UID: ev.UID, Snapshot: snap}, nil
+			return LiveSnapshot{Run: Run{ev.UID}, Snapshot: snap}, nil
 		case snap.Role == bus.RoleDark:
-			return DarkSnapshot{UID: ev.UID, Snapshot: snap}, nil
+			return DarkSnapshot{Run: Run{ev.UID}, Snapshot: snap}, nil
 		}
 		return ignored("snapshot of an unknown role ignored", "role", snap.Role, "iteration", snap.Iteration)
 	}

@@ -1,12 +1,10 @@
 package judge
 
 import (
-	"fmt"
 	"log/slog"
 	"strconv"
 	"time"
 
-	"github.com/darklaunch/darklaunch/shared"
 	"github.com/darklaunch/darklaunch/shared/bus"
 	"github.com/darklaunch/darklaunch/shared/experiment"
 )
@@ -19,10 +17,7 @@ import (
 // replaced; one still running is a conflict.
 func stepCreate(cur *experiment.Experiment, in Create, now time.Time) Result {
 	if cur != nil && !cur.Status.Terminal() {
-		return Result{Err: &apiError{
-			msg:  fmt.Sprintf("experiment %s is already running (stage %s); delete it first", cur.Key(), cur.Status.Stage),
-			kind: shared.ErrConflict,
-		}}
+		return Result{Err: alreadyRunning(cur)}
 	}
 	e := *in.Doc
 	md := &e.Metadata
@@ -78,9 +73,4 @@ func stepDelete(cur *experiment.Experiment, in Delete, now time.Time) Result {
 	res := Result{Remove: true, Reply: cur, Out: []Output{{ev, bus.MsgID(cur.Metadata.UID, bus.EventDeleted)}}}
 	res.note(slog.LevelInfo, "experiment deleted", "uid", cur.Metadata.UID)
 	return res
-}
-
-// notFound is the API's 404 for ref.
-func notFound(ref bus.Ref) error {
-	return &apiError{msg: fmt.Sprintf("experiment %s not found", ref), kind: shared.ErrNotFound}
 }

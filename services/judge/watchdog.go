@@ -42,7 +42,7 @@ func (s *Service) failStuck(ctx context.Context) {
 	for _, e := range list {
 		ref := bus.Ref{Namespace: e.Metadata.Namespace, Name: e.Metadata.Name}
 		log := s.expLog(ref.Namespace, ref.Name)
-		tick := Tick{UID: e.Metadata.UID}
+		tick := Tick{Run: Run{e.Metadata.UID}}
 		if !Step(e, tick, s.now(), s.limits()).Changed() {
 			continue // not stuck: no need to look at the consumer
 		}
