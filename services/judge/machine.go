@@ -10,19 +10,6 @@ import (
 	"github.com/darklaunch/darklaunch/shared/experiment"
 )
 
-// The judge's lifecycle is one pure function, Step: from the stored
-// experiment, one fact and the time, to the experiment to store and the
-// events to publish. It does no I/O and keeps no state, so the shell around
-// it (shell.go) reads the state, steps, stores by compare-and-swap and
-// publishes, and a conflict simply steps again on a fresh read.
-//
-// The outputs of a fact about a run are what the fact implies in the state
-// it leaves, not what it changed: stepping a fact already applied changes
-// nothing and returns the same outputs under the same Msg-Ids. The shell
-// publishes them every time and the stream drops the duplicates, so a judge
-// that stopped between storing and publishing loses nothing. testdata/lifecycle
-// holds the rules as cases; lifecycle_test.go checks this property on each.
-
 // Input is one fact the judge reacts to: an event of a run (RoutingEvent,
 // LoadEvent, LiveSnapshot, DarkSnapshot), the watchdog's Tick, or an API
 // request (Create, Delete).
@@ -145,8 +132,19 @@ type Note struct {
 	Args  []any
 }
 
-// Step applies one fact to cur, the stored experiment of the name the fact
-// is about (nil: none stored), at now. It never changes cur.
+// Step is the judge's lifecycle: it applies one fact to cur, the stored
+// experiment of the name the fact is about (nil: none stored), at now, and
+// says what to store and publish. It does no I/O, reads no clock and never
+// changes cur, so the shell (shell.go) reads the state, steps, stores by
+// compare-and-swap and publishes, and after a conflict simply steps again on
+// a fresh read.
+//
+// The outputs of a fact about a run are what the fact implies in the state
+// it leaves, not what it changed: a fact already applied changes nothing and
+// returns the same outputs under the same Msg-Ids. The shell publishes them
+// every time and the stream drops the duplicates, so a judge that stopped
+// between storing and publishing loses nothing. testdata/lifecycle holds the
+// rules as cases, and lifecycle_test.go checks this on each of them.
 func Step(cur *experiment.Experiment, in Input, now time.Time, lim Limits) Result {
 	switch in := in.(type) {
 	case Create:
