@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -77,11 +76,7 @@ func (e *env) failed(reply *nats.Msg, wantCode string) bus.ErrorBody {
 
 func seedYAML(t *testing.T, name string) []byte {
 	t.Helper()
-	b, err := os.ReadFile("../../shared/experiment/testdata/seed-experiment.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return bytes.Replace(b, []byte("name: mirroring"), []byte("name: "+name), 1)
+	return bytes.Replace(seedBytes(t), []byte("name: mirroring"), []byte("name: "+name), 1)
 }
 
 func TestAPIRoundTrip(t *testing.T) {

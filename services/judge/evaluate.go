@@ -2,7 +2,6 @@ package judge
 
 import (
 	"fmt"
-	"math"
 	"strconv"
 	"strings"
 
@@ -14,9 +13,11 @@ import (
 // their order, with Iter8's semantics: an objective is satisfied when its
 // value is available and neither above upperLimit nor below lowerLimit (a
 // value equal to a limit satisfies it). A value is unavailable when it is
-// missing, nil, NaN or infinite; errs (metric → why it could not be
-// measured) explains it when it can. Every result says why, with the value
-// and the limit, so a verdict can be explained.
+// missing or nil; errs (metric → why it could not be measured) explains it
+// when it can. Values are finite: the snapshot they come from is in its
+// canonical form (bus.DecodeEvent, Snapshot.Canonicalize), where a NaN or
+// an infinity is nil with "NaN" or "+Inf" in errs. Every result says why,
+// with the value and the limit, so a verdict can be explained.
 func Evaluate(objectives []experiment.Objective, values map[string]*float64, errs map[string]string) []experiment.ObjectiveResult {
 	results := make([]experiment.ObjectiveResult, len(objectives))
 	for i, o := range objectives {
@@ -75,12 +76,7 @@ func lookup(values map[string]*float64, errs map[string]string, metric string) (
 	if !present {
 		p, present = values[name]
 	}
-	switch {
-	case p != nil && math.IsNaN(*p):
-		return 0, "NaN"
-	case p != nil && math.IsInf(*p, 0):
-		return 0, strconv.FormatFloat(*p, 'f', -1, 64)
-	case p != nil:
+	if p != nil {
 		return *p, ""
 	}
 	if why := errs[metric]; why != "" {
@@ -153,14 +149,4 @@ func NewVerdict(version string, iterations int32, results []experiment.Objective
 	v.Reason = fmt.Sprintf("%d of %d objectives not satisfied after iteration %d: %s",
 		len(failed), len(results), iterations, strings.Join(failed, "; "))
 	return v
-}
-
-// finite returns v, or nil when it is NaN or infinite: such a value is
-// unavailable, and JSON (a reply encoding) cannot hold it.
-func finite(v *float64) *float64 {
-	if v == nil || math.IsNaN(*v) || math.IsInf(*v, 0) {
-		return nil
-	}
-	x := *v
-	return &x
 }

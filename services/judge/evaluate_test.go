@@ -3,6 +3,7 @@ package judge
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/darklaunch/darklaunch/shared/bus"
 	"github.com/darklaunch/darklaunch/shared/experiment"
 )
 
@@ -70,6 +72,15 @@ func (it caseIteration) values() map[string]*float64 {
 	return out
 }
 
+// judged is the iteration's values and errors as the judge gets them: in
+// the canonical form bus.DecodeEvent gives a snapshot (a NaN is nil, and
+// "NaN" is why).
+func (it caseIteration) judged() (map[string]*float64, map[string]string) {
+	snap := bus.Snapshot{Values: it.values(), Errors: maps.Clone(it.Errors)}
+	snap.Canonicalize()
+	return snap.Values, snap.Errors
+}
+
 func loadCases(t *testing.T) map[string]*evalCase {
 	t.Helper()
 	files, err := filepath.Glob("testdata/cases/*.yaml")
@@ -106,7 +117,8 @@ func TestEvaluateCases(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			var results []experiment.ObjectiveResult
 			for i, it := range c.Iterations {
-				results = Evaluate(c.Objectives, it.values(), it.Errors)
+				values, errs := it.judged()
+				results = Evaluate(c.Objectives, values, errs)
 				if got := Assessments(results); !slices.Equal(got, it.Assessments) {
 					t.Errorf("iteration %d: assessments %v, want %v (%s)", i+1, got, it.Assessments, reasons(results))
 				}

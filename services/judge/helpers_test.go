@@ -141,14 +141,7 @@ func (e *env) waitStatusWithin(name, what string, within time.Duration, cond fun
 // doc is the seed experiment with a short duration, as msgpack.
 func (e *env) doc(name string, iterations int32, objectives ...experiment.Objective) *experiment.Experiment {
 	e.t.Helper()
-	b, err := os.ReadFile("../../shared/experiment/testdata/seed-experiment.yaml")
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	x, err := experiment.Decode(b)
-	if err != nil {
-		e.t.Fatal(err)
-	}
+	x := must(experiment.Decode(seedBytes(e.t)))(e.t)
 	x.Metadata.Name = name
 	one := int32(1)
 	x.Spec.Duration.IntervalSeconds = &one
@@ -272,6 +265,23 @@ func (e *env) waitEvents(name, typ string, n int) []*bus.Event {
 }
 
 func f64(v float64) *float64 { return &v }
+
+// seedBytes is the seed experiment's document.
+func seedBytes(t testing.TB) []byte {
+	t.Helper()
+	return must(os.ReadFile("../../shared/experiment/testdata/seed-experiment.yaml"))(t)
+}
+
+// must(f())(t) is what f returns, or the test fails with f's error.
+func must[T any](v T, err error) func(testing.TB) T {
+	return func(t testing.TB) T {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+}
 
 // good and slow are the dark version's values in the flow tests.
 func good(k int32) map[string]*float64 {

@@ -6,6 +6,7 @@
 package judge
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -83,13 +84,11 @@ type Config struct {
 // Service is one judge instance. Several may run on one NATS: API requests
 // are spread by the queue group and events by the shared durable consumer.
 type Service struct {
-	cfg  Config
-	nc   *nats.Conn
-	log  *slog.Logger
-	prom *promMetrics
-	// failures counts, by stream sequence, the failed attempts at an event
-	// this judge made; only the consumer's goroutine touches it.
-	failures map[uint64]int
+	cfg     Config
+	nc      *nats.Conn
+	log     *slog.Logger
+	prom    *promMetrics
+	retries retryBudget
 
 	// Set by Run, before any handler runs.
 	js     jetstream.JetStream
@@ -105,30 +104,14 @@ func New(cfg Config, nc *nats.Conn, log *slog.Logger) (*Service, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	if cfg.Instance == "" {
-		cfg.Instance = nuid.Next()
-	}
-	if cfg.Version == "" {
-		cfg.Version = DefaultVersion
-	}
-	if cfg.QueueGroup == "" {
-		cfg.QueueGroup = DefaultQueueGroup
-	}
-	if cfg.InitTimeout == 0 {
-		cfg.InitTimeout = DefaultInitTimeout
-	}
-	if cfg.MetricsTimeout == 0 {
-		cfg.MetricsTimeout = DefaultMetricsTimeout
-	}
-	if cfg.WatchdogInterval == 0 {
-		cfg.WatchdogInterval = DefaultWatchdogInterval
-	}
-	if cfg.MaxDeliveries == 0 {
-		cfg.MaxDeliveries = DefaultMaxDeliveries
-	}
-	if cfg.MaxRequestBytes == 0 {
-		cfg.MaxRequestBytes = experiment.MaxDocumentBytes
-	}
+	cfg.Instance = cmp.Or(cfg.Instance, nuid.Next())
+	cfg.Version = cmp.Or(cfg.Version, DefaultVersion)
+	cfg.QueueGroup = cmp.Or(cfg.QueueGroup, DefaultQueueGroup)
+	cfg.InitTimeout = cmp.Or(cfg.InitTimeout, DefaultInitTimeout)
+	cfg.MetricsTimeout = cmp.Or(cfg.MetricsTimeout, DefaultMetricsTimeout)
+	cfg.WatchdogInterval = cmp.Or(cfg.WatchdogInterval, DefaultWatchdogInterval)
+	cfg.MaxDeliveries = cmp.Or(cfg.MaxDeliveries, DefaultMaxDeliveries)
+	cfg.MaxRequestBytes = cmp.Or(cfg.MaxRequestBytes, experiment.MaxDocumentBytes)
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -143,11 +126,11 @@ func New(cfg Config, nc *nats.Conn, log *slog.Logger) (*Service, error) {
 		return nil, fmt.Errorf("judge: metrics: %w", err)
 	}
 	return &Service{
-		cfg:      cfg,
-		nc:       nc,
-		log:      log.With("service", "judge", "instance", cfg.Instance),
-		prom:     prom,
-		failures: map[uint64]int{},
+		cfg:     cfg,
+		nc:      nc,
+		log:     log.With("service", "judge", "instance", cfg.Instance),
+		prom:    prom,
+		retries: retryBudget{max: cfg.MaxDeliveries, failures: map[uint64]int{}},
 	}, nil
 }
 
@@ -213,10 +196,10 @@ func (s *Service) addService(ctx context.Context) (micro.Service, error) {
 		name string
 		fn   func(context.Context, micro.Request)
 	}{
-		{bus.EndpointCreate, s.handleCreate},
-		{bus.EndpointGet, s.handleGet},
+		{bus.EndpointCreate, serve(s, s.createRequest, s.create)},
+		{bus.EndpointGet, serve(s, refRequest, s.get)},
 		{bus.EndpointList, s.handleList},
-		{bus.EndpointDelete, s.handleDelete},
+		{bus.EndpointDelete, serve(s, refRequest, s.delete)},
 	} {
 		if err := g.AddEndpoint(ep.name, micro.ContextHandler(ctx, ep.fn)); err != nil {
 			_ = svc.Stop()

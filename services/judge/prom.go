@@ -32,23 +32,18 @@ type promMetrics struct {
 
 func newPromMetrics(reg prometheus.Registerer) (*promMetrics, error) {
 	r := &metrics.Registrar{Reg: reg}
+	counter := func(name, help string) prometheus.Counter {
+		return metrics.Add(r, prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help}))
+	}
 	m := &promMetrics{
-		created: metrics.Add(r, prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "darklaunch_judge_experiments_created_total",
-			Help: "Experiments this judge accepted (API create).",
-		})),
-		iterations: metrics.Add(r, prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "darklaunch_judge_iterations_total",
-			Help: "Iterations this judge evaluated against the objectives.",
-		})),
+		created:    counter("darklaunch_judge_experiments_created_total", "Experiments this judge accepted (API create)."),
+		iterations: counter("darklaunch_judge_iterations_total", "Iterations this judge evaluated against the objectives."),
 		finished: metrics.Add(r, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "darklaunch_judge_experiments_finished_total",
 			Help: "Experiments this judge ended, by result (pass: every objective met; fail: an objective not met; error: the experiment failed).",
 		}, []string{"result"})),
-		eventsDropped: metrics.Add(r, prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "darklaunch_judge_events_dropped_total",
-			Help: "Events the judge gave up on: undecodable, or failing at every attempt (see its error log).",
-		})),
+		eventsDropped: counter("darklaunch_judge_events_dropped_total",
+			"Events the judge gave up on: undecodable, or failing at every attempt (see its error log)."),
 		experiments: metrics.Add(r, prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "darklaunch_judge_experiments",
 			Help: "Experiments in the state bucket by stage, as of the judge's last watchdog pass (every judge reports the same: use max).",

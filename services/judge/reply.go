@@ -11,6 +11,7 @@ import (
 
 	"github.com/darklaunch/darklaunch/shared"
 	"github.com/darklaunch/darklaunch/shared/bus"
+	"github.com/darklaunch/darklaunch/shared/experiment"
 )
 
 // apiError is an error whose message is written for the API's user and
@@ -23,6 +24,27 @@ type apiError struct {
 
 func (e *apiError) Error() string { return e.msg }
 func (e *apiError) Unwrap() error { return e.kind }
+
+// notFound is the 404 for ref.
+func notFound(ref bus.Ref) error {
+	return &apiError{msg: fmt.Sprintf("experiment %s not found", ref), kind: shared.ErrNotFound}
+}
+
+// alreadyRunning is the 409 for a create of a name whose run has not ended.
+func alreadyRunning(e *experiment.Experiment) error {
+	return &apiError{
+		msg:  fmt.Sprintf("experiment %s is already running (stage %s); delete it first", e.Key(), e.Status.Stage),
+		kind: shared.ErrConflict,
+	}
+}
+
+// createdConcurrently is the 409 for a create that raced another write.
+func createdConcurrently(ref bus.Ref) error {
+	return &apiError{
+		msg:  fmt.Sprintf("experiment %s was created or changed concurrently; get it, or delete it first", ref),
+		kind: shared.ErrConflict,
+	}
+}
 
 // replyType picks a reply's encoding as docs/protocol.md says: the Accept
 // header's, else the request's (its Content-Type, else what its payload

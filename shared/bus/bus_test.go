@@ -2,7 +2,9 @@ package bus_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"math"
 	"sync"
 	"testing"
 	"time"
@@ -146,5 +148,45 @@ func TestStoreCreateConflictAndCompareAndSwap(t *testing.T) {
 	}
 	if _, _, err := st.Get(ctx, "default", "mirroring-local"); !errors.Is(err, shared.ErrNotFound) {
 		t.Errorf("get after delete: %v", err)
+	}
+}
+
+// TestDecodeEventCanonicalFloats: what other services publish reaches its
+// reader with finite floats only; a value that is not finite is unavailable
+// and says why.
+func TestDecodeEventCanonicalFloats(t *testing.T) {
+	nan, inf, ninf, ok := math.NaN(), math.Inf(1), math.Inf(-1), 12.5
+	ev := &bus.Event{Type: bus.EventMetrics, UID: "u1",
+		Routing: &bus.Routing{Ready: true, Status: experiment.RoutingStatus{Percent: nan}},
+		Load:    &bus.LoadProgress{Sent: 3, AchievedRate: inf, TargetRate: 2, P50Ms: nan, P95Ms: ninf, P99Ms: nan},
+		Snapshot: &bus.Snapshot{Iteration: 1, Role: bus.RoleDark,
+			Values: map[string]*float64{"a": &nan, "b": &inf, "c": &ninf, "d": &ok, "e": nil},
+			Errors: map[string]string{"a": "query failed", "e": "no data"}},
+	}
+	data, err := bus.Marshal(bus.ContentTypeMsgpack, ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := bus.DecodeEvent(bus.ContentTypeMsgpack, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := got.Routing.Status.Percent; p != 0 {
+		t.Errorf("routing percent %v, want 0", p)
+	}
+	if l := got.Load; l.AchievedRate != 0 || l.TargetRate != 2 || l.P50Ms != 0 || l.P95Ms != 0 || l.P99Ms != 0 || l.Sent != 3 {
+		t.Errorf("load %+v", l)
+	}
+	s := got.Snapshot
+	for metric, why := range map[string]string{"a": "NaN", "b": "+Inf", "c": "-Inf", "e": "no data"} {
+		if v, present := s.Values[metric]; !present || v != nil || s.Errors[metric] != why {
+			t.Errorf("%s: value %v (present %v), reason %q; want unavailable: %s", metric, v, present, s.Errors[metric], why)
+		}
+	}
+	if v := s.Values["d"]; v == nil || *v != 12.5 {
+		t.Errorf("a finite value changed: %v", v)
+	}
+	if _, err := json.Marshal(got); err != nil {
+		t.Errorf("a decoded event is not JSON: %v", err)
 	}
 }

@@ -7,9 +7,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/darklaunch/darklaunch/shared"
 	"github.com/darklaunch/darklaunch/shared/bus"
-	"github.com/darklaunch/darklaunch/shared/experiment"
 )
 
 const (
@@ -23,10 +21,6 @@ const (
 	retryDelay    = 500 * time.Millisecond
 	maxRetryDelay = 30 * time.Second
 )
-
-// errIgnore marks an event that is not about the stored run of its
-// experiment: an older run of the same name, or one that was deleted.
-var errIgnore = errors.New("event of another run")
 
 // consumerConfig is the judge's durable consumer: only the events it acts
 // on, one in flight at a time across every judge instance, because order
@@ -107,99 +101,81 @@ func release(it jetstream.MessagesContext) {
 	}
 }
 
-// handleMsg handles one event and acks it; a transient failure is retried
-// after a growing delay. A shutdown does not interrupt the event in hand.
+// handleMsg handles one event and acks it; a failed handling is retried as
+// retries says. A shutdown does not interrupt the event in hand.
 func (s *Service) handleMsg(ctx context.Context, msg jetstream.Msg) {
-	var ev bus.Event
-	if err := bus.Unmarshal(msg.Headers().Get(bus.HeaderContentType), msg.Data(), &ev); err != nil {
+	ev, err := bus.DecodeEvent(msg.Headers().Get(bus.HeaderContentType), msg.Data())
+	if err != nil {
 		s.log.Error("undecodable event dropped", "subject", msg.Subject(), "err", err)
 		s.prom.eventsDropped.Inc()
 		_ = msg.Term()
 		return
 	}
 	log := s.expLog(ev.Namespace, ev.Name).With("event", ev.Type, "uid", ev.UID)
-	hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), handleTimeout)
-	defer cancel()
-	err := s.handleEvent(hctx, &ev)
-	switch {
-	case err == nil:
-	case errors.Is(err, errIgnore), errors.Is(err, shared.ErrNotFound):
-		log.Debug("event of another or a deleted run ignored")
-	default:
-		delay := retryDelay
+	in, ignored := EventInput(ev)
+	if in == nil {
+		log.Log(ctx, ignored.Level, ignored.Msg, ignored.Args...)
+	} else {
+		hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), handleTimeout)
+		err = s.handle(hctx, bus.Ref{Namespace: ev.Namespace, Name: ev.Name}, in, log)
+		cancel()
+	}
+	if err == nil {
 		if md, merr := msg.Metadata(); merr == nil {
-			seq := md.Sequence.Stream
-			s.failures[seq]++
-			// NumDelivered also counts the deliveries a stopping judge
-			// handed back unhandled (release): the budget is this judge's
-			// own failures, with twice the budget in deliveries as the
-			// backstop when several judges share the failures.
-			if s.failures[seq] >= s.cfg.MaxDeliveries || md.NumDelivered >= 2*uint64(s.cfg.MaxDeliveries) {
-				log.Error("event dropped: handling failed at every attempt", "failures", s.failures[seq], "deliveries", md.NumDelivered, "err", err)
-				delete(s.failures, seq)
-				s.prom.eventsDropped.Inc()
-				_ = msg.Term()
-				return
-			}
-			for i := uint64(1); i < md.NumDelivered && delay < maxRetryDelay; i++ {
-				delay *= 2
-			}
+			s.retries.forget(md.Sequence.Stream)
 		}
-		delay = min(delay, maxRetryDelay)
-		log.Warn("handle event; will retry", "err", err, "retryIn", delay)
-		_ = msg.NakWithDelay(delay)
+		if err := msg.Ack(); err != nil {
+			log.Warn("ack event", "err", err)
+		}
 		return
 	}
+	drop, delay, delivered := false, retryDelay, uint64(0)
 	if md, merr := msg.Metadata(); merr == nil {
-		delete(s.failures, md.Sequence.Stream)
+		delivered = md.NumDelivered
+		drop, delay = s.retries.failed(md.Sequence.Stream, delivered)
 	}
-	if err := msg.Ack(); err != nil {
-		log.Warn("ack event", "err", err)
+	if drop {
+		log.Error("event dropped: handling failed at every attempt", "deliveries", delivered, "err", err)
+		s.prom.eventsDropped.Inc()
+		_ = msg.Term()
+		return
 	}
+	log.Warn("handle event; will retry", "err", err, "retryIn", delay)
+	_ = msg.NakWithDelay(delay)
 }
 
-// handleEvent dispatches one event to its handler.
-func (s *Service) handleEvent(ctx context.Context, ev *bus.Event) error {
-	switch ev.Type {
-	case bus.EventRouting:
-		return s.onRouting(ctx, ev)
-	case bus.EventLoad:
-		return s.onLoad(ctx, ev)
-	case bus.EventMetrics:
-		return s.onMetrics(ctx, ev)
+// retryBudget is the judge's one retry policy for an event whose handling
+// fails: retried after a delay that doubles with each delivery (retryDelay
+// up to maxRetryDelay), and dropped at its max-th failure, so that a poison
+// event (its experiment's state corrupt, say) holds back the others for
+// about a minute at most. Failures are counted by this judge, per stream
+// sequence, because the server's delivery count also rises when a stopping
+// judge hands an event back unhandled (release), which is no failure; and
+// the delivery count still drops an event at twice max, because several
+// judges share the failures of one event and each sees only its own. Only
+// the consumer's goroutine uses it.
+type retryBudget struct {
+	max      int
+	failures map[uint64]int
+}
+
+// failed records a failure of the event at stream sequence seq, delivered
+// for the delivered-th time, and says whether to drop it or when to retry.
+func (b *retryBudget) failed(seq, delivered uint64) (drop bool, delay time.Duration) {
+	b.failures[seq]++
+	if b.failures[seq] >= b.max || delivered >= 2*uint64(b.max) {
+		delete(b.failures, seq)
+		return true, 0
 	}
-	s.expLog(ev.Namespace, ev.Name).Warn("event of an unexpected type ignored", "type", ev.Type)
-	return nil
-}
-
-// update changes the stored run the event is about. fn runs on the latest
-// state, possibly more than once (compare-and-swap retries); errIgnore is
-// returned when the stored experiment is another run.
-func (s *Service) update(ctx context.Context, ev *bus.Event, fn func(*experiment.Experiment) error) (*experiment.Experiment, error) {
-	return s.store.Update(ctx, ev.Namespace, ev.Name, func(e *experiment.Experiment) error {
-		if e.Metadata.UID != ev.UID {
-			return errIgnore
-		}
-		return fn(e)
-	})
-}
-
-// publish sends events in order, each with its Msg-Id, so a republish after
-// a crash is dropped by the stream as a duplicate.
-func (s *Service) publish(ctx context.Context, events []outEvent) error {
-	for _, o := range events {
-		if err := bus.Publish(ctx, s.js, o.ev, o.msgID); err != nil {
-			return err
-		}
+	delay = retryDelay
+	for i := uint64(1); i < delivered && delay < maxRetryDelay; i++ {
+		delay *= 2
 	}
-	return nil
+	return false, min(delay, maxRetryDelay)
 }
 
-// outEvent is an event to publish once the state it follows from is stored.
-type outEvent struct {
-	ev    *bus.Event
-	msgID string
-}
+// forget ends the count of an event that was handled.
+func (b *retryBudget) forget(seq uint64) { delete(b.failures, seq) }
 
 func sleep(ctx context.Context, d time.Duration) {
 	t := time.NewTimer(d)
