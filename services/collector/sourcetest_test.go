@@ -157,9 +157,9 @@ func testSource(t *testing.T, h sourceHarness) {
 	}
 }
 
-// open opens a window on exp with a new instance of the source, closed when
+// openWindow opens a window on exp with a new instance of the source, closed when
 // the test ends.
-func open(ctx context.Context, t *testing.T, h sourceHarness, exp *experiment.Experiment) Window {
+func openWindow(ctx context.Context, t *testing.T, h sourceHarness, exp *experiment.Experiment) Window {
 	t.Helper()
 	w, err := h.Source(t).Open(ctx, exp)
 	if err != nil {
@@ -169,7 +169,8 @@ func open(ctx context.Context, t *testing.T, h sourceHarness, exp *experiment.Ex
 	return w
 }
 
-func measure(ctx context.Context, t *testing.T, w Window, role string, end time.Time) Measurement {
+// measured is what w measures of role up to end; an error fails the test.
+func measured(ctx context.Context, t *testing.T, w Window, role string, end time.Time) Measurement {
 	t.Helper()
 	m, err := w.Measure(ctx, role, end)
 	if err != nil {
@@ -184,11 +185,11 @@ func measure(ctx context.Context, t *testing.T, w Window, role string, end time.
 func testSourceNothingServed(ctx context.Context, t *testing.T, h sourceHarness) {
 	start := h.Start(ctx, t)
 	exp := h.Experiment(t, "silent", start)
-	w := open(ctx, t, h, exp)
+	w := openWindow(ctx, t, h, exp)
 	end := h.Measurable(ctx, t, start)
 	r := &runner{cfg: Config{Source: "test"}}
 	for _, role := range roles {
-		m := measure(ctx, t, w, role, end)
+		m := measured(ctx, t, w, role, end)
 		truth{}.check(t, h.Tolerance(), role, m.Values)
 		snap := r.snapshot(exp, 1, role, start, end, m, nil)
 		for name, v := range m.Values {
@@ -216,9 +217,9 @@ func testSourceServed(ctx context.Context, t *testing.T, h sourceHarness) {
 	serve(&live, bus.RoleLive, spread(6, 0.5, 20), 0)
 	end := h.Measurable(ctx, t, start)
 
-	w := open(ctx, t, h, exp)
-	live.check(t, h.Tolerance(), "live", measure(ctx, t, w, bus.RoleLive, end).Values)
-	dark.check(t, h.Tolerance(), "dark", measure(ctx, t, w, bus.RoleDark, end).Values)
+	w := openWindow(ctx, t, h, exp)
+	live.check(t, h.Tolerance(), "live", measured(ctx, t, w, bus.RoleLive, end).Values)
+	dark.check(t, h.Tolerance(), "dark", measured(ctx, t, w, bus.RoleDark, end).Values)
 }
 
 // testSourceSeparate: what is served to one role is not counted for the
@@ -239,12 +240,12 @@ func testSourceSeparate(ctx context.Context, t *testing.T, h sourceHarness) {
 	end := h.Measurable(ctx, t, start)
 
 	tol := h.Tolerance()
-	w := open(ctx, t, h, liveOnly)
-	live.check(t, tol, "live-only's live", measure(ctx, t, w, bus.RoleLive, end).Values)
-	truth{}.check(t, tol, "live-only's dark", measure(ctx, t, w, bus.RoleDark, end).Values)
-	w = open(ctx, t, h, darkOnly)
-	truth{}.check(t, tol, "dark-only's live", measure(ctx, t, w, bus.RoleLive, end).Values)
-	dark.check(t, tol, "dark-only's dark", measure(ctx, t, w, bus.RoleDark, end).Values)
+	w := openWindow(ctx, t, h, liveOnly)
+	live.check(t, tol, "live-only's live", measured(ctx, t, w, bus.RoleLive, end).Values)
+	truth{}.check(t, tol, "live-only's dark", measured(ctx, t, w, bus.RoleDark, end).Values)
+	w = openWindow(ctx, t, h, darkOnly)
+	truth{}.check(t, tol, "dark-only's live", measured(ctx, t, w, bus.RoleLive, end).Values)
+	dark.check(t, tol, "dark-only's dark", measured(ctx, t, w, bus.RoleDark, end).Values)
 }
 
 // servedInTwoPhases serves exp's versions, waits until that is measurable
@@ -279,18 +280,18 @@ func servedInTwoPhases(ctx context.Context, t *testing.T, h sourceHarness, exp *
 func testSourceCumulative(ctx context.Context, t *testing.T, h sourceHarness) {
 	start := h.Start(ctx, t)
 	exp := h.Experiment(t, "cumulative", start)
-	w := open(ctx, t, h, exp)
+	w := openWindow(ctx, t, h, exp)
 	end1, end2, at1, at2 := servedInTwoPhases(ctx, t, h, exp, start)
 	tol := h.Tolerance()
 	for _, role := range roles {
-		m1 := measure(ctx, t, w, role, end1)
+		m1 := measured(ctx, t, w, role, end1)
 		at1[role].check(t, tol, role+" at end 1", m1.Values)
-		m2 := measure(ctx, t, w, role, end2)
+		m2 := measured(ctx, t, w, role, end2)
 		at2[role].check(t, tol, role+" at end 2", m2.Values)
 		if c1, c2 := val(t, m1.Values, experiment.MetricRequestCount), val(t, m2.Values, experiment.MetricRequestCount); c2 < c1 {
 			t.Errorf("%s: request-count %v at end 2, fewer than %v at end 1", role, c2, c1)
 		}
-		if again := measure(ctx, t, w, role, end2); !equalValues(again.Values, m2.Values) {
+		if again := measured(ctx, t, w, role, end2); !equalValues(again.Values, m2.Values) {
 			t.Errorf("%s: measuring end 2 again gives %v, first %v", role, again.Values, m2.Values)
 		}
 	}
@@ -301,22 +302,22 @@ func testSourceCumulative(ctx context.Context, t *testing.T, h sourceHarness) {
 func testSourceRestart(ctx context.Context, t *testing.T, h sourceHarness) {
 	start := h.Start(ctx, t)
 	exp := h.Experiment(t, "restart", start)
-	w := open(ctx, t, h, exp)
+	w := openWindow(ctx, t, h, exp)
 	end1, end2, _, at2 := servedInTwoPhases(ctx, t, h, exp, start)
 	first := map[string]Measurement{}
 	for _, role := range roles {
-		first[role+"/1"] = measure(ctx, t, w, role, end1)
-		first[role+"/2"] = measure(ctx, t, w, role, end2)
+		first[role+"/1"] = measured(ctx, t, w, role, end1)
+		first[role+"/2"] = measured(ctx, t, w, role, end2)
 		at2[role].check(t, h.Tolerance(), role+" at end 2", first[role+"/2"].Values)
 	}
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
-	restarted := open(ctx, t, h, exp)
+	restarted := openWindow(ctx, t, h, exp)
 	for _, role := range roles {
 		for i, end := range []time.Time{end1, end2} {
 			key := fmt.Sprintf("%s/%d", role, i+1)
-			if m := measure(ctx, t, restarted, role, end); !equalValues(m.Values, first[key].Values) {
+			if m := measured(ctx, t, restarted, role, end); !equalValues(m.Values, first[key].Values) {
 				t.Errorf("%s at end %d: the restarted instance measures %v, the first %v", role, i+1, m.Values, first[key].Values)
 			}
 		}
@@ -327,7 +328,7 @@ func testSourceRestart(ctx context.Context, t *testing.T, h sourceHarness) {
 // Close, Measure fails with ErrClosed.
 func testSourceErrors(ctx context.Context, t *testing.T, h sourceHarness) {
 	start := time.Now().UTC()
-	w := open(ctx, t, h, h.Experiment(t, "closed", start))
+	w := openWindow(ctx, t, h, h.Experiment(t, "closed", start))
 	end := start.Add(time.Second)
 	if _, err := w.Measure(ctx, "canary", end); err == nil || errors.Is(err, ErrClosed) {
 		t.Errorf("unknown role: err = %v, want an error naming the roles", err)
