@@ -94,11 +94,9 @@ func testRunner(e *env, src Source, cfg Config) *runner {
 // before dark.
 func TestClockCatchesUpThenKeepsTime(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
 	const grace = 200 * time.Millisecond
-	began := time.Now()
-	start := began.Add(-3500 * time.Millisecond)
-	exp := running("clock", start, 1, 5)
+	e, exp, start := newRunning(t, "clock", -3500*time.Millisecond, 1, 5)
+	began := start.Add(3500 * time.Millisecond)
 	exp.Status.CompletedIterations = 1
 	src := &fakeSource{start: start.UTC()}
 	r := testRunner(e, src, Config{Grace: grace})
@@ -129,7 +127,7 @@ func TestClockCatchesUpThenKeepsTime(t *testing.T) {
 		}
 	}
 
-	events := e.metricsEvents(t, exp, 8, 2*time.Second)
+	events := e.metricsEvents(t, exp, 8, nil)
 	for i, me := range events {
 		k, role := int32(2+i/2), roles[i%2]
 		s := me.ev.Snapshot
@@ -158,9 +156,7 @@ func TestClockCatchesUpThenKeepsTime(t *testing.T) {
 // are all unavailable, with the reason, and the clock carries on.
 func TestClockSourceFailures(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
-	start := time.Now().Add(-3 * time.Second)
-	exp := running("failures", start, 1, 2)
+	e, exp, start := newRunning(t, "failures", -3*time.Second, 1, 2)
 	src := &fakeSource{
 		start:     start.UTC(),
 		openFails: 2, // at the clock's start and at the first measurement
@@ -173,7 +169,7 @@ func TestClockSourceFailures(t *testing.T) {
 	r := testRunner(e, src, Config{Grace: 10 * time.Millisecond, MeasureTimeout: 500 * time.Millisecond})
 	r.clock(t.Context(), exp)
 
-	events := e.metricsEvents(t, exp, 4, 2*time.Second)
+	events := e.metricsEvents(t, exp, 4, nil)
 	byKey := map[string]*bus.Snapshot{}
 	for _, me := range events {
 		byKey[fmt.Sprintf("%s/%d", me.ev.Snapshot.Role, me.ev.Snapshot.Iteration)] = me.ev.Snapshot
@@ -237,9 +233,7 @@ func TestClockSourceFailures(t *testing.T) {
 // window and publishes nothing for the interrupted iteration.
 func TestClockStops(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
-	start := time.Now()
-	exp := running("stop", start, 10, 3)
+	e, exp, start := newRunning(t, "stop", 0, 10, 3)
 	src := &fakeSource{start: start.UTC()}
 	r := testRunner(e, src, Config{})
 	ctx, cancel := context.WithCancel(t.Context())
@@ -247,11 +241,7 @@ func TestClockStops(t *testing.T) {
 	go func() { r.clock(ctx, exp); close(done) }()
 	testenv.Until(t, 2*time.Second, "the window to open", func() bool { _, opens, _ := src.snapshot(); return opens == 1 })
 	cancel()
-	select {
-	case <-done:
-	case <-time.After(time.Second):
-		t.Fatal("clock did not return within a second of cancel")
-	}
+	closedWithin(t, done, time.Second, "the clock to return after cancel")
 	calls, _, closes := src.snapshot()
 	if len(calls) != 0 || closes != 1 {
 		t.Errorf("after cancel: %d measurements, %d closes; want 0 and 1", len(calls), closes)

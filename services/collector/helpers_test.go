@@ -7,6 +7,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/darklaunch/darklaunch/internal/testenv"
 	"github.com/darklaunch/darklaunch/shared/bus"
@@ -22,6 +23,14 @@ func newEnv(t *testing.T) *env { return &env{testenv.NewBus(t)} }
 // running is an experiment at stage Running since start.
 func running(name string, start time.Time, interval, iterations int32) *experiment.Experiment {
 	return testenv.Experiment(testenv.Named(name), testenv.Every(interval, iterations), testenv.Running(start))
+}
+
+// newRunning is a test's bus and an experiment named name running on it
+// since now + since (iterations of interval seconds), not yet stored.
+func newRunning(t *testing.T, name string, since time.Duration, interval, iterations int32) (*env, *experiment.Experiment, time.Time) {
+	e := newEnv(t)
+	start := time.Now().Add(since)
+	return e, running(name, start, interval, iterations), start
 }
 
 func (e *env) newService(t *testing.T, cfg Config) *Service {
@@ -61,15 +70,15 @@ type metricsEvent struct {
 	ev bus.Event
 }
 
-// metricsEvents reads n metrics events of exp from the stream (waiting up
-// to timeout), then checks that no more are stored.
-func (e *env) metricsEvents(t *testing.T, exp *experiment.Experiment, n int, timeout time.Duration) []metricsEvent {
+// metricsEvents reads the n metrics events of exp from the stream, then
+// checks that no more are stored once nothing more can come: the clock has
+// returned (running is nil) or running's clocks have all ended.
+func (e *env) metricsEvents(t *testing.T, exp *experiment.Experiment, n int, running *Service) []metricsEvent {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), timeout)
+	ctx, cancel := context.WithTimeout(t.Context(), 2*testenv.Within)
 	defer cancel()
-	cons, err := e.Events.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{bus.EventSubject(exp.Metadata.Namespace, exp.Metadata.Name, bus.EventMetrics)},
-	})
+	subject := bus.EventSubject(exp.Metadata.Namespace, exp.Metadata.Name, bus.EventMetrics)
+	cons, err := e.Events.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,11 +90,27 @@ func (e *env) metricsEvents(t *testing.T, exp *experiment.Experiment, n int, tim
 		}
 		out = append(out, decodeMetrics(t, m.Headers(), m.Data()))
 	}
-	if m, err := cons.Next(jetstream.FetchMaxWait(100 * time.Millisecond)); err == nil {
-		got := decodeMetrics(t, m.Headers(), m.Data())
-		t.Errorf("unexpected extra metrics event %s", got.id)
+	if running != nil {
+		testenv.Until(t, testenv.Within, "the clock to end", func() bool { return testutil.ToFloat64(running.prom.clocks) == 0 })
+	}
+	info, err := e.Events.Info(ctx, jetstream.WithSubjectFilter(subject))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stored := info.State.Subjects[subject]; stored != uint64(n) {
+		t.Errorf("%d metrics events stored, want %d: %d unexpected", stored, n, int(stored)-n)
 	}
 	return out
+}
+
+// closedWithin fails the test unless ch is closed within d.
+func closedWithin(t *testing.T, ch <-chan struct{}, d time.Duration, what string) {
+	t.Helper()
+	select {
+	case <-ch:
+	case <-time.After(d):
+		t.Fatalf("%s within %v", what, d)
+	}
 }
 
 func decodeMetrics(t *testing.T, h nats.Header, data []byte) metricsEvent {

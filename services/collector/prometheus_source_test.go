@@ -96,18 +96,9 @@ const matrixAnswer = `{"status":"success","data":{"resultType":"matrix","result"
 // the live revision the istio router reports.
 func seedExperiment(t *testing.T, start time.Time) *experiment.Experiment {
 	t.Helper()
-	doc, err := os.ReadFile("../../examples/mirroring/experiment.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	exp, err := experiment.Parse(doc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	exp.Default()
+	exp := testenv.Seed(t)
 	exp.Metadata.UID = nuid.Next()
-	exp.Status.Stage = experiment.StageRunning
-	exp.Status.StartTime = &start
+	testenv.Running(start)(exp)
 	exp.Status.Routing = &experiment.RoutingStatus{Backend: "istio", Host: "customdomain.com", Percent: 40, Live: "sample-app-v1", Dark: "sample-app-v2"}
 	return exp
 }
@@ -318,14 +309,6 @@ func TestPrometheusSourceAnswers(t *testing.T) {
 			t.Errorf("%s = %v, reason %q; want unavailable, %q", name, m.Values[name], m.Reasons[name], want)
 		}
 	}
-
-	w.Close()
-	if _, err := w.Measure(t.Context(), bus.RoleDark, start.Add(time.Second)); !errors.Is(err, ErrClosed) {
-		t.Errorf("after Close: err = %v, want ErrClosed", err)
-	}
-	if _, err := w2.Measure(t.Context(), "canary", start.Add(time.Second)); err == nil {
-		t.Error("unknown role: want an error")
-	}
 }
 
 // TestPrometheusSourceUnreachable: when no query reaches Prometheus (no
@@ -491,7 +474,7 @@ func TestCollectorWithPrometheus(t *testing.T) {
 		t.Fatal(err)
 	}
 	testenv.Run(t, s)
-	events := e.metricsEvents(t, exp, 4, 5*time.Second)
+	events := e.metricsEvents(t, exp, 4, s)
 	for i, me := range events {
 		snap := me.ev.Snapshot
 		k, role := int32(1+i/2), roles[i%2]

@@ -43,6 +43,7 @@ type IstioExporter struct {
 	Truth map[string]*Served // by destination workload, reporter="destination" only
 }
 
+// Served is what the destination reporter saw of one workload.
 type Served struct {
 	Latencies []float64
 	Errors    int
@@ -51,7 +52,10 @@ type Served struct {
 // Namespace of the exporter's series.
 const Namespace = "default"
 
-func NewIstioExporter(t testing.TB) *IstioExporter {
+// NewIstioExporter serves the series of the workloads
+// sample-app-v1-deployment and sample-app-v2-deployment, and of the extra
+// workloads named, all in Namespace, until the test ends.
+func NewIstioExporter(t testing.TB, workloads ...string) *IstioExporter {
 	t.Helper()
 	labels := []string{"reporter", "destination_workload", "destination_workload_namespace", "response_code"}
 	x := &IstioExporter{
@@ -65,7 +69,7 @@ func NewIstioExporter(t testing.TB) *IstioExporter {
 	// counts from a series' first sample, so a series born with its first
 	// requests would lose them.
 	for _, reporter := range []string{"destination", "source"} {
-		for _, workload := range []string{"sample-app-v1-deployment", "sample-app-v2-deployment"} {
+		for _, workload := range append([]string{"sample-app-v1-deployment", "sample-app-v2-deployment"}, workloads...) {
 			for _, code := range []string{"200", "500"} {
 				x.requests.WithLabelValues(reporter, workload, Namespace, code)
 				x.duration.WithLabelValues(reporter, workload, Namespace, code)
@@ -77,7 +81,7 @@ func NewIstioExporter(t testing.TB) *IstioExporter {
 	return x
 }
 
-// serve records one request as Istio's reporter would.
+// Serve records one request as Istio's reporter would.
 func (x *IstioExporter) Serve(reporter, workload, code string, latencyMs float64) {
 	x.requests.WithLabelValues(reporter, workload, Namespace, code).Inc()
 	x.duration.WithLabelValues(reporter, workload, Namespace, code).Observe(latencyMs)
@@ -95,6 +99,18 @@ func (x *IstioExporter) Serve(reporter, workload, code string, latencyMs float64
 	if code[0] == '5' {
 		s.Errors++
 	}
+}
+
+// DestinationRequests is how many requests the destination reporter has
+// seen, of every workload.
+func (x *IstioExporter) DestinationRequests() float64 {
+	x.Mu.Lock()
+	defer x.Mu.Unlock()
+	var n int
+	for _, s := range x.Truth {
+		n += len(s.Latencies)
+	}
+	return float64(n)
 }
 
 // Server is a real Prometheus process on a loopback port.
@@ -218,7 +234,7 @@ func (p *Server) lastScrape(ctx context.Context) (time.Time, float64, error) {
 	return time.UnixMilli(int64(math.Round(secs * 1000))), float64(sum[0].Value), nil
 }
 
-// waitScrape polls until Prometheus holds a sample of the dark series taken
+// WaitScrape polls until Prometheus holds a sample of the dark series taken
 // after t, and returns that sample's time and the requests it counts.
 func (p *Server) WaitScrape(ctx context.Context, t testing.TB, after time.Time) (time.Time, float64) {
 	t.Helper()
