@@ -23,3 +23,24 @@ func SleepUntil(ctx context.Context, t time.Time) bool {
 		return true
 	}
 }
+
+// Sleep waits d, or until ctx ends; it reports whether d passed with ctx
+// still live.
+func Sleep(ctx context.Context, d time.Duration) bool {
+	return SleepUntil(ctx, time.Now().Add(d))
+}
+
+// Every calls fn every d until ctx ends, the first time d from now: the
+// judge's watchdog and the proxy's flusher.
+func Every(ctx context.Context, d time.Duration, fn func()) {
+	t := time.NewTicker(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			fn()
+		}
+	}
+}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/darklaunch/darklaunch/internal/sampleapp"
 	"github.com/darklaunch/darklaunch/internal/stack"
+	"github.com/darklaunch/darklaunch/services"
 	"github.com/darklaunch/darklaunch/services/collector"
 	"github.com/darklaunch/darklaunch/services/router"
 	"github.com/darklaunch/darklaunch/services/router/mirroring"
@@ -24,6 +25,7 @@ import (
 	"github.com/darklaunch/darklaunch/shared"
 	"github.com/darklaunch/darklaunch/shared/bus"
 	"github.com/darklaunch/darklaunch/shared/experiment"
+	"github.com/darklaunch/darklaunch/shared/service"
 )
 
 // env is one running stack and a client of its API.
@@ -49,12 +51,14 @@ func start(t *testing.T, live, dark sampleapp.Config) *env {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	st, err := stack.Start(ctx, stack.Config{
-		StoreDir:  t.TempDir(),
-		Live:      live,
-		Dark:      dark,
-		Router:    router.Config{Proxy: proxy.Config{FlushInterval: 200 * time.Millisecond}, Settings: mirroring.Settings{InitTimeout: 5 * time.Second, InitInterval: 100 * time.Millisecond}},
-		Collector: collector.Config{Grace: 600 * time.Millisecond},
-		Log:       logger(t),
+		StoreDir: t.TempDir(),
+		Live:     live,
+		Dark:     dark,
+		Services: []service.Config{
+			&router.Config{Proxy: proxy.Config{FlushInterval: 200 * time.Millisecond}, Settings: mirroring.Settings{InitTimeout: 5 * time.Second, InitInterval: 100 * time.Millisecond}},
+			&collector.Config{Grace: 600 * time.Millisecond},
+		},
+		Log: logger(t),
 	})
 	if err != nil {
 		cancel()
@@ -312,12 +316,12 @@ func TestNATSRestartMidExperiment(t *testing.T) {
 
 func TestJudgeRestartMidExperiment(t *testing.T) {
 	t.Parallel()
-	restartMidway(t, stack.Judge)
+	restartMidway(t, services.Judge)
 }
 
 func TestCollectorRestartMidExperiment(t *testing.T) {
 	t.Parallel()
-	restartMidway(t, stack.Collector)
+	restartMidway(t, services.Collector)
 }
 
 func TestBadInputCreatesNothing(t *testing.T) {

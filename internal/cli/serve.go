@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -15,11 +16,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
-	"github.com/darklaunch/darklaunch/services/collector"
-	"github.com/darklaunch/darklaunch/services/judge"
-	"github.com/darklaunch/darklaunch/services/loadgen"
-	"github.com/darklaunch/darklaunch/services/router"
+	"github.com/darklaunch/darklaunch/services"
 	"github.com/darklaunch/darklaunch/shared/bus"
+	"github.com/darklaunch/darklaunch/shared/service"
 )
 
 // serveOptions are the flags every service has.
@@ -38,7 +37,7 @@ func (so *serveOptions) streams() bus.StreamLimits {
 func newServeCmd(g *globals) *cobra.Command {
 	var so serveOptions
 	cmd := &cobra.Command{
-		Use:   "serve router|loadgen|collector|judge",
+		Use:   "serve " + strings.Join(services.Names(), "|"),
 		Short: "Run one darklaunch service against a NATS server (what the Helm chart runs)",
 		Long: `Run one service. Every flag can also be set as DARKLAUNCH_<FLAG> in the environment
 (e.g. DARKLAUNCH_SERVER, DARKLAUNCH_HEALTH_ADDR). With --health-addr the service serves
@@ -48,75 +47,23 @@ func newServeCmd(g *globals) *cobra.Command {
 	cmd.PersistentFlags().DurationVar(&so.connectWait, "connect-wait", time.Minute, "keep trying to reach NATS at start-up this long (a sidecar or NATS itself may start later); 0: try once")
 	cmd.PersistentFlags().IntVar(&so.streamReplicas, "stream-replicas", 1, "replicas of darklaunch's JetStream streams and KV bucket (1, 3 or 5 on a clustered NATS; every service must be given the same)")
 
-	var rc router.Config
-	r := &cobra.Command{
-		Use:   "router",
-		Short: "Set up mirroring for experiments (local mirroring proxy)",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return serve(cmd.Context(), g, &so, "router", func(nc *nats.Conn, log *slog.Logger, reg *prometheus.Registry) (runner, error) {
-				rc.Registry, rc.Streams = reg, so.streams()
-				return router.New(rc, nc, log)
-			})
-		},
+	for _, spec := range services.All() {
+		cfg := spec.NewConfig()
+		sub := &cobra.Command{
+			Use:   spec.Name,
+			Short: spec.Short,
+			Args:  cobra.NoArgs,
+			RunE:  func(cmd *cobra.Command, _ []string) error { return serve(cmd.Context(), g, &so, spec.Name, cfg) },
+		}
+		cfg.AddFlags(sub.Flags())
+		cmd.AddCommand(sub)
 	}
-	rc.AddFlags(r.Flags())
-
-	var lc loadgen.Config
-	l := &cobra.Command{
-		Use:   "loadgen",
-		Short: "Send open-loop traffic to running experiments",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return serve(cmd.Context(), g, &so, "loadgen", func(nc *nats.Conn, log *slog.Logger, reg *prometheus.Registry) (runner, error) {
-				lc.Registry, lc.Streams = reg, so.streams()
-				return loadgen.New(lc, nc, log)
-			})
-		},
-	}
-	lc.AddFlags(l.Flags())
-
-	var cc collector.Config
-	c := &cobra.Command{
-		Use:   "collector",
-		Short: "Publish a metrics snapshot of every version each interval",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return serve(cmd.Context(), g, &so, "collector", func(nc *nats.Conn, log *slog.Logger, reg *prometheus.Registry) (runner, error) {
-				cc.Registry, cc.Streams = reg, so.streams()
-				return collector.New(cc, nc, log)
-			})
-		},
-	}
-	cc.AddFlags(c.Flags())
-
-	var jc judge.Config
-	j := &cobra.Command{
-		Use:   "judge",
-		Short: "Serve the experiments API, keep the state, evaluate objectives, emit the verdict",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return serve(cmd.Context(), g, &so, "judge", func(nc *nats.Conn, log *slog.Logger, reg *prometheus.Registry) (runner, error) {
-				jc.Version, jc.Registry, jc.Streams = Version, reg, so.streams()
-				return judge.New(jc, nc, log)
-			})
-		},
-	}
-	jf := j.Flags()
-	jf.DurationVar(&jc.InitTimeout, "init-timeout", judge.DefaultInitTimeout, "fail an experiment whose mirroring is not set up within this")
-	jf.DurationVar(&jc.MetricsTimeout, "metrics-timeout", judge.DefaultMetricsTimeout, "fail a running experiment that gets no metrics for this long past an iteration's end")
-
-	cmd.AddCommand(r, l, c, j)
 	return cmd
-}
-
-type runner interface {
-	Run(ctx context.Context) error
 }
 
 // serve connects, builds the service, serves health and metrics, and runs
 // the service until ctx ends.
-func serve(ctx context.Context, g *globals, so *serveOptions, name string, build func(*nats.Conn, *slog.Logger, *prometheus.Registry) (runner, error)) error {
+func serve(ctx context.Context, g *globals, so *serveOptions, name string, cfg service.Config) error {
 	log, err := g.logger(slog.LevelInfo)
 	if err != nil {
 		return err
@@ -132,7 +79,7 @@ func serve(ctx context.Context, g *globals, so *serveOptions, name string, build
 	defer nc.Close()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	svc, err := build(nc, log, reg)
+	svc, err := cfg.Build(service.Deps{NC: nc, Log: log, Registry: reg, Streams: so.streams(), Version: Version})
 	if err != nil {
 		return withCode(ExitInvalid, err)
 	}

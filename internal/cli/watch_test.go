@@ -13,6 +13,7 @@ import (
 	"github.com/darklaunch/darklaunch/services/router/mirroring"
 	"github.com/darklaunch/darklaunch/services/router/proxy"
 	"github.com/darklaunch/darklaunch/shared/bus"
+	"github.com/darklaunch/darklaunch/shared/service"
 )
 
 // TestWatchEventsToTheEnd: `watch --events` prints every event to the last
@@ -22,9 +23,11 @@ func TestWatchEventsToTheEnd(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	st, err := stack.Start(ctx, stack.Config{
-		StoreDir:  t.TempDir(),
-		Router:    router.Config{Proxy: proxy.Config{FlushInterval: 200 * time.Millisecond}, Settings: mirroring.Settings{InitTimeout: 5 * time.Second, InitInterval: 100 * time.Millisecond}},
-		Collector: collector.Config{Grace: 600 * time.Millisecond},
+		StoreDir: t.TempDir(),
+		Services: []service.Config{
+			&router.Config{Proxy: proxy.Config{FlushInterval: 200 * time.Millisecond}, Settings: mirroring.Settings{InitTimeout: 5 * time.Second, InitInterval: 100 * time.Millisecond}},
+			&collector.Config{Grace: 600 * time.Millisecond},
+		},
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -14,29 +14,17 @@ import (
 	"net"
 	"net/url"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
 
 	"github.com/darklaunch/darklaunch/internal/sampleapp"
-	"github.com/darklaunch/darklaunch/services/collector"
-	"github.com/darklaunch/darklaunch/services/judge"
-	"github.com/darklaunch/darklaunch/services/loadgen"
-	"github.com/darklaunch/darklaunch/services/router"
+	"github.com/darklaunch/darklaunch/services"
 	"github.com/darklaunch/darklaunch/shared/bus"
+	"github.com/darklaunch/darklaunch/shared/service"
 )
-
-// Service names.
-const (
-	Router    = "router"
-	Loadgen   = "loadgen"
-	Collector = "collector"
-	Judge     = "judge"
-)
-
-// Services lists the four services in start order.
-var Services = []string{Judge, Collector, Router, Loadgen}
 
 // Config of a stack. The zero value runs everything embedded on free
 // loopback ports.
@@ -50,20 +38,19 @@ type Config struct {
 	// StoreDir keeps the embedded server's JetStream files; default a
 	// temporary directory removed on Close.
 	StoreDir string
-	// ProxyAddr is where the router's mirroring proxy listens unless
-	// Router.Proxy.Addr says; default 127.0.0.1:0 (a free port).
+	// ProxyAddr is where the router's mirroring proxy listens unless the
+	// router's own configuration says; default 127.0.0.1:0 (a free port).
 	ProxyAddr string
 	// LiveURL and DarkURL are your own versions; each one left empty is
 	// served by the sample app configured in Live or Dark.
 	LiveURL, DarkURL string
 	Live, Dark       sampleapp.Config
-	// The services' own configurations; the stack fills in what wires them
-	// together (the proxy's address, live and dark URLs, loadgen target).
-	Router    router.Config
-	Loadgen   loadgen.Config
-	Collector collector.Config
-	Judge     judge.Config
-	// Run lists the services to run; default all four.
+	// Services are the services' own configurations (&router.Config{...},
+	// ...); a service without one runs with its defaults. The stack gives
+	// each what wires them together (service.Local: the versions, the
+	// proxy's address and URL).
+	Services []service.Config
+	// Run lists the services to run, by name; default all of services.All.
 	Run []string
 	// Log receives every component's logs.
 	Log *slog.Logger
@@ -81,14 +68,18 @@ type Stack struct {
 	Live     *sampleapp.App
 	Dark     *sampleapp.App
 
-	ctx     context.Context
+	ctx   context.Context
+	local *service.Local
+	// configs are the services' configurations, by name.
+	configs map[string]service.Config
 	cancel  context.CancelFunc
 	mu      sync.Mutex
-	running map[string]*service
+	running map[string]*running
 }
 
-type service struct {
+type running struct {
 	nc     *nats.Conn
+	svc    service.Runner
 	cancel context.CancelFunc
 	done   chan error
 	// exited is closed when the service's Run returned, with err set.
@@ -102,9 +93,26 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
 	if len(cfg.Run) == 0 {
-		cfg.Run = Services
+		cfg.Run = services.Names()
 	}
-	s := &Stack{cfg: cfg, log: cfg.Log, running: map[string]*service{}}
+	s := &Stack{cfg: cfg, log: cfg.Log, running: map[string]*running{}, configs: map[string]service.Config{}}
+	for _, c := range cfg.Services {
+		if _, ok := services.Lookup(c.Service()); !ok {
+			return nil, fmt.Errorf("a configuration for unknown service %q", c.Service())
+		}
+		s.configs[c.Service()] = c
+	}
+	var specs []service.Spec
+	for _, name := range cfg.Run {
+		spec, ok := services.Lookup(name)
+		if !ok {
+			return nil, fmt.Errorf("unknown service %q (want one of %s)", name, strings.Join(services.Names(), ", "))
+		}
+		specs = append(specs, spec)
+		if s.configs[name] == nil {
+			s.configs[name] = spec.NewConfig()
+		}
+	}
 	s.ctx, s.cancel = context.WithCancel(ctx)
 	defer func() {
 		if err != nil {
@@ -130,27 +138,31 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 	if err != nil {
 		return nil, err
 	}
+	s.local = &service.Local{LiveURL: s.LiveURL, DarkURL: s.DarkURL, ProxyAddr: cmp.Or(cfg.ProxyAddr, "127.0.0.1:0")}
 
-	// The router first: building it binds the proxy's port (for a backend
-	// that serves traffic itself), so a busy port is reported before
-	// anything else starts, and its URL is known before loadgen starts.
-	if s.cfg.Router.Proxy.Addr == "" {
-		s.cfg.Router.Proxy.Addr = cmp.Or(cfg.ProxyAddr, "127.0.0.1:0")
-	}
-	if slices.Contains(cfg.Run, Router) {
-		if err := s.start(Router); err != nil {
+	// Build every service before running any: building the router binds
+	// its proxy's port, so a busy port is reported before anything runs,
+	// and the proxy's URL is known before loadgen is built.
+	built := make([]*running, 0, len(specs))
+	defer func() {
+		if err != nil {
+			for _, r := range built {
+				r.release()
+			}
+		}
+	}()
+	for _, spec := range specs {
+		r, err := s.build(spec.Name)
+		if err != nil {
 			return nil, err
 		}
+		built = append(built, r)
 	}
-	for _, name := range cfg.Run {
-		if name == Router {
-			continue // started above
-		}
-		if err := s.start(name); err != nil {
-			return nil, err
-		}
+	for i, spec := range specs {
+		s.run(spec.Name, built[i])
 	}
-	if slices.Contains(cfg.Run, Judge) {
+	built = nil
+	if slices.Contains(cfg.Run, services.Judge) {
 		if err := s.waitForAPI(ctx); err != nil {
 			return nil, err
 		}
@@ -167,7 +179,7 @@ func (s *Stack) waitForAPI(ctx context.Context) error {
 	}
 	defer nc.Close()
 	s.mu.Lock()
-	judge := s.running[Judge]
+	judge := s.running[services.Judge]
 	s.mu.Unlock()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
@@ -254,96 +266,81 @@ func (s *Stack) connect(name string) (*nats.Conn, error) {
 // A router serves where the stopped one did, so loadgen's URL stays right;
 // its port may take a moment to be free again.
 func (s *Stack) StartService(name string) error {
-	if name != Router {
-		return s.start(name)
+	s.mu.Lock()
+	_, dup := s.running[name]
+	s.mu.Unlock()
+	if dup {
+		return fmt.Errorf("%s is already running", name)
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		err := s.start(Router)
+		r, err := s.build(name)
 		var op *net.OpError
-		if err == nil || !errors.As(err, &op) || op.Op != "listen" || time.Now().After(deadline) {
+		if err == nil {
+			s.run(name, r)
+			return nil
+		}
+		if !errors.As(err, &op) || op.Op != "listen" || time.Now().After(deadline) {
 			return err
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 }
 
-func (s *Stack) start(name string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if _, ok := s.running[name]; ok {
-		return fmt.Errorf("%s is already running", name)
+// build makes one service on a NATS connection of its own, as if it were
+// its own process.
+func (s *Stack) build(name string) (*running, error) {
+	cfg, ok := s.configs[name]
+	if !ok {
+		return nil, fmt.Errorf("unknown service %q (want one of %s)", name, strings.Join(services.Names(), ", "))
 	}
 	nc, err := s.connect("darklaunch-" + name)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	log := s.log.With("service", name)
-	var run func(context.Context) error
-	switch name {
-	case Router:
-		cfg := s.cfg.Router
-		if cfg.DefaultLiveURL == "" {
-			cfg.DefaultLiveURL = s.LiveURL
-		}
-		if cfg.DefaultDarkURL == "" {
-			cfg.DefaultDarkURL = s.DarkURL
-		}
-		svc, err := router.New(cfg, nc, log)
-		if err != nil {
-			nc.Close()
-			return err
-		}
-		run = svc.Run
-		if u := svc.URL(); u != "" && s.ProxyURL == "" {
-			s.ProxyURL = u
-			// A restarted router binds the same address, not a new free port.
-			if pu, err := url.Parse(u); err == nil {
-				s.cfg.Router.Proxy.Addr = pu.Host
-			}
-		}
-	case Loadgen:
-		cfg := s.cfg.Loadgen
-		if cfg.URL == "" {
-			cfg.URL = s.ProxyURL
-		}
-		svc, err := loadgen.New(cfg, nc, log)
-		if err != nil {
-			nc.Close()
-			return err
-		}
-		run = svc.Run
-	case Collector:
-		svc, err := collector.New(s.cfg.Collector, nc, log)
-		if err != nil {
-			nc.Close()
-			return err
-		}
-		run = svc.Run
-	case Judge:
-		svc, err := judge.New(s.cfg.Judge, nc, log)
-		if err != nil {
-			nc.Close()
-			return err
-		}
-		run = svc.Run
-	default:
+	svc, err := cfg.Build(service.Deps{NC: nc, Log: s.log.With("service", name), Local: s.local})
+	if err != nil {
 		nc.Close()
-		return fmt.Errorf("unknown service %q (want router, loadgen, collector or judge)", name)
+		return nil, err
 	}
+	if ep, ok := svc.(service.Endpoint); ok && ep.URL() != "" && s.ProxyURL == "" {
+		s.ProxyURL = ep.URL()
+		s.local.ProxyURL = s.ProxyURL
+		// A restarted router binds the same address, not a new free port.
+		if u, err := url.Parse(s.ProxyURL); err == nil {
+			s.local.ProxyAddr = u.Host
+		}
+	}
+	return &running{nc: nc, svc: svc}, nil
+}
+
+// release frees a service that was built but will not run: Run with an
+// ended context returns at once, having let go of what Build took (the
+// router's listener).
+func (r *running) release() {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_ = r.svc.Run(ctx)
+	r.nc.Close()
+}
+
+// run runs a built service until StopService or Close.
+func (s *Stack) run(name string, r *running) {
 	ctx, cancel := context.WithCancel(s.ctx)
-	svc := &service{nc: nc, cancel: cancel, done: make(chan error, 1), exited: make(chan struct{})}
+	r.cancel, r.done, r.exited = cancel, make(chan error, 1), make(chan struct{})
+	log := s.log.With("service", name)
 	go func() {
-		err := run(ctx)
+		err := r.svc.Run(ctx)
 		if err != nil && ctx.Err() == nil {
 			log.Error("service stopped", "err", err)
 		}
-		svc.err = err
-		close(svc.exited)
-		svc.done <- err
+		r.err = err
+		close(r.exited)
+		r.done <- err
 	}()
-	s.running[name] = svc
-	return nil
+	s.mu.Lock()
+	s.running[name] = r
+	s.mu.Unlock()
 }
 
 // StopService stops one service, as a crash or a rolling restart would.

@@ -151,7 +151,7 @@ func versionName(exp *experiment.Experiment, role string) string {
 // restarted collector's republication is dropped by the stream. It retries
 // until it succeeds or ctx ends: a lost snapshot would stall the judge.
 func (r *runner) publish(ctx context.Context, log *slog.Logger, exp *experiment.Experiment, snap *bus.Snapshot) bool {
-	ev := bus.NewEvent(bus.EventMetrics, serviceName, exp, time.Now())
+	ev := bus.NewEvent(bus.EventMetrics, Name, exp, time.Now())
 	ev.Snapshot = snap
 	ev.Message = fmt.Sprintf("iteration %d/%d: %s version %s measured", snap.Iteration, exp.TotalIterations(), snap.Role, snap.Version)
 	id := bus.MsgID(exp.Metadata.UID, bus.EventMetrics, snap.Role, strconv.Itoa(int(snap.Iteration)))

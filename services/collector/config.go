@@ -150,7 +150,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 }
 
 // Service names the collector.
-func (c *Config) Service() string { return serviceName }
+func (c *Config) Service() string { return Name }
 
 // Build makes a collector with its host's connection, logger, registry and
 // stream limits.
@@ -163,7 +163,7 @@ func (c *Config) Build(d service.Deps) (service.Runner, error) {
 // Spec describes the collector to its hosts.
 func Spec() service.Spec {
 	return service.Spec{
-		Name:      serviceName,
+		Name:      Name,
 		Short:     "Publish a metrics snapshot of every version each interval",
 		NewConfig: func() service.Config { return &Config{} },
 	}

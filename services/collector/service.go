@@ -22,7 +22,8 @@ import (
 	"github.com/darklaunch/darklaunch/shared/service"
 )
 
-const serviceName = "collector"
+// Name is the collector's name: `darklaunch serve collector`, and the source of its events.
+const Name = "collector"
 
 // Service is the collector.
 type Service struct {
@@ -61,7 +62,7 @@ func New(cfg Config, nc *nats.Conn, log *slog.Logger) (*Service, error) {
 	return &Service{
 		cfg:       cfg,
 		nc:        nc,
-		log:       log.With("service", serviceName, "instance", cfg.Instance),
+		log:       log.With("service", Name, "instance", cfg.Instance),
 		prom:      prom,
 		newSource: newSource,
 	}, nil
@@ -88,11 +89,11 @@ type runner struct {
 func (s *Service) Run(ctx context.Context) error {
 	infra, err := bus.EnsureInfra(ctx, s.nc, s.cfg.Streams)
 	if err != nil {
-		return service.Exit(ctx, serviceName, err)
+		return service.Exit(ctx, Name, err)
 	}
 	src, err := s.newSource(s.cfg, infra, s.log)
 	if err != nil {
-		return service.Exit(ctx, serviceName, err)
+		return service.Exit(ctx, Name, err)
 	}
 	r := &runner{cfg: s.cfg, log: s.log, js: infra.JS, obs: infra.Obs, store: infra.Store, source: src, prom: s.prom}
 	// Experiments deleted while no collector ran: their observations would

@@ -7,7 +7,9 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/darklaunch/darklaunch/shared"
 	"github.com/darklaunch/darklaunch/shared/bus"
+	"github.com/darklaunch/darklaunch/shared/retry"
 )
 
 const (
@@ -16,11 +18,11 @@ const (
 	ackWait = 30 * time.Second
 	// handleTimeout bounds the handling of one event.
 	handleTimeout = 20 * time.Second
-	// retryDelay is the first delay before a failed event is redelivered;
-	// it doubles with every delivery, up to maxRetryDelay.
-	retryDelay    = 500 * time.Millisecond
-	maxRetryDelay = 30 * time.Second
 )
+
+// eventRetry is when a failed event is delivered again: 500ms after its
+// first delivery, doubling with every delivery, up to 30s.
+var eventRetry = retry.Policy{First: 500 * time.Millisecond, Max: 30 * time.Second}
 
 // consumerConfig is the judge's durable consumer: only the events it acts
 // on, one in flight at a time across every judge instance, because order
@@ -45,13 +47,13 @@ func consumerConfig() jetstream.ConsumerConfig {
 // consumer if it goes away (deleted, NATS restarted without its state).
 func (s *Service) consume(ctx context.Context) {
 	for ctx.Err() == nil {
-		cons, err := s.js.CreateOrUpdateConsumer(ctx, bus.StreamEvents, consumerConfig())
+		cons, err := retry.Value(ctx, retry.Policy{First: time.Second, Max: time.Second}, func(ctx context.Context) (jetstream.Consumer, error) {
+			return s.js.CreateOrUpdateConsumer(ctx, bus.StreamEvents, consumerConfig())
+		}, func(err error, _ time.Duration) {
+			s.log.Warn("create events consumer; retrying", "err", err)
+		})
 		if err != nil {
-			if ctx.Err() == nil {
-				s.log.Warn("create events consumer; retrying", "err", err)
-				sleep(ctx, time.Second)
-			}
-			continue
+			return // ctx ended
 		}
 		s.consumeFrom(ctx, cons)
 	}
@@ -61,7 +63,7 @@ func (s *Service) consumeFrom(ctx context.Context, cons jetstream.Consumer) {
 	it, err := cons.Messages()
 	if err != nil {
 		s.log.Warn("consume events; retrying", "err", err)
-		sleep(ctx, time.Second)
+		shared.Sleep(ctx, time.Second)
 		return
 	}
 	defer it.Stop()
@@ -76,7 +78,7 @@ func (s *Service) consumeFrom(ctx context.Context, cons jetstream.Consumer) {
 		}
 		if errors.Is(err, jetstream.ErrMsgIteratorClosed) || errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
 			s.log.Warn("events consumer closed; re-creating it", "err", err)
-			sleep(ctx, retryDelay)
+			shared.Sleep(ctx, eventRetry.First)
 			return
 		}
 		if err != nil {
@@ -129,7 +131,7 @@ func (s *Service) handleMsg(ctx context.Context, msg jetstream.Msg) {
 		}
 		return
 	}
-	drop, delay, delivered := false, retryDelay, uint64(0)
+	drop, delay, delivered := false, eventRetry.First, uint64(0)
 	if md, merr := msg.Metadata(); merr == nil {
 		delivered = md.NumDelivered
 		drop, delay = s.retries.failed(md.Sequence.Stream, delivered)
@@ -145,8 +147,8 @@ func (s *Service) handleMsg(ctx context.Context, msg jetstream.Msg) {
 }
 
 // retryBudget is the judge's one retry policy for an event whose handling
-// fails: retried after a delay that doubles with each delivery (retryDelay
-// up to maxRetryDelay), and dropped at its max-th failure, so that a poison
+// fails: retried after a delay that doubles with each delivery
+// (eventRetry), and dropped at its max-th failure, so that a poison
 // event (its experiment's state corrupt, say) holds back the others for
 // about a minute at most. Failures are counted by this judge, per stream
 // sequence, because the server's delivery count also rises when a stopping
@@ -167,21 +169,8 @@ func (b *retryBudget) failed(seq, delivered uint64) (drop bool, delay time.Durat
 		delete(b.failures, seq)
 		return true, 0
 	}
-	delay = retryDelay
-	for i := uint64(1); i < delivered && delay < maxRetryDelay; i++ {
-		delay *= 2
-	}
-	return false, min(delay, maxRetryDelay)
+	return false, eventRetry.Wait(int(min(delivered, 64)))
 }
 
 // forget ends the count of an event that was handled.
 func (b *retryBudget) forget(seq uint64) { delete(b.failures, seq) }
-
-func sleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	}
-}

@@ -6,7 +6,6 @@
 package judge
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -17,69 +16,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
-	"github.com/nats-io/nuid"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/darklaunch/darklaunch/shared/bus"
-	"github.com/darklaunch/darklaunch/shared/experiment"
 )
-
-// Defaults of Config.
-const (
-	DefaultVersion          = "0.1.0"
-	DefaultQueueGroup       = "darklaunch-judge"
-	DefaultInitTimeout      = 2 * time.Minute
-	DefaultMetricsTimeout   = 2 * time.Minute
-	DefaultWatchdogInterval = 5 * time.Second
-	// DefaultMaxDeliveries: about a minute of retries with the backoff.
-	DefaultMaxDeliveries = 8
-	// ConsumerName is the judge's durable consumer on the events stream,
-	// shared by every judge instance.
-	ConsumerName = "darklaunch-judge"
-	// source names the judge in the events it publishes.
-	source = "judge"
-)
-
-// Config configures the judge. The zero value of every field takes the
-// default written beside it.
-type Config struct {
-	// Instance identifies this judge in logs and in the micro service's
-	// metadata. Default: a new NUID.
-	Instance string
-	// Version is the service version shown by `nats micro ls`; it must be
-	// SemVer. Default DefaultVersion.
-	Version string
-	// QueueGroup spreads API requests over the judge instances. Default
-	// DefaultQueueGroup.
-	QueueGroup string
-	// InitTimeout fails an experiment still Initializing this long after its
-	// initTime: no router answered. Default 2m.
-	InitTimeout time.Duration
-	// MetricsTimeout fails a Running experiment whose next dark snapshot is
-	// overdue by max(3 intervals, MetricsTimeout): no collector measured it.
-	// Default 2m.
-	MetricsTimeout time.Duration
-	// WatchdogInterval is how often stuck experiments are looked for.
-	// Default 5s.
-	WatchdogInterval time.Duration
-	// MaxDeliveries bounds the attempts at an event whose handling keeps
-	// failing (a corrupt state entry, say). The judge handles one event at a
-	// time, so such an event would otherwise hold back every experiment; it
-	// is dropped with an error log, and the watchdog fails its experiment
-	// if nothing else moves it (while it is retried, the watchdog fails no
-	// experiment that has events waiting). Default DefaultMaxDeliveries.
-	MaxDeliveries int
-	// MaxRequestBytes bounds a create request; larger ones get 413 before
-	// any decoding. Default experiment.MaxDocumentBytes.
-	MaxRequestBytes int
-	// Streams are the limits passed to bus.EnsureInfra. Default: bus's.
-	Streams bus.StreamLimits
-	// Now is the clock, for tests. Default time.Now.
-	Now func() time.Time
-	// Registry receives the judge's Prometheus metrics. Default a new
-	// private one.
-	Registry *prometheus.Registry
-}
 
 // Service is one judge instance. Several may run on one NATS: API requests
 // are spread by the queue group and events by the shared durable consumer.
@@ -104,22 +43,9 @@ func New(cfg Config, nc *nats.Conn, log *slog.Logger) (*Service, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	cfg.Instance = cmp.Or(cfg.Instance, nuid.Next())
-	cfg.Version = cmp.Or(cfg.Version, DefaultVersion)
-	cfg.QueueGroup = cmp.Or(cfg.QueueGroup, DefaultQueueGroup)
-	cfg.InitTimeout = cmp.Or(cfg.InitTimeout, DefaultInitTimeout)
-	cfg.MetricsTimeout = cmp.Or(cfg.MetricsTimeout, DefaultMetricsTimeout)
-	cfg.WatchdogInterval = cmp.Or(cfg.WatchdogInterval, DefaultWatchdogInterval)
-	cfg.MaxDeliveries = cmp.Or(cfg.MaxDeliveries, DefaultMaxDeliveries)
-	cfg.MaxRequestBytes = cmp.Or(cfg.MaxRequestBytes, experiment.MaxDocumentBytes)
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
-	if cfg.Registry == nil {
-		cfg.Registry = prometheus.NewRegistry()
-	}
-	if cfg.InitTimeout < 0 || cfg.MetricsTimeout < 0 || cfg.WatchdogInterval < 0 || cfg.MaxRequestBytes < 0 || cfg.MaxDeliveries < 0 {
-		return nil, errors.New("judge: timeouts, intervals and sizes must not be negative")
+	cfg.Default()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("judge: %w", err)
 	}
 	prom, err := newPromMetrics(cfg.Registry)
 	if err != nil {

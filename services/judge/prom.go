@@ -4,7 +4,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/darklaunch/darklaunch/shared/experiment"
-	"github.com/darklaunch/darklaunch/shared/metrics"
+	"github.com/darklaunch/darklaunch/shared/telemetry"
 )
 
 // Results of darklaunch_judge_experiments_finished_total.
@@ -31,20 +31,20 @@ type promMetrics struct {
 }
 
 func newPromMetrics(reg prometheus.Registerer) (*promMetrics, error) {
-	r := &metrics.Registrar{Reg: reg}
+	r := &telemetry.Registrar{Reg: reg}
 	counter := func(name, help string) prometheus.Counter {
-		return metrics.Add(r, prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help}))
+		return telemetry.Add(r, prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help}))
 	}
 	m := &promMetrics{
 		created:    counter("darklaunch_judge_experiments_created_total", "Experiments this judge accepted (API create)."),
 		iterations: counter("darklaunch_judge_iterations_total", "Iterations this judge evaluated against the objectives."),
-		finished: metrics.Add(r, prometheus.NewCounterVec(prometheus.CounterOpts{
+		finished: telemetry.Add(r, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "darklaunch_judge_experiments_finished_total",
 			Help: "Experiments this judge ended, by result (pass: every objective met; fail: an objective not met; error: the experiment failed).",
 		}, []string{"result"})),
 		eventsDropped: counter("darklaunch_judge_events_dropped_total",
 			"Events the judge gave up on: undecodable, or failing at every attempt (see its error log)."),
-		experiments: metrics.Add(r, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		experiments: telemetry.Add(r, prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "darklaunch_judge_experiments",
 			Help: "Experiments in the state bucket by stage, as of the judge's last watchdog pass (every judge reports the same: use max).",
 		}, []string{"stage"})),

@@ -3,8 +3,8 @@ package judge
 import (
 	"context"
 	"errors"
-	"time"
 
+	"github.com/darklaunch/darklaunch/shared"
 	"github.com/darklaunch/darklaunch/shared/bus"
 	"github.com/darklaunch/darklaunch/shared/experiment"
 	"github.com/nats-io/nats.go/jetstream"
@@ -13,16 +13,7 @@ import (
 // watchdog ticks every experiment each WatchdogInterval: Step fails those
 // nobody moves on (stepTick).
 func (s *Service) watchdog(ctx context.Context) {
-	t := time.NewTicker(s.cfg.WatchdogInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			s.failStuck(ctx)
-		}
-	}
+	shared.Every(ctx, s.cfg.WatchdogInterval, func() { s.failStuck(ctx) })
 }
 
 // failStuck fails every stuck experiment once.

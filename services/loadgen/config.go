@@ -110,7 +110,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 }
 
 // Service names loadgen.
-func (c *Config) Service() string { return serviceName }
+func (c *Config) Service() string { return Name }
 
 // Build makes a loadgen with its host's connection, logger, registry and
 // stream limits; in the embedded stack its traffic goes to the local
@@ -127,7 +127,7 @@ func (c *Config) Build(d service.Deps) (service.Runner, error) {
 // Spec describes loadgen to its hosts.
 func Spec() service.Spec {
 	return service.Spec{
-		Name:      serviceName,
+		Name:      Name,
 		Short:     "Send open-loop traffic to running experiments",
 		NewConfig: func() service.Config { return &Config{} },
 	}

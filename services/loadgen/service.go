@@ -19,7 +19,8 @@ import (
 	"github.com/darklaunch/darklaunch/shared/service"
 )
 
-const serviceName = "loadgen"
+// Name is loadgen's name: `darklaunch serve loadgen`, and the source of its events.
+const Name = "loadgen"
 
 // Service is the loadgen.
 type Service struct {
@@ -45,7 +46,7 @@ func New(cfg Config, nc *nats.Conn, log *slog.Logger) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("loadgen: metrics: %w", err)
 	}
-	return &Service{cfg: cfg, nc: nc, log: log.With("service", serviceName, "instance", cfg.Instance), prom: prom}, nil
+	return &Service{cfg: cfg, nc: nc, log: log.With("service", Name, "instance", cfg.Instance), prom: prom}, nil
 }
 
 // Config returns the configuration with its defaults applied.
@@ -68,7 +69,7 @@ type runner struct {
 func (s *Service) Run(ctx context.Context) error {
 	infra, err := bus.EnsureInfra(ctx, s.nc, s.cfg.Streams)
 	if err != nil {
-		return service.Exit(ctx, serviceName, err)
+		return service.Exit(ctx, Name, err)
 	}
 	r := &runner{cfg: s.cfg, log: s.log, js: infra.JS, prom: s.prom, service: ctx}
 	s.log.Info("loadgen running", "url", s.cfg.URL, "host", s.cfg.Host, "rate", s.cfg.Rate, "delay", s.cfg.Delay)

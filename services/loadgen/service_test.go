@@ -153,7 +153,7 @@ func TestTrafficRateHostAndProgress(t *testing.T) {
 			t.Errorf("event %d Msg-Id %q, want %q", i, le.id, want)
 		}
 		lp := le.ev.Load
-		if lp == nil || le.ev.UID != exp.Metadata.UID || le.ev.Source != serviceName {
+		if lp == nil || le.ev.UID != exp.Metadata.UID || le.ev.Source != Name {
 			t.Fatalf("event %d: %+v", i, le.ev)
 		}
 		if lp.Sent < prev || lp.TargetRate != 20 {

@@ -18,8 +18,12 @@ import (
 	"github.com/darklaunch/darklaunch/shared/service"
 )
 
-// Source is the router's name in the events it publishes.
-const Source = "router"
+// Name is the router's name: `darklaunch serve router`; Source names it in
+// the events it publishes.
+const (
+	Name   = "router"
+	Source = Name
+)
 
 // closeTimeout bounds a backend's Close at shutdown (the proxy's last
 // flush of observations).

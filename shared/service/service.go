@@ -18,7 +18,9 @@ import (
 )
 
 // Runner is a built service: it runs until ctx ends and returns nil on a
-// clean shutdown.
+// clean shutdown. Run with a context that has already ended returns at
+// once, having released what Build took (the router's listener): that is
+// how a host lets go of a service it built but will not run.
 type Runner interface {
 	Run(ctx context.Context) error
 }

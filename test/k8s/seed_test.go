@@ -27,6 +27,7 @@ import (
 	"github.com/darklaunch/darklaunch/shared/bus"
 	"github.com/darklaunch/darklaunch/shared/experiment"
 	"github.com/darklaunch/darklaunch/shared/promtest"
+	"github.com/darklaunch/darklaunch/shared/service"
 )
 
 // mesh plays the part of Istio's data plane, which cannot run here: for
@@ -109,18 +110,20 @@ func TestSeedExperimentOnKubernetes(t *testing.T) {
 		StoreDir: t.TempDir(),
 		LiveURL:  live,
 		DarkURL:  dark,
-		Router: router.Config{
-			Backend:  router.BackendIstio,
-			Istio:    istiobackend.Config{Kubeconfig: kcFile, Namespaces: []string{ns}},
-			Settings: mirroring.Settings{InitTimeout: 20 * time.Second, InitInterval: 200 * time.Millisecond},
+		Services: []service.Config{
+			&router.Config{
+				Backend:  router.BackendIstio,
+				Istio:    istiobackend.Config{Kubeconfig: kcFile, Namespaces: []string{ns}},
+				Settings: mirroring.Settings{InitTimeout: 20 * time.Second, InitInterval: 200 * time.Millisecond},
+			},
+			&collector.Config{
+				Source:          collector.SourcePrometheus,
+				PrometheusURL:   prom.URL,
+				MetricsProvider: collector.ProviderIstio,
+				Grace:           1500 * time.Millisecond,
+			},
+			&loadgen.Config{URL: meshSrv.URL, Rate: 20, Delay: -1},
 		},
-		Collector: collector.Config{
-			Source:          collector.SourcePrometheus,
-			PrometheusURL:   prom.URL,
-			MetricsProvider: collector.ProviderIstio,
-			Grace:           1500 * time.Millisecond,
-		},
-		Loadgen: loadgen.Config{URL: meshSrv.URL, Rate: 20, Delay: -1},
 	})
 	if err != nil {
 		t.Fatal(err)

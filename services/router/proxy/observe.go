@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/darklaunch/darklaunch/shared"
 	"github.com/darklaunch/darklaunch/shared/bus"
 )
 
@@ -29,18 +30,11 @@ type pendingBatch struct {
 // runFlusher publishes the observations every FlushInterval until ctx ends.
 // The last flush is Close's.
 func (p *Proxy) runFlusher(ctx context.Context) {
-	t := time.NewTicker(p.cfg.FlushInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if err := p.Flush(ctx); err != nil && ctx.Err() == nil {
-				p.log.Warn("observations not published yet; retrying at the next flush", "err", err)
-			}
+	shared.Every(ctx, p.cfg.FlushInterval, func() {
+		if err := p.Flush(ctx); err != nil && ctx.Err() == nil {
+			p.log.Warn("observations not published yet; retrying at the next flush", "err", err)
 		}
-	}
+	})
 }
 
 // Flush publishes one batch per experiment and role that saw traffic (or
