@@ -11,8 +11,8 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/darklaunch/darklaunch/internal/testenv"
 	"github.com/darklaunch/darklaunch/services/collector"
-	"github.com/darklaunch/darklaunch/shared/natstest"
 )
 
 func TestCollectorFlags(t *testing.T) {
@@ -43,7 +43,7 @@ func TestCollectorFlags(t *testing.T) {
 // environment, stops `serve collector` at start-up with exit 2 and the
 // reason; a good one runs until its context ends.
 func TestServeCollectorPrometheus(t *testing.T) {
-	srv := natstest.Run(t)
+	srv := testenv.StartNATS(t)
 	bad := filepath.Join(t.TempDir(), "metrics.yaml")
 	if err := os.WriteFile(bad, []byte("- name: p95\n  query: up\n"), 0o600); err != nil {
 		t.Fatal(err)

@@ -3,15 +3,15 @@ package cli
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/darklaunch/darklaunch/internal/testenv"
 	"github.com/darklaunch/darklaunch/shared/bus"
-	"github.com/darklaunch/darklaunch/shared/natstest"
 	"github.com/nats-io/nats-server/v2/server"
 )
 
@@ -19,7 +19,7 @@ import (
 // its probes and exports its own metrics on --health-addr, as the chart's
 // probes and scrape annotations expect.
 func TestServeExportsMetrics(t *testing.T) {
-	srv := natstest.Run(t)
+	srv := testenv.StartNATS(t)
 	for svc, want := range map[string][]string{
 		"router":    {"darklaunch_proxy_routes 0", "go_goroutines"},
 		"loadgen":   {"darklaunch_loadgen_active_traffics", "darklaunch_loadgen_request_duration_seconds_count"},
@@ -27,10 +27,10 @@ func TestServeExportsMetrics(t *testing.T) {
 		"judge":     {`darklaunch_judge_experiments_finished_total{result="pass"} 0`, "darklaunch_judge_experiments_created_total"},
 	} {
 		t.Run(svc, func(t *testing.T) {
-			addr := freeAddr(t)
+			addr := testenv.FreeAddr(t)
 			args := []string{"serve", svc, "--server", srv.URL(), "--health-addr", addr}
 			if svc == "router" {
-				args = append(args, "--proxy-addr", freeAddr(t))
+				args = append(args, "--proxy-addr", testenv.FreeAddr(t))
 			}
 			ctx, cancel := context.WithCancel(t.Context())
 			done := make(chan int, 1)
@@ -52,17 +52,10 @@ func TestServeExportsMetrics(t *testing.T) {
 				b, _ := io.ReadAll(resp.Body)
 				return resp.StatusCode, string(b)
 			}
-			deadline := time.Now().Add(10 * time.Second)
-			for {
+			testenv.EventuallyWithin(t, 10*time.Second, "/readyz", func() (bool, string) {
 				code, body := get("/readyz")
-				if code == http.StatusOK {
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Fatalf("/readyz: %d %s", code, body)
-				}
-				time.Sleep(50 * time.Millisecond)
-			}
+				return code == http.StatusOK, fmt.Sprintf("%d %s", code, body)
+			})
 			code, body := get("/metrics")
 			if code != http.StatusOK {
 				t.Fatalf("/metrics: %d", code)
@@ -76,55 +69,43 @@ func TestServeExportsMetrics(t *testing.T) {
 	}
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // TestServeWaitsForNATS: a service started before NATS (a pod whose sidecar
 // or NATS comes up later) keeps trying for --connect-wait, then runs; with no
 // wait it gives up at once with exit 2; a bad --stream-replicas is refused.
 func TestServeWaitsForNATS(t *testing.T) {
-	natsAddr := freeAddr(t)
-	healthAddr := freeAddr(t)
+	natsAddr := testenv.FreeAddr(t)
+	healthAddr := testenv.FreeAddr(t)
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	done := make(chan int, 1)
-	var errOut bytes.Buffer
+	var errOut testenv.Buffer
 	go func() {
 		done <- Run(ctx, []string{"serve", "judge", "--server", "nats://" + natsAddr, "--connect-wait", "20s", "--health-addr", healthAddr},
 			strings.NewReader(""), io.Discard, &errOut)
 	}()
-	time.Sleep(1500 * time.Millisecond)
-	select {
-	case code := <-done:
-		t.Fatalf("serve gave up before NATS started: exit %d: %s", code, errOut.String())
-	default:
-	}
+	// It tries once a second: two failed tries say it keeps trying.
+	testenv.EventuallyWithin(t, 10*time.Second, "two tries to reach NATS", func() (bool, string) {
+		select {
+		case code := <-done:
+			t.Fatalf("serve gave up before NATS started: exit %d: %s", code, errOut.String())
+		default:
+		}
+		out := errOut.String()
+		return strings.Count(out, "NATS not reachable yet") >= 2, out
+	})
 	e, err := bus.StartEmbedded(bus.EmbeddedConfig{Addr: natsAddr, StoreDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer e.Shutdown()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
+	testenv.EventuallyWithin(t, 15*time.Second, "the judge to become ready after NATS started", func() (bool, string) {
 		resp, err := http.Get("http://" + healthAddr + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				break
-			}
+		if err != nil {
+			return false, err.Error()
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the judge never became ready after NATS started")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK, resp.Status
+	})
 	cancel()
 	if code := <-done; code != 0 {
 		t.Errorf("exit %d after the stop", code)
@@ -134,7 +115,7 @@ func TestServeWaitsForNATS(t *testing.T) {
 		args []string
 		want string
 	}{
-		"no wait":         {[]string{"--server", "nats://" + freeAddr(t), "--connect-wait", "0"}, "no servers available"},
+		"no wait":         {[]string{"--server", "nats://" + testenv.FreeAddr(t), "--connect-wait", "0"}, "no servers available"},
 		"stream replicas": {[]string{"--server", "nats://" + natsAddr, "--stream-replicas", "7"}, "--stream-replicas 7: want 1 to 5"},
 	} {
 		start := time.Now()
@@ -162,7 +143,7 @@ func TestDevWithoutJetStreamSaysWhy(t *testing.T) {
 	}
 	defer ns.Shutdown()
 	start := time.Now()
-	code, _, stderr := run(t, "", "dev", "--server", ns.ClientURL(), "--proxy-addr", freeAddr(t))
+	code, _, stderr := run(t, "", "dev", "--server", ns.ClientURL(), "--proxy-addr", testenv.FreeAddr(t))
 	if code != ExitInvalid || !strings.Contains(stderr, "JetStream") {
 		t.Errorf("exit %d, stderr %q; want %d and a reason naming JetStream", code, stderr, ExitInvalid)
 	}
@@ -196,7 +177,7 @@ func TestRunInterrupted(t *testing.T) {
 // --nats-addr.
 func TestDevServerAndEmbeddedFlagsConflict(t *testing.T) {
 	t.Setenv("DARKLAUNCH_SERVER", "nats://127.0.0.1:1")
-	code, _, stderr := run(t, "", "dev", "--nats-addr", freeAddr(t))
+	code, _, stderr := run(t, "", "dev", "--nats-addr", testenv.FreeAddr(t))
 	if code != ExitInvalid || !strings.Contains(stderr, "DARKLAUNCH_SERVER") || !strings.Contains(stderr, "--nats-addr") {
 		t.Errorf("exit %d, stderr %q; want %d naming DARKLAUNCH_SERVER and --nats-addr", code, stderr, ExitInvalid)
 	}
@@ -208,7 +189,7 @@ func TestServeInterruptedWhileWaitingForNATS(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	time.AfterFunc(1200*time.Millisecond, cancel)
 	var stderr bytes.Buffer
-	code := Run(ctx, []string{"serve", "loadgen", "--server", "nats://" + freeAddr(t), "--connect-wait", "30s"}, strings.NewReader(""), io.Discard, &stderr)
+	code := Run(ctx, []string{"serve", "loadgen", "--server", "nats://" + testenv.FreeAddr(t), "--connect-wait", "30s"}, strings.NewReader(""), io.Discard, &stderr)
 	if code != ExitInvalid || !strings.HasSuffix(strings.TrimSpace(stderr.String()), "darklaunch: interrupted") {
 		t.Errorf("exit %d, stderr %q; want %d ending in \"darklaunch: interrupted\"", code, stderr.String(), ExitInvalid)
 	}

@@ -1,7 +1,9 @@
 package testenv
 
 import (
+	"bytes"
 	"context"
+	"net"
 	"sync"
 	"testing"
 	"time"
@@ -76,4 +78,35 @@ func EventuallyWithin(t testing.TB, within time.Duration, what string, cond func
 func Until(t testing.TB, within time.Duration, what string, cond func() bool) {
 	t.Helper()
 	EventuallyWithin(t, within, what, func() (bool, string) { return cond(), "not yet" })
+}
+
+// FreeAddr is a loopback address nothing listens on now ("127.0.0.1:port"),
+// for a server a test starts later, or not at all.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// Buffer is a bytes.Buffer that a program under test may write while the
+// test reads it (a service's log).
+type Buffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *Buffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *Buffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }

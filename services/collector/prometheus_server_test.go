@@ -13,7 +13,7 @@ import (
 	"github.com/darklaunch/darklaunch/internal/testenv"
 	"github.com/darklaunch/darklaunch/shared/bus"
 	"github.com/darklaunch/darklaunch/shared/experiment"
-	"github.com/darklaunch/darklaunch/shared/promtest"
+	"github.com/darklaunch/darklaunch/internal/testenv/promtest"
 )
 
 // TestPrometheusSourceContract: the prometheus source, with the shipped

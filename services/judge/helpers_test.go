@@ -6,23 +6,22 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/darklaunch/darklaunch/internal/testenv"
 	"github.com/darklaunch/darklaunch/shared/bus"
 	"github.com/darklaunch/darklaunch/shared/experiment"
-	"github.com/darklaunch/darklaunch/shared/natstest"
 )
 
 // env is one test's world: a real nats-server, a connection, JetStream and
 // the state store, as the other services see them.
 type env struct {
 	t     *testing.T
-	srv   *natstest.Server
+	srv   *testenv.NATS
 	nc    *nats.Conn
 	js    jetstream.JetStream
 	store *bus.Store
@@ -31,15 +30,8 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	srv := natstest.Run(t)
-	nc := srv.Conn(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	infra, err := bus.EnsureInfra(ctx, nc, bus.StreamLimits{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &env{t: t, srv: srv, nc: nc, js: infra.JS, store: infra.Store, api: &bus.Client{NC: nc, Timeout: 5 * time.Second}}
+	b := testenv.NewBus(t)
+	return &env{t: t, srv: b.NATS, nc: b.NC, js: b.JS, store: b.Store, api: b.API}
 }
 
 // startJudge runs a judge until the test ends or stop is called; it
@@ -53,34 +45,16 @@ func (e *env) startJudge(cfg Config) (stop func()) {
 // runJudge is startJudge that also returns the running Service.
 func (e *env) runJudge(cfg Config) (*Service, func()) {
 	e.t.Helper()
-	nc := e.srv.Conn(e.t)
 	level := slog.LevelWarn
 	if testing.Verbose() {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	s, err := New(cfg, nc, log)
+	s, err := New(cfg, e.srv.Conn(e.t), log)
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	var once sync.Once
-	stop := func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					e.t.Errorf("Run returned %v, want nil on shutdown", err)
-				}
-			case <-time.After(10 * time.Second):
-				e.t.Error("Run did not return after its context ended")
-			}
-		})
-	}
-	e.t.Cleanup(stop)
+	stop := testenv.Run(e.t, s)
 	e.waitFor("the judge to answer", func() (bool, string) {
 		_, err := e.api.List(context.Background(), "")
 		return err == nil, fmt.Sprint(err)
@@ -91,22 +65,12 @@ func (e *env) runJudge(cfg Config) (*Service, func()) {
 // waitFor polls cond until it holds, failing the test after a deadline.
 func (e *env) waitFor(what string, cond func() (bool, string)) {
 	e.t.Helper()
-	e.waitForWithin(what, 5*time.Second, cond)
+	testenv.Eventually(e.t, what, cond)
 }
 
 func (e *env) waitForWithin(what string, within time.Duration, cond func() (bool, string)) {
 	e.t.Helper()
-	deadline := time.Now().Add(within)
-	last := ""
-	for time.Now().Before(deadline) {
-		ok, state := cond()
-		if ok {
-			return
-		}
-		last = state
-		time.Sleep(10 * time.Millisecond)
-	}
-	e.t.Fatalf("timed out waiting for %s; last: %s", what, last)
+	testenv.EventuallyWithin(e.t, within, what, cond)
 }
 
 // get reads an experiment from the KV bucket, nil when absent.

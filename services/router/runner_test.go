@@ -8,9 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/darklaunch/darklaunch/internal/testenv"
 	"github.com/darklaunch/darklaunch/services/router/routertest"
 	"github.com/darklaunch/darklaunch/shared/experiment"
-	"github.com/darklaunch/darklaunch/shared/natstest"
 )
 
 // runnerBackend is a Runner that notes what the Service calls, in order.
@@ -60,7 +60,7 @@ func (b *runnerBackend) Close(ctx context.Context) error {
 // stopped when it stops and closed after; a Run that fails stops the
 // Service with its error, and the backend is closed all the same.
 func TestServiceRunsARunner(t *testing.T) {
-	ns := natstest.Run(t)
+	ns := testenv.StartNATS(t)
 	for _, fail := range []error{nil, errors.New("listener gone")} {
 		b := &runnerBackend{fail: fail}
 		svc, err := newService(Config{}, ns.Conn(t), nil, b)

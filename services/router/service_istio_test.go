@@ -7,12 +7,12 @@ import (
 
 	"k8s.io/apimachinery/pkg/runtime"
 
+	"github.com/darklaunch/darklaunch/internal/testenv"
 	"github.com/darklaunch/darklaunch/services/router/istio"
 	"github.com/darklaunch/darklaunch/services/router/istio/istiotest"
 	"github.com/darklaunch/darklaunch/services/router/mirroring"
 	"github.com/darklaunch/darklaunch/services/router/routertest"
 	"github.com/darklaunch/darklaunch/shared/experiment"
-	"github.com/darklaunch/darklaunch/shared/natstest"
 )
 
 // istioFixture is an istio backend on a fake cluster holding objs.
@@ -38,7 +38,7 @@ func newIstioFixture(t *testing.T, objs ...runtime.Object) *istioFixture {
 func TestServiceIstio(t *testing.T) {
 	for _, keep := range []bool{false, true} {
 		t.Run(map[bool]string{false: "remove on completion", true: "keep routing"}[keep], func(t *testing.T) {
-			ns := natstest.Run(t)
+			ns := testenv.StartNATS(t)
 			f := newIstioFixture(t, istiotest.KnativeService(t, istiotest.SeedTraffic(), nil))
 			r := startRouter(t, ns, Config{Backend: BackendIstio, KeepRouting: keep}, f.b)
 			ctx := context.Background()
@@ -91,7 +91,7 @@ func TestServiceIstio(t *testing.T) {
 }
 
 func TestServiceIstioReportsForeignVirtualService(t *testing.T) {
-	ns := natstest.Run(t)
+	ns := testenv.StartNATS(t)
 	f := newIstioFixture(t, istiotest.KnativeService(t, istiotest.SeedTraffic(), nil), istiotest.ForeignVirtualService("customdomain-mirroring", nil))
 	r := startRouter(t, ns, Config{Backend: BackendIstio}, f.b)
 	e := istiotest.SeedExperiment(t)

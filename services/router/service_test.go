@@ -16,12 +16,12 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/darklaunch/darklaunch/internal/testenv"
 	"github.com/darklaunch/darklaunch/services/router/mirroring"
 	"github.com/darklaunch/darklaunch/services/router/proxy"
 	"github.com/darklaunch/darklaunch/services/router/routertest"
 	"github.com/darklaunch/darklaunch/shared/bus"
 	"github.com/darklaunch/darklaunch/shared/experiment"
-	"github.com/darklaunch/darklaunch/shared/natstest"
 )
 
 // testRouter is a running Service with its bus.
@@ -35,7 +35,7 @@ type testRouter struct {
 // startRouter runs a Service until the test ends and checks that Run
 // returns nil. With a nil backend the Service builds its own from cfg
 // (the proxy on a free port).
-func startRouter(t *testing.T, ns *natstest.Server, cfg Config, backend Backend) *testRouter {
+func startRouter(t *testing.T, ns *testenv.NATS, cfg Config, backend Backend) *testRouter {
 	t.Helper()
 	nc := ns.Conn(t)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -96,7 +96,7 @@ func setStage(t *testing.T, store *bus.Store, e *experiment.Experiment, stage ex
 }
 
 func TestServiceSetsUpReportsAndTearsDown(t *testing.T) {
-	ns := natstest.Run(t)
+	ns := testenv.StartNATS(t)
 	live := routertest.NewVersion(t, nil)
 	dark := routertest.NewVersion(t, nil)
 	r := startRouter(t, ns, Config{Proxy: proxy.Config{FlushInterval: 50 * time.Millisecond}}, nil)
@@ -137,7 +137,7 @@ func TestServiceSetsUpReportsAndTearsDown(t *testing.T) {
 }
 
 func TestServiceReportsUnreachableDark(t *testing.T) {
-	ns := natstest.Run(t)
+	ns := testenv.StartNATS(t)
 	live := routertest.NewVersion(t, nil)
 	r := startRouter(t, ns, Config{Settings: mirroring.Settings{InitTimeout: time.Second, InitInterval: 100 * time.Millisecond}}, nil)
 	refused := routertest.RefusedURL(t)
@@ -161,7 +161,7 @@ func TestServiceReportsUnreachableDark(t *testing.T) {
 // experiment runs routes it again, without a routing event, and tears it
 // down when the key is deleted.
 func TestServiceRestoresRunningExperiment(t *testing.T) {
-	ns := natstest.Run(t)
+	ns := testenv.StartNATS(t)
 	live := routertest.NewVersion(t, nil)
 	nc := ns.Conn(t)
 	infra := routertest.Infra(t, nc)
@@ -192,7 +192,7 @@ func TestServiceRestoresRunningExperiment(t *testing.T) {
 }
 
 func TestNewRejectsBadConfig(t *testing.T) {
-	ns := natstest.Run(t)
+	ns := testenv.StartNATS(t)
 	nc := ns.Conn(t)
 	for name, cfg := range map[string]Config{
 		"backend": {Backend: "linkerd"},
@@ -209,7 +209,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 // the router stops keeps the HTTP shutdown waiting, but the last flush of
 // everyone else's observations gets a deadline of its own.
 func TestRouterShutdownPublishesLastObservations(t *testing.T) {
-	ns := natstest.Run(t)
+	ns := testenv.StartNATS(t)
 	nc := ns.Conn(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

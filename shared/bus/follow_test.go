@@ -11,9 +11,9 @@ import (
 
 	"github.com/nats-io/nats.go/micro"
 
+	"github.com/darklaunch/darklaunch/internal/testenv"
 	"github.com/darklaunch/darklaunch/shared/bus"
 	"github.com/darklaunch/darklaunch/shared/experiment"
-	"github.com/darklaunch/darklaunch/shared/natstest"
 )
 
 // fakeJudge plays the judge's part in what Client.Follow reads, by hand: the
@@ -28,7 +28,7 @@ type fakeJudge struct {
 
 func newFakeJudge(t *testing.T) *fakeJudge {
 	t.Helper()
-	nc := natstest.Run(t).Conn(t)
+	nc := testenv.StartNATS(t).Conn(t)
 	j := &fakeJudge{t: t, ctx: t.Context(), client: &bus.Client{NC: nc}}
 	var err error
 	if j.infra, err = bus.EnsureInfra(j.ctx, nc, bus.StreamLimits{}); err != nil {

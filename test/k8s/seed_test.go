@@ -26,7 +26,7 @@ import (
 	"github.com/darklaunch/darklaunch/services/router/mirroring"
 	"github.com/darklaunch/darklaunch/shared/bus"
 	"github.com/darklaunch/darklaunch/shared/experiment"
-	"github.com/darklaunch/darklaunch/shared/promtest"
+	"github.com/darklaunch/darklaunch/internal/testenv/promtest"
 	"github.com/darklaunch/darklaunch/shared/service"
 )
 

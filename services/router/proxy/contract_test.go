@@ -7,17 +7,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/darklaunch/darklaunch/internal/testenv"
 	"github.com/darklaunch/darklaunch/services/router/mirroring"
 	"github.com/darklaunch/darklaunch/services/router/routertest"
 	"github.com/darklaunch/darklaunch/shared/experiment"
-	"github.com/darklaunch/darklaunch/shared/natstest"
 )
 
 // TestContract: the proxy passes the suite every router backend passes,
 // against real live and dark servers, publishing on a real NATS. A
 // restarted proxy is a new one: its routes were in the old one's memory.
 func TestContract(t *testing.T) {
-	infra := routertest.Infra(t, natstest.Run(t).Conn(t))
+	infra := routertest.Infra(t, testenv.StartNATS(t).Conn(t))
 	routertest.TestBackend(t, func(t *testing.T) routertest.Harness {
 		live := routertest.NewVersion(t, nil)
 		dark := routertest.NewVersion(t, nil)

@@ -10,10 +10,10 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/darklaunch/darklaunch/internal/testenv"
 	"github.com/darklaunch/darklaunch/services/router/routertest"
 	"github.com/darklaunch/darklaunch/shared/bus"
 	"github.com/darklaunch/darklaunch/shared/experiment"
-	"github.com/darklaunch/darklaunch/shared/natstest"
 	"github.com/darklaunch/darklaunch/shared/sketch"
 )
 
@@ -78,7 +78,7 @@ func (o *obsReader) readUntil(t *testing.T, within time.Duration, done func() bo
 
 func TestProxyPublishesAggregatedObservations(t *testing.T) {
 	ctx := context.Background()
-	infra := routertest.Infra(t, natstest.Run(t).Conn(t))
+	infra := routertest.Infra(t, testenv.StartNATS(t).Conn(t))
 	fail := func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/fail" {
 			w.WriteHeader(500)
@@ -138,7 +138,7 @@ func TestProxyPublishesAggregatedObservations(t *testing.T) {
 }
 
 func TestFlushRetriesWhileNATSIsDown(t *testing.T) {
-	ns := natstest.Run(t)
+	ns := testenv.StartNATS(t)
 	nc := ns.Conn(t)
 	ctx := context.Background()
 	infra := routertest.Infra(t, nc)
@@ -147,7 +147,7 @@ func TestFlushRetriesWhileNATSIsDown(t *testing.T) {
 	p, base := newTestProxy(t, Config{Instance: "retry"}, infra.JS)
 	setup(t, p, routertest.Experiment("retry", "customdomain.com", live.URL, dark.URL, 100, experiment.StageRunning))
 
-	// Stop NATS (natstest's Restart stops and starts at once; here the
+	// Stop NATS (testenv's Restart stops and starts at once; here the
 	// traffic and a failed flush happen in between).
 	addr := ns.Server.Addr().String()
 	ns.Embedded.Shutdown()
@@ -163,7 +163,7 @@ func TestFlushRetriesWhileNATSIsDown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ns.Embedded = e // shut down by natstest's cleanup
+	ns.Embedded = e // shut down by testenv's cleanup
 	routertest.Eventually(t, 10*time.Second, "reconnect", nc.IsConnected)
 
 	obs := newObsReader(t, infra.JS, "default", "retry")

@@ -6,11 +6,9 @@
 package promtest
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"math"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -19,6 +17,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/darklaunch/darklaunch/internal/testenv"
 
 	"github.com/prometheus/client_golang/api"
 	v1 "github.com/prometheus/client_golang/api/prometheus/v1"
@@ -145,8 +145,8 @@ scrape_configs:
 	if err := os.WriteFile(cfgFile, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	addr := freeLoopbackAddr(t)
-	var logs bytes.Buffer
+	addr := testenv.FreeAddr(t)
+	var logs testenv.Buffer
 	cmd := exec.Command(bin,
 		"--config.file="+cfgFile,
 		"--storage.tsdb.path="+filepath.Join(dir, "data"),
@@ -173,8 +173,7 @@ scrape_configs:
 	})
 
 	url := "http://" + addr
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	testenv.EventuallyWithin(t, 20*time.Second, "prometheus to be ready at "+url, func() (bool, string) {
 		select {
 		case err := <-exited:
 			exited <- err // for the cleanup
@@ -182,32 +181,17 @@ scrape_configs:
 		default:
 		}
 		resp, err := http.Get(url + "/-/ready")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				break
-			}
+		if err != nil {
+			return false, err.Error() + "\n" + logs.String()
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("prometheus not ready at %s within 20s (last: %v):\n%s", url, err, logs.String())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK, resp.Status + "\n" + logs.String()
+	})
 	client, err := api.NewClient(api.Config{Address: url})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return &Server{URL: url, API: v1.NewAPI(client)}
-}
-
-func freeLoopbackAddr(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 // lastScrape is the time of the newest sample of the dark version's
