@@ -11,9 +11,9 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/darklaunch/darklaunch/internal/testenv"
+	"github.com/darklaunch/darklaunch/internal/testenv/promtest"
 	"github.com/darklaunch/darklaunch/shared/bus"
 	"github.com/darklaunch/darklaunch/shared/experiment"
-	"github.com/darklaunch/darklaunch/internal/testenv/promtest"
 )
 
 // TestPrometheusSourceContract: the prometheus source, with the shipped

@@ -19,6 +19,7 @@ import (
 
 	"github.com/darklaunch/darklaunch/internal/sampleapp"
 	"github.com/darklaunch/darklaunch/internal/stack"
+	"github.com/darklaunch/darklaunch/internal/testenv/promtest"
 	"github.com/darklaunch/darklaunch/services/collector"
 	"github.com/darklaunch/darklaunch/services/loadgen"
 	"github.com/darklaunch/darklaunch/services/router"
@@ -26,7 +27,6 @@ import (
 	"github.com/darklaunch/darklaunch/services/router/mirroring"
 	"github.com/darklaunch/darklaunch/shared/bus"
 	"github.com/darklaunch/darklaunch/shared/experiment"
-	"github.com/darklaunch/darklaunch/internal/testenv/promtest"
 	"github.com/darklaunch/darklaunch/shared/service"
 )
 
