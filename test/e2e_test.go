@@ -271,7 +271,7 @@ func restartMidway(t *testing.T, service string) {
 		if err := e.st.StopService(service); err != nil {
 			t.Fatalf("stop %s: %v", service, err)
 		}
-		time.Sleep(1500 * time.Millisecond)
+		time.Sleep(1500 * time.Millisecond) // the downtime itself, not a wait for anything
 		if err := e.st.StartService(service); err != nil {
 			t.Fatalf("start %s: %v", service, err)
 		}

@@ -75,11 +75,18 @@ func NewBus(t testing.TB) *Bus {
 	t.Helper()
 	srv := StartNATS(t)
 	nc := srv.Conn(t)
+	return &Bus{Infra: Infra(t, nc), NATS: srv, NC: nc, API: &bus.Client{NC: nc, Timeout: 5 * time.Second}}
+}
+
+// Infra creates darklaunch's streams and bucket through nc, as every
+// service does at start-up, and returns them.
+func Infra(t testing.TB, nc *nats.Conn) *bus.Infra {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	infra, err := bus.EnsureInfra(ctx, nc, bus.StreamLimits{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &Bus{Infra: infra, NATS: srv, NC: nc, API: &bus.Client{NC: nc, Timeout: 5 * time.Second}}
+	return infra
 }

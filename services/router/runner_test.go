@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/darklaunch/darklaunch/internal/testenv"
-	"github.com/darklaunch/darklaunch/services/router/routertest"
 	"github.com/darklaunch/darklaunch/shared/experiment"
 )
 
@@ -71,7 +70,7 @@ func TestServiceRunsARunner(t *testing.T) {
 		done := make(chan error, 1)
 		go func() { done <- svc.Run(ctx) }()
 		if fail == nil {
-			routertest.Eventually(t, 5*time.Second, "the backend to run", func() bool { return len(b.noted()) > 0 })
+			testenv.Until(t, 5*time.Second, "the backend to run", func() bool { return len(b.noted()) > 0 })
 			cancel()
 		}
 		select {

@@ -59,7 +59,7 @@ func TestServiceIstio(t *testing.T) {
 			setStage(t, r.infra.Store, e, experiment.StageRunning)
 			setStage(t, r.infra.Store, e, experiment.StageCompleted)
 			if !keep {
-				routertest.Eventually(t, 10*time.Second, "the VirtualServices to be removed on completion", func() bool { return count() == 0 })
+				testenv.Until(t, 10*time.Second, "the VirtualServices to be removed on completion", func() bool { return count() == 0 })
 				return
 			}
 			// The watch handles changes in order: once a later experiment
@@ -73,16 +73,16 @@ func TestServiceIstio(t *testing.T) {
 			if ev, _ := r.routingEvent(t, other); ev.Routing == nil || !ev.Routing.Ready {
 				t.Fatalf("routing event of the other experiment %+v, want Ready", ev.Routing)
 			}
-			// Nothing to await for an absence: watch a while.
-			for deadline := time.Now().Add(300 * time.Millisecond); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-				if n := count(); n != 4 {
-					t.Fatalf("%d VirtualServices after completion with KeepRouting, want 4 (kept, and the other's)", n)
-				}
+			// A teardown runs in the background: wait for any that was
+			// started, then the completed experiment's must still be there.
+			r.svc.teardowns.Wait()
+			if n := count(); n != 4 {
+				t.Fatalf("%d VirtualServices after completion with KeepRouting, want 4 (kept, and the other's)", n)
 			}
 			if err := r.infra.Store.Delete(ctx, "default", "mirroring", 0); err != nil {
 				t.Fatal(err)
 			}
-			routertest.Eventually(t, 10*time.Second, "the VirtualServices to be removed on deletion", func() bool {
+			testenv.Until(t, 10*time.Second, "the VirtualServices to be removed on deletion", func() bool {
 				vss := f.VirtualServices(t, "default")
 				return len(vss) == 2 && vss["other-mirroring"] != nil && vss["other-routing"] != nil
 			})

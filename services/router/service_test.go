@@ -39,7 +39,7 @@ func startRouter(t *testing.T, ns *testenv.NATS, cfg Config, backend Backend) *t
 	t.Helper()
 	nc := ns.Conn(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	infra := routertest.Infra(t, nc)
+	infra := testenv.Infra(t, nc)
 	if cfg.Proxy.Addr == "" {
 		cfg.Proxy.Addr = "127.0.0.1:0"
 	}
@@ -124,7 +124,7 @@ func TestServiceSetsUpReportsAndTearsDown(t *testing.T) {
 	// The judge's next steps: Running (no new event), then Completed.
 	setStage(t, r.infra.Store, e, experiment.StageRunning)
 	setStage(t, r.infra.Store, e, experiment.StageCompleted)
-	routertest.Eventually(t, 10*time.Second, "the route to be removed", func() bool {
+	testenv.Until(t, 10*time.Second, "the route to be removed", func() bool {
 		return routertest.Send(t, r.url, "customdomain.com", "GET", "/", nil).Status == 404
 	})
 	info, err := r.infra.Events.Info(ctx, jetstream.WithSubjectFilter(bus.EventTypeFilter(bus.EventRouting)))
@@ -164,7 +164,7 @@ func TestServiceRestoresRunningExperiment(t *testing.T) {
 	ns := testenv.StartNATS(t)
 	live := routertest.NewVersion(t, nil)
 	nc := ns.Conn(t)
-	infra := routertest.Infra(t, nc)
+	infra := testenv.Infra(t, nc)
 	// Already running, and its dark version is down right now: live traffic
 	// must be served anyway.
 	e := routertest.Experiment("running", "customdomain.com", live.URL, routertest.RefusedURL(t), 40, experiment.StageRunning)
@@ -175,7 +175,7 @@ func TestServiceRestoresRunningExperiment(t *testing.T) {
 	}
 
 	r := startRouter(t, ns, Config{}, nil)
-	routertest.Eventually(t, 10*time.Second, "the route to be restored", func() bool {
+	testenv.Until(t, 10*time.Second, "the route to be restored", func() bool {
 		return routertest.Send(t, r.url, "customdomain.com", "GET", "/", nil).Status == 200
 	})
 	_, err = r.infra.Events.GetLastMsgForSubject(context.Background(), bus.EventSubject("default", "running", bus.EventRouting))
@@ -186,7 +186,7 @@ func TestServiceRestoresRunningExperiment(t *testing.T) {
 	if err := r.infra.Store.Delete(context.Background(), "default", "running", rev); err != nil {
 		t.Fatal(err)
 	}
-	routertest.Eventually(t, 10*time.Second, "the route to be removed after deletion", func() bool {
+	testenv.Until(t, 10*time.Second, "the route to be removed after deletion", func() bool {
 		return routertest.Send(t, r.url, "customdomain.com", "GET", "/", nil).Status == 404
 	})
 }
@@ -213,7 +213,7 @@ func TestRouterShutdownPublishesLastObservations(t *testing.T) {
 	nc := ns.Conn(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	infra := routertest.Infra(t, nc)
+	infra := testenv.Infra(t, nc)
 	live := routertest.NewVersion(t, func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/slow" {
 			time.Sleep(proxy.ShutdownTimeout + 2*time.Second)
@@ -229,12 +229,12 @@ func TestRouterShutdownPublishesLastObservations(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() { done <- svc.Run(ctx) }()
-	routertest.Eventually(t, 5*time.Second, "the proxy to listen", func() bool { return svc.URL() != "" })
+	testenv.Until(t, 5*time.Second, "the proxy to listen", func() bool { return svc.URL() != "" })
 	e := routertest.Experiment("stop", "customdomain.com", live.URL, dark.URL, 100, experiment.StageInitializing)
 	if _, err := infra.Store.Create(context.Background(), e); err != nil {
 		t.Fatal(err)
 	}
-	routertest.Eventually(t, 10*time.Second, "the route", func() bool {
+	testenv.Until(t, 10*time.Second, "the route", func() bool {
 		return routertest.Send(t, svc.URL(), "customdomain.com", "GET", "/fast", nil).Status == http.StatusOK
 	})
 	for range 3 {
@@ -247,7 +247,7 @@ func TestRouterShutdownPublishesLastObservations(t *testing.T) {
 			resp.Body.Close()
 		}
 	}()
-	routertest.Eventually(t, 5*time.Second, "the slow request to reach live", func() bool {
+	testenv.Until(t, 5*time.Second, "the slow request to reach live", func() bool {
 		return slices.ContainsFunc(live.Requests(), func(r routertest.Request) bool { return r.URI == "/slow" })
 	})
 	cancel()

@@ -2,6 +2,7 @@ package k8s
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/darklaunch/darklaunch/internal/sampleapp"
 	"github.com/darklaunch/darklaunch/internal/stack"
+	"github.com/darklaunch/darklaunch/internal/testenv"
 	"github.com/darklaunch/darklaunch/internal/testenv/promtest"
 	"github.com/darklaunch/darklaunch/services/collector"
 	"github.com/darklaunch/darklaunch/services/loadgen"
@@ -185,18 +187,11 @@ func TestSeedExperimentOnKubernetes(t *testing.T) {
 		t.Errorf("routing status %+v", final.Status.Routing)
 	}
 	// On completion the router removes what it created.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testenv.EventuallyWithin(t, 10*time.Second, "the VirtualServices to be removed after completion", func() (bool, string) {
 		_, e1 := vss.Get(ctx, "customdomain-mirroring", metav1.GetOptions{})
 		_, e2 := vss.Get(ctx, "customdomain-routing", metav1.GetOptions{})
-		if apierrors.IsNotFound(e1) && apierrors.IsNotFound(e2) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("VirtualServices still there after completion: %v, %v", e1, e2)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return apierrors.IsNotFound(e1) && apierrors.IsNotFound(e2), fmt.Sprintf("%v, %v", e1, e2)
+	})
 }
 
 func startApp(t *testing.T, name string) string {

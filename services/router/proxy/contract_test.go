@@ -17,7 +17,7 @@ import (
 // against real live and dark servers, publishing on a real NATS. A
 // restarted proxy is a new one: its routes were in the old one's memory.
 func TestContract(t *testing.T) {
-	infra := routertest.Infra(t, testenv.StartNATS(t).Conn(t))
+	infra := testenv.Infra(t, testenv.StartNATS(t).Conn(t))
 	routertest.TestBackend(t, func(t *testing.T) routertest.Harness {
 		live := routertest.NewVersion(t, nil)
 		dark := routertest.NewVersion(t, nil)

@@ -78,7 +78,7 @@ func (o *obsReader) readUntil(t *testing.T, within time.Duration, done func() bo
 
 func TestProxyPublishesAggregatedObservations(t *testing.T) {
 	ctx := context.Background()
-	infra := routertest.Infra(t, testenv.StartNATS(t).Conn(t))
+	infra := testenv.Infra(t, testenv.StartNATS(t).Conn(t))
 	fail := func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/fail" {
 			w.WriteHeader(500)
@@ -141,7 +141,7 @@ func TestFlushRetriesWhileNATSIsDown(t *testing.T) {
 	ns := testenv.StartNATS(t)
 	nc := ns.Conn(t)
 	ctx := context.Background()
-	infra := routertest.Infra(t, nc)
+	infra := testenv.Infra(t, nc)
 	live := routertest.NewVersion(t, nil)
 	dark := routertest.NewVersion(t, nil)
 	p, base := newTestProxy(t, Config{Instance: "retry"}, infra.JS)
@@ -164,10 +164,10 @@ func TestFlushRetriesWhileNATSIsDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	ns.Embedded = e // shut down by testenv's cleanup
-	routertest.Eventually(t, 10*time.Second, "reconnect", nc.IsConnected)
+	testenv.Until(t, 10*time.Second, "reconnect", nc.IsConnected)
 
 	obs := newObsReader(t, infra.JS, "default", "retry")
-	routertest.Eventually(t, 10*time.Second, "the kept batches to be published", func() bool {
+	testenv.Until(t, 10*time.Second, "the kept batches to be published", func() bool {
 		fctx, cancel := context.WithTimeout(ctx, time.Second)
 		defer cancel()
 		return p.Flush(fctx) == nil

@@ -71,6 +71,9 @@ type Proxy struct {
 	// testHookAcquired, set by tests only, runs between taking a route's
 	// count and checking the route is still routed.
 	testHookAcquired func(*route)
+	// testHookUpgradeEnded, set by tests only, runs when an upgraded
+	// session's handler is done counting it.
+	testHookUpgradeEnded func()
 }
 
 // New returns the proxy backend, listening on cfg.Addr already, so that a

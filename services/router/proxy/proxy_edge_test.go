@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/darklaunch/darklaunch/internal/testenv"
 	"github.com/darklaunch/darklaunch/services/router/routertest"
 )
 
@@ -44,7 +45,7 @@ func TestProxyLiveBodyCutIsAnError(t *testing.T) {
 			resp.Body.Close()
 		}
 	}
-	routertest.Eventually(t, 3*time.Second, "the dark copies to be counted", func() bool { return counter(t, p, e.Key(), "dark", "error") == 5 })
+	testenv.Until(t, 3*time.Second, "the dark copies to be counted", func() bool { return counter(t, p, e.Key(), "dark", "error") == 5 })
 	if got := counter(t, p, e.Key(), "live", "error"); got != 5 {
 		t.Errorf("live{code_class=error} %v, want 5", got)
 	}
@@ -70,7 +71,7 @@ func TestProxyClientCancelNotALiveError(t *testing.T) {
 	if _, err := (&http.Client{Timeout: 100 * time.Millisecond}).Do(req); err == nil {
 		t.Fatal("the client did not time out")
 	}
-	routertest.Eventually(t, 3*time.Second, "the canceled request to be counted", func() bool { return counter(t, p, e.Key(), "live", "canceled") == 1 })
+	testenv.Until(t, 3*time.Second, "the canceled request to be counted", func() bool { return counter(t, p, e.Key(), "live", "canceled") == 1 })
 	if got := counter(t, p, e.Key(), "live", "5xx"); got != 0 {
 		t.Errorf("live{code_class=5xx} %v, want 0", got)
 	}
@@ -98,6 +99,16 @@ func TestProxyUpgradeSessionNotObserved(t *testing.T) {
 	dark := routertest.NewVersion(t, nil)
 	p, base, e := routedProxy(t, Config{MirrorTimeout: 5 * time.Second}, live, dark, "session", "ws.example.com", 100)
 	rt := p.table.Load().byKey[e.Key()]
+	ended := make(chan struct{}, 2) // one per session
+	p.testHookUpgradeEnded = func() { ended <- struct{}{} }
+	handlerReturned := func() {
+		t.Helper()
+		select {
+		case <-ended:
+		case <-time.After(testenv.Within):
+			t.Fatal("the session's handler did not return")
+		}
+	}
 	open := func() net.Conn {
 		t.Helper()
 		conn, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
@@ -117,7 +128,8 @@ func TestProxyUpgradeSessionNotObserved(t *testing.T) {
 
 	// A session that ends while the experiment runs: one 1xx, no observation.
 	end(open())
-	routertest.Eventually(t, 3*time.Second, "the session to be counted", func() bool { return counter(t, p, e.Key(), "live", "1xx") == 1 })
+	handlerReturned()
+	testenv.Until(t, 3*time.Second, "the session to be counted", func() bool { return counter(t, p, e.Key(), "live", "1xx") == 1 })
 	if n, _, _, _ := rt.rec[roleLive].Flush(); n != 0 {
 		t.Errorf("the session was observed as %d live requests, want none", n)
 	}
@@ -136,7 +148,7 @@ func TestProxyUpgradeSessionNotObserved(t *testing.T) {
 		t.Errorf("teardown waited %v for an open session", d)
 	}
 	end(conn)
-	time.Sleep(200 * time.Millisecond) // the session's handler returns
+	handlerReturned()
 	if n := seriesByExperiment(t, p)[e.Key()]; n != 0 {
 		t.Errorf("%d series of the torn-down experiment exported after the session ended", n)
 	}
@@ -157,7 +169,7 @@ func TestProxyTeardownRaceLosesNothing(t *testing.T) {
 			// The teardown removes the route, then waits for the count this
 			// request holds; let it run past that wait on its own.
 			go func() { torn <- p.Teardown(context.Background(), e) }()
-			routertest.Eventually(t, 3*time.Second, "the route to be removed", func() bool { return p.table.Load().byKey[e.Key()] == nil })
+			testenv.Until(t, 3*time.Second, "the route to be removed", func() bool { return p.table.Load().byKey[e.Key()] == nil })
 		})
 	}
 	if r := routertest.Send(t, base, "race.example.com", "GET", "/", nil); r.Status != http.StatusNotFound {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/darklaunch/darklaunch/internal/testenv"
 	"github.com/darklaunch/darklaunch/services/router/routertest"
 	"github.com/darklaunch/darklaunch/shared/experiment"
 )
@@ -115,7 +116,7 @@ func TestProxyLiveResponseUnchangedAndDarkIgnored(t *testing.T) {
 				t.Errorf("live got %s Host %s XFF %q; want %s, customdomain.com, 127.0.0.1", l.URI, l.Host, l.Header.Get("X-Forwarded-For"), c.URI)
 			}
 			// The dark failure is counted for the dark version, not the client.
-			routertest.Eventually(t, 5*time.Second, "the copy's outcome", func() bool {
+			testenv.Until(t, 5*time.Second, "the copy's outcome", func() bool {
 				return counter(t, p, "default/exp", "dark", "5xx")+counter(t, p, "default/exp", "dark", "error") == 1
 			})
 			if got := counter(t, p, "default/exp", "live", "4xx"); got != 1 {
@@ -147,7 +148,7 @@ func TestProxyMirroredShareIsExact(t *testing.T) {
 	// Every copy sent has been answered once none is in flight: a 401st
 	// would have landed by now.
 	rt := p.table.Load().byKey["default/share"]
-	routertest.Eventually(t, 5*time.Second, "the copies in flight to end", func() bool { return rt.active.Load() == 0 })
+	testenv.Until(t, 5*time.Second, "the copies in flight to end", func() bool { return rt.active.Load() == 0 })
 	if got := len(dark.Requests()); got < 399 || got > 401 {
 		t.Errorf("dark received %d copies of %d requests at 40%%, want 400±1", got, n)
 	}
@@ -301,7 +302,7 @@ func TestProxyTeardownRemovesSeries(t *testing.T) {
 	// counted once the copy's response is read.
 	want := 2 + len(dropReasons)
 	var before map[string]int
-	routertest.Eventually(t, 5*time.Second, "both experiments' series", func() bool {
+	testenv.Until(t, 5*time.Second, "both experiments' series", func() bool {
 		before = seriesByExperiment(t, p)
 		return before["default/done"] == want && before["default/other"] == want
 	})

@@ -108,6 +108,9 @@ func (p *Proxy) serveUpgrade(rt *route, w http.ResponseWriter, r *http.Request) 
 			rt.prom.request(roleLive, class)
 		}
 		p.mu.Unlock()
+		if p.testHookUpgradeEnded != nil {
+			p.testHookUpgradeEnded()
+		}
 	}()
 	rt.liveProxy.ServeHTTP(sw, r)
 }

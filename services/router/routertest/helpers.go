@@ -5,20 +5,18 @@
 package routertest
 
 import (
-	"context"
+	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nuid"
 
-	"github.com/darklaunch/darklaunch/shared/bus"
+	"github.com/darklaunch/darklaunch/internal/testenv"
 	"github.com/darklaunch/darklaunch/shared/experiment"
 )
 
@@ -90,9 +88,10 @@ func (v *Version) Requests() []Request {
 // WaitCount waits until v received n requests.
 func (v *Version) WaitCount(t testing.TB, n int, within time.Duration) {
 	t.Helper()
-	if !poll(within, func() bool { return len(v.Requests()) >= n }) {
-		t.Fatalf("%s received %d requests, want %d", v.URL, len(v.Requests()), n)
-	}
+	testenv.EventuallyWithin(t, within, fmt.Sprintf("%d requests at %s", n, v.URL), func() (bool, string) {
+		got := len(v.Requests())
+		return got >= n, fmt.Sprintf("%d requests", got)
+	})
 }
 
 // Client sends the tests' requests: never through an environment proxy,
@@ -129,47 +128,8 @@ func Send(t testing.TB, base, host, method, path string, body io.Reader) Respons
 	return Response{Status: resp.StatusCode, Header: resp.Header, Body: string(b)}
 }
 
-// Eventually polls cond every few milliseconds until it holds or within
-// ends.
-func Eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	if !poll(within, cond) {
-		t.Fatalf("timed out after %s waiting for %s", within, what)
-	}
-}
-
-// poll calls cond every few milliseconds until it holds (true) or within
-// ends (false).
-func poll(within time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	return true
-}
-
 // RefusedURL is a loopback URL nothing listens on: connections are refused.
 func RefusedURL(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return "http://" + addr + "/"
-}
-
-// Infra makes sure of darklaunch's streams and bucket on nc, as every
-// service does at start-up, and returns them.
-func Infra(t testing.TB, nc *nats.Conn) *bus.Infra {
-	t.Helper()
-	infra, err := bus.EnsureInfra(context.Background(), nc, bus.StreamLimits{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return infra
+	return "http://" + testenv.FreeAddr(t) + "/"
 }
