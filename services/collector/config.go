@@ -161,10 +161,4 @@ func (c *Config) Build(d service.Deps) (service.Runner, error) {
 }
 
 // Spec describes the collector to its hosts.
-func Spec() service.Spec {
-	return service.Spec{
-		Name:      Name,
-		Short:     "Publish a metrics snapshot of every version each interval",
-		NewConfig: func() service.Config { return &Config{} },
-	}
-}
+func Spec() service.Spec { return service.SpecOf[Config]("Publish a metrics snapshot of every version each interval") }

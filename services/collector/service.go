@@ -42,15 +42,9 @@ type Service struct {
 // prometheus source's metric definitions, so that a bad URL or metrics file
 // stops the collector at start-up rather than at its first measurement.
 func New(cfg Config, nc *nats.Conn, log *slog.Logger) (*Service, error) {
-	if nc == nil {
-		return nil, errors.New("collector: no NATS connection")
-	}
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	cfg.Default()
-	if err := cfg.Validate(); err != nil {
-		return nil, fmt.Errorf("collector: %w", err)
+	log, err := service.Prepare(Name, &cfg, nc, log)
+	if err != nil {
+		return nil, err
 	}
 	if err := cfg.loadMetrics(); err != nil {
 		return nil, fmt.Errorf("collector: %s source: %w", cfg.Source, err)

@@ -119,10 +119,4 @@ func (c *Config) Build(d service.Deps) (service.Runner, error) {
 }
 
 // Spec describes the judge to its hosts.
-func Spec() service.Spec {
-	return service.Spec{
-		Name:      source,
-		Short:     "Serve the experiments API, keep the state, evaluate objectives, emit the verdict",
-		NewConfig: func() service.Config { return &Config{} },
-	}
-}
+func Spec() service.Spec { return service.SpecOf[Config]("Serve the experiments API, keep the state, evaluate objectives, emit the verdict") }

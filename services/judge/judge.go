@@ -7,7 +7,6 @@ package judge
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -18,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/darklaunch/darklaunch/shared/bus"
+	"github.com/darklaunch/darklaunch/shared/service"
 )
 
 // Service is one judge instance. Several may run on one NATS: API requests
@@ -37,15 +37,9 @@ type Service struct {
 
 // New checks cfg, applies its defaults and returns a judge ready to Run.
 func New(cfg Config, nc *nats.Conn, log *slog.Logger) (*Service, error) {
-	if nc == nil {
-		return nil, errors.New("judge: a NATS connection is required")
-	}
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	cfg.Default()
-	if err := cfg.Validate(); err != nil {
-		return nil, fmt.Errorf("judge: %w", err)
+	log, err := service.Prepare(Name, &cfg, nc, log)
+	if err != nil {
+		return nil, err
 	}
 	prom, err := newPromMetrics(cfg.Registry)
 	if err != nil {

@@ -6,7 +6,6 @@ package loadgen
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 
@@ -32,15 +31,9 @@ type Service struct {
 
 // New checks the configuration and applies its defaults.
 func New(cfg Config, nc *nats.Conn, log *slog.Logger) (*Service, error) {
-	if nc == nil {
-		return nil, errors.New("loadgen: no NATS connection")
-	}
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	cfg.Default()
-	if err := cfg.Validate(); err != nil {
-		return nil, fmt.Errorf("loadgen: %w", err)
+	log, err := service.Prepare(Name, &cfg, nc, log)
+	if err != nil {
+		return nil, err
 	}
 	prom, err := newPromMetrics(cfg.Registry)
 	if err != nil {

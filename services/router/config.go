@@ -100,10 +100,4 @@ func (c *Config) Build(d service.Deps) (service.Runner, error) {
 }
 
 // Spec describes the router to its hosts.
-func Spec() service.Spec {
-	return service.Spec{
-		Name:      Source,
-		Short:     "Set up mirroring for experiments (local mirroring proxy)",
-		NewConfig: func() service.Config { return &Config{} },
-	}
-}
+func Spec() service.Spec { return service.SpecOf[Config]("Set up mirroring for experiments (local mirroring proxy)") }

@@ -22,10 +22,10 @@ func TestConfigValidatesTheBackendInUse(t *testing.T) {
 	}{
 		{"proxy ignores istio's", Config{Istio: badIstio}, nil},
 		{"istio ignores the proxy's", Config{Backend: BackendIstio, Proxy: badProxy}, nil},
-		{"proxy", Config{Proxy: badProxy}, []string{"router config Proxy.MirrorInflight=-1: must not be negative"}},
-		{"istio", Config{Backend: BackendIstio, Istio: badIstio}, []string{"router config Istio.Gateways=a/b/c"}},
+		{"proxy", Config{Proxy: badProxy}, []string{"config Proxy.MirrorInflight=-1: must not be negative"}},
+		{"istio", Config{Backend: BackendIstio, Istio: badIstio}, []string{"config Istio.Gateways=a/b/c"}},
 		{"shared and the backend's", Config{Settings: mirroring.Settings{DefaultPercent: 150}, Proxy: badProxy},
-			[]string{"router config DefaultPercent=150: must be greater than 0 and at most 100", "Proxy.MirrorInflight"}},
+			[]string{"config DefaultPercent=150: must be greater than 0 and at most 100", "Proxy.MirrorInflight"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := tc.cfg

@@ -56,17 +56,11 @@ func New(cfg Config, nc *nats.Conn, log *slog.Logger) (*Service, error) {
 // newService is New with the backend given (tests: an Istio on fake
 // clients), or built from cfg when nil.
 func newService(cfg Config, nc *nats.Conn, log *slog.Logger, backend Backend) (*Service, error) {
-	if nc == nil {
-		return nil, errors.New("router: no NATS connection")
-	}
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	log = log.With("service", Source)
-	cfg.Default()
-	if err := cfg.Validate(); err != nil {
+	log, err := service.Prepare(Name, &cfg, nc, log)
+	if err != nil {
 		return nil, err
 	}
+	log = log.With("service", Source)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, fmt.Errorf("router: %w", err)

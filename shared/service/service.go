@@ -107,3 +107,33 @@ func Exit(ctx context.Context, name string, err error) error {
 	}
 	return fmt.Errorf("%s: %w", name, err)
 }
+
+// Prepare is how every service's New begins: a connection is required, a
+// nil logger discards, and cfg gets its defaults and is validated. It
+// returns the logger to use; its errors name the service.
+func Prepare(name string, cfg Config, nc *nats.Conn, log *slog.Logger) (*slog.Logger, error) {
+	if nc == nil {
+		return nil, fmt.Errorf("%s: no NATS connection", name)
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	cfg.Default()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return log, nil
+}
+
+// SpecOf describes the service whose configuration type is C (its Config
+// with pointer methods), under the line `darklaunch serve --help` shows.
+func SpecOf[C any, P interface {
+	*C
+	Config
+}](short string) Spec {
+	return Spec{
+		Name:      P(new(C)).Service(),
+		Short:     short,
+		NewConfig: func() Config { return P(new(C)) },
+	}
+}

@@ -3,7 +3,11 @@ package service
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
+
+	"github.com/darklaunch/darklaunch/internal/testenv"
+	"github.com/spf13/pflag"
 )
 
 func TestExit(t *testing.T) {
@@ -24,4 +28,54 @@ func canceled() context.Context {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	return ctx
+}
+
+// cfg is a service configuration of the convention, for the tests.
+type cfg struct {
+	Rate      int
+	defaulted bool
+}
+
+func (c *cfg) Default() {
+	c.defaulted = true
+	if c.Rate == 0 {
+		c.Rate = 2
+	}
+}
+
+func (c *cfg) Validate() error {
+	if c.Rate < 0 {
+		return errors.New("rate must not be negative")
+	}
+	return nil
+}
+
+func (*cfg) AddFlags(*pflag.FlagSet)    {}
+func (*cfg) Build(Deps) (Runner, error) { return nil, nil }
+func (*cfg) Service() string            { return "pacer" }
+
+func TestPrepare(t *testing.T) {
+	nc := testenv.StartNATS(t).Conn(t)
+	c := &cfg{}
+	log, err := Prepare("pacer", c, nc, nil)
+	if err != nil || log == nil || !c.defaulted || c.Rate != 2 {
+		t.Fatalf("Prepare = %v, %v; config %+v; want a logger and the defaults applied", log, err, c)
+	}
+	if _, err := Prepare("pacer", &cfg{Rate: -1}, nc, nil); err == nil || err.Error() != "pacer: rate must not be negative" {
+		t.Errorf("invalid config: %v, want the problem under the service's name", err)
+	}
+	if _, err := Prepare("pacer", &cfg{}, nil, nil); err == nil || !strings.Contains(err.Error(), "pacer: no NATS connection") {
+		t.Errorf("no connection: %v", err)
+	}
+}
+
+func TestSpecOf(t *testing.T) {
+	s := SpecOf[cfg]("Pace things")
+	a, b := s.NewConfig(), s.NewConfig()
+	if s.Name != "pacer" || s.Short != "Pace things" || a == b {
+		t.Errorf("spec %+v: want the config's name, the line, and a fresh config each time", s)
+	}
+	if _, ok := a.(*cfg); !ok {
+		t.Errorf("NewConfig made a %T", a)
+	}
 }

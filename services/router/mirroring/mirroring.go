@@ -93,7 +93,7 @@ func (s Settings) Validate() error {
 // reports it: the field, as it is reached from router.Config (section
 // "Proxy." or "Istio." for a backend's own), its value and why.
 func Problem(section, field string, v any, why string) error {
-	return fmt.Errorf("router config %s%s=%v: %s", section, field, v, why)
+	return fmt.Errorf("config %s%s=%v: %s", section, field, v, why)
 }
 
 // AddFlags binds the flags of `darklaunch serve router` that set s.
