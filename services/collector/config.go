@@ -161,4 +161,6 @@ func (c *Config) Build(d service.Deps) (service.Runner, error) {
 }
 
 // Spec describes the collector to its hosts.
-func Spec() service.Spec { return service.SpecOf[Config]("Publish a metrics snapshot of every version each interval") }
+func Spec() service.Spec {
+	return service.SpecOf[Config]("Publish a metrics snapshot of every version each interval")
+}

@@ -119,4 +119,6 @@ func (c *Config) Build(d service.Deps) (service.Runner, error) {
 }
 
 // Spec describes the judge to its hosts.
-func Spec() service.Spec { return service.SpecOf[Config]("Serve the experiments API, keep the state, evaluate objectives, emit the verdict") }
+func Spec() service.Spec {
+	return service.SpecOf[Config]("Serve the experiments API, keep the state, evaluate objectives, emit the verdict")
+}

@@ -125,7 +125,9 @@ func (c *Config) Build(d service.Deps) (service.Runner, error) {
 }
 
 // Spec describes loadgen to its hosts.
-func Spec() service.Spec { return service.SpecOf[Config]("Send open-loop traffic to running experiments") }
+func Spec() service.Spec {
+	return service.SpecOf[Config]("Send open-loop traffic to running experiments")
+}
 
 // plan is the traffic of one experiment: the configuration with spec.load
 // applied.

@@ -100,4 +100,6 @@ func (c *Config) Build(d service.Deps) (service.Runner, error) {
 }
 
 // Spec describes the router to its hosts.
-func Spec() service.Spec { return service.SpecOf[Config]("Set up mirroring for experiments (local mirroring proxy)") }
+func Spec() service.Spec {
+	return service.SpecOf[Config]("Set up mirroring for experiments (local mirroring proxy)")
+}
