@@ -15,8 +15,10 @@ type Runner interface {
 	Run(ctx context.Context) error
 }
 
-// StopWithin bounds how long a stopped service may take to return.
-const StopWithin = 10 * time.Second
+// StopWithin bounds how long a stopped service may take to return: the
+// router's proxy may take 5s to shut its HTTP server down and 5s more for
+// its last flush.
+const StopWithin = 15 * time.Second
 
 // Run runs r until the test ends or stop is called, whichever comes first,
 // and fails the test if Run returns an error, returns before it is stopped,

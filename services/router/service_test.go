@@ -38,7 +38,6 @@ type testRouter struct {
 func startRouter(t *testing.T, ns *testenv.NATS, cfg Config, backend Backend) *testRouter {
 	t.Helper()
 	nc := ns.Conn(t)
-	ctx, cancel := context.WithCancel(context.Background())
 	infra := testenv.Infra(t, nc)
 	if cfg.Proxy.Addr == "" {
 		cfg.Proxy.Addr = "127.0.0.1:0"
@@ -48,19 +47,7 @@ func startRouter(t *testing.T, ns *testenv.NATS, cfg Config, backend Backend) *t
 	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run returned %v, want nil on shutdown", err)
-			}
-		case <-time.After(15 * time.Second):
-			t.Error("Run did not return after its context ended")
-		}
-	})
+	testenv.Run(t, svc)
 	return &testRouter{svc: svc, infra: infra, nc: nc, url: svc.URL()}
 }
 
