@@ -377,7 +377,7 @@ func TestDefaults(t *testing.T) {
 }
 
 // checkRBAC asserts the router's RBAC is exactly one Role and RoleBinding per namespace in
-// namespaces, with exactly the rules it needs (the calls of services/router/istio_api.go and
+// namespaces, with exactly the rules it needs (the calls of services/router/istio/api.go and
 // knative.go: no watch, no patch, only get on Knative Services), bound to the router's
 // ServiceAccount only; and that nothing is cluster-wide.
 func checkRBAC(t *testing.T, objs []object, namespaces []string) {
