@@ -18,6 +18,7 @@ import (
 
 	"github.com/darklaunch/darklaunch/services"
 	"github.com/darklaunch/darklaunch/shared/bus"
+	"github.com/darklaunch/darklaunch/shared/retry"
 	"github.com/darklaunch/darklaunch/shared/service"
 )
 
@@ -103,21 +104,19 @@ func serve(ctx context.Context, g *globals, so *serveOptions, name string, cfg s
 // service that exits at once only gets restarted with a growing back-off.
 func connectWithin(ctx context.Context, g *globals, name string, wait time.Duration, log *slog.Logger) (*nats.Conn, error) {
 	deadline := time.Now().Add(wait)
-	for {
+	var last error
+	// A Within of zero would mean forever: --connect-wait 0 is one try.
+	nc, err := retry.Value(ctx, retry.Policy{First: time.Second, Max: time.Second, Within: max(wait, time.Nanosecond)}, func(context.Context) (*nats.Conn, error) {
 		nc, err := g.connect(name, log)
-		if err == nil {
-			return nc, nil
-		}
-		if !time.Now().Add(time.Second).Before(deadline) {
-			return nil, err
-		}
+		last = err
+		return nc, err
+	}, func(err error, _ time.Duration) {
 		log.Warn("NATS not reachable yet; trying again", "err", err, "giveUpIn", time.Until(deadline).Round(time.Second))
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("%w while waiting for NATS (last: %v)", context.Cause(ctx), err)
-		case <-time.After(time.Second):
-		}
+	})
+	if err != nil && ctx.Err() != nil {
+		return nil, fmt.Errorf("%w while waiting for NATS (last: %v)", context.Cause(ctx), last)
 	}
+	return nc, err
 }
 
 // serveHealth serves the probes and the metrics: /healthz says the process

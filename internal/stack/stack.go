@@ -23,6 +23,7 @@ import (
 	"github.com/darklaunch/darklaunch/internal/sampleapp"
 	"github.com/darklaunch/darklaunch/services"
 	"github.com/darklaunch/darklaunch/shared/bus"
+	"github.com/darklaunch/darklaunch/shared/retry"
 	"github.com/darklaunch/darklaunch/shared/service"
 )
 
@@ -181,27 +182,26 @@ func (s *Stack) waitForAPI(ctx context.Context) error {
 	s.mu.Lock()
 	judge := s.running[services.Judge]
 	s.mu.Unlock()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		_, err := nc.Request("$SRV.PING."+bus.ServiceName, nil, 500*time.Millisecond)
-		if err == nil {
-			return nil
-		}
+	errStopped := errors.New("the judge stopped")
+	err = retry.Do(ctx, retry.Policy{First: 20 * time.Millisecond, Max: 20 * time.Millisecond, Within: 15 * time.Second}, func(context.Context) error {
 		select {
-		case <-ctx.Done():
-			return fmt.Errorf("interrupted while starting: %w", context.Cause(ctx))
 		case <-judge.exited:
-			if ctx.Err() != nil { // stopped because we are
-				return fmt.Errorf("interrupted while starting: %w", context.Cause(ctx))
-			}
-			// Its own error says why (no JetStream, say), not the PING's.
-			return fmt.Errorf("the judge stopped while starting: %w", cmp.Or(judge.err, errors.New("it returned")))
-		case <-time.After(20 * time.Millisecond):
+			return retry.Permanent(errStopped)
+		default:
 		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("the judge did not start answering within 15s: %w", err)
-		}
+		_, err := nc.Request("$SRV.PING."+bus.ServiceName, nil, 500*time.Millisecond)
+		return err
+	}, nil)
+	switch {
+	case err == nil:
+		return nil
+	case ctx.Err() != nil: // stopped because we are
+		return fmt.Errorf("interrupted while starting: %w", context.Cause(ctx))
+	case errors.Is(err, errStopped):
+		// Its own error says why (no JetStream, say), not the PING's.
+		return fmt.Errorf("the judge stopped while starting: %w", cmp.Or(judge.err, errors.New("it returned")))
 	}
+	return fmt.Errorf("the judge did not start answering within 15s: %w", err)
 }
 
 func (s *Stack) version(url string, cfg sampleapp.Config, name string) (string, *sampleapp.App, error) {
@@ -272,19 +272,19 @@ func (s *Stack) StartService(name string) error {
 	if dup {
 		return fmt.Errorf("%s is already running", name)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	r, err := retry.Value(s.ctx, retry.Policy{First: 50 * time.Millisecond, Max: 50 * time.Millisecond, Within: 5 * time.Second}, func(context.Context) (*running, error) {
 		r, err := s.build(name)
 		var op *net.OpError
-		if err == nil {
-			s.run(name, r)
-			return nil
+		if err != nil && (!errors.As(err, &op) || op.Op != "listen") {
+			return nil, retry.Permanent(err)
 		}
-		if !errors.As(err, &op) || op.Op != "listen" || time.Now().After(deadline) {
-			return err
-		}
-		time.Sleep(50 * time.Millisecond)
+		return r, err
+	}, nil)
+	if err != nil {
+		return err
 	}
+	s.run(name, r)
+	return nil
 }
 
 // build makes one service on a NATS connection of its own, as if it were

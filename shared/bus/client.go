@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/darklaunch/darklaunch/shared/experiment"
+	"github.com/darklaunch/darklaunch/shared/retry"
 )
 
 // Client is a client of the experiments API (create, get, list, delete) and
@@ -65,18 +66,13 @@ func (c *Client) call(ctx context.Context, subject string, payload []byte, out a
 	m.Header.Set(HeaderAccept, ContentTypeMsgpack)
 	// A judge that is (re)starting has no responder for a moment: retry
 	// briefly before telling the user none is running.
-	var reply *nats.Msg
-	var err error
-	for wait := 50 * time.Millisecond; ; wait *= 2 {
-		reply, err = c.NC.RequestMsgWithContext(ctx, m)
-		if !errors.Is(err, nats.ErrNoResponders) || wait > 2*time.Second {
-			break
+	reply, err := retry.Value(ctx, retry.Policy{First: 50 * time.Millisecond, Max: 1600 * time.Millisecond, Within: 3200 * time.Millisecond}, func(ctx context.Context) (*nats.Msg, error) {
+		reply, err := c.NC.RequestMsgWithContext(ctx, m)
+		if err != nil && !errors.Is(err, nats.ErrNoResponders) {
+			return nil, retry.Permanent(err)
 		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(wait):
-		}
-	}
+		return reply, err
+	}, nil)
 	if errors.Is(err, nats.ErrNoResponders) {
 		return fmt.Errorf("no judge answers on %s: is the judge running? (darklaunch serve judge)", subject)
 	}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/darklaunch/darklaunch/shared/retry"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -112,7 +113,7 @@ func EnsureInfra(ctx context.Context, nc *nats.Conn, lim StreamLimits) (*Infra, 
 	infra.JS = js
 	// A JetStream API call can race a server that is still starting (or
 	// restarting): retry for a little while before giving up.
-	err = retry(ctx, 10*time.Second, func(ctx context.Context) error {
+	err = retryJS(ctx, 10*time.Second, func(ctx context.Context) error {
 		var err error
 		infra.Events, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 			Name:        StreamEvents,
@@ -158,34 +159,30 @@ func EnsureInfra(ctx context.Context, nc *nats.Conn, lim StreamLimits) (*Infra, 
 	return &infra, nil
 }
 
-func retry(ctx context.Context, total time.Duration, fn func(context.Context) error) error {
-	deadline := time.Now().Add(total)
-	wait := 100 * time.Millisecond
-	for {
-		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err := fn(cctx)
-		cancel()
-		if err == nil || ctx.Err() != nil {
-			return err
+// retryJS retries a JetStream API call for up to total, each attempt
+// within 5s, and says so when JetStream is missing. It returns the last
+// attempt's error, even when ctx ended meanwhile: that says more than the
+// context's.
+func retryJS(ctx context.Context, total time.Duration, fn func(context.Context) error) error {
+	var last error
+	err := retry.Do(ctx, retry.Policy{First: 100 * time.Millisecond, Max: time.Second, Within: total, Attempt: 5 * time.Second}, func(ctx context.Context) error {
+		last = fn(ctx)
+		if errors.Is(last, jetstream.ErrJetStreamNotEnabled) || errors.Is(last, jetstream.ErrJetStreamNotEnabledForAccount) {
+			return retry.Permanent(fmt.Errorf("%w (darklaunch needs JetStream: start nats-server with -js)", last))
 		}
-		if time.Now().After(deadline) {
-			if errors.Is(err, nats.ErrNoResponders) {
-				// Nothing serves the JetStream API: most likely a server
-				// started without it, not one still starting.
-				return fmt.Errorf("%w (no JetStream API answered for %s: darklaunch needs JetStream, start nats-server with -js)", err, total)
-			}
-			return err
-		}
-		if errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) {
-			return fmt.Errorf("%w (darklaunch needs JetStream: start nats-server with -js)", err)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(wait):
-		}
-		wait = min(wait*2, time.Second)
+		return last
+	}, nil)
+	switch {
+	case err == nil:
+		return nil
+	case ctx.Err() != nil && last != nil:
+		return last
+	case errors.Is(err, nats.ErrNoResponders):
+		// Nothing serves the JetStream API: most likely a server started
+		// without it, not one still starting.
+		return fmt.Errorf("%w (no JetStream API answered for %s: darklaunch needs JetStream, start nats-server with -js)", err, total)
 	}
+	return err
 }
 
 // Publish publishes ev on the events stream with the given Nats-Msg-Id, so a
@@ -200,7 +197,7 @@ func Publish(ctx context.Context, js jetstream.JetStream, ev *Event, msgID strin
 	if msgID != "" {
 		opts = append(opts, jetstream.WithMsgID(msgID))
 	}
-	return retry(ctx, 30*time.Second, func(ctx context.Context) error {
+	return retryJS(ctx, 30*time.Second, func(ctx context.Context) error {
 		_, err := js.PublishMsg(ctx, m, opts...)
 		return err
 	})

@@ -7,8 +7,8 @@ import (
 	"maps"
 	"slices"
 	"strings"
-	"time"
 
+	"github.com/darklaunch/darklaunch/shared/retry"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -62,32 +62,32 @@ func (b *Istio) waitKnative(ctx context.Context, t *target) (string, error) {
 	wctx, cancel := context.WithTimeout(ctx, b.set.InitTimeout)
 	defer cancel()
 	var last error
-	for {
+	live, err := retry.Value(wctx, retry.Policy{First: b.set.InitInterval, Max: b.set.InitInterval}, func(wctx context.Context) (string, error) {
 		live, err := b.checkKnative(wctx, t)
-		if err == nil {
-			return live, nil
-		}
-		if ctx.Err() != nil {
-			return "", ctx.Err()
-		}
 		var perm *permanentError
-		if errors.As(err, &perm) {
-			return "", err
-		}
-		if wctx.Err() == nil || last == nil {
+		switch {
+		case err == nil:
+			return live, nil
+		case ctx.Err() != nil:
+			return "", retry.Permanent(ctx.Err())
+		case errors.As(err, &perm):
+			return "", retry.Permanent(err)
+		case wctx.Err() == nil || last == nil:
 			// Keep the cause over the deadline that cut the last read
 			// short, unless there is nothing else.
 			last = err
 		}
-		select {
-		case <-wctx.Done():
-			if ctx.Err() != nil {
-				return "", ctx.Err()
-			}
-			return "", fmt.Errorf("%w (still so after %s)", last, b.set.InitTimeout)
-		case <-time.After(b.set.InitInterval):
-		}
+		return "", err
+	}, nil)
+	switch {
+	case err == nil:
+		return live, nil
+	case ctx.Err() != nil:
+		return "", ctx.Err()
+	case wctx.Err() != nil:
+		return "", fmt.Errorf("%w (still so after %s)", last, b.set.InitTimeout)
 	}
+	return "", err
 }
 
 // checkKnative reads the target's Knative Service once and returns the live

@@ -8,7 +8,8 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"time"
+
+	"github.com/darklaunch/darklaunch/shared/retry"
 )
 
 // initCheck is Iter8's init task done locally: before anything is routed,
@@ -54,10 +55,10 @@ func (p *Proxy) initCheck(ctx context.Context, spec routeSpec) error {
 // until ctx ends.
 func (p *Proxy) waitAnswer(ctx context.Context, client *http.Client, role string, u *url.URL, host string) error {
 	var last error
-	for {
+	err := retry.Do(ctx, retry.Policy{First: p.set.InitInterval, Max: p.set.InitInterval}, func(ctx context.Context) error {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 		if err != nil {
-			return fmt.Errorf("%s version %s: %w", role, u, err)
+			return retry.Permanent(fmt.Errorf("%s version %s: %w", role, u, err))
 		}
 		req.Host = host
 		resp, err := client.Do(req)
@@ -75,10 +76,10 @@ func (p *Proxy) waitAnswer(ctx context.Context, client *http.Client, role string
 		if errors.As(last, &ue) {
 			last = ue.Err
 		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%s version %s did not answer within %s: %w", role, u, p.set.InitTimeout, last)
-		case <-time.After(p.set.InitInterval):
-		}
+		return err
+	}, nil)
+	if err != nil && ctx.Err() != nil {
+		return fmt.Errorf("%s version %s did not answer within %s: %w", role, u, p.set.InitTimeout, last)
 	}
+	return err
 }
