@@ -65,11 +65,13 @@ func newServeCmd(g *globals) *cobra.Command {
 // serve connects, builds the service, serves health and metrics, and runs
 // the service until ctx ends.
 func serve(ctx context.Context, g *globals, so *serveOptions, name string, cfg service.Config) error {
-	log, err := g.logger(slog.LevelInfo)
+	base, err := g.logger(slog.LevelInfo)
 	if err != nil {
 		return err
 	}
-	log = log.With("service", name)
+	// The service adds its own name to its logs; serve's own lines and the
+	// connection's carry it too.
+	log := base.With("service", name)
 	if so.streamReplicas < 1 || so.streamReplicas > 5 {
 		return withCode(ExitInvalid, fmt.Errorf("--stream-replicas %d: want 1 to 5 (JetStream's limit)", so.streamReplicas))
 	}
@@ -80,7 +82,7 @@ func serve(ctx context.Context, g *globals, so *serveOptions, name string, cfg s
 	defer nc.Close()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	svc, err := cfg.Build(service.Deps{NC: nc, Log: log, Registry: reg, Streams: so.streams(), Version: Version})
+	svc, err := cfg.Build(service.Deps{NC: nc, Log: base, Registry: reg, Streams: so.streams(), Version: Version})
 	if err != nil {
 		return withCode(ExitInvalid, err)
 	}

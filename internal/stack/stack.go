@@ -298,7 +298,7 @@ func (s *Stack) build(name string) (*running, error) {
 	if err != nil {
 		return nil, err
 	}
-	svc, err := cfg.Build(service.Deps{NC: nc, Log: s.log.With("service", name), Local: s.local})
+	svc, err := cfg.Build(service.Deps{NC: nc, Log: s.log, Local: s.local}) // each service names itself in its logs
 	if err != nil {
 		nc.Close()
 		return nil, err

@@ -48,7 +48,7 @@ func New(cfg Config, nc *nats.Conn, log *slog.Logger) (*Service, error) {
 	return &Service{
 		cfg:     cfg,
 		nc:      nc,
-		log:     log.With("service", "judge", "instance", cfg.Instance),
+		log:     log.With("service", Name, "instance", cfg.Instance),
 		prom:    prom,
 		retries: retryBudget{max: cfg.MaxDeliveries, failures: map[uint64]int{}},
 	}, nil
