@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -116,7 +117,7 @@ func connectWithin(ctx context.Context, g *globals, name string, wait time.Durat
 		log.Warn("NATS not reachable yet; trying again", "err", err, "giveUpIn", time.Until(deadline).Round(time.Second))
 	})
 	if err != nil && ctx.Err() != nil {
-		return nil, fmt.Errorf("%w while waiting for NATS (last: %v)", context.Cause(ctx), last)
+		return nil, fmt.Errorf("%w while waiting for NATS (last: %v)", context.Cause(ctx), cmp.Or(last, err))
 	}
 	return nc, err
 }

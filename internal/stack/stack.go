@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -71,6 +70,8 @@ type Stack struct {
 
 	ctx   context.Context
 	local *service.Local
+	// starting serializes StartService.
+	starting sync.Mutex
 	// configs are the services' configurations, by name.
 	configs map[string]service.Config
 	cancel  context.CancelFunc
@@ -103,15 +104,17 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 		}
 		s.configs[c.Service()] = c
 	}
-	var specs []service.Spec
 	for _, name := range cfg.Run {
-		spec, ok := services.Lookup(name)
-		if !ok {
+		if _, ok := services.Lookup(name); !ok {
 			return nil, fmt.Errorf("unknown service %q (want one of %s)", name, strings.Join(services.Names(), ", "))
 		}
-		specs = append(specs, spec)
-		if s.configs[name] == nil {
-			s.configs[name] = spec.NewConfig()
+	}
+	// In the registry's order, whatever Run's: the router is built before
+	// loadgen, which sends its traffic to the router's proxy.
+	var specs []service.Spec
+	for _, spec := range services.All() {
+		if slices.Contains(cfg.Run, spec.Name) {
+			specs = append(specs, spec)
 		}
 	}
 	s.ctx, s.cancel = context.WithCancel(ctx)
@@ -266,6 +269,9 @@ func (s *Stack) connect(name string) (*nats.Conn, error) {
 // A router serves where the stopped one did, so loadgen's URL stays right;
 // its port may take a moment to be free again.
 func (s *Stack) StartService(name string) error {
+	// One start at a time: two starts of one service must not both run it.
+	s.starting.Lock()
+	defer s.starting.Unlock()
 	s.mu.Lock()
 	_, dup := s.running[name]
 	s.mu.Unlock()
@@ -292,7 +298,12 @@ func (s *Stack) StartService(name string) error {
 func (s *Stack) build(name string) (*running, error) {
 	cfg, ok := s.configs[name]
 	if !ok {
-		return nil, fmt.Errorf("unknown service %q (want one of %s)", name, strings.Join(services.Names(), ", "))
+		spec, ok := services.Lookup(name)
+		if !ok {
+			return nil, fmt.Errorf("unknown service %q (want one of %s)", name, strings.Join(services.Names(), ", "))
+		}
+		cfg = spec.NewConfig()
+		s.configs[name] = cfg
 	}
 	nc, err := s.connect("darklaunch-" + name)
 	if err != nil {
@@ -304,12 +315,9 @@ func (s *Stack) build(name string) (*running, error) {
 		return nil, err
 	}
 	if ep, ok := svc.(service.Endpoint); ok && ep.URL() != "" && s.ProxyURL == "" {
+		// From now on a router built again serves here (Local.ProxyURL).
 		s.ProxyURL = ep.URL()
 		s.local.ProxyURL = s.ProxyURL
-		// A restarted router binds the same address, not a new free port.
-		if u, err := url.Parse(s.ProxyURL); err == nil {
-			s.local.ProxyAddr = u.Host
-		}
 	}
 	return &running{nc: nc, svc: svc}, nil
 }

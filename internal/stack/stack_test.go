@@ -9,7 +9,11 @@ import (
 
 	"github.com/darklaunch/darklaunch/services"
 	"github.com/darklaunch/darklaunch/services/loadgen"
+	"github.com/darklaunch/darklaunch/services/router"
+	"github.com/darklaunch/darklaunch/services/router/proxy"
 	"github.com/darklaunch/darklaunch/shared/service"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 func TestStartRefusesUnknownServices(t *testing.T) {
@@ -88,3 +92,61 @@ func TestRestartedRouterServesWhereItDid(t *testing.T) {
 type fakeConfig struct{ service.Config }
 
 func (*fakeConfig) Service() string { return "scheduler" }
+
+// TestWiringWhateverTheOrder: loadgen targets the router's proxy whatever
+// the order of Run, a router with its own ephemeral address serves where
+// it did after a restart, a service left out of Run can still be started,
+// two starts of one service do not both run it, and a registry given in a
+// service's configuration is the one it uses.
+func TestWiringWhateverTheOrder(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	st, err := Start(context.Background(), Config{
+		StoreDir: t.TempDir(),
+		Run:      []string{services.Loadgen, services.Router},
+		Services: []service.Config{&router.Config{Proxy: proxy.Config{Addr: "127.0.0.1:0"}, Registry: reg}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	st.mu.Lock()
+	lg := st.running[services.Loadgen].svc.(*loadgen.Service)
+	st.mu.Unlock()
+	if got := lg.Config().URL; got != st.ProxyURL || got == "" {
+		t.Errorf("loadgen targets %q, the proxy is at %q", got, st.ProxyURL)
+	}
+	if n, err := testutil.GatherAndCount(reg, "darklaunch_proxy_routes"); err != nil || n != 1 {
+		t.Errorf("the router's registry has %d darklaunch_proxy_routes (err %v), want the given registry used", n, err)
+	}
+
+	before := st.ProxyURL
+	if err := st.StopService(services.Router); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.StartService(services.Router); err != nil {
+		t.Fatal(err)
+	}
+	st.mu.Lock()
+	after := st.running[services.Router].svc.(service.Endpoint).URL()
+	st.mu.Unlock()
+	if after != before {
+		t.Errorf("the restarted router serves at %s, loadgen at %s", after, before)
+	}
+
+	errs := make(chan error, 2)
+	for range 2 {
+		go func() { errs <- st.StartService(services.Collector) }()
+	}
+	var failed int
+	for range 2 {
+		if err := <-errs; err != nil {
+			if !strings.Contains(err.Error(), "already running") {
+				t.Errorf("second start: %v", err)
+			}
+			failed++
+		}
+	}
+	if failed != 1 {
+		t.Errorf("%d of two concurrent starts of the collector failed, want exactly one (and it left out of Run at first)", failed)
+	}
+}

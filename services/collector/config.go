@@ -156,7 +156,7 @@ func (c *Config) Service() string { return Name }
 // stream limits.
 func (c *Config) Build(d service.Deps) (service.Runner, error) {
 	cfg := *c
-	cfg.Registry, cfg.Streams = d.Registry, d.Streams
+	d.Fill(&cfg.Registry, &cfg.Streams)
 	return New(cfg, d.NC, d.Log)
 }
 

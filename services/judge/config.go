@@ -113,7 +113,7 @@ func (c *Config) Service() string { return source }
 // limits and darklaunch's version (shown by `nats micro ls`).
 func (c *Config) Build(d service.Deps) (service.Runner, error) {
 	cfg := *c
-	cfg.Registry, cfg.Streams = d.Registry, d.Streams
+	d.Fill(&cfg.Registry, &cfg.Streams)
 	cfg.Version = cmp.Or(cfg.Version, d.Version)
 	return New(cfg, d.NC, d.Log)
 }

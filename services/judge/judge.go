@@ -58,11 +58,8 @@ func New(cfg Config, nc *nats.Conn, log *slog.Logger) (*Service, error) {
 // ends; it returns nil on a clean shutdown.
 func (s *Service) Run(ctx context.Context) error {
 	infra, err := bus.EnsureInfra(ctx, s.nc, s.cfg.Streams)
-	if ctx.Err() != nil {
-		return nil // stopped while starting
-	}
 	if err != nil {
-		return fmt.Errorf("judge: %w", err)
+		return service.Exit(ctx, Name, err)
 	}
 	s.js, s.events, s.store = infra.JS, infra.Events, infra.Store
 

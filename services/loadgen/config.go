@@ -117,7 +117,7 @@ func (c *Config) Service() string { return Name }
 // mirroring proxy unless URL says otherwise.
 func (c *Config) Build(d service.Deps) (service.Runner, error) {
 	cfg := *c
-	cfg.Registry, cfg.Streams = d.Registry, d.Streams
+	d.Fill(&cfg.Registry, &cfg.Streams)
 	if cfg.URL == "" && d.Local != nil {
 		cfg.URL = d.Local.ProxyURL
 	}

@@ -3,6 +3,7 @@ package router
 import (
 	"cmp"
 	"errors"
+	"net/url"
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -90,11 +91,16 @@ func (c *Config) Service() string { return Source }
 // address come from the stack where the configuration leaves them empty.
 func (c *Config) Build(d service.Deps) (service.Runner, error) {
 	cfg := *c
-	cfg.Registry, cfg.Streams = d.Registry, d.Streams
+	d.Fill(&cfg.Registry, &cfg.Streams)
 	if l := d.Local; l != nil {
 		cfg.DefaultLiveURL = cmp.Or(cfg.DefaultLiveURL, l.LiveURL)
 		cfg.DefaultDarkURL = cmp.Or(cfg.DefaultDarkURL, l.DarkURL)
 		cfg.Proxy.Addr = cmp.Or(cfg.Proxy.Addr, l.ProxyAddr)
+		if u, err := url.Parse(l.ProxyURL); err == nil && u.Host != "" {
+			// A router built again serves where the first one did, so that
+			// loadgen's target stays right.
+			cfg.Proxy.Addr = u.Host
+		}
 	}
 	return New(cfg, d.NC, d.Log)
 }

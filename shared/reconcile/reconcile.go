@@ -70,25 +70,23 @@ type Config struct {
 	// Retry is how a failing task is tried again. Default: retry's zero
 	// Policy (100ms doubling to 30s, until the run ends).
 	Retry retry.Policy
-	// Rewatch is how a broken watch (a NATS restart, say) is started again.
-	// Default every second.
-	Rewatch retry.Policy
 }
+
+// rewatch is how a broken watch (a NATS restart, say) is started again:
+// every second, however long the watch had run.
+var rewatch = retry.Policy{First: time.Second, Max: time.Second}
 
 // Run reconciles until ctx ends, then waits for every task to return.
 func Run(ctx context.Context, cfg Config, r Reconciler) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	if cfg.Rewatch == (retry.Policy{}) {
-		cfg.Rewatch = retry.Policy{First: time.Second, Max: time.Second}
-	}
 	l := &loop{cfg: cfg, r: r, workers: newWorkers(ctx), seen: map[string]*experiment.Experiment{}}
 	defer l.workers.wait()
 	// The new watch delivers every current value again: the reconciler
 	// converges from scratch, which it must be able to (see the package
 	// comment).
-	_ = retry.Do(ctx, cfg.Rewatch, func(ctx context.Context) error {
+	_ = retry.Do(ctx, rewatch, func(ctx context.Context) error {
 		err := cfg.Store.Watch(ctx, func(c bus.Change) { l.change(ctx, c) })
 		if err == nil && ctx.Err() == nil {
 			err = errors.New("kv watch ended")
@@ -136,7 +134,7 @@ func (l *loop) retrying(e *experiment.Experiment, task Task) func(context.Contex
 	log := l.cfg.Log.With("experiment", e.Key(), "uid", e.Metadata.UID)
 	return func(ctx context.Context) {
 		_ = retry.Do(ctx, l.cfg.Retry, func(ctx context.Context) error { return task(ctx) }, func(err error, wait time.Duration) {
-			log.Warn(err.Error()+"; retrying", "retryIn", wait)
+			log.Error("task failed; retrying", "err", err, "retryIn", wait)
 		})
 	}
 }

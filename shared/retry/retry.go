@@ -7,7 +7,6 @@ package retry
 
 import (
 	"context"
-	"errors"
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
@@ -109,10 +108,4 @@ func Permanent(err error) error {
 		return nil
 	}
 	return backoff.Permanent(err)
-}
-
-// IsPermanent reports whether err was made with Permanent.
-func IsPermanent(err error) bool {
-	var p *backoff.PermanentError
-	return errors.As(err, &p)
 }

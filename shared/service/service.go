@@ -65,6 +65,19 @@ type Deps struct {
 	Local *Local
 }
 
+// Fill gives a configuration's Registry and Streams the host's, where the
+// host has them: under `darklaunch serve` the served registry and the
+// --stream-replicas limits; in the embedded stack, none, so what the
+// caller configured stays.
+func (d Deps) Fill(reg **prometheus.Registry, streams *bus.StreamLimits) {
+	if d.Registry != nil {
+		*reg = d.Registry
+	}
+	if d.Streams != (bus.StreamLimits{}) {
+		*streams = d.Streams
+	}
+}
+
 // Local is how the embedded stack wires its services together: where the
 // versions are and where the mirroring proxy listens. A service takes from
 // it what its own configuration leaves empty.
@@ -75,8 +88,9 @@ type Local struct {
 	// ProxyAddr is where a local mirroring proxy is to listen
 	// ("127.0.0.1:0": a free port).
 	ProxyAddr string
-	// ProxyURL is where it does listen, once the router is built; loadgen
-	// sends its traffic there.
+	// ProxyURL is where it does listen, once the router is built: loadgen
+	// sends its traffic there, and a router built again (restarted) listens
+	// there too, whatever its own configuration says.
 	ProxyURL string
 }
 

@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/darklaunch/darklaunch/internal/testenv"
+	"github.com/darklaunch/darklaunch/shared/bus"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/pflag"
 )
 
@@ -77,5 +79,18 @@ func TestSpecOf(t *testing.T) {
 	}
 	if _, ok := a.(*cfg); !ok {
 		t.Errorf("NewConfig made a %T", a)
+	}
+}
+
+func TestDepsFillKeepsWhatTheHostLacks(t *testing.T) {
+	mine, hosts := prometheus.NewRegistry(), prometheus.NewRegistry()
+	reg, streams := mine, bus.StreamLimits{Replicas: 3}
+	Deps{}.Fill(&reg, &streams)
+	if reg != mine || streams.Replicas != 3 {
+		t.Errorf("a host with nothing replaced the configuration's: %p %+v", reg, streams)
+	}
+	Deps{Registry: hosts, Streams: bus.StreamLimits{Replicas: 5}}.Fill(&reg, &streams)
+	if reg != hosts || streams.Replicas != 5 {
+		t.Errorf("the host's registry and limits were not taken: %p %+v", reg, streams)
 	}
 }

@@ -1,6 +1,7 @@
 package istio
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -85,7 +86,7 @@ func (b *Istio) waitKnative(ctx context.Context, t *target) (string, error) {
 	case ctx.Err() != nil:
 		return "", ctx.Err()
 	case wctx.Err() != nil:
-		return "", fmt.Errorf("%w (still so after %s)", last, b.set.InitTimeout)
+		return "", fmt.Errorf("%w (still so after %s)", cmp.Or(last, err), b.set.InitTimeout)
 	}
 	return "", err
 }

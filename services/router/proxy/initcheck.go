@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -79,7 +80,7 @@ func (p *Proxy) waitAnswer(ctx context.Context, client *http.Client, role string
 		return err
 	}, nil)
 	if err != nil && ctx.Err() != nil {
-		return fmt.Errorf("%s version %s did not answer within %s: %w", role, u, p.set.InitTimeout, last)
+		return fmt.Errorf("%s version %s did not answer within %s: %w", role, u, p.set.InitTimeout, cmp.Or(last, err))
 	}
 	return err
 }
