@@ -44,7 +44,11 @@ func newWatchCmd(g *globals) *cobra.Command {
 				// With OnEvent, Follow goes on to the last event: the
 				// verdict, completed, loadgen's final report.
 				opts.OnEvent = func(ev *bus.Event) {
-					b, _ := bus.Marshal(bus.ContentTypeJSON, ev)
+					b, err := bus.Marshal(bus.ContentTypeJSON, ev)
+					if err != nil {
+						fmt.Fprintf(g.stderr, "darklaunch: %s event not printable as JSON: %v\n", ev.Type, err)
+						return
+					}
 					fmt.Fprintf(g.stdout, "%s\n", b)
 				}
 			} else {

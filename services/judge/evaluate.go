@@ -2,6 +2,7 @@ package judge
 
 import (
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 
@@ -76,7 +77,15 @@ func lookup(values map[string]*float64, errs map[string]string, metric string) (
 	if !present {
 		p, present = values[name]
 	}
-	if p != nil {
+	switch {
+	case p != nil && math.IsNaN(*p):
+		// The bus decoder already makes such values unavailable
+		// (DecodeEvent); Evaluate does not rely on it: a NaN compares false
+		// with every limit and would pass.
+		return 0, "NaN"
+	case p != nil && math.IsInf(*p, 0):
+		return 0, strconv.FormatFloat(*p, 'f', -1, 64)
+	case p != nil:
 		return *p, ""
 	}
 	if why := errs[metric]; why != "" {

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 
 	"sigs.k8s.io/yaml"
@@ -187,6 +188,19 @@ func TestFormatPair(t *testing.T) {
 		a, b := formatPair(c.v, c.l)
 		if a != c.wantV || b != c.wantL {
 			t.Errorf("formatPair(%v, %v) = %s, %s; want %s, %s", c.v, c.l, a, b, c.wantV, c.wantL)
+		}
+	}
+}
+
+// TestEvaluateNonFiniteIsUnavailable: Evaluate does not rely on the bus
+// decoder: a NaN or an infinity given to it directly is unavailable, never
+// a value that passes every limit.
+func TestEvaluateNonFiniteIsUnavailable(t *testing.T) {
+	limit := experiment.Objective{Metric: experiment.MetricMeanLatency, UpperLimit: experiment.NewLimit("50")}
+	for _, v := range []float64{math.NaN(), math.Inf(1), math.Inf(-1)} {
+		r := Evaluate([]experiment.Objective{limit}, map[string]*float64{experiment.MetricMeanLatency: &v}, nil)[0]
+		if r.Satisfied || r.Value != nil || !strings.HasPrefix(r.Reason, "unavailable: ") {
+			t.Errorf("%v: %+v, want unsatisfied and unavailable", v, r)
 		}
 	}
 }

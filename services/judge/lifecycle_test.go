@@ -92,8 +92,11 @@ func TestLifecycleCases(t *testing.T) {
 
 func runLifecycle(t *testing.T, c *lifecycleCase) {
 	lim := Limits{InitTimeout: DefaultInitTimeout, MetricsTimeout: DefaultMetricsTimeout}
-	for s, d := range map[string]*time.Duration{c.Limits.InitTimeout: &lim.InitTimeout, c.Limits.MetricsTimeout: &lim.MetricsTimeout} {
-		if s != "" {
+	for _, l := range []struct {
+		s string
+		d *time.Duration
+	}{{c.Limits.InitTimeout, &lim.InitTimeout}, {c.Limits.MetricsTimeout, &lim.MetricsTimeout}} {
+		if s, d := l.s, l.d; s != "" {
 			var err error
 			if *d, err = time.ParseDuration(s); err != nil {
 				t.Fatal(err)

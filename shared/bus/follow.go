@@ -144,8 +144,16 @@ func (c *Client) Follow(ctx context.Context, e *experiment.Experiment, opts Foll
 				if final != nil {
 					drain = time.After(opts.QuietAfterEnd)
 				}
-			case EventLoad, EventMetrics:
-				continue // they do not change the stored state
+			default:
+				if final != nil {
+					// Still replaying towards the end: the wait for the
+					// last event counts from the latest one, however slow
+					// OnEvent is.
+					drain = time.After(opts.FinalEventWait)
+				}
+				if ev.Type == EventLoad || ev.Type == EventMetrics {
+					continue // they do not change the stored state
+				}
 			}
 		}
 		if final != nil {
@@ -187,12 +195,12 @@ func (c *Client) events(ctx context.Context, ref Ref, e *experiment.Experiment) 
 	}
 	evs := make(chan *Event, 64)
 	cc, err := cons.Consume(func(m jetstream.Msg) {
-		var ev Event
-		if Unmarshal(m.Headers().Get(HeaderContentType), m.Data(), &ev) != nil || ev.UID != e.Metadata.UID {
+		ev, err := DecodeEvent(m.Headers().Get(HeaderContentType), m.Data())
+		if err != nil || ev.UID != e.Metadata.UID {
 			return
 		}
 		select {
-		case evs <- &ev:
+		case evs <- ev:
 		case <-ctx.Done():
 		}
 	})

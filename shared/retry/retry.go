@@ -20,9 +20,9 @@ type Policy struct {
 	First time.Duration
 	// Max caps the wait. Default 30s.
 	Max time.Duration
-	// Within bounds the whole: when the next attempt would start later than
-	// Within after the first one, the last error is returned. Zero: until
-	// the context ends.
+	// Within bounds the whole: attempts go on until Within after the
+	// first, the last wait cut short to end there, and then the last error
+	// is returned. Zero: until the context ends.
 	Within time.Duration
 	// Attempt bounds each attempt by a context of its own. Zero: each
 	// attempt gets the caller's context.
@@ -75,13 +75,19 @@ func Do(ctx context.Context, p Policy, fn func(ctx context.Context) error, notif
 // Value is Do for a function that returns a value with its error.
 func Value[T any](ctx context.Context, p Policy, fn func(ctx context.Context) (T, error), notify Notify) (T, error) {
 	p = p.withDefaults()
-	b := &backoff.ExponentialBackOff{
+	var b backoff.BackOff = &backoff.ExponentialBackOff{
 		InitialInterval: p.First,
 		Multiplier:      2,
 		MaxInterval:     p.Max,
 		// No jitter: one process's loops do not thunder together, and a
 		// fixed schedule keeps the services' logs and tests predictable.
 		RandomizationFactor: 0,
+	}
+	if p.Within > 0 {
+		// backoff's own MaxElapsedTime gives up when the next wait would
+		// pass it, a whole wait early when attempts take time; a last
+		// attempt at the deadline is worth more.
+		b = &until{BackOff: b, deadline: time.Now().Add(p.Within)}
 	}
 	op := func() (T, error) {
 		if err := ctx.Err(); err != nil {
@@ -95,11 +101,25 @@ func Value[T any](ctx context.Context, p Policy, fn func(ctx context.Context) (T
 		defer cancel()
 		return fn(actx)
 	}
-	opts := []backoff.RetryOption{backoff.WithBackOff(b), backoff.WithMaxElapsedTime(p.Within)}
+	opts := []backoff.RetryOption{backoff.WithBackOff(b), backoff.WithMaxElapsedTime(0)}
 	if notify != nil {
 		opts = append(opts, backoff.WithNotify(backoff.Notify(notify)))
 	}
 	return backoff.Retry(ctx, op, opts...)
+}
+
+// until cuts a backoff's waits short at a deadline, and stops there.
+type until struct {
+	backoff.BackOff
+	deadline time.Time
+}
+
+func (u *until) NextBackOff() time.Duration {
+	left := time.Until(u.deadline)
+	if left <= 0 {
+		return backoff.Stop
+	}
+	return min(u.BackOff.NextBackOff(), left)
 }
 
 // Permanent marks err as not worth retrying: Do returns it at once.

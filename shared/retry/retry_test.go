@@ -124,3 +124,27 @@ func TestAttemptGetsItsOwnDeadline(t *testing.T) {
 		}
 	}
 }
+
+// TestWithinTriesUntilTheDeadline: attempts that take time still get a
+// last try at the deadline, the wait before it cut short, instead of Do
+// giving up a whole wait early (what backoff's MaxElapsedTime does).
+func TestWithinTriesUntilTheDeadline(t *testing.T) {
+	const within = 100 * time.Millisecond
+	start := time.Now()
+	var lastStart, lastEnd time.Duration
+	err := Do(context.Background(), Policy{First: 50 * time.Millisecond, Max: 50 * time.Millisecond, Within: within}, func(context.Context) error {
+		lastStart = time.Since(start)
+		time.Sleep(20 * time.Millisecond)
+		lastEnd = time.Since(start)
+		return errFlaky
+	}, nil)
+	if !errors.Is(err, errFlaky) {
+		t.Fatalf("Do = %v, want the last error", err)
+	}
+	if lastStart < within-25*time.Millisecond && lastEnd < within {
+		t.Errorf("the last attempt ran %v–%v into a %v budget: Do gave up with time left", lastStart, lastEnd, within)
+	}
+	if d := time.Since(start); d > 5*within {
+		t.Errorf("Do took %v for a %v budget", d, within)
+	}
+}
