@@ -377,3 +377,28 @@ func TestFollowStops(t *testing.T) {
 		}
 	})
 }
+
+// TestFollowSlowReaderGetsTheWholeReplay: replaying a finished experiment
+// to a reader slower than FinalEventWait in all (watch --events into a slow
+// pipe) still reaches the completed event: the wait for the end counts from
+// the latest event.
+func TestFollowSlowReaderGetsTheWholeReplay(t *testing.T) {
+	j := newFakeJudge(t)
+	e := j.create("slow")
+	for range 12 {
+		e = j.iterate(e)
+	}
+	e = j.store(e, complete)
+	j.publish(e, bus.EventCompleted)
+	var types []string
+	opts := bus.FollowOptions{FinalEventWait: 300 * time.Millisecond, QuietAfterEnd: 50 * time.Millisecond, OnEvent: func(ev *bus.Event) {
+		time.Sleep(50 * time.Millisecond) // 14 events: 700 ms in all
+		types = append(types, ev.Type)
+	}}
+	if _, err := j.client.Follow(t.Context(), e, opts); err != nil {
+		t.Fatal(err)
+	}
+	if len(types) != 14 || types[len(types)-1] != bus.EventCompleted {
+		t.Errorf("the slow reader got %d events %v, want created, 12 iterations and completed", len(types), types)
+	}
+}
