@@ -42,16 +42,12 @@ type Service struct {
 // prometheus source's metric definitions, so that a bad URL or metrics file
 // stops the collector at start-up rather than at its first measurement.
 func New(cfg Config, nc *nats.Conn, log *slog.Logger) (*Service, error) {
-	log, err := service.Prepare(Name, &cfg, nc, log)
+	log, prom, err := service.PrepareWith(Name, &cfg, nc, log, func() (*promMetrics, error) { return newPromMetrics(cfg.Registry, cfg.Source) })
 	if err != nil {
 		return nil, err
 	}
 	if err := cfg.loadMetrics(); err != nil {
 		return nil, fmt.Errorf("collector: %s source: %w", cfg.Source, err)
-	}
-	prom, err := newPromMetrics(cfg.Registry, cfg.Source)
-	if err != nil {
-		return nil, fmt.Errorf("collector: metrics: %w", err)
 	}
 	return &Service{
 		cfg:       cfg,

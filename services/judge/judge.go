@@ -37,13 +37,9 @@ type Service struct {
 
 // New checks cfg, applies its defaults and returns a judge ready to Run.
 func New(cfg Config, nc *nats.Conn, log *slog.Logger) (*Service, error) {
-	log, err := service.Prepare(Name, &cfg, nc, log)
+	log, prom, err := service.PrepareWith(Name, &cfg, nc, log, func() (*promMetrics, error) { return newPromMetrics(cfg.Registry) })
 	if err != nil {
 		return nil, err
-	}
-	prom, err := newPromMetrics(cfg.Registry)
-	if err != nil {
-		return nil, fmt.Errorf("judge: metrics: %w", err)
 	}
 	return &Service{
 		cfg:     cfg,

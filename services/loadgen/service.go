@@ -6,7 +6,6 @@ package loadgen
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 
 	"github.com/nats-io/nats.go"
@@ -31,13 +30,9 @@ type Service struct {
 
 // New checks the configuration and applies its defaults.
 func New(cfg Config, nc *nats.Conn, log *slog.Logger) (*Service, error) {
-	log, err := service.Prepare(Name, &cfg, nc, log)
+	log, prom, err := service.PrepareWith(Name, &cfg, nc, log, func() (*promMetrics, error) { return newPromMetrics(cfg.Registry) })
 	if err != nil {
 		return nil, err
-	}
-	prom, err := newPromMetrics(cfg.Registry)
-	if err != nil {
-		return nil, fmt.Errorf("loadgen: metrics: %w", err)
 	}
 	return &Service{cfg: cfg, nc: nc, log: log.With("service", Name, "instance", cfg.Instance), prom: prom}, nil
 }

@@ -57,15 +57,10 @@ func TestParseSeedVerbatim(t *testing.T) {
 }
 
 func TestDefaultsFollowIter8(t *testing.T) {
-	doc := `apiVersion: iter8.tools/v2alpha1
-kind: Experiment
-metadata: {name: x}
-spec:
-  target: app
-  strategy: {testingPattern: Conformance}
+	doc := minimalDoc(`
   criteria:
     objectives: [{metric: error-rate, upperLimit: 100m}]
-`
+`)
 	e, err := experiment.Parse([]byte(doc))
 	if err != nil {
 		t.Fatal(err)
@@ -159,15 +154,10 @@ func TestDecodeErrors(t *testing.T) {
 }
 
 func TestSeconds(t *testing.T) {
-	doc := `apiVersion: iter8.tools/v2alpha1
-kind: Experiment
-metadata: {name: x}
-spec:
-  target: app
-  strategy: {testingPattern: Conformance}
+	doc := minimalDoc(`
   criteria: {objectives: [{metric: error-rate, upperLimit: 1}]}
   load: {delay: 1.5, duration: 1m, timeout: "2"}
-`
+`)
 	e, err := experiment.Parse([]byte(doc))
 	if err != nil {
 		t.Fatal(err)
@@ -195,4 +185,15 @@ func TestLimitFloat64IsNearest(t *testing.T) {
 	if got := experiment.NewLimit("100m").Float64(); got != 0.1 {
 		t.Errorf("100m reads as %v", got)
 	}
+}
+
+// minimalDoc is the smallest valid experiment, named x, with more of its
+// spec (indented two spaces) after the strategy.
+func minimalDoc(spec string) string {
+	return `apiVersion: iter8.tools/v2alpha1
+kind: Experiment
+metadata: {name: x}
+spec:
+  target: app
+  strategy: {testingPattern: Conformance}` + spec
 }

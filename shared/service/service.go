@@ -139,6 +139,20 @@ func Prepare(name string, cfg Config, nc *nats.Conn, log *slog.Logger) (*slog.Lo
 	return log, nil
 }
 
+// PrepareWith is Prepare, then the service's own Prometheus metrics, made
+// by newMetrics once cfg has its defaults (its registry among them).
+func PrepareWith[M any](name string, cfg Config, nc *nats.Conn, log *slog.Logger, newMetrics func() (M, error)) (*slog.Logger, M, error) {
+	var m M
+	log, err := Prepare(name, cfg, nc, log)
+	if err != nil {
+		return nil, m, err
+	}
+	if m, err = newMetrics(); err != nil {
+		return nil, m, fmt.Errorf("%s: metrics: %w", name, err)
+	}
+	return log, m, nil
+}
+
 // SpecOf describes the service whose configuration type is C (its Config
 // with pointer methods), under the line `darklaunch serve --help` shows.
 func SpecOf[C any, P interface {

@@ -94,3 +94,20 @@ func TestDepsFillKeepsWhatTheHostLacks(t *testing.T) {
 		t.Errorf("the host's registry and limits were not taken: %p %+v", reg, streams)
 	}
 }
+
+func TestPrepareWithMakesMetricsAfterTheDefaults(t *testing.T) {
+	nc := testenv.StartNATS(t).Conn(t)
+	c := &cfg{}
+	_, rate, err := PrepareWith("pacer", c, nc, nil, func() (int, error) { return c.Rate, nil })
+	if err != nil || rate != 2 {
+		t.Errorf("PrepareWith = %d, %v; want the metrics made from the defaulted config (2)", rate, err)
+	}
+	boom := errors.New("duplicate descriptor")
+	if _, _, err := PrepareWith("pacer", &cfg{}, nc, nil, func() (int, error) { return 0, boom }); !errors.Is(err, boom) || !strings.HasPrefix(err.Error(), "pacer: metrics: ") {
+		t.Errorf("failing metrics: %v", err)
+	}
+	called := false
+	if _, _, err := PrepareWith("pacer", &cfg{Rate: -1}, nc, nil, func() (int, error) { called = true; return 0, nil }); err == nil || called {
+		t.Errorf("an invalid config: err %v, metrics made: %v; want an error before any metrics", err, called)
+	}
+}
