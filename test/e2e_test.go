@@ -49,17 +49,20 @@ func logger(t *testing.T) *slog.Logger {
 // iteration's end for the last of them.
 func start(t *testing.T, live, dark sampleapp.Config) *env {
 	t.Helper()
+	return startStack(t, stack.Config{StoreDir: t.TempDir(), Live: live, Dark: dark})
+}
+
+// startStack is start with the stack's configuration given: the services
+// are tuned as start says.
+func startStack(t *testing.T, cfg stack.Config) *env {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	st, err := stack.Start(ctx, stack.Config{
-		StoreDir: t.TempDir(),
-		Live:     live,
-		Dark:     dark,
-		Services: []service.Config{
-			&router.Config{Proxy: proxy.Config{FlushInterval: 200 * time.Millisecond}, Settings: mirroring.Settings{InitTimeout: 5 * time.Second, InitInterval: 100 * time.Millisecond}},
-			&collector.Config{Grace: 600 * time.Millisecond},
-		},
-		Log: logger(t),
-	})
+	cfg.Services = []service.Config{
+		&router.Config{Proxy: proxy.Config{FlushInterval: 200 * time.Millisecond}, Settings: mirroring.Settings{InitTimeout: 5 * time.Second, InitInterval: 100 * time.Millisecond}},
+		&collector.Config{Grace: 600 * time.Millisecond},
+	}
+	cfg.Log = logger(t)
+	st, err := stack.Start(ctx, cfg)
 	if err != nil {
 		cancel()
 		t.Fatal(err)

@@ -483,6 +483,31 @@ func TestNATSExistingSecrets(t *testing.T) {
 	}
 }
 
+// TestNATSTLS: the TLS Secret is mounted read-only and its files passed
+// as --tls-ca, --tls-cert and --tls-key to every service; a CA alone gives
+// --tls-ca only; a certificate without its key is refused.
+func TestNATSTLS(t *testing.T) {
+	objs := mustTemplate(t, "--set", "nats.url=tls://nats.default:4222", "--set", "nats.tls.existingSecret=nats-client-tls")
+	for _, svc := range services {
+		d := one(t, objs, "Deployment", prefix+svc)
+		wantFlag(t, d, "tls-ca", "/etc/darklaunch/nats-tls/ca.crt")
+		wantFlag(t, d, "tls-cert", "/etc/darklaunch/nats-tls/tls.crt")
+		wantFlag(t, d, "tls-key", "/etc/darklaunch/nats-tls/tls.key")
+		if got := get(container(t, d), "volumeMounts"); !reflect.DeepEqual(got, []any{map[string]any{"name": "nats-tls", "mountPath": "/etc/darklaunch/nats-tls", "readOnly": true}}) {
+			t.Errorf("%s: volumeMounts %v", d.name(), got)
+		}
+		if got := str(d, "spec", "template", "spec", "volumes", 0, "secret", "secretName"); got != "nats-client-tls" {
+			t.Errorf("%s: TLS volume from Secret %q", d.name(), got)
+		}
+	}
+	caOnly := mustTemplate(t, "--set", "nats.url=tls://nats.default:4222", "--set", "nats.tls.existingSecret=ca", "--set", "nats.tls.cert=", "--set", "nats.tls.key=")
+	d := one(t, caOnly, "Deployment", prefix+"judge")
+	wantFlag(t, d, "tls-ca", "/etc/darklaunch/nats-tls/ca.crt")
+	noFlag(t, d, "tls-cert")
+	noFlag(t, d, "tls-key")
+	noFlag(t, one(t, mustTemplate(t, "--set", "nats.url="+natsURL), "Deployment", prefix+"judge"), "tls-ca")
+}
+
 // checkNATSSecrets: the creds file is mounted read-only from credsSecret and passed as --creds;
 // the token comes from tokenSecret in the environment, never in the arguments.
 func checkNATSSecrets(t *testing.T, d object, credsSecret, tokenSecret string) {
@@ -577,6 +602,7 @@ func TestInvalidValues(t *testing.T) {
 		"no namespaces":      {[]string{"--set", "nats.url=" + natsURL, "--set", "router.namespaces=null"}, "router.namespaces is empty"},
 		"bad duration":       {[]string{"--set", "nats.url=" + natsURL, "--set", "router.initTimeout=soon"}, "initTimeout"},
 		"two creds sources":  {[]string{"--set", "nats.url=" + natsURL, "--set", "nats.credentials.existingSecret=a", "--set", "nats.credentials.content=b"}, "not both"},
+		"tls cert, no key":   {[]string{"--set", "nats.url=" + natsURL, "--set", "nats.tls.existingSecret=a", "--set", "nats.tls.key="}, "needs both cert and key"},
 		"two token sources":  {[]string{"--set", "nats.url=" + natsURL, "--set", "nats.token.existingSecret=a", "--set", "nats.token.value=b"}, "not both"},
 		"two metric sources": {[]string{"--set", "nats.url=" + natsURL, "--set", "metrics.existingConfigMap=a", "--set", "metrics.custom=b"}, "not both"},
 		"rate not a number":  {[]string{"--set", "nats.url=" + natsURL, "--set", "loadgen.rate=abc"}, "rate"},

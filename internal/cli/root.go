@@ -59,6 +59,9 @@ type globals struct {
 	server    string
 	creds     string
 	token     string
+	tlsCA     string
+	tlsCert   string
+	tlsKey    string
 	logLevel  string
 	logFormat string
 
@@ -91,6 +94,9 @@ Start here:  darklaunch run examples/mirroring/experiment.yaml`,
 	pf.StringVarP(&g.server, "server", "s", "", "NATS server URL (env DARKLAUNCH_SERVER; default "+nats.DefaultURL+"; run: embedded)")
 	pf.StringVar(&g.creds, "creds", "", "NATS credentials file (env DARKLAUNCH_CREDS)")
 	pf.StringVar(&g.token, "token", "", "NATS token (env DARKLAUNCH_TOKEN)")
+	pf.StringVar(&g.tlsCA, "tls-ca", "", "PEM file of the CA that signed the NATS server's certificate (env DARKLAUNCH_TLS_CA; default: the system's)")
+	pf.StringVar(&g.tlsCert, "tls-cert", "", "PEM file of this client's certificate, for a NATS server that verifies clients (env DARKLAUNCH_TLS_CERT)")
+	pf.StringVar(&g.tlsKey, "tls-key", "", "PEM file of the key of --tls-cert (env DARKLAUNCH_TLS_KEY)")
 	pf.StringVar(&g.logLevel, "log-level", "", "log level: debug, info, warn, error (env DARKLAUNCH_LOG_LEVEL)")
 	pf.StringVar(&g.logFormat, "log-format", "text", "log format: text or json (env DARKLAUNCH_LOG_FORMAT)")
 
@@ -173,7 +179,7 @@ func (g *globals) connConfig(name string) bus.ConnConfig {
 	if url == "" {
 		url = nats.DefaultURL
 	}
-	return bus.ConnConfig{URL: url, Name: name, CredsFile: g.creds, Token: g.token}
+	return bus.ConnConfig{URL: url, Name: name, CredsFile: g.creds, Token: g.token, TLSCA: g.tlsCA, TLSCert: g.tlsCert, TLSKey: g.tlsKey}
 }
 
 func (g *globals) connect(name string, log *slog.Logger) (*nats.Conn, error) {

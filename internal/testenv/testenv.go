@@ -7,6 +7,7 @@ package testenv
 
 import (
 	"context"
+	"crypto/tls"
 	"testing"
 	"time"
 
@@ -20,17 +21,23 @@ type NATS struct {
 	*bus.Embedded
 	StoreDir string
 	t        testing.TB
+	tls      *tls.Config
 }
 
 // StartNATS starts a nats-server with JetStream on a free loopback port.
 func StartNATS(t testing.TB) *NATS {
 	t.Helper()
+	return startNATS(t, nil)
+}
+
+func startNATS(t testing.TB, tlsConfig *tls.Config) *NATS {
+	t.Helper()
 	dir := t.TempDir()
-	e, err := bus.StartEmbedded(bus.EmbeddedConfig{Addr: "127.0.0.1:-1", StoreDir: dir})
+	e, err := bus.StartEmbedded(bus.EmbeddedConfig{Addr: "127.0.0.1:-1", StoreDir: dir, TLS: tlsConfig})
 	if err != nil {
 		t.Fatalf("start nats-server: %v", err)
 	}
-	s := &NATS{Embedded: e, StoreDir: dir, t: t}
+	s := &NATS{Embedded: e, StoreDir: dir, t: t, tls: tlsConfig}
 	t.Cleanup(func() { s.Embedded.Shutdown() })
 	return s
 }
@@ -41,7 +48,7 @@ func (s *NATS) Restart() {
 	s.t.Helper()
 	addr := s.Server.Addr().String()
 	s.Embedded.Shutdown()
-	e, err := bus.StartEmbedded(bus.EmbeddedConfig{Addr: addr, StoreDir: s.StoreDir})
+	e, err := bus.StartEmbedded(bus.EmbeddedConfig{Addr: addr, StoreDir: s.StoreDir, TLS: s.tls})
 	if err != nil {
 		s.t.Fatalf("restart nats-server: %v", err)
 	}

@@ -2,9 +2,11 @@ package bus
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/darklaunch/darklaunch/shared/retry"
@@ -22,6 +24,27 @@ type ConnConfig struct {
 	CredsFile string
 	// Token, User and Password are the simpler auth methods, optional.
 	Token, User, Password string
+	// TLS, optional. TLSCA is a PEM file of the CAs the server's
+	// certificate must chain to (default: the system's); TLSCert and
+	// TLSKey are this client's certificate and key, for a server that
+	// verifies clients. Setting any of them makes the connection TLS.
+	TLSCA, TLSCert, TLSKey string
+}
+
+// tlsOptions are the nats.go options for cfg's TLS settings.
+func (cfg ConnConfig) tlsOptions() ([]nats.Option, error) {
+	if (cfg.TLSCert == "") != (cfg.TLSKey == "") {
+		return nil, errors.New("a client certificate needs both its certificate and its key file (--tls-cert and --tls-key)")
+	}
+	var opts []nats.Option
+	if cfg.TLSCA != "" {
+		opts = append(opts, nats.RootCAs(cfg.TLSCA))
+	}
+	if cfg.TLSCert != "" {
+		// Both make the connection TLS 1.2 or later (nats.go's default).
+		opts = append(opts, nats.ClientCert(cfg.TLSCert, cfg.TLSKey))
+	}
+	return opts, nil
 }
 
 // Connect dials NATS and keeps reconnecting for as long as the process lives:
@@ -53,6 +76,11 @@ func Connect(cfg ConnConfig, log *slog.Logger) (*nats.Conn, error) {
 			log.Warn("nats async error", "subject", subj, "err", err)
 		}),
 	}
+	tlsOpts, err := cfg.tlsOptions()
+	if err != nil {
+		return nil, err
+	}
+	opts = append(opts, tlsOpts...)
 	if cfg.CredsFile != "" {
 		opts = append(opts, nats.UserCredentials(cfg.CredsFile))
 	}
@@ -64,9 +92,27 @@ func Connect(cfg ConnConfig, log *slog.Logger) (*nats.Conn, error) {
 	}
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("connect to NATS at %s: %w", url, err)
+		return nil, fmt.Errorf("connect to NATS at %s: %w%s", url, err, cfg.tlsHint(err))
 	}
 	return nc, nil
+}
+
+// tlsHint says what a TLS failure most likely needs.
+func (cfg ConnConfig) tlsHint(err error) string {
+	var unknown x509.UnknownAuthorityError
+	switch {
+	case errors.As(err, &unknown) && cfg.TLSCA == "":
+		return " (pass the CA that signed the server's certificate with --tls-ca)"
+	case errors.As(err, &unknown):
+		return " (the server's certificate is not signed by the CA of --tls-ca)"
+	case strings.Contains(err.Error(), "tls") && cfg.TLSCert == "":
+		// The server closes the handshake without saying why; a missing
+		// client certificate is the common reason.
+		return " (does the server require a client certificate? pass --tls-cert and --tls-key)"
+	case errors.Is(err, nats.ErrSecureConnWanted):
+		return " (the server does not offer TLS: drop --tls-ca, --tls-cert and --tls-key, or use a server configured for TLS)"
+	}
+	return ""
 }
 
 // Limits of the streams; zero values take the defaults below.

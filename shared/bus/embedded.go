@@ -1,6 +1,7 @@
 package bus
 
 import (
+	"crypto/tls"
 	"fmt"
 	"net"
 	"os"
@@ -20,6 +21,9 @@ type EmbeddedConfig struct {
 	StoreDir string
 	// Debug turns on the server's own logging to stderr.
 	Debug bool
+	// TLS, when set, makes the server accept only TLS connections; with
+	// ClientCAs set it also requires and verifies a client certificate.
+	TLS *tls.Config
 }
 
 // Embedded is a running in-process nats-server with JetStream.
@@ -74,6 +78,11 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 		NoSigs:     true,
 		NoLog:      !cfg.Debug,
 		MaxPayload: 8 << 20,
+	}
+	if cfg.TLS != nil {
+		opts.TLSConfig = cfg.TLS
+		opts.TLSVerify = cfg.TLS.ClientCAs != nil
+		opts.TLSTimeout = 2 // seconds, nats-server's default is 0.5: CI machines are slow
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {

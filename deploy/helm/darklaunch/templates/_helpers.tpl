@@ -87,6 +87,20 @@ a Secret you may have named <fullname>-nats yourself (nats.*.existingSecret).
 {{- end }}
 
 {{- define "darklaunch.natsCredsDir" -}}/etc/darklaunch/nats{{- end }}
+{{- define "darklaunch.natsTLSDir" -}}/etc/darklaunch/nats-tls{{- end }}
+
+{{/* The keys of the NATS TLS Secret that are used: ca, cert, key (empty for none). */}}
+{{- define "darklaunch.natsTLSKeys" -}}
+{{- $t := .Values.nats.tls }}
+{{- if $t.existingSecret }}
+{{- if ne (empty $t.cert) (empty $t.key) }}
+{{- fail "nats.tls: a client certificate needs both cert and key (or neither)" }}
+{{- end }}
+{{- if and (empty $t.ca) (empty $t.cert) }}
+{{- fail "nats.tls: existingSecret is set but neither ca nor cert names a key in it" }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- define "darklaunch.metricsDir" -}}/etc/darklaunch/metrics{{- end }}
 
 {{/*
@@ -114,6 +128,17 @@ svc.extraArgs are added here.
       (printf "--log-level=%s" $v.logLevel) }}
 {{- if $creds }}
 {{- $args = append $args (printf "--creds=%s/%s" (include "darklaunch.natsCredsDir" $root) $v.nats.credentials.key) }}
+{{- end }}
+{{- $tls := $v.nats.tls }}
+{{- include "darklaunch.natsTLSKeys" $root }}
+{{- if $tls.existingSecret }}
+{{- if $tls.ca }}
+{{- $args = append $args (printf "--tls-ca=%s/%s" (include "darklaunch.natsTLSDir" $root) $tls.ca) }}
+{{- end }}
+{{- if $tls.cert }}
+{{- $args = append $args (printf "--tls-cert=%s/%s" (include "darklaunch.natsTLSDir" $root) $tls.cert) }}
+{{- $args = append $args (printf "--tls-key=%s/%s" (include "darklaunch.natsTLSDir" $root) $tls.key) }}
+{{- end }}
 {{- end }}
 {{- if $metricsCM }}
 {{- $args = append $args (printf "--metrics-file=%s/metrics.yaml" (include "darklaunch.metricsDir" $root)) }}
@@ -203,11 +228,16 @@ spec:
             {{- toYaml ($svc.resources | default $v.resources) | nindent 12 }}
           securityContext:
             {{- toYaml $v.securityContext | nindent 12 }}
-          {{- if or $creds $metricsCM }}
+          {{- if or $creds $metricsCM $tls.existingSecret }}
           volumeMounts:
             {{- if $creds }}
             - name: nats-credentials
               mountPath: {{ include "darklaunch.natsCredsDir" $root }}
+              readOnly: true
+            {{- end }}
+            {{- if $tls.existingSecret }}
+            - name: nats-tls
+              mountPath: {{ include "darklaunch.natsTLSDir" $root }}
               readOnly: true
             {{- end }}
             {{- if $metricsCM }}
@@ -216,7 +246,7 @@ spec:
               readOnly: true
             {{- end }}
           {{- end }}
-      {{- if or $creds $metricsCM }}
+      {{- if or $creds $metricsCM $tls.existingSecret }}
       volumes:
         {{- if $creds }}
         - name: nats-credentials
@@ -226,6 +256,19 @@ spec:
             items:
               - key: {{ $v.nats.credentials.key }}
                 path: {{ $v.nats.credentials.key }}
+        {{- end }}
+        {{- if $tls.existingSecret }}
+        - name: nats-tls
+          secret:
+            secretName: {{ $tls.existingSecret }}
+            defaultMode: 0440
+            items:
+              {{- range $k := list $tls.ca $tls.cert $tls.key }}
+              {{- if $k }}
+              - key: {{ $k }}
+                path: {{ $k }}
+              {{- end }}
+              {{- end }}
         {{- end }}
         {{- if $metricsCM }}
         - name: metrics
