@@ -1,0 +1,402 @@
+package router
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"net/http"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"istio.io/client-go/pkg/clientset/versioned"
+	networkingv1client "istio.io/client-go/pkg/clientset/versioned/typed/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/darklaunch/darklaunch/internal/testenv"
+	"github.com/darklaunch/darklaunch/services/router/istio"
+	"github.com/darklaunch/darklaunch/services/router/istio/istiotest"
+	"github.com/darklaunch/darklaunch/services/router/mirroring"
+	"github.com/darklaunch/darklaunch/services/router/routertest"
+	"github.com/darklaunch/darklaunch/shared/experiment"
+)
+
+// handoverPairs is how many experiments follow one another on one host.
+const handoverPairs = 20
+
+// hostWorld is a router on one host and the experiments it is given.
+type hostWorld struct {
+	r *testRouter
+	// next is a new experiment named name on the host, Initializing.
+	next func(name string) *experiment.Experiment
+}
+
+func proxyWorld(t *testing.T, cfg Config) *hostWorld {
+	live := routertest.NewVersion(t, nil)
+	dark := routertest.NewVersion(t, nil)
+	return &hostWorld{
+		r: startRouter(t, testenv.StartNATS(t), cfg, nil),
+		next: func(name string) *experiment.Experiment {
+			return routertest.Experiment(name, "customdomain.com", live.URL, dark.URL, 40, experiment.StageInitializing)
+		},
+	}
+}
+
+func istioWorld(t *testing.T, cfg Config, wrap func(versioned.Interface) versioned.Interface) (*hostWorld, *istiotest.Cluster) {
+	c := istiotest.NewCluster(t, istiotest.KnativeService(t, istiotest.SeedTraffic(), nil))
+	var ic versioned.Interface = c.Istio
+	if wrap != nil {
+		ic = wrap(ic)
+	}
+	b, err := istio.New(istio.Config{}, mirroring.Settings{InitTimeout: 2 * time.Second, InitInterval: 10 * time.Millisecond}, ic, c.Dynamic, routertest.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Backend = BackendIstio
+	return &hostWorld{r: startRouter(t, testenv.StartNATS(t), cfg, b), next: func(name string) *experiment.Experiment {
+		e := istiotest.SeedExperiment(t)
+		e.Metadata.Name = name
+		return e
+	}}, c
+}
+
+func (w *hostWorld) create(t *testing.T, e *experiment.Experiment) {
+	t.Helper()
+	if _, err := w.r.infra.Store.Create(context.Background(), e); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// running creates e and waits until it is routed, then moves it on to
+// Running with its routing, as the judge does.
+func (w *hostWorld) running(t *testing.T, e *experiment.Experiment) {
+	t.Helper()
+	w.create(t, e)
+	ev, _ := w.r.routingEvent(t, e)
+	if ev.Routing == nil || !ev.Routing.Ready {
+		t.Fatalf("routing event of %s %+v, want Ready", e.Key(), ev.Routing)
+	}
+	w.update(t, e, func(x *experiment.Experiment) {
+		x.Status.Stage = experiment.StageRunning
+		x.Status.Routing = &ev.Routing.Status
+	})
+}
+
+func (w *hostWorld) update(t *testing.T, e *experiment.Experiment, fn func(*experiment.Experiment)) {
+	t.Helper()
+	_, err := w.r.infra.Store.Update(context.Background(), e.Metadata.Namespace, e.Metadata.Name, func(x *experiment.Experiment) error {
+		fn(x)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// ends are the ways an experiment leaves its host to the next one.
+var ends = []struct {
+	name string
+	end  func(t *testing.T, w *hostWorld, e *experiment.Experiment)
+}{
+	{"delete", func(t *testing.T, w *hostWorld, e *experiment.Experiment) {
+		if err := w.r.infra.Store.Delete(context.Background(), e.Metadata.Namespace, e.Metadata.Name, 0); err != nil {
+			t.Fatal(err)
+		}
+	}},
+	{"complete", func(t *testing.T, w *hostWorld, e *experiment.Experiment) {
+		w.update(t, e, func(x *experiment.Experiment) { x.Status.Stage = experiment.StageCompleted })
+	}},
+}
+
+// followOneAnother ends a running experiment and at once creates the next
+// on its host, handoverPairs times: every one is routed.
+func followOneAnother(t *testing.T, world func(t *testing.T) *hostWorld) {
+	for _, end := range ends {
+		t.Run(end.name, func(t *testing.T) {
+			w := world(t)
+			prev := w.next(end.name + "-0")
+			w.running(t, prev)
+			ready := 0
+			for i := 1; i <= handoverPairs; i++ {
+				e := w.next(fmt.Sprintf("%s-%d", end.name, i))
+				end.end(t, w, prev)
+				w.create(t, e)
+				ev, _ := w.r.routingEvent(t, e)
+				if ev.Routing != nil && ev.Routing.Ready {
+					ready++
+					w.update(t, e, func(x *experiment.Experiment) {
+						x.Status.Stage = experiment.StageRunning
+						x.Status.Routing = &ev.Routing.Status
+					})
+				} else {
+					t.Errorf("%s, created as %s ended: not routed: %+v", e.Key(), prev.Key(), ev.Routing)
+				}
+				prev = e
+			}
+			t.Logf("%s then create on one host: %d/%d routed", end.name, ready, handoverPairs)
+		})
+	}
+}
+
+// TestHostHandedOverProxy: an experiment created the moment the previous
+// one on its host is deleted or completes takes the host over; the
+// previous one's teardown is under way in the background then.
+func TestHostHandedOverProxy(t *testing.T) {
+	followOneAnother(t, func(t *testing.T) *hostWorld { return proxyWorld(t, Config{}) })
+}
+
+func TestHostHandedOverIstio(t *testing.T) {
+	followOneAnother(t, func(t *testing.T) *hostWorld {
+		w, _ := istioWorld(t, Config{}, nil)
+		return w
+	})
+}
+
+// TestHostOfRunningExperimentRefusedAtOnce: a host held by an experiment
+// being set up (routed, the judge not yet told) or running is refused,
+// without waiting for anything, with the backend's reason.
+func TestHostOfRunningExperimentRefusedAtOnce(t *testing.T) {
+	const initTimeout = 20 * time.Second
+	w := proxyWorld(t, Config{Settings: mirroring.Settings{InitTimeout: initTimeout}})
+	holder := w.next("holder")
+	w.create(t, holder)
+	if ev, _ := w.r.routingEvent(t, holder); ev.Routing == nil || !ev.Routing.Ready {
+		t.Fatalf("routing event of the holder %+v, want Ready", ev.Routing)
+	}
+	for _, stage := range []experiment.Stage{experiment.StageInitializing, experiment.StageRunning} {
+		w.update(t, holder, func(x *experiment.Experiment) { x.Status.Stage = stage })
+		e := w.next("while-" + string(stage))
+		start := time.Now()
+		w.create(t, e)
+		ev, _ := w.r.routingEvent(t, e)
+		want := "host customdomain.com is already mirrored for experiment default/holder"
+		if ev.Routing == nil || ev.Routing.Ready || ev.Routing.Reason != want {
+			t.Errorf("holder %s: routing event %+v, want not Ready with reason %q", stage, ev.Routing, want)
+		}
+		if took := time.Since(start); took > initTimeout/2 {
+			t.Errorf("holder %s: refused after %s, want at once", stage, took)
+		}
+	}
+	if got := routertest.Send(t, w.r.url, "customdomain.com", "GET", "/", nil); got.Status != http.StatusOK {
+		t.Errorf("the holder's route after the refusals: %d %q", got.Status, got.Body)
+	}
+}
+
+// TestHostHandedOverFromSlowTeardownProxy: the host is free as soon as the
+// previous experiment's teardown begins, though its teardown waits for a
+// copy in flight.
+func TestHostHandedOverFromSlowTeardownProxy(t *testing.T) {
+	gate := make(chan struct{})
+	var once sync.Once
+	release := func() { once.Do(func() { close(gate) }) }
+	t.Cleanup(release)
+	live := routertest.NewVersion(t, nil)
+	dark := routertest.NewVersion(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/hold" {
+			<-gate
+		}
+	})
+	w := &hostWorld{r: startRouter(t, testenv.StartNATS(t), Config{}, nil), next: func(name string) *experiment.Experiment {
+		return routertest.Experiment(name, "customdomain.com", live.URL, dark.URL, 100, experiment.StageInitializing)
+	}}
+	prev := w.next("prev")
+	w.running(t, prev)
+	if got := routertest.Send(t, w.r.url, "customdomain.com", "GET", "/hold", nil); got.Status != http.StatusOK {
+		t.Fatalf("request through the proxy: %d %q", got.Status, got.Body)
+	}
+	testenv.Until(t, 5*time.Second, "the copy to reach dark", func() bool {
+		return slices.ContainsFunc(dark.Requests(), func(r routertest.Request) bool { return r.URI == "/hold" })
+	})
+
+	w.update(t, prev, func(x *experiment.Experiment) { x.Status.Stage = experiment.StageCompleted })
+	next := w.next("next")
+	w.create(t, next)
+	ev, _ := w.r.routingEvent(t, next)
+	select {
+	case <-gate:
+		t.Fatal("the copy was released before the next experiment was routed")
+	default:
+	}
+	if ev.Routing == nil || !ev.Routing.Ready {
+		t.Fatalf("routing event of the next experiment, while the previous one's copy is in flight: %+v, want Ready", ev.Routing)
+	}
+	release()
+}
+
+// gatedDeletes is an Istio client whose VirtualService deletions wait for
+// gate, as on a slow API server; entered is closed at the first.
+type gatedDeletes struct {
+	versioned.Interface
+	gate    <-chan struct{}
+	once    sync.Once
+	entered chan struct{}
+}
+
+func (c *gatedDeletes) NetworkingV1() networkingv1client.NetworkingV1Interface {
+	return gatedNetworking{c.Interface.NetworkingV1(), c}
+}
+
+type gatedNetworking struct {
+	networkingv1client.NetworkingV1Interface
+	c *gatedDeletes
+}
+
+func (n gatedNetworking) VirtualServices(ns string) networkingv1client.VirtualServiceInterface {
+	return gatedVirtualServices{n.NetworkingV1Interface.VirtualServices(ns), n.c}
+}
+
+type gatedVirtualServices struct {
+	networkingv1client.VirtualServiceInterface
+	c *gatedDeletes
+}
+
+func (v gatedVirtualServices) Delete(ctx context.Context, name string, opts metav1.DeleteOptions) error {
+	v.c.once.Do(func() { close(v.c.entered) })
+	select {
+	case <-v.c.gate:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return v.VirtualServiceInterface.Delete(ctx, name, opts)
+}
+
+// TestHostHandedOverFromSlowTeardownIstio: a new experiment on the host of
+// one that completed waits while the old VirtualServices are being
+// deleted, and is routed once they are gone.
+func TestHostHandedOverFromSlowTeardownIstio(t *testing.T) {
+	gate := make(chan struct{})
+	var once sync.Once
+	release := func() { once.Do(func() { close(gate) }) }
+	t.Cleanup(release)
+	gated := &gatedDeletes{gate: gate, entered: make(chan struct{})}
+	w, c := istioWorld(t, Config{}, func(ic versioned.Interface) versioned.Interface {
+		gated.Interface = ic
+		return gated
+	})
+	prev := w.next("prev")
+	w.running(t, prev)
+	w.update(t, prev, func(x *experiment.Experiment) { x.Status.Stage = experiment.StageCompleted })
+	testenv.Until(t, 5*time.Second, "the teardown to begin", func() bool {
+		select {
+		case <-gated.entered:
+			return true
+		default:
+			return false
+		}
+	})
+	gets := func() int {
+		n := 0
+		for _, a := range c.Istio.Actions() {
+			if a.GetVerb() == "get" && a.GetResource().Resource == "virtualservices" {
+				n++
+			}
+		}
+		return n
+	}
+	before := gets()
+	next := w.next("next")
+	w.create(t, next)
+	// The next experiment's Setup has looked and found the host held.
+	testenv.Until(t, 5*time.Second, "the next experiment to find the host held", func() bool { return gets() > before })
+	released := time.Now()
+	release()
+	ev, _ := w.r.routingEvent(t, next)
+	if ev.Routing == nil || !ev.Routing.Ready {
+		t.Fatalf("routing event of the next experiment %+v, want Ready once the old VirtualServices are gone", ev.Routing)
+	}
+	if ev.Time.Before(released) {
+		t.Errorf("routed at %s, before the old VirtualServices were deleted (%s)", ev.Time, released)
+	}
+	vss := c.VirtualServices(t, "default")
+	if len(vss) != 2 || vss["customdomain-mirroring"].Annotations[istio.AnnotationExperimentUID] != next.Metadata.UID {
+		t.Errorf("VirtualServices %v, want the next experiment's two", slices.Sorted(maps.Keys(vss)))
+	}
+}
+
+// TestHostHandedOverAfterRestartIstio: a router started after the
+// experiment holding a host ended, whose VirtualServices are still there,
+// removes them for a new experiment on that host: whether the old one
+// completed (the watch delivers it) or was deleted (it never sees it).
+func TestHostHandedOverAfterRestartIstio(t *testing.T) {
+	for _, deleted := range []bool{false, true} {
+		t.Run(map[bool]string{false: "completed", true: "deleted"}[deleted], func(t *testing.T) {
+			ns := testenv.StartNATS(t)
+			f := newIstioFixture(t, istiotest.KnativeService(t, istiotest.SeedTraffic(), nil))
+			infra := testenv.Infra(t, ns.Conn(t))
+			ctx := context.Background()
+
+			// The previous router set up prev, then went down.
+			prev := istiotest.SeedExperiment(t)
+			prev.Metadata.Name = "prev"
+			st, err := f.b.Setup(ctx, prev)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !deleted {
+				prev.Status.Stage, prev.Status.Routing = experiment.StageCompleted, &st
+				if _, err := infra.Store.Create(ctx, prev); err != nil {
+					t.Fatal(err)
+				}
+			}
+			next := istiotest.SeedExperiment(t)
+			next.Metadata.Name = "next"
+			if _, err := infra.Store.Create(ctx, next); err != nil {
+				t.Fatal(err)
+			}
+
+			r := startRouter(t, ns, Config{Backend: BackendIstio}, f.b)
+			ev, _ := r.routingEvent(t, next)
+			if ev.Routing == nil || !ev.Routing.Ready {
+				t.Fatalf("routing event of the next experiment %+v, want Ready", ev.Routing)
+			}
+			for name, vs := range f.VirtualServices(t, "default") {
+				if uid := vs.Annotations[istio.AnnotationExperimentUID]; uid != next.Metadata.UID {
+					t.Errorf("VirtualService %s of run %s left, want only the next experiment's", name, uid)
+				}
+			}
+		})
+	}
+}
+
+// TestUnnamedHolderStillRefused: a VirtualService that does not say which
+// experiment wrote it in full (an older router's) is not removed for a new
+// experiment: the refusal stands, as before.
+func TestUnnamedHolderStillRefused(t *testing.T) {
+	ns := testenv.StartNATS(t)
+	old := istiotest.ForeignVirtualService("customdomain-mirroring", map[string]string{istio.LabelManagedBy: istio.ManagedBy, istio.LabelExperiment: "default.old"})
+	f := newIstioFixture(t, istiotest.KnativeService(t, istiotest.SeedTraffic(), nil), old)
+	r := startRouter(t, ns, Config{Backend: BackendIstio}, f.b)
+	e := istiotest.SeedExperiment(t)
+	if _, err := r.infra.Store.Create(context.Background(), e); err != nil {
+		t.Fatal(err)
+	}
+	ev, _ := r.routingEvent(t, e)
+	if ev.Routing == nil || ev.Routing.Ready {
+		t.Fatalf("routing event %+v, want not Ready", ev.Routing)
+	}
+	if vss := f.VirtualServices(t, "default"); vss["customdomain-mirroring"] == nil {
+		t.Error("the older router's VirtualService was removed")
+	}
+}
+
+// TestKeptRoutingHandedOver: with KeepRouting, a completed experiment's
+// route stays until a new experiment asks for its host.
+func TestKeptRoutingHandedOver(t *testing.T) {
+	live := routertest.NewVersion(t, nil)
+	newLive := routertest.NewVersion(t, nil)
+	dark := routertest.NewVersion(t, nil)
+	w := proxyWorld(t, Config{KeepRouting: true})
+	prev := routertest.Experiment("prev", "customdomain.com", live.URL, dark.URL, 40, experiment.StageInitializing)
+	w.running(t, prev)
+	w.update(t, prev, func(x *experiment.Experiment) { x.Status.Stage = experiment.StageCompleted })
+	next := routertest.Experiment("next", "customdomain.com", newLive.URL, dark.URL, 40, experiment.StageInitializing)
+	w.create(t, next)
+	if ev, _ := w.r.routingEvent(t, next); ev.Routing == nil || !ev.Routing.Ready {
+		t.Fatalf("routing event of the next experiment %+v, want Ready", ev.Routing)
+	}
+	before := len(newLive.Requests())
+	if got := routertest.Send(t, w.r.url, "customdomain.com", "GET", "/", nil); got.Status != http.StatusOK || len(newLive.Requests()) != before+1 {
+		t.Errorf("request after the handover: %d, %d requests at the new live version, want 200 and %d", got.Status, len(newLive.Requests()), before+1)
+	}
+}
