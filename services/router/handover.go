@@ -20,17 +20,22 @@ import (
 // keys' changes one by one; a router restarted since the holder was
 // deleted never sees that deletion). So when Setup is refused, the Service
 // finds out how the holder stands: being torn down here, wait for that;
-// completed or deleted in the state, tear it down; anything else (it runs,
-// or is being set up), refuse at once. Then it sets up again, for up to
-// InitTimeout in all.
+// completed or deleted in the state, tear it down; and then set up again,
+// for up to InitTimeout in all. A holder that goes on (it runs, or is being
+// set up) is looked at again for holderGrace, then the refusal stands.
 
-// handoverFirst is the first pause before Setup is tried again on a host
-// whose holder is being removed; it doubles up to InitInterval. A
-// teardown's end wakes the wait at once.
+// holderGrace is how long a host held by a run that goes on is watched for
+// that run's end before the refusal stands: a delete sent at the same
+// moment as the create (the judge may store the create first) lands well
+// within it, and a refusal is no worse for coming a second later.
+const holderGrace = time.Second
+
+// handoverFirst is the first pause before Setup is tried again on a held
+// host; it doubles up to InitInterval. A teardown's end wakes the wait at
+// once.
 const handoverFirst = 10 * time.Millisecond
 
-// errHolderRuns says that the run holding the host goes on: the refusal
-// stands.
+// errHolderRuns says that the run holding the host goes on.
 var errHolderRuns = errors.New("the experiment holding the host goes on")
 
 // ending is a teardown under way; done is closed when it has returned.
@@ -42,9 +47,10 @@ type ending struct {
 // setup is the backend's Setup of e, handing the host over from a run that
 // has ended (see above).
 func (s *Service) setup(ctx context.Context, e *experiment.Experiment) (experiment.RoutingStatus, error) {
-	deadline := time.Now().Add(s.cfg.InitTimeout)
+	start := time.Now()
+	grace := min(holderGrace, s.cfg.InitTimeout)
 	pause := retry.Policy{First: handoverFirst, Max: s.cfg.InitInterval}
-	woken := false
+	logged, woken := false, false
 	for n := 1; ; n++ {
 		status, err := s.backend.Setup(ctx, e)
 		var held *mirroring.HostHeld
@@ -52,25 +58,28 @@ func (s *Service) setup(ctx context.Context, e *experiment.Experiment) (experime
 			return status, err
 		}
 		done, why := s.handOver(ctx, held.Holder)
-		if errors.Is(why, errHolderRuns) {
-			return status, err
-		}
-		left := time.Until(deadline)
-		if left <= 0 {
+		bound := s.cfg.InitTimeout
+		switch waited := time.Since(start); {
+		case errors.Is(why, errHolderRuns):
+			if waited >= grace {
+				return status, err
+			}
+			bound = grace
+		case waited >= bound:
 			if why == nil {
 				why = errors.New("its routing was not removed in time")
 			}
-			return status, fmt.Errorf("%w; waited %s for that experiment's routing to go: %v", err, s.cfg.InitTimeout, why)
-		}
-		if n == 1 {
+			return status, fmt.Errorf("%w; waited %s for that experiment's routing to go: %v", err, bound, why)
+		case !logged:
 			s.log.Info("host held by an experiment that has ended; waiting for its routing to go", "experiment", e.Key(), "holder", held.Holder.Key(), "holderUID", held.Holder.Metadata.UID)
+			logged = true
 		}
 		if woken {
 			// A teardown ended and the host is still held: it failed. Try
 			// again at the pace of the pauses, not as fast as it fails.
 			done = nil
 		}
-		t := time.NewTimer(min(pause.Wait(n), left))
+		t := time.NewTimer(max(0, min(pause.Wait(n), bound-time.Since(start))))
 		select {
 		case <-ctx.Done():
 			t.Stop()
