@@ -179,7 +179,7 @@ func (s *Service) Task(e *experiment.Experiment) reconcile.Task {
 
 // Release tears down the routing of a run that is gone: deleted, replaced
 // by a new run of the same name, or completed (unless KeepRouting, which
-// keeps it until the deletion).
+// keeps it until the deletion or a new experiment on its host).
 func (s *Service) Release(_ context.Context, key string, _, cur *experiment.Experiment) {
 	if old := s.seen[key]; old != nil && (cur == nil || old.Metadata.UID != cur.Metadata.UID) {
 		delete(s.seen, key)
