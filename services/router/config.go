@@ -34,8 +34,9 @@ type Config struct {
 	Istio istio.Config
 
 	// KeepRouting leaves a completed experiment's mirroring in place until
-	// the experiment is deleted. Default false: it is removed as soon as the
-	// experiment completes. A deletion always removes it.
+	// the experiment is deleted, or a new experiment asks for its host.
+	// Default false: it is removed as soon as the experiment completes. A
+	// deletion always removes it.
 	KeepRouting bool
 
 	// Registry receives the Prometheus counters. Default a new private one.
@@ -77,7 +78,7 @@ func (c *Config) Validate() error {
 // here, the shared settings' and each backend's by their AddFlags.
 func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.Backend, "backend", BackendProxy, "mirroring backend: "+strings.Join(Backends, " or ")+" (istio: the seed's VirtualServices on Kubernetes)")
-	fs.BoolVar(&c.KeepRouting, "keep-routing", false, "leave a completed experiment's mirroring in place until the experiment is deleted")
+	fs.BoolVar(&c.KeepRouting, "keep-routing", false, "leave a completed experiment's mirroring in place until the experiment is deleted or a new experiment asks for its host")
 	c.Settings.AddFlags(fs)
 	c.Proxy.AddFlags(fs)
 	c.Istio.AddFlags(fs)

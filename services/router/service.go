@@ -43,7 +43,16 @@ type Service struct {
 	// seen is the last state of each run whose routing may exist, so a
 	// deleted key can still be torn down by UID. Only the reconcile loop's
 	// goroutine touches it.
-	seen      map[string]*experiment.Experiment
+	seen map[string]*experiment.Experiment
+
+	// ctx is Run's, for the teardowns, which outlive the task that may
+	// start one; store is the state the tasks read (handover.go). Both are
+	// set before the reconcile loop starts.
+	ctx   context.Context
+	store *bus.Store
+	// ending are the teardowns under way, by experiment key (handover.go).
+	mu        sync.Mutex
+	ending    map[string][]*ending
 	teardowns sync.WaitGroup
 }
 
@@ -70,7 +79,8 @@ func newService(cfg Config, nc *nats.Conn, log *slog.Logger, backend Backend) (*
 			return nil, fmt.Errorf("router: %w", err)
 		}
 	}
-	s := &Service{cfg: cfg, nc: nc, js: js, log: log, backend: backend, seen: map[string]*experiment.Experiment{}}
+	s := &Service{cfg: cfg, nc: nc, js: js, log: log, backend: backend,
+		seen: map[string]*experiment.Experiment{}, ending: map[string][]*ending{}}
 	s.runner, _ = backend.(Runner)
 	return s, nil
 }
@@ -96,6 +106,7 @@ func (s *Service) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	stopBackend := s.runBackend(ctx, cancel)
+	s.ctx, s.store = ctx, infra.Store
 
 	// A route that cannot be restored (a configuration problem) is tried
 	// again from InitInterval on, doubling up to 30s, until fixed or the
@@ -168,29 +179,30 @@ func (s *Service) Task(e *experiment.Experiment) reconcile.Task {
 
 // Release tears down the routing of a run that is gone: deleted, replaced
 // by a new run of the same name, or completed (unless KeepRouting, which
-// keeps it until the deletion).
-func (s *Service) Release(ctx context.Context, key string, _, cur *experiment.Experiment) {
+// keeps it until the deletion or a new experiment on its host).
+func (s *Service) Release(_ context.Context, key string, _, cur *experiment.Experiment) {
 	if old := s.seen[key]; old != nil && (cur == nil || old.Metadata.UID != cur.Metadata.UID) {
 		delete(s.seen, key)
-		s.teardown(ctx, old)
+		s.teardown(old)
 	}
 	switch {
 	case cur == nil:
 	case cur.Status.Stage == experiment.StageCompleted && !s.cfg.KeepRouting:
 		// Forgotten once torn down: a later deletion has nothing left to do.
 		delete(s.seen, key)
-		s.teardown(ctx, cur)
+		s.teardown(cur)
 	default:
 		s.seen[key] = cur
 	}
 }
 
-// initialize runs the backend's Setup for a new experiment and publishes the
+// initialize runs the backend's Setup for a new experiment (taking its host
+// over from an experiment that has ended: handover.go) and publishes the
 // outcome as the routing event. It is repeated after a restart; the
 // Msg-Id makes the second event a duplicate the stream drops.
 func (s *Service) initialize(ctx context.Context, e *experiment.Experiment) {
 	log := s.log.With("experiment", e.Key())
-	status, err := s.backend.Setup(ctx, e)
+	status, err := s.setup(ctx, e)
 	if ctx.Err() != nil {
 		return // ended or shutting down: no verdict on the target
 	}
@@ -216,21 +228,9 @@ func (s *Service) initialize(ctx context.Context, e *experiment.Experiment) {
 // configuration problem, which the loop tries again.
 func (s *Service) restore(e *experiment.Experiment) reconcile.Task {
 	return func(ctx context.Context) error {
-		if _, err := s.backend.Setup(ctx, e); err != nil {
+		if _, err := s.setup(ctx, e); err != nil {
 			return fmt.Errorf("mirroring of running experiment %s not restored: %w", e.Key(), err)
 		}
 		return nil
 	}
-}
-
-// teardown removes the experiment's routing in the background: it waits for
-// copies in flight, which must not hold up the watch.
-func (s *Service) teardown(ctx context.Context, e *experiment.Experiment) {
-	s.teardowns.Add(1)
-	go func() {
-		defer s.teardowns.Done()
-		if err := s.backend.Teardown(ctx, e); err != nil && ctx.Err() == nil {
-			s.log.Warn("teardown incomplete", "experiment", e.Key(), "err", err)
-		}
-	}()
 }

@@ -16,16 +16,21 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 
+	"github.com/darklaunch/darklaunch/services/router/mirroring"
 	"github.com/darklaunch/darklaunch/shared/experiment"
 )
 
-// Labels and annotation of the VirtualServices darklaunch manages. Only an
+// Labels and annotations of the VirtualServices darklaunch manages. Only an
 // object with both labels, the second naming the experiment, is ever
-// updated or deleted; the annotation tells two runs of one name apart.
+// updated or deleted; the UID annotation tells two runs of one name apart,
+// and the experiment annotation names the experiment in full
+// ("namespace/name", where the label may be shortened), so that a router
+// can find out whether the run holding a host has ended.
 const (
 	LabelManagedBy          = "app.kubernetes.io/managed-by"
 	ManagedBy               = "darklaunch"
 	LabelExperiment         = "darklaunch.dev/experiment"
+	AnnotationExperiment    = "darklaunch.dev/experiment"
 	AnnotationExperimentUID = "darklaunch.dev/experiment-uid"
 )
 
@@ -39,15 +44,36 @@ const (
 // shadowSuffix is what Envoy appends to the authority of a mirrored copy.
 const shadowSuffix = "-shadow"
 
-// owned says why darklaunch may not write cur for exp, or nil.
+// owned says why darklaunch may not write cur for exp, or nil. Another
+// experiment's is a *mirroring.HostHeld.
 func owned(cur *networkingv1.VirtualService, exp *experiment.Experiment) error {
 	if cur.Labels[LabelManagedBy] != ManagedBy {
 		return fmt.Errorf("VirtualService %s/%s exists and is not managed by darklaunch; refusing to overwrite it", cur.Namespace, cur.Name)
 	}
 	if other := cur.Labels[LabelExperiment]; other != experimentLabel(exp) {
-		return fmt.Errorf("VirtualService %s/%s is managed by darklaunch for experiment %s; refusing to take it over (end that experiment or delete the VirtualService)", cur.Namespace, cur.Name, other)
+		return &mirroring.HostHeld{
+			Holder: holder(cur),
+			Reason: fmt.Sprintf("VirtualService %s/%s is managed by darklaunch for experiment %s; refusing to take it over (end that experiment or delete the VirtualService)", cur.Namespace, cur.Name, other),
+		}
 	}
 	return nil
+}
+
+// holder is the run that wrote vs, as Teardown needs it: its metadata and
+// the target's namespace, where its VirtualServices are. Nil for one
+// written without the experiment annotation (by an older router), which
+// names the experiment only in the label, maybe shortened.
+func holder(vs *networkingv1.VirtualService) *experiment.Experiment {
+	ns, name, ok := strings.Cut(vs.Annotations[AnnotationExperiment], "/")
+	if !ok || ns == "" || name == "" {
+		return nil
+	}
+	e := &experiment.Experiment{Metadata: experiment.Metadata{Namespace: ns, Name: name, UID: vs.Annotations[AnnotationExperimentUID]}}
+	e.Spec.Target = vs.Namespace + "/"
+	if experimentLabel(e) != vs.Labels[LabelExperiment] {
+		return nil // not the experiment the label names: leave it alone
+	}
+	return e
 }
 
 // ensure makes the VirtualService named like want exist with want's spec,
@@ -173,8 +199,9 @@ func (b *Istio) meta(exp *experiment.Experiment, ns, name string) metav1.ObjectM
 		Namespace: ns,
 		Labels:    map[string]string{LabelManagedBy: ManagedBy, LabelExperiment: experimentLabel(exp)},
 	}
+	m.Annotations = map[string]string{AnnotationExperiment: exp.Key()}
 	if exp.Metadata.UID != "" {
-		m.Annotations = map[string]string{AnnotationExperimentUID: exp.Metadata.UID}
+		m.Annotations[AnnotationExperimentUID] = exp.Metadata.UID
 	}
 	return m
 }

@@ -212,3 +212,20 @@ func NeedsInitCheck(exp *experiment.Experiment) bool {
 	st := exp.Status
 	return (st.Stage == experiment.StageInitializing || st.Stage == "") && st.Routing == nil
 }
+
+// HostHeld is a backend's refusal to route a host because the routing of
+// another experiment holds it. The router does not leave it at that when
+// the holding run has ended (it is being torn down, or completed or deleted
+// since): it has that routing removed and tries again (see the router's
+// Service). A host held by a run still going on stays refused.
+type HostHeld struct {
+	// Holder is the holding run, as much of it as the backend's Teardown
+	// needs to remove its routing (metadata with the UID; istio: the
+	// target's namespace too), or nil when the backend cannot tell which
+	// run it is: the refusal then stands.
+	Holder *experiment.Experiment
+	// Reason is the error's message, naming the host and the holder.
+	Reason string
+}
+
+func (h *HostHeld) Error() string { return h.Reason }

@@ -254,10 +254,12 @@ func (p *Proxy) Setup(ctx context.Context, exp *experiment.Experiment) (experime
 }
 
 // routed tells whether t already routes exp as spec asks (nothing to do), or
-// why it cannot: the host is another experiment's.
+// why it cannot: the host is another experiment's (a *mirroring.HostHeld
+// naming that run, which its Teardown removes).
 func (p *Proxy) routed(t *routeTable, exp *experiment.Experiment, spec routeSpec) (bool, error) {
 	if other := t.byHost[spec.Host]; other != nil && other.key != exp.Key() {
-		return false, fmt.Errorf("host %s is already mirrored for experiment %s", spec.Host, other.key)
+		holder := &experiment.Experiment{Metadata: experiment.Metadata{Namespace: other.ns, Name: other.name, UID: other.uid}}
+		return false, &mirroring.HostHeld{Holder: holder, Reason: fmt.Sprintf("host %s is already mirrored for experiment %s", spec.Host, other.key)}
 	}
 	same := t.byKey[exp.Key()]
 	return same != nil && same.uid == exp.Metadata.UID && same.spec.equal(spec), nil

@@ -2,11 +2,13 @@ package routertest
 
 import (
 	"context"
+	"errors"
 	"maps"
 	"reflect"
 	"strings"
 	"testing"
 
+	"github.com/darklaunch/darklaunch/services/router/mirroring"
 	"github.com/darklaunch/darklaunch/shared/experiment"
 )
 
@@ -164,18 +166,48 @@ func failedInitCheck(t *testing.T, h Harness) {
 }
 
 // hostTaken: a host mirrored for one experiment is refused to another,
-// whose teardown then leaves the first one's routing alone.
+// with a *mirroring.HostHeld naming the holding run, and the refused one's
+// teardown then leaves the first one's routing alone. The holder the
+// refusal names is enough for Teardown (it is all the router has of a run
+// deleted while it was down), which frees the host for the other.
 func hostTaken(t *testing.T, h Harness) {
 	b := h.New(t)
 	first := h.Experiment(t, "first", "shared.example.com")
 	setup(t, b, first)
 	second := h.Experiment(t, "second", "shared.example.com")
-	if _, err := b.Setup(context.Background(), second); err == nil || !strings.Contains(err.Error(), "first") {
-		t.Errorf("Setup of a second experiment on the host: err %v, want one naming the experiment first", err)
-	}
+	held := refused(t, b, second, first)
 	wantRoutes(t, h, b, map[string]*experiment.Experiment{"shared.example.com": first})
 	teardown(t, b, second)
 	wantRoutes(t, h, b, map[string]*experiment.Experiment{"shared.example.com": first})
+	if held == nil {
+		return
+	}
+	if held.Holder.Metadata.UID != first.Metadata.UID {
+		t.Errorf("the refusal names the holder's UID %q, want %q", held.Holder.Metadata.UID, first.Metadata.UID)
+	}
+	teardown(t, b, held.Holder)
+	wantRoutes(t, h, b, nil)
+	setup(t, b, second)
+	wantRoutes(t, h, b, map[string]*experiment.Experiment{"shared.example.com": second})
+}
+
+// refused checks that Setup of e is refused with a *mirroring.HostHeld
+// whose message and holder name the experiment holder, and returns it.
+func refused(t *testing.T, b Backend, e, holder *experiment.Experiment) *mirroring.HostHeld {
+	t.Helper()
+	_, err := b.Setup(context.Background(), e)
+	var held *mirroring.HostHeld
+	switch {
+	case err == nil || !strings.Contains(err.Error(), holder.Metadata.Name):
+		t.Errorf("Setup of %s on a host mirrored for %s: err %v, want one naming %s", e.Key(), holder.Key(), err, holder.Metadata.Name)
+	case !errors.As(err, &held) || held.Holder == nil:
+		t.Errorf("Setup of %s refused with %T %v, want a *mirroring.HostHeld with its holder", e.Key(), err, err)
+	case held.Holder.Key() != holder.Key():
+		t.Errorf("the refusal names the holder %s, want %s", held.Holder.Key(), holder.Key())
+	default:
+		return held
+	}
+	return nil
 }
 
 // recreatedTakesOver: an experiment deleted and created again (same name,
