@@ -16,8 +16,9 @@ import (
 // FuzzCreateRequest feeds the create endpoint's decoding (size check,
 // content-type sniffing, YAML/JSON/msgpack decoding, defaulting, validation)
 // arbitrary payloads. It must never panic; it must answer either a 400/413
-// error or a valid experiment, and a valid experiment must survive being
-// encoded (in each encoding) and decoded again unchanged. The seed corpus
+// error (of at most maxDocumentErrorBytes once shortened) or a valid
+// experiment, and a valid experiment must survive being encoded (in each
+// encoding) and decoded again unchanged. The seed corpus
 // in testdata/fuzz/FuzzCreateRequest holds the seed experiment as YAML, JSON
 // and msgpack, and malformed documents.
 func FuzzCreateRequest(f *testing.F) {
@@ -40,6 +41,9 @@ func FuzzCreateRequest(f *testing.F) {
 			}
 			if _, merr := bus.Marshal(bus.ContentTypeJSON, errorBody(code, err)); merr != nil {
 				t.Fatalf("error body cannot be encoded: %v", merr)
+			}
+			if msg := shortened(err).Error(); len(msg) > maxDocumentErrorBytes {
+				t.Fatalf("a %d-byte error reply for a %d-byte document: %.300q", len(msg), len(data), msg)
 			}
 			return
 		}
@@ -78,4 +82,94 @@ func canonical(t *testing.T, e *experiment.Experiment) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// maxDocumentErrorBytes bounds the message of a refused create request:
+// maxProblems problems, each with a prefix of its value.
+const maxDocumentErrorBytes = 32 << 10
+
+// maxNameErrorBytes bounds the message of a refused get, delete or list
+// request, whatever it held: a few quoted prefixes and the rules they break.
+const maxNameErrorBytes = 2 << 10
+
+// checkRequestError checks a refused request's error: 413 when the request
+// is over bus.MaxNameRequestBytes, else 400; short, one line in the header,
+// and encodable as a reply.
+func checkRequestError(t *testing.T, data []byte, err error) {
+	t.Helper()
+	code := shared.APICode(err)
+	if over := len(data) > bus.MaxNameRequestBytes; over != (code == http.StatusRequestEntityTooLarge) || (!over && code != http.StatusBadRequest) {
+		t.Fatalf("code %d for a %d-byte request: %v", code, len(data), err)
+	}
+	msg := shortened(err).Error()
+	if len(msg) > maxNameErrorBytes {
+		t.Fatalf("a %d-byte error for a %d-byte request: %.300q", len(msg), len(data), msg)
+	}
+	if strings.ContainsAny(bus.OneLine(msg), "\r\n") {
+		t.Fatalf("error header would span lines: %q", msg)
+	}
+	if _, merr := bus.Marshal(bus.ContentTypeJSON, errorBody(code, err)); merr != nil {
+		t.Fatalf("error body cannot be encoded: %v", merr)
+	}
+}
+
+// FuzzRefRequest feeds the get and delete endpoints' decoding (size limit,
+// bare "namespace/name", strict JSON/YAML/msgpack objects, validation)
+// arbitrary payloads: never a panic; a 400 or 413 with a short message, or a
+// valid Ref that reads back the same from its text and from each encoding.
+// The seed corpus is in testdata/fuzz/FuzzRefRequest.
+func FuzzRefRequest(f *testing.F) {
+	f.Fuzz(func(t *testing.T, contentType string, data []byte) {
+		ref, err := bus.ParseRef(contentType, data)
+		if err != nil {
+			checkRequestError(t, data, err)
+			return
+		}
+		if err := ref.Validate(); err != nil {
+			t.Fatalf("accepted an invalid ref %q: %v", ref, err)
+		}
+		again := []struct{ ct, text string }{{"", ref.String()}}
+		for _, ct := range []string{bus.ContentTypeMsgpack, bus.ContentTypeJSON, bus.ContentTypeYAML} {
+			b, err := bus.Marshal(ct, ref)
+			if err != nil {
+				t.Fatalf("%s: %v", ct, err)
+			}
+			again = append(again, struct{ ct, text string }{ct, string(b)})
+		}
+		for _, a := range again {
+			if got, err := bus.ParseRef(a.ct, []byte(a.text)); err != nil || got != ref {
+				t.Fatalf("%q (%s) reads back as %q, %v; want %q", a.text, a.ct, got, err, ref)
+			}
+		}
+	})
+}
+
+// FuzzListRequest is FuzzRefRequest for the list endpoint's filter: empty,
+// a bare namespace or {"namespace": ...}.
+func FuzzListRequest(f *testing.F) {
+	f.Fuzz(func(t *testing.T, contentType string, data []byte) {
+		lr, err := bus.ParseListRequest(contentType, data)
+		if err != nil {
+			checkRequestError(t, data, err)
+			return
+		}
+		if lr.Namespace != "" {
+			if err := (bus.Ref{Namespace: lr.Namespace, Name: "x"}).Validate(); err != nil {
+				t.Fatalf("accepted an invalid namespace %q: %v", lr.Namespace, err)
+			}
+		}
+		again := [][2]string{{"", lr.Namespace}}
+		for _, ct := range []string{bus.ContentTypeMsgpack, bus.ContentTypeJSON, bus.ContentTypeYAML} {
+			b, err := bus.Marshal(ct, lr)
+			if err != nil {
+				t.Fatalf("%s: %v", ct, err)
+			}
+			again = append(again, [2]string{ct, string(b)})
+		}
+		for _, a := range again {
+			if got, err := bus.ParseListRequest(a[0], []byte(a[1])); err != nil || got != lr {
+				t.Fatalf("%q (%s) reads back as %+v, %v; want %+v", a[1], a[0], got, err, lr)
+			}
+		}
+	})
 }

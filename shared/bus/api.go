@@ -67,9 +67,10 @@ func requestPayload(endpoint string, data []byte) ([]byte, error) {
 }
 
 // bareText is a payload that is plain text rather than a document, as
-// people type it ("namespace/name", a namespace), without its quotes.
+// people type it ("namespace/name", a namespace), without its quotes: YAML
+// that is neither a mapping nor a flow collection ("{}" is an object).
 func bareText(contentType string, t []byte) (string, bool) {
-	if Sniff(contentType, t) != ContentTypeYAML || bytes.ContainsAny(t, ":\n") {
+	if len(t) == 0 || Sniff(contentType, t) != ContentTypeYAML || bytes.ContainsAny(t, ":\n") || t[0] == '{' || t[0] == '[' {
 		return "", false
 	}
 	return strings.Trim(string(t), `"'`), true
