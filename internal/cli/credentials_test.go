@@ -46,11 +46,17 @@ func TestConnectHints(t *testing.T) {
 			[]string{"nats://alice:xxxxx@", "refused the credentials given"}, "darklaunch dev"},
 		"no server": {[]string{"--server", "nats://alice:secret-pass-5@" + free}, "secret-pass-5",
 			[]string{"no servers available", "start one with `darklaunch dev`"}, "refused"},
+		"dev, token wanted": {[]string{"dev", "--server", "nats://wrong-token-7@" + tokenHost}, "wrong-token-7",
+			append([]string{"refused the credentials given"}, authHint...), "darklaunch dev`"},
 		"bad URL": {[]string{"--server", "nats://alice:secret-pass-6@127.0.0.1:notaport"}, "secret-pass-6",
 			[]string{"invalid port"}, "darklaunch dev"},
 	} {
 		t.Run(name, func(t *testing.T) {
-			code, _, stderr := run(t, "", append([]string{"list"}, c.args...)...)
+			args := c.args
+			if args[0] != "dev" {
+				args = append([]string{"list"}, args...)
+			}
+			code, _, stderr := run(t, "", args...)
 			if code != ExitInvalid {
 				t.Errorf("exit %d, want %d", code, ExitInvalid)
 			}

@@ -33,6 +33,9 @@ func newDevCmd(g *globals) *cobra.Command {
 			}
 			st, err := stack.Start(cmd.Context(), cfg)
 			if err != nil {
+				if authRefused(err) { // --server's NATS wants other credentials
+					err = fmt.Errorf("%w (%s)", err, g.connectHint(err))
+				}
 				return withCode(ExitInvalid, err)
 			}
 			defer st.Close()

@@ -119,56 +119,44 @@ func checkRequestError(t *testing.T, data []byte, err error) {
 // valid Ref that reads back the same from its text and from each encoding.
 // The seed corpus is in testdata/fuzz/FuzzRefRequest.
 func FuzzRefRequest(f *testing.F) {
-	f.Fuzz(func(t *testing.T, contentType string, data []byte) {
-		ref, err := bus.ParseRef(contentType, data)
-		if err != nil {
-			checkRequestError(t, data, err)
-			return
-		}
-		if err := ref.Validate(); err != nil {
-			t.Fatalf("accepted an invalid ref %q: %v", ref, err)
-		}
-		again := []struct{ ct, text string }{{"", ref.String()}}
-		for _, ct := range []string{bus.ContentTypeMsgpack, bus.ContentTypeJSON, bus.ContentTypeYAML} {
-			b, err := bus.Marshal(ct, ref)
-			if err != nil {
-				t.Fatalf("%s: %v", ct, err)
-			}
-			again = append(again, struct{ ct, text string }{ct, string(b)})
-		}
-		for _, a := range again {
-			if got, err := bus.ParseRef(a.ct, []byte(a.text)); err != nil || got != ref {
-				t.Fatalf("%q (%s) reads back as %q, %v; want %q", a.text, a.ct, got, err, ref)
-			}
-		}
-	})
+	fuzzNameRequest(f, bus.ParseRef, bus.Ref.Validate, bus.Ref.String)
 }
 
 // FuzzListRequest is FuzzRefRequest for the list endpoint's filter: empty,
 // a bare namespace or {"namespace": ...}.
 func FuzzListRequest(f *testing.F) {
+	fuzzNameRequest(f, bus.ParseListRequest, func(lr bus.ListRequest) error {
+		if lr.Namespace == "" {
+			return nil
+		}
+		return bus.Ref{Namespace: lr.Namespace, Name: "x"}.Validate()
+	}, func(lr bus.ListRequest) string { return lr.Namespace })
+}
+
+// fuzzNameRequest is FuzzRefRequest and FuzzListRequest: parse is the
+// endpoint's decoder, valid checks what it accepted, and text is the bare
+// form people type.
+func fuzzNameRequest[T comparable](f *testing.F, parse func(string, []byte) (T, error), valid func(T) error, text func(T) string) {
 	f.Fuzz(func(t *testing.T, contentType string, data []byte) {
-		lr, err := bus.ParseListRequest(contentType, data)
+		v, err := parse(contentType, data)
 		if err != nil {
 			checkRequestError(t, data, err)
 			return
 		}
-		if lr.Namespace != "" {
-			if err := (bus.Ref{Namespace: lr.Namespace, Name: "x"}).Validate(); err != nil {
-				t.Fatalf("accepted an invalid namespace %q: %v", lr.Namespace, err)
-			}
+		if err := valid(v); err != nil {
+			t.Fatalf("accepted an invalid request %+v: %v", v, err)
 		}
-		again := [][2]string{{"", lr.Namespace}}
+		forms := map[string]string{"": text(v)}
 		for _, ct := range []string{bus.ContentTypeMsgpack, bus.ContentTypeJSON, bus.ContentTypeYAML} {
-			b, err := bus.Marshal(ct, lr)
+			b, err := bus.Marshal(ct, v)
 			if err != nil {
 				t.Fatalf("%s: %v", ct, err)
 			}
-			again = append(again, [2]string{ct, string(b)})
+			forms[ct] = string(b)
 		}
-		for _, a := range again {
-			if got, err := bus.ParseListRequest(a[0], []byte(a[1])); err != nil || got != lr {
-				t.Fatalf("%q (%s) reads back as %+v, %v; want %+v", a[1], a[0], got, err, lr)
+		for ct, form := range forms {
+			if got, err := parse(ct, []byte(form)); err != nil || got != v {
+				t.Fatalf("%q (%s) reads back as %+v, %v; want %+v", form, ct, got, err, v)
 			}
 		}
 	})
