@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/darklaunch/darklaunch/internal/stack"
+	"github.com/darklaunch/darklaunch/shared/bus"
 )
 
 func newDevCmd(g *globals) *cobra.Command {
@@ -25,13 +26,16 @@ func newDevCmd(g *globals) *cobra.Command {
 				// An existing NATS instead of the embedded one; the
 				// environment variable is easy to have set and forget.
 				if cmd.Flags().Changed("nats-addr") || cmd.Flags().Changed("store-dir") {
-					return withCode(ExitInvalid, fmt.Errorf("--server %s (or DARKLAUNCH_SERVER) uses an existing NATS, --nats-addr and --store-dir configure the embedded one: give one or the other", g.server))
+					return withCode(ExitInvalid, fmt.Errorf("--server %s (or DARKLAUNCH_SERVER) uses an existing NATS, --nats-addr and --store-dir configure the embedded one: give one or the other", bus.RedactURL(g.server)))
 				}
-				fmt.Fprintf(g.stderr, "Using the NATS server at %s (--server or DARKLAUNCH_SERVER), not an embedded one.\n", g.server)
+				fmt.Fprintf(g.stderr, "Using the NATS server at %s (--server or DARKLAUNCH_SERVER), not an embedded one.\n", bus.RedactURL(g.server))
 				cfg.NATS = g.connConfig("darklaunch-dev")
 			}
 			st, err := stack.Start(cmd.Context(), cfg)
 			if err != nil {
+				if authRefused(err) { // --server's NATS wants other credentials
+					err = fmt.Errorf("%w (%s)", err, g.connectHint(err))
+				}
 				return withCode(ExitInvalid, err)
 			}
 			defer st.Close()
@@ -48,7 +52,7 @@ Try, in another terminal:
   nats req darklaunch.experiments.create "$(cat examples/mirroring/experiment-local.yaml)"
   darklaunch watch mirroring-local
 The proxy routes a host only while an experiment mirrors it; until then it answers 404.
-`, st.URL, st.ProxyURL, st.LiveURL, st.DarkURL)
+`, bus.RedactURL(st.URL), st.ProxyURL, st.LiveURL, st.DarkURL)
 			<-cmd.Context().Done()
 			fmt.Fprintln(g.stderr, "stopping")
 			return nil

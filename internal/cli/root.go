@@ -185,7 +185,39 @@ func (g *globals) connConfig(name string) bus.ConnConfig {
 func (g *globals) connect(name string, log *slog.Logger) (*nats.Conn, error) {
 	nc, err := bus.Connect(g.connConfig(name), log)
 	if err != nil {
-		return nil, withCode(ExitInvalid, fmt.Errorf("%w (start one with `darklaunch dev`, or pass --server)", err))
+		if hint := g.connectHint(err); hint != "" {
+			err = fmt.Errorf("%w (%s)", err, hint)
+		}
+		return nil, withCode(ExitInvalid, err)
 	}
 	return nc, nil
+}
+
+// connectHint says what to do about a connection that failed: with no
+// server there, start one; with credentials refused, give the right ones
+// (starting another server would not help).
+func (g *globals) connectHint(err error) string {
+	switch {
+	case authRefused(err):
+		what := "the NATS server refused the connection without credentials"
+		if g.creds != "" || g.token != "" || strings.Contains(g.server, "@") {
+			what = "the NATS server refused the credentials given"
+		}
+		return what + ": give them with --creds FILE, --token TOKEN or --server nats://user:password@host, or in DARKLAUNCH_CREDS, DARKLAUNCH_TOKEN or DARKLAUNCH_SERVER"
+	case errors.Is(err, nats.ErrNoServers):
+		return "start one with `darklaunch dev`, or pass --server"
+	}
+	return ""
+}
+
+// authRefused tells an error of a server that refused the client's
+// credentials (or has stopped accepting them) from one of no server at all.
+func authRefused(err error) bool {
+	for _, e := range []error{nats.ErrAuthorization, nats.ErrAuthExpired, nats.ErrAuthRevoked, nats.ErrAccountAuthExpired} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	// A server may word it otherwise: "-ERR 'Authorization Violation'".
+	return strings.Contains(strings.ToLower(err.Error()), "authorization violation")
 }

@@ -152,7 +152,7 @@ func (o *runOptions) client(ctx context.Context, g *globals, log *slog.Logger) (
 		return nil, nil, withCode(ExitInvalid, err)
 	}
 	live, dark := orStr(o.live, st.LiveURL+" (sample app blue)"), orStr(o.dark, st.DarkURL+" (sample app green)")
-	fmt.Fprintf(g.stderr, "NATS %s · proxy %s · live %s · dark %s\n", st.URL, st.ProxyURL, live, dark)
+	fmt.Fprintf(g.stderr, "NATS %s · proxy %s · live %s · dark %s\n", bus.RedactURL(st.URL), st.ProxyURL, live, dark)
 	return c, func() { nc.Close(); st.Close() }, nil
 }
 

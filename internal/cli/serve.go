@@ -94,7 +94,7 @@ func serve(ctx context.Context, g *globals, so *serveOptions, name string, cfg s
 		}
 		defer stop()
 	}
-	log.Info("starting", "nats", nc.ConnectedUrlRedacted(), "version", Version)
+	log.Info("starting", "nats", bus.ConnectedURL(nc), "version", Version)
 	if err := svc.Run(ctx); err != nil {
 		return withCode(ExitInvalid, fmt.Errorf("%s: %w", name, err))
 	}
@@ -114,7 +114,12 @@ func connectWithin(ctx context.Context, g *globals, name string, wait time.Durat
 		last = err
 		return nc, err
 	}, func(err error, _ time.Duration) {
-		log.Warn("NATS not reachable yet; trying again", "err", err, "giveUpIn", time.Until(deadline).Round(time.Second))
+		msg := "NATS not reachable yet; trying again"
+		if authRefused(err) {
+			// The server's credentials may be provisioned after the service.
+			msg = "NATS refused the credentials; trying again"
+		}
+		log.Warn(msg, "err", err, "giveUpIn", time.Until(deadline).Round(time.Second))
 	})
 	if err != nil && ctx.Err() != nil {
 		return nil, fmt.Errorf("%w while waiting for NATS (last: %v)", context.Cause(ctx), cmp.Or(last, err))

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
 	"github.com/darklaunch/darklaunch/shared/bus"
@@ -38,6 +39,29 @@ func startNATS(t testing.TB, tlsConfig *tls.Config) *NATS {
 		t.Fatalf("start nats-server: %v", err)
 	}
 	s := &NATS{Embedded: e, StoreDir: dir, t: t, tls: tlsConfig}
+	t.Cleanup(func() { s.Embedded.Shutdown() })
+	return s
+}
+
+// StartNATSWith starts a nats-server as StartNATS does, with its options
+// changed by configure first: authorization, a larger max_payload. Its
+// Conn connects without credentials, and Restart starts StartNATS's
+// server again.
+func StartNATSWith(t testing.TB, configure func(*server.Options)) *NATS {
+	t.Helper()
+	dir := t.TempDir()
+	opts := &server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: dir, NoSigs: true, NoLog: true}
+	configure(opts)
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatalf("nats-server: %v", err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(15 * time.Second) {
+		ns.Shutdown()
+		t.Fatal("nats-server did not start")
+	}
+	s := &NATS{Embedded: &bus.Embedded{Server: ns}, StoreDir: dir, t: t}
 	t.Cleanup(func() { s.Embedded.Shutdown() })
 	return s
 }
@@ -80,7 +104,12 @@ type Bus struct {
 // NewBus starts a server and creates darklaunch's streams and bucket on it.
 func NewBus(t testing.TB) *Bus {
 	t.Helper()
-	srv := StartNATS(t)
+	return NewBusOn(t, StartNATS(t))
+}
+
+// NewBusOn is NewBus on a server of the test's own (StartNATSWith).
+func NewBusOn(t testing.TB, srv *NATS) *Bus {
+	t.Helper()
 	nc := srv.Conn(t)
 	return &Bus{Infra: Infra(t, nc), NATS: srv, NC: nc, API: &bus.Client{NC: nc, Timeout: 5 * time.Second}}
 }

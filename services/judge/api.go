@@ -1,19 +1,16 @@
 package judge
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/micro"
 	"github.com/nats-io/nuid"
-	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/darklaunch/darklaunch/shared"
 	"github.com/darklaunch/darklaunch/shared/bus"
@@ -31,10 +28,10 @@ const (
 	createUndoBudget    = 3 * time.Second
 )
 
-// serve answers one experiment request: decode reads what it asks for (a
-// document, a name), do does it, and the reply is the experiment or the
-// error, in the encoding replyType picks.
-func serve[T any](s *Service, decode func(micro.Request) (T, error), do func(context.Context, T) (*experiment.Experiment, error)) func(context.Context, micro.Request) {
+// serve answers one API request: decode reads what it asks for (a
+// document, a name, a list filter), do does it, and the reply is its result
+// or the error, in the encoding replyType picks.
+func serve[T, R any](s *Service, decode func(micro.Request) (T, error), do func(context.Context, T) (R, error)) func(context.Context, micro.Request) {
 	return func(ctx context.Context, req micro.Request) {
 		ct := replyType(req)
 		arg, err := decode(req)
@@ -44,12 +41,12 @@ func serve[T any](s *Service, decode func(micro.Request) (T, error), do func(con
 		}
 		ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 		defer cancel()
-		e, err := do(ctx, arg)
+		out, err := do(ctx, arg)
 		if err != nil {
 			s.replyError(req, ct, err)
 			return
 		}
-		s.reply(req, ct, e)
+		s.reply(req, ct, out)
 	}
 }
 
@@ -61,6 +58,11 @@ func (s *Service) createRequest(req micro.Request) (*experiment.Experiment, erro
 // refRequest decodes the name a get or delete request gives.
 func refRequest(req micro.Request) (bus.Ref, error) {
 	return bus.ParseRef(req.Headers().Get(bus.HeaderContentType), req.Data())
+}
+
+// listRequest decodes a list request's filter.
+func listRequest(req micro.Request) (bus.ListRequest, error) {
+	return bus.ParseListRequest(req.Headers().Get(bus.HeaderContentType), req.Data())
 }
 
 // create starts a new run of doc (Step: Create), stores it and announces
@@ -116,36 +118,16 @@ func (s *Service) get(ctx context.Context, ref bus.Ref) (*experiment.Experiment,
 	return e, nil
 }
 
-func (s *Service) handleList(ctx context.Context, req micro.Request) {
-	ct := replyType(req)
-	var lr bus.ListRequest
-	if data := bytes.TrimSpace(req.Data()); len(data) > 0 {
-		reqCT := bus.Sniff(req.Headers().Get(bus.HeaderContentType), data)
-		if reqCT == bus.ContentTypeYAML && !bytes.ContainsRune(data, ':') {
-			// A bare namespace, as people type it.
-			lr.Namespace = strings.Trim(string(data), `"'`)
-		} else if err := bus.Unmarshal(reqCT, data, &lr); err != nil {
-			s.replyError(req, ct, fmt.Errorf(`%w: list request: want empty or {"namespace": ...}: %v`, shared.ErrInvalid, err))
-			return
-		}
-	}
-	if lr.Namespace != "" {
-		if msgs := validation.IsDNS1123Label(lr.Namespace); len(msgs) > 0 {
-			s.replyError(req, ct, fmt.Errorf("%w: list request: namespace %q: %s", shared.ErrInvalid, lr.Namespace, strings.Join(msgs, "; ")))
-			return
-		}
-	}
-	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
-	defer cancel()
+// list returns the experiments lr selects, sorted by namespace and name.
+func (s *Service) list(ctx context.Context, lr bus.ListRequest) (*bus.ExperimentList, error) {
 	all, err := s.store.List(ctx)
 	switch {
 	case errors.Is(err, bus.ErrUndecodable):
 		s.log.Warn("list: state entries skipped", "err", err)
 	case err != nil:
-		s.replyError(req, ct, fmt.Errorf("list experiments: %w", err))
-		return
+		return nil, fmt.Errorf("list experiments: %w", err)
 	}
-	list := bus.ExperimentList{Items: []*experiment.Experiment{}}
+	list := &bus.ExperimentList{Items: []*experiment.Experiment{}}
 	for _, e := range all {
 		if lr.Namespace == "" || e.Metadata.Namespace == lr.Namespace {
 			list.Items = append(list.Items, e)
@@ -154,7 +136,7 @@ func (s *Service) handleList(ctx context.Context, req micro.Request) {
 	slices.SortFunc(list.Items, func(a, b *experiment.Experiment) int {
 		return cmp.Or(cmp.Compare(a.Metadata.Namespace, b.Metadata.Namespace), cmp.Compare(a.Metadata.Name, b.Metadata.Name))
 	})
-	s.reply(req, ct, list)
+	return list, nil
 }
 
 // delete removes an experiment (Step: Delete) and announces it with its

@@ -30,7 +30,13 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	b := testenv.NewBus(t)
+	return newEnvOn(t, testenv.StartNATS(t))
+}
+
+// newEnvOn is newEnv on a server of the test's own.
+func newEnvOn(t *testing.T, srv *testenv.NATS) *env {
+	t.Helper()
+	b := testenv.NewBusOn(t, srv)
 	return &env{t: t, srv: b.NATS, nc: b.NC, js: b.JS, store: b.Store, api: b.API}
 }
 

@@ -111,7 +111,7 @@ func (s *Service) addService(ctx context.Context) (micro.Service, error) {
 	}{
 		{bus.EndpointCreate, serve(s, s.createRequest, s.create)},
 		{bus.EndpointGet, serve(s, refRequest, s.get)},
-		{bus.EndpointList, s.handleList},
+		{bus.EndpointList, serve(s, listRequest, s.list)},
 		{bus.EndpointDelete, serve(s, refRequest, s.delete)},
 	} {
 		if err := g.AddEndpoint(ep.name, micro.ContextHandler(ctx, ep.fn)); err != nil {

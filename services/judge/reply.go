@@ -94,17 +94,25 @@ func (s *Service) reply(req micro.Request, ct string, v any) {
 }
 
 // replyError answers req with micro's error headers (the code, and the
-// message on one line) and a bus.ErrorBody encoded as ct.
+// message on one line) and a bus.ErrorBody encoded as ct. The message quotes
+// at most a prefix of the request (shortened), and an error reply that would
+// still be over the server's max_payload goes without its body, its message
+// clipped: the client gets an answer, not its timeout.
 func (s *Service) replyError(req micro.Request, ct string, err error) {
 	code := shared.APICode(err)
 	if code == http.StatusInternalServerError {
 		s.log.Error("request failed", "subject", req.Subject(), "err", err)
 	}
+	err = shortened(err)
+	desc := bus.OneLine(err.Error())
 	body, merr := bus.Marshal(ct, errorBody(code, err))
 	if merr != nil {
 		body = nil
 	}
-	if rerr := req.Error(strconv.Itoa(code), bus.OneLine(err.Error()), body,
+	if max := s.nc.MaxPayload(); max > 0 && int64(len(desc)+len(body))+replyHeadroom > max {
+		desc, body = shared.Clip(desc, replyHeadroom/2), nil
+	}
+	if rerr := req.Error(strconv.Itoa(code), desc, body,
 		micro.WithHeaders(micro.Headers{bus.HeaderContentType: {ct}})); rerr != nil {
 		s.log.Warn("reply", "subject", req.Subject(), "err", errors.Join(err, rerr))
 	}

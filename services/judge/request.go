@@ -11,6 +11,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"github.com/darklaunch/darklaunch/shared"
@@ -116,6 +117,48 @@ func nonUTF8(p *field.Path, v reflect.Value) field.ErrorList {
 
 func documentError(detail string) error {
 	return &experiment.InvalidError{Errors: field.ErrorList{field.Invalid(field.NewPath("document"), "", detail)}}
+}
+
+// Bounds of an invalid document's problems in an error reply: whatever the
+// document holds, the reply quotes at most a prefix of each value
+// (shared.Excerpt) and stays a few KiB.
+const (
+	maxProblems    = 20
+	maxFieldPath   = 128
+	maxFieldDetail = 256
+)
+
+// shortened is err with an invalid document's problems cut short: at most
+// maxProblems of them, each value a prefix, each field path and detail
+// clipped (an unknown field's path is the document's own text), and the
+// experiment's name too. Other errors quote no input beyond an Excerpt.
+func shortened(err error) error {
+	inv, ok := err.(*experiment.InvalidError)
+	if !ok {
+		return err
+	}
+	out := &experiment.InvalidError{Name: inv.Name}
+	if len(out.Name) > 2*validation.DNS1123LabelMaxLength+1 { // not a name: a prefix
+		out.Name = shared.Clip(out.Name, shared.ExcerptBytes)
+	}
+	for _, fe := range inv.Errors[:min(len(inv.Errors), maxProblems)] {
+		c := *fe
+		c.Field = shared.Clip(c.Field, maxFieldPath)
+		c.Detail = shared.Clip(c.Detail, maxFieldDetail)
+		switch v := c.BadValue.(type) {
+		case nil, bool, int, int32, int64, uint64, float32, float64, field.OmitValueType:
+		default:
+			if s := fmt.Sprint(v); len(s) > shared.ExcerptBytes {
+				c.BadValue = shared.Clip(s, shared.ExcerptBytes)
+				c.Detail += fmt.Sprintf(" (the value is %d bytes)", len(s))
+			}
+		}
+		out.Errors = append(out.Errors, &c)
+	}
+	if n := len(inv.Errors) - maxProblems; n > 0 {
+		out.Errors = append(out.Errors, field.Invalid(field.NewPath("document"), field.OmitValueType{}, fmt.Sprintf("%d more problems not listed", n)))
+	}
+	return out
 }
 
 // errorBody is the body of an error reply: the full message and, for an

@@ -3,13 +3,18 @@ package bus
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"mime"
+	"strconv"
 	"strings"
 
 	"github.com/nats-io/nats.go"
 	"github.com/vmihailenco/msgpack/v5"
+	kjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
+
+	"github.com/darklaunch/darklaunch/shared"
 )
 
 // Headers and content types.
@@ -120,6 +125,69 @@ func UnmarshalMsgpackStrict(data []byte, v any) error {
 		return fmt.Errorf("msgpack: %d bytes after the document; send one document per message", rest)
 	}
 	return nil
+}
+
+// UnmarshalStrict decodes one request of content type ct (sniffed when
+// empty) into v as strictly as the create endpoint reads a document: field
+// names are case-sensitive, and an unknown or duplicate field (a typo) is an
+// error naming it instead of being dropped. The error quotes at most a short
+// prefix of what it was given (shared.Excerpt), whatever the payload's size.
+func UnmarshalStrict(ct string, data []byte, v any) error {
+	if Sniff(ct, data) == ContentTypeMsgpack {
+		return shortError(UnmarshalMsgpackStrict(data, v))
+	}
+	// JSON is YAML: one path for both, through Kubernetes' strict decoder
+	// as experiment.Decode does; the strict YAML conversion refuses a
+	// duplicate key, which the plain one would resolve silently.
+	j, err := yaml.YAMLToJSONStrict(data)
+	if err != nil {
+		return shortError(errors.New(strings.TrimPrefix(err.Error(), "error converting YAML to JSON: ")))
+	}
+	strict, err := kjson.UnmarshalStrict(j, v)
+	if err != nil {
+		return shortError(err)
+	}
+	if len(strict) == 0 {
+		return nil
+	}
+	const listed = 3
+	var msgs []string
+	for _, se := range strict[:min(len(strict), listed)] {
+		msgs = append(msgs, se.Error())
+	}
+	if len(strict) > listed {
+		msgs = append(msgs, fmt.Sprintf("and %d more", len(strict)-listed))
+	}
+	return shortError(errors.New(strings.Join(msgs, "; ")))
+}
+
+// maxDecodeError bounds a decoder's message in an error reply.
+const maxDecodeError = 256
+
+// shortError is err with a message fit for a reply whatever the input:
+// every quoted string in it (an unknown field's name, say) cut to an
+// Excerpt, and the whole clipped to maxDecodeError bytes.
+func shortError(err error) error {
+	if err == nil {
+		return nil
+	}
+	msg := err.Error()
+	var b strings.Builder
+	for i := 0; i < len(msg); {
+		q, qerr := "", error(nil)
+		if msg[i] == '"' {
+			q, qerr = strconv.QuotedPrefix(msg[i:])
+		}
+		if msg[i] != '"' || qerr != nil {
+			b.WriteByte(msg[i])
+			i++
+			continue
+		}
+		s, _ := strconv.Unquote(q)
+		b.WriteString(shared.Excerpt(s))
+		i += len(q)
+	}
+	return errors.New(shared.Clip(b.String(), maxDecodeError))
 }
 
 // decodeMsgpack decodes data into v and returns how many bytes were left.

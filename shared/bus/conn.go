@@ -67,7 +67,7 @@ func Connect(cfg ConnConfig, log *slog.Logger) (*nats.Conn, error) {
 				log.Warn("nats disconnected", "err", err)
 			}
 		}),
-		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("nats reconnected", "url", nc.ConnectedUrlRedacted()) }),
+		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("nats reconnected", "url", ConnectedURL(nc)) }),
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
 			subj := ""
 			if sub != nil {
@@ -92,7 +92,10 @@ func Connect(cfg ConnConfig, log *slog.Logger) (*nats.Conn, error) {
 	}
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("connect to NATS at %s: %w%s", url, err, cfg.tlsHint(err))
+		// No secret of cfg in the message: it ends up on a terminal, in a
+		// log. nats.go quotes the URL as given when it does not parse.
+		err = fmt.Errorf("connect to NATS at %s: %w%s", RedactURL(url), err, cfg.tlsHint(err))
+		return nil, &redactedError{msg: cfg.redactMessage(err.Error()), err: err}
 	}
 	return nc, nil
 }

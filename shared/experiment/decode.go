@@ -64,7 +64,8 @@ func Decode(data []byte) (*Experiment, error) {
 	if n := countDocuments(body); n > 1 {
 		return nil, &InvalidError{Errors: field.ErrorList{field.Invalid(field.NewPath("document"), fmt.Sprintf("%d YAML documents", n), "send one experiment per request")}}
 	}
-	j, err := yaml.YAMLToJSON(body)
+	// Strict: a key given twice is an error, not the last one silently.
+	j, err := yaml.YAMLToJSONStrict(body)
 	if err != nil {
 		return nil, &InvalidError{Errors: field.ErrorList{field.Invalid(field.NewPath("document"), "", cleanYAMLError(err))}}
 	}

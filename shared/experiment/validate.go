@@ -10,6 +10,8 @@ import (
 
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
+
+	"github.com/darklaunch/darklaunch/shared"
 )
 
 // Bounds on the document's numbers: generous for real use, tight enough that
@@ -135,7 +137,7 @@ func (e *Experiment) validateTarget(p *field.Path) field.ErrorList {
 	var errs field.ErrorList
 	for _, part := range parts {
 		for _, msg := range validation.IsDNS1123Label(part) {
-			errs = append(errs, field.Invalid(p, t, fmt.Sprintf("%q: %s", part, msg)))
+			errs = append(errs, field.Invalid(p, t, fmt.Sprintf("%s: %s", shared.Excerpt(part), msg)))
 		}
 	}
 	return errs

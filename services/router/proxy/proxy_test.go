@@ -44,13 +44,22 @@ func TestProxyRoutesByHost(t *testing.T) {
 	if r.Status != http.StatusNotFound {
 		t.Fatalf("unknown host: status %d, want 404", r.Status)
 	}
-	for _, want := range []string{`"unknown.example.com"`, "a.example.com, b.example.com"} {
-		if !strings.Contains(r.Body, want) {
-			t.Errorf("404 body %q does not name %s", r.Body, want)
+	if !strings.Contains(r.Body, `"unknown.example.com"`) || !strings.Contains(r.Body, "no experiment mirrors") {
+		t.Errorf("404 body %q does not say that no experiment mirrors the host it got", r.Body)
+	}
+	// Anyone can ask: the page must not tell which hosts are mirrored.
+	for _, mirrored := range []string{"a.example.com", "b.example.com"} {
+		if strings.Contains(r.Body, mirrored) {
+			t.Errorf("404 body %q names the mirrored host %s", r.Body, mirrored)
 		}
 	}
 	if n := strings.Count(strings.TrimSpace(r.Body), "\n"); n != 0 {
 		t.Errorf("404 body has %d extra lines, want one line: %q", n, r.Body)
+	}
+	// A Host of 60 KB is named by a prefix.
+	long := strings.Repeat("x", 60<<10) + ".example.com"
+	if r := routertest.Send(t, base, long, "GET", "/", nil); r.Status != http.StatusNotFound || len(r.Body) > 200 || !strings.Contains(r.Body, `"xxxxxxxx`) {
+		t.Errorf("404 for a 60 KB Host: status %d, %d bytes: %.300q", r.Status, len(r.Body), r.Body)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/darklaunch/darklaunch/services/router/mirroring"
+	"github.com/darklaunch/darklaunch/shared"
 )
 
 func newTransport(idlePerHost int) *http.Transport {
@@ -34,13 +35,11 @@ func newTransport(idlePerHost int) *http.Transport {
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	host := mirroring.Host(r.Host)
-	rt, t := p.acquire(host)
+	rt, _ := p.acquire(host)
 	if rt == nil {
-		known := t.hosts
-		if known == "" {
-			known = "none"
-		}
-		http.Error(w, fmt.Sprintf("darklaunch proxy: no experiment mirrors host %q (known hosts: %s)", host, known), http.StatusNotFound)
+		// The hosts that are mirrored are nobody's business who asks for
+		// another: the page names only the Host it got (a prefix of it).
+		http.Error(w, fmt.Sprintf("darklaunch proxy: no experiment mirrors host %s", shared.Excerpt(host)), http.StatusNotFound)
 		return
 	}
 	if isUpgrade(r) {
