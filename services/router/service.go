@@ -88,7 +88,7 @@ func (s *Service) URL() string {
 // Run reconciles, and runs the backend's own work (Runner), until ctx
 // ends; nil on a clean shutdown.
 func (s *Service) Run(ctx context.Context) error {
-	infra, err := bus.EnsureInfra(ctx, s.nc, s.cfg.Streams)
+	infra, err := bus.OpenInfra(ctx, s.nc, s.log)
 	if err != nil {
 		s.closeBackend()
 		return service.Exit(ctx, Source, err)
