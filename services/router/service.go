@@ -88,14 +88,19 @@ func (s *Service) URL() string {
 // Run reconciles, and runs the backend's own work (Runner), until ctx
 // ends; nil on a clean shutdown.
 func (s *Service) Run(ctx context.Context) error {
-	infra, err := bus.OpenInfra(ctx, s.nc, s.log)
-	if err != nil {
-		s.closeBackend()
-		return service.Exit(ctx, Source, err)
-	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	// The backend first: the proxy serves (404 for a host no experiment
+	// mirrors) while the router waits for the judge's streams.
 	stopBackend := s.runBackend(ctx, cancel)
+	infra, err := bus.OpenInfra(ctx, s.nc, s.log)
+	if err != nil {
+		stopBackend()
+		if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+			return cause // the backend's own failure
+		}
+		return service.Exit(ctx, Source, err)
+	}
 
 	// A route that cannot be restored (a configuration problem) is tried
 	// again from InitInterval on, doubling up to 30s, until fixed or the
