@@ -483,6 +483,24 @@ func TestNATSExistingSecrets(t *testing.T) {
 	}
 }
 
+// TestNATSNkeys: with one NATS user per service, each pod mounts only its
+// own service's key from the Secret and signs in with it; nkeys with a creds
+// file or a token is refused.
+func TestNATSNkeys(t *testing.T) {
+	objs := mustTemplate(t, "--set", "nats.url="+natsURL, "--set", "nats.nkeys.existingSecret=darklaunch-nkeys")
+	for _, svc := range services {
+		d := one(t, objs, "Deployment", prefix+svc)
+		wantFlag(t, d, "nkey", "/etc/darklaunch/nkey/"+svc+".nk")
+		items := get(d, "spec", "template", "spec", "volumes", 0, "secret", "items")
+		if want := []any{map[string]any{"key": svc + ".nk", "path": svc + ".nk"}}; !reflect.DeepEqual(items, want) {
+			t.Errorf("%s mounts %v from the nkeys Secret, want only its own key %v", d.name(), items, want)
+		}
+		if got := str(d, "spec", "template", "spec", "volumes", 0, "secret", "secretName"); got != "darklaunch-nkeys" {
+			t.Errorf("%s: nkey volume from Secret %q", d.name(), got)
+		}
+	}
+}
+
 // TestNATSTLS: the TLS Secret is mounted read-only and its files passed
 // as --tls-ca, --tls-cert and --tls-key to every service; a CA alone gives
 // --tls-ca only; a certificate without its key is refused.
@@ -603,6 +621,7 @@ func TestInvalidValues(t *testing.T) {
 		"bad duration":       {[]string{"--set", "nats.url=" + natsURL, "--set", "router.initTimeout=soon"}, "initTimeout"},
 		"two creds sources":  {[]string{"--set", "nats.url=" + natsURL, "--set", "nats.credentials.existingSecret=a", "--set", "nats.credentials.content=b"}, "not both"},
 		"tls cert, no key":   {[]string{"--set", "nats.url=" + natsURL, "--set", "nats.tls.existingSecret=a", "--set", "nats.tls.key="}, "needs both cert and key"},
+		"nkeys and a token":  {[]string{"--set", "nats.url=" + natsURL, "--set", "nats.nkeys.existingSecret=a", "--set", "nats.token.value=b"}, "do not also set"},
 		"two token sources":  {[]string{"--set", "nats.url=" + natsURL, "--set", "nats.token.existingSecret=a", "--set", "nats.token.value=b"}, "not both"},
 		"two metric sources": {[]string{"--set", "nats.url=" + natsURL, "--set", "metrics.existingConfigMap=a", "--set", "metrics.custom=b"}, "not both"},
 		"rate not a number":  {[]string{"--set", "nats.url=" + natsURL, "--set", "loadgen.rate=abc"}, "rate"},

@@ -20,7 +20,7 @@ func (g *globals) apiClient() (*bus.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	nc, err := g.connect("darklaunch-cli", log)
+	nc, err := g.connect("darklaunch-cli", "", log)
 	if err != nil {
 		return nil, err
 	}

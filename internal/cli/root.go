@@ -59,6 +59,7 @@ type globals struct {
 	server    string
 	creds     string
 	token     string
+	nkey      string
 	tlsCA     string
 	tlsCert   string
 	tlsKey    string
@@ -94,6 +95,7 @@ Start here:  darklaunch run examples/mirroring/experiment.yaml`,
 	pf.StringVarP(&g.server, "server", "s", "", "NATS server URL (env DARKLAUNCH_SERVER; default "+nats.DefaultURL+"; run: embedded)")
 	pf.StringVar(&g.creds, "creds", "", "NATS credentials file (env DARKLAUNCH_CREDS)")
 	pf.StringVar(&g.token, "token", "", "NATS token (env DARKLAUNCH_TOKEN)")
+	pf.StringVar(&g.nkey, "nkey", "", "file of a NATS user's nkey seed, as darklaunch nats-config writes one per role (env DARKLAUNCH_NKEY)")
 	pf.StringVar(&g.tlsCA, "tls-ca", "", "PEM file of the CA that signed the NATS server's certificate (env DARKLAUNCH_TLS_CA; default: the system's)")
 	pf.StringVar(&g.tlsCert, "tls-cert", "", "PEM file of this client's certificate, for a NATS server that verifies clients (env DARKLAUNCH_TLS_CERT)")
 	pf.StringVar(&g.tlsKey, "tls-key", "", "PEM file of the key of --tls-cert (env DARKLAUNCH_TLS_KEY)")
@@ -111,6 +113,7 @@ Start here:  darklaunch run examples/mirroring/experiment.yaml`,
 		newDescribeCmd(g),
 		newWatchCmd(g),
 		newDecodeCmd(g),
+		newNATSConfigCmd(g),
 		newSampleAppCmd(g),
 	)
 	err := root.ExecuteContext(ctx)
@@ -174,16 +177,23 @@ func (g *globals) logger(defaultLevel slog.Level) (*slog.Logger, error) {
 	return nil, withCode(ExitInvalid, fmt.Errorf("--log-format %q: want text or json", g.logFormat))
 }
 
-func (g *globals) connConfig(name string) bus.ConnConfig {
+// connConfig is how the command connects; role is the service it runs
+// ("" for a person's command), whose replies come to its own inboxes.
+func (g *globals) connConfig(name, role string) bus.ConnConfig {
 	url := g.server
 	if url == "" {
 		url = nats.DefaultURL
 	}
-	return bus.ConnConfig{URL: url, Name: name, CredsFile: g.creds, Token: g.token, TLSCA: g.tlsCA, TLSCert: g.tlsCert, TLSKey: g.tlsKey}
+	c := bus.ConnConfig{URL: url, Name: name, CredsFile: g.creds, Token: g.token, NKeyFile: g.nkey,
+		TLSCA: g.tlsCA, TLSCert: g.tlsCert, TLSKey: g.tlsKey}
+	if role != "" {
+		c.InboxPrefix = bus.InboxPrefix(role)
+	}
+	return c
 }
 
-func (g *globals) connect(name string, log *slog.Logger) (*nats.Conn, error) {
-	nc, err := bus.Connect(g.connConfig(name), log)
+func (g *globals) connect(name, role string, log *slog.Logger) (*nats.Conn, error) {
+	nc, err := bus.Connect(g.connConfig(name, role), log)
 	if err != nil {
 		if hint := g.connectHint(err); hint != "" {
 			err = fmt.Errorf("%w (%s)", err, hint)
@@ -200,10 +210,10 @@ func (g *globals) connectHint(err error) string {
 	switch {
 	case authRefused(err):
 		what := "the NATS server refused the connection without credentials"
-		if g.creds != "" || g.token != "" || strings.Contains(g.server, "@") {
+		if g.creds != "" || g.token != "" || g.nkey != "" || strings.Contains(g.server, "@") {
 			what = "the NATS server refused the credentials given"
 		}
-		return what + ": give them with --creds FILE, --token TOKEN or --server nats://user:password@host, or in DARKLAUNCH_CREDS, DARKLAUNCH_TOKEN or DARKLAUNCH_SERVER"
+		return what + ": give them with --nkey FILE, --creds FILE, --token TOKEN or --server nats://user:password@host, or in DARKLAUNCH_NKEY, DARKLAUNCH_CREDS, DARKLAUNCH_TOKEN or DARKLAUNCH_SERVER"
 	case errors.Is(err, nats.ErrNoServers):
 		return "start one with `darklaunch dev`, or pass --server"
 	}

@@ -47,7 +47,7 @@ func newServeCmd(g *globals) *cobra.Command {
 	}
 	cmd.PersistentFlags().StringVar(&so.healthAddr, "health-addr", "", "serve /healthz, /readyz and /metrics here (e.g. :8081); empty: off")
 	cmd.PersistentFlags().DurationVar(&so.connectWait, "connect-wait", time.Minute, "keep trying to reach NATS at start-up this long (a sidecar or NATS itself may start later); 0: try once")
-	cmd.PersistentFlags().IntVar(&so.streamReplicas, "stream-replicas", 1, "replicas of darklaunch's JetStream streams and KV bucket (1, 3 or 5 on a clustered NATS; every service must be given the same)")
+	cmd.PersistentFlags().IntVar(&so.streamReplicas, "stream-replicas", 1, "replicas of darklaunch's JetStream streams and KV bucket, which the judge creates (1, 3 or 5 on a clustered NATS; the other services only use them)")
 
 	for _, spec := range services.All() {
 		cfg := spec.NewConfig()
@@ -76,7 +76,7 @@ func serve(ctx context.Context, g *globals, so *serveOptions, name string, cfg s
 	if so.streamReplicas < 1 || so.streamReplicas > 5 {
 		return withCode(ExitInvalid, fmt.Errorf("--stream-replicas %d: want 1 to 5 (JetStream's limit)", so.streamReplicas))
 	}
-	nc, err := connectWithin(ctx, g, "darklaunch-"+name, so.connectWait, log)
+	nc, err := connectWithin(ctx, g, name, so.connectWait, log)
 	if err != nil {
 		return err
 	}
@@ -105,12 +105,12 @@ func serve(ctx context.Context, g *globals, so *serveOptions, name string, cfg s
 // connectWithin connects to NATS, trying again every second for up to wait:
 // in a pod, NATS or the mesh sidecar may come up after the service, and a
 // service that exits at once only gets restarted with a growing back-off.
-func connectWithin(ctx context.Context, g *globals, name string, wait time.Duration, log *slog.Logger) (*nats.Conn, error) {
+func connectWithin(ctx context.Context, g *globals, service string, wait time.Duration, log *slog.Logger) (*nats.Conn, error) {
 	deadline := time.Now().Add(wait)
 	var last error
 	// A Within of zero would mean forever: --connect-wait 0 is one try.
 	nc, err := retry.Value(ctx, retry.Policy{First: time.Second, Max: time.Second, Within: max(wait, time.Nanosecond)}, func(context.Context) (*nats.Conn, error) {
-		nc, err := g.connect(name, log)
+		nc, err := g.connect("darklaunch-"+service, service, log)
 		last = err
 		return nc, err
 	}, func(err error, _ time.Duration) {

@@ -227,6 +227,8 @@ func TestServeCollectorPrometheus(t *testing.T) {
 		})
 	}
 
+	// The judge creates the streams the collector waits for.
+	testenv.Infra(t, srv.Conn(t))
 	t.Setenv("DARKLAUNCH_METRICS_PROVIDER", "istio")
 	ctx, cancel := context.WithTimeout(t.Context(), time.Second)
 	defer cancel()

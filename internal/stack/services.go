@@ -18,7 +18,7 @@ import (
 // waitForAPI waits until the judge answers micro's PING, so that the first
 // request of the caller finds it.
 func (s *Stack) waitForAPI(ctx context.Context) error {
-	nc, err := s.connect("darklaunch-stack")
+	nc, err := s.connect("darklaunch-stack", bus.RoleViewer)
 	if err != nil {
 		return err
 	}
@@ -88,7 +88,7 @@ func (s *Stack) build(name string) (*running, error) {
 		cfg = spec.NewConfig()
 		s.configs[name] = cfg
 	}
-	nc, err := s.connect("darklaunch-" + name)
+	nc, err := s.connect("darklaunch-"+name, name)
 	if err != nil {
 		return nil, err
 	}

@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
 	"github.com/darklaunch/darklaunch/internal/sampleapp"
@@ -50,6 +51,11 @@ type Config struct {
 	Services []service.Config
 	// Run lists the services to run, by name; default all of services.All.
 	Run []string
+	// Auth makes the embedded NATS server let in only darklaunch's users:
+	// each service signs in as its own role, which may publish only what it
+	// owns (bus.Permissions); Stack.Keys holds the people's keys. Only
+	// with an embedded server.
+	Auth bool
 	// Log receives every component's logs.
 	Log *slog.Logger
 }
@@ -65,6 +71,12 @@ type Stack struct {
 	ProxyURL string
 	Live     *sampleapp.App
 	Dark     *sampleapp.App
+
+	// Keys are the roles' keys when Config.Auth is set: the services sign in
+	// with theirs; give the people's (bus.RoleOperator, bus.RoleViewer) to
+	// the nats and darklaunch CLIs.
+	Keys  []bus.RoleKey
+	users []*server.NkeyUser
 
 	ctx   context.Context
 	local *service.Local
@@ -122,8 +134,19 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 		}
 	}()
 
+	if cfg.Auth && cfg.NATS.URL != "" {
+		return nil, errors.New("authorization (Auth) configures the embedded NATS server; an existing one has its own")
+	}
 	if cfg.NATS.URL == "" {
-		s.NATS, err = bus.StartEmbedded(bus.EmbeddedConfig{Addr: cfg.NATSAddr, StoreDir: cfg.StoreDir})
+		if cfg.Auth {
+			if s.Keys, err = bus.NewKeys(); err != nil {
+				return nil, err
+			}
+			if s.users, err = bus.Users(s.Keys); err != nil {
+				return nil, err
+			}
+		}
+		s.NATS, err = bus.StartEmbedded(bus.EmbeddedConfig{Addr: cfg.NATSAddr, StoreDir: cfg.StoreDir, Users: s.users})
 		if err != nil {
 			return nil, err
 		}
@@ -206,7 +229,7 @@ func (s *Stack) RestartNATS(down time.Duration) error {
 	addr := s.NATS.Server.Addr().String()
 	s.NATS.Shutdown()
 	time.Sleep(down)
-	e, err := bus.StartEmbedded(bus.EmbeddedConfig{Addr: addr, StoreDir: s.cfg.StoreDir})
+	e, err := bus.StartEmbedded(bus.EmbeddedConfig{Addr: addr, StoreDir: s.cfg.StoreDir, Users: s.users})
 	if err != nil {
 		return err
 	}
@@ -216,17 +239,25 @@ func (s *Stack) RestartNATS(down time.Duration) error {
 
 // Client returns a new API client on its own connection.
 func (s *Stack) Client() (*bus.Client, *nats.Conn, error) {
-	nc, err := s.connect("darklaunch-client")
+	nc, err := s.connect("darklaunch-client", bus.RoleOperator)
 	if err != nil {
 		return nil, nil, err
 	}
 	return &bus.Client{NC: nc}, nc, nil
 }
 
-func (s *Stack) connect(name string) (*nats.Conn, error) {
+// connect connects as role: with Auth, with the role's key; the services'
+// replies come to inboxes of their own.
+func (s *Stack) connect(name, role string) (*nats.Conn, error) {
 	c := s.cfg.NATS
 	c.URL = s.URL
 	c.Name = name
+	c.InboxPrefix = bus.InboxPrefix(role)
+	for _, k := range s.Keys {
+		if k.Role == role {
+			c.NKeySeed = k.Seed
+		}
+	}
 	return bus.Connect(c, s.log.With("component", name))
 }
 

@@ -10,7 +10,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/pflag"
 
-	"github.com/darklaunch/darklaunch/shared/bus"
 	"github.com/darklaunch/darklaunch/shared/service"
 )
 
@@ -56,8 +55,6 @@ type Config struct {
 	// retries. Default DefaultQueryTimeout.
 	QueryTimeout time.Duration
 
-	// Limits of the streams created at start-up (bus.EnsureInfra).
-	Streams bus.StreamLimits
 	// Registry receives the collector's Prometheus metrics. Default a new
 	// private one.
 	Registry *prometheus.Registry
@@ -156,7 +153,7 @@ func (c *Config) Service() string { return Name }
 // stream limits.
 func (c *Config) Build(d service.Deps) (service.Runner, error) {
 	cfg := *c
-	d.Fill(&cfg.Registry, &cfg.Streams)
+	d.FillRegistry(&cfg.Registry)
 	return New(cfg, d.NC, d.Log)
 }
 

@@ -77,7 +77,7 @@ type runner struct {
 // completedIterations+1 and catches up at once on the iterations whose time
 // has passed (same Msg-Ids, so the stream drops what was already published).
 func (s *Service) Run(ctx context.Context) error {
-	infra, err := bus.EnsureInfra(ctx, s.nc, s.cfg.Streams)
+	infra, err := bus.OpenInfra(ctx, s.nc, s.log)
 	if err != nil {
 		return service.Exit(ctx, Name, err)
 	}

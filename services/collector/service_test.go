@@ -247,7 +247,7 @@ func TestCollectorPurgesReplacedRun(t *testing.T) {
 	if _, err := e.Store.Replace(t.Context(), next, rev); err != nil {
 		t.Fatal(err)
 	}
-	testenv.Until(t, 3*time.Second, "the replaced run's observations to be purged", func() bool { return !stored(old) })
+	testenv.Until(t, 10*time.Second, "the replaced run's observations to be purged", func() bool { return !stored(old) })
 }
 
 // TestPurgeKeepsCurrentExperiment: purging after a delete takes the

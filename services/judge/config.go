@@ -26,7 +26,7 @@ const (
 	DefaultMaxDeliveries = 8
 	// ConsumerName is the judge's durable consumer on the events stream,
 	// shared by every judge instance.
-	ConsumerName = "darklaunch-judge"
+	ConsumerName = bus.JudgeConsumer
 	// Name is the judge's name: `darklaunch serve judge`, and the source
 	// of its events.
 	Name   = "judge"
@@ -113,7 +113,8 @@ func (c *Config) Service() string { return source }
 // limits and darklaunch's version (shown by `nats micro ls`).
 func (c *Config) Build(d service.Deps) (service.Runner, error) {
 	cfg := *c
-	d.Fill(&cfg.Registry, &cfg.Streams)
+	d.FillRegistry(&cfg.Registry)
+	d.FillStreams(&cfg.Streams)
 	cfg.Version = cmp.Or(cfg.Version, d.Version)
 	return New(cfg, d.NC, d.Log)
 }

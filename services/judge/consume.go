@@ -113,6 +113,15 @@ func (s *Service) handleMsg(ctx context.Context, msg jetstream.Msg) {
 		_ = msg.Term()
 		return
 	}
+	if ev.Subject() != msg.Subject() {
+		// Only the subject is the publisher's right (bus.Permissions): an
+		// event that claims another type or experiment than its subject's
+		// is a forgery, or a bug; either way it is not a fact.
+		s.log.Error("event whose type or experiment is not its subject's dropped", "subject", msg.Subject(), "claims", ev.Subject())
+		s.prom.eventsDropped.Inc()
+		_ = msg.Term()
+		return
+	}
 	log := s.expLog(ev.Namespace, ev.Name).With("event", ev.Type, "uid", ev.UID)
 	in, ignored := EventInput(ev)
 	if in == nil {

@@ -484,3 +484,31 @@ func TestDropBudgetCountsOwnFailures(t *testing.T) {
 		t.Errorf("events dropped %v, want 1", got)
 	}
 }
+
+// TestEventMustMatchItsSubject: a metrics event published on the routing
+// subject — what a router could do, permitted only routing events — is no
+// fact: it is dropped and counted, and the experiment does not move.
+func TestEventMustMatchItsSubject(t *testing.T) {
+	e := newEnv(t)
+	s, _ := e.runJudge(Config{})
+	x := e.create(e.doc("forged", 1))
+	e.routing(x, true, "")
+	e.waitStatus("forged", "Running", running)
+
+	ev := bus.NewEvent(bus.EventMetrics, "router", x, time.Now())
+	ev.Snapshot = &bus.Snapshot{Iteration: 1, Role: bus.RoleDark, Values: map[string]*float64{experiment.MetricRequestCount: f64(100)}}
+	m, err := bus.NewMsg(bus.EventSubject("default", "forged", bus.EventRouting), ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.js.PublishMsg(context.Background(), m); err != nil {
+		t.Fatal(err)
+	}
+	e.waitFor("the forged event to be dropped", func() (bool, string) {
+		n := testutil.ToFloat64(s.prom.eventsDropped)
+		return n == 1, fmt.Sprintf("%v dropped", n)
+	})
+	if got := e.get("default", "forged"); got.Status.CompletedIterations != 0 || got.Status.Stage != experiment.StageRunning {
+		t.Errorf("after a forged event: stage %s, %d iterations; want Running with none", got.Status.Stage, got.Status.CompletedIterations)
+	}
+}

@@ -9,7 +9,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/pflag"
 
-	"github.com/darklaunch/darklaunch/shared/bus"
 	"github.com/darklaunch/darklaunch/shared/experiment"
 	"github.com/darklaunch/darklaunch/shared/service"
 )
@@ -39,8 +38,6 @@ type Config struct {
 	// Instance tells this loadgen's progress events apart from another
 	// instance's (and from its own before a restart). Default a new NUID.
 	Instance string
-	// Limits of the streams created at start-up (bus.EnsureInfra).
-	Streams bus.StreamLimits
 	// Registry receives loadgen's Prometheus metrics. Default a new private
 	// one.
 	Registry *prometheus.Registry
@@ -117,7 +114,7 @@ func (c *Config) Service() string { return Name }
 // mirroring proxy unless URL says otherwise.
 func (c *Config) Build(d service.Deps) (service.Runner, error) {
 	cfg := *c
-	d.Fill(&cfg.Registry, &cfg.Streams)
+	d.FillRegistry(&cfg.Registry)
 	if cfg.URL == "" && d.Local != nil {
 		cfg.URL = d.Local.ProxyURL
 	}

@@ -55,7 +55,7 @@ type runner struct {
 // reconciles from the state bucket: after a restart the current values
 // rebuild the traffic it had, from the remaining time on.
 func (s *Service) Run(ctx context.Context) error {
-	infra, err := bus.EnsureInfra(ctx, s.nc, s.cfg.Streams)
+	infra, err := bus.OpenInfra(ctx, s.nc, s.log)
 	if err != nil {
 		return service.Exit(ctx, Name, err)
 	}

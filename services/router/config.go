@@ -12,7 +12,6 @@ import (
 	"github.com/darklaunch/darklaunch/services/router/istio"
 	"github.com/darklaunch/darklaunch/services/router/mirroring"
 	"github.com/darklaunch/darklaunch/services/router/proxy"
-	"github.com/darklaunch/darklaunch/shared/bus"
 	"github.com/darklaunch/darklaunch/shared/service"
 )
 
@@ -41,10 +40,6 @@ type Config struct {
 
 	// Registry receives the Prometheus counters. Default a new private one.
 	Registry *prometheus.Registry
-
-	// Streams are the stream limits given to bus.EnsureInfra; zero values
-	// take its defaults.
-	Streams bus.StreamLimits
 }
 
 // Default replaces every zero value with its default.
@@ -92,7 +87,7 @@ func (c *Config) Service() string { return Source }
 // address come from the stack where the configuration leaves them empty.
 func (c *Config) Build(d service.Deps) (service.Runner, error) {
 	cfg := *c
-	d.Fill(&cfg.Registry, &cfg.Streams)
+	d.FillRegistry(&cfg.Registry)
 	if l := d.Local; l != nil {
 		cfg.DefaultLiveURL = cmp.Or(cfg.DefaultLiveURL, l.LiveURL)
 		cfg.DefaultDarkURL = cmp.Or(cfg.DefaultDarkURL, l.DarkURL)

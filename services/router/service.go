@@ -98,14 +98,19 @@ func (s *Service) URL() string {
 // Run reconciles, and runs the backend's own work (Runner), until ctx
 // ends; nil on a clean shutdown.
 func (s *Service) Run(ctx context.Context) error {
-	infra, err := bus.EnsureInfra(ctx, s.nc, s.cfg.Streams)
-	if err != nil {
-		s.closeBackend()
-		return service.Exit(ctx, Source, err)
-	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	// The backend first: the proxy serves (404 for a host no experiment
+	// mirrors) while the router waits for the judge's streams.
 	stopBackend := s.runBackend(ctx, cancel)
+	infra, err := bus.OpenInfra(ctx, s.nc, s.log)
+	if err != nil {
+		stopBackend()
+		if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+			return cause // the backend's own failure
+		}
+		return service.Exit(ctx, Source, err)
+	}
 	s.ctx, s.store = ctx, infra.Store
 
 	// A route that cannot be restored (a configuration problem) is tried

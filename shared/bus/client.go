@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -64,6 +66,10 @@ func (c *Client) call(ctx context.Context, subject string, payload []byte, out a
 	m := nats.NewMsg(subject)
 	m.Data = payload
 	m.Header.Set(HeaderAccept, ContentTypeMsgpack)
+	// A request the server refuses to forward (the user's role may not
+	// publish on subject) would only time out: the refusal comes as an
+	// asynchronous error. Watch for it, and say so at once.
+	ctx, refused := refusals(ctx, c.NC, subject)
 	// A judge that is (re)starting has no responder for a moment: retry
 	// briefly before telling the user none is running.
 	reply, err := retry.Value(ctx, retry.Policy{First: 50 * time.Millisecond, Max: 1600 * time.Millisecond, Within: 3200 * time.Millisecond}, func(ctx context.Context) (*nats.Msg, error) {
@@ -73,6 +79,9 @@ func (c *Client) call(ctx context.Context, subject string, payload []byte, out a
 		}
 		return reply, err
 	}, nil)
+	if refused() {
+		return fmt.Errorf("%w: the NATS server refused %s to this user: its role may not do that (see docs/protocol.md, darklaunch nats-config)", ErrNotPermitted, subject)
+	}
 	if errors.Is(err, nats.ErrNoResponders) {
 		return fmt.Errorf("no judge answers on %s: is the judge running? (darklaunch serve judge)", subject)
 	}
@@ -89,4 +98,37 @@ func (c *Client) call(ctx context.Context, subject string, payload []byte, out a
 		return apiErr
 	}
 	return DecodeMsg(reply, out)
+}
+
+// ErrNotPermitted marks a request the NATS server refused to forward: the
+// user's role lacks the permission.
+var ErrNotPermitted = errors.New("not permitted")
+
+// refusals returns a context that ends as soon as the server reports a
+// permissions violation for publishing on subject, and a func that tells
+// whether it did.
+func refusals(ctx context.Context, nc *nats.Conn, subject string) (context.Context, func() bool) {
+	before := nc.LastError()
+	ctx, cancel := context.WithCancel(ctx)
+	var seen atomic.Bool
+	go func() {
+		t := time.NewTicker(20 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			if err := nc.LastError(); err != nil && err != before && errors.Is(err, nats.ErrPermissionViolation) && strings.Contains(err.Error(), `"`+subject+`"`) {
+				seen.Store(true)
+				cancel()
+				return
+			}
+		}
+	}()
+	return ctx, func() bool {
+		cancel()
+		return seen.Load()
+	}
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/darklaunch/darklaunch/shared/retry"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
 )
 
 // ConnConfig says how to reach NATS.
@@ -24,6 +25,14 @@ type ConnConfig struct {
 	CredsFile string
 	// Token, User and Password are the simpler auth methods, optional.
 	Token, User, Password string
+	// NKeyFile is a file holding a user's nkey seed (SU...), as
+	// `darklaunch nats-config` writes one per role; NKeySeed is the seed
+	// itself (the embedded stack's users). Optional.
+	NKeyFile string
+	NKeySeed []byte
+	// InboxPrefix is where replies come back (nats.go's default "_INBOX"):
+	// each service has its own (InboxPrefix), which only its user may read.
+	InboxPrefix string
 	// TLS, optional. TLSCA is a PEM file of the CAs the server's
 	// certificate must chain to (default: the system's); TLSCert and
 	// TLSKey are this client's certificate and key, for a server that
@@ -84,6 +93,16 @@ func Connect(cfg ConnConfig, log *slog.Logger) (*nats.Conn, error) {
 	if cfg.CredsFile != "" {
 		opts = append(opts, nats.UserCredentials(cfg.CredsFile))
 	}
+	nkeyOpt, err := cfg.nkeyOption()
+	if err != nil {
+		return nil, err
+	}
+	if nkeyOpt != nil {
+		opts = append(opts, nkeyOpt)
+	}
+	if cfg.InboxPrefix != "" {
+		opts = append(opts, nats.CustomInboxPrefix(cfg.InboxPrefix))
+	}
 	if cfg.Token != "" {
 		opts = append(opts, nats.Token(cfg.Token))
 	}
@@ -98,6 +117,31 @@ func Connect(cfg ConnConfig, log *slog.Logger) (*nats.Conn, error) {
 		return nil, &redactedError{msg: cfg.redactMessage(err.Error()), err: err}
 	}
 	return nc, nil
+}
+
+// nkeyOption signs in with the nkey of NKeyFile or NKeySeed, if any.
+func (cfg ConnConfig) nkeyOption() (nats.Option, error) {
+	switch {
+	case cfg.NKeyFile != "" && cfg.NKeySeed != nil:
+		return nil, errors.New("give an nkey seed or an nkey file, not both")
+	case cfg.NKeyFile != "":
+		opt, err := nats.NkeyOptionFromSeed(cfg.NKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("--nkey %s: %w", cfg.NKeyFile, err)
+		}
+		return opt, nil
+	case cfg.NKeySeed != nil:
+		kp, err := nkeys.FromSeed(cfg.NKeySeed)
+		if err != nil {
+			return nil, fmt.Errorf("nkey seed: %w", err)
+		}
+		pub, err := kp.PublicKey()
+		if err != nil {
+			return nil, fmt.Errorf("nkey seed: %w", err)
+		}
+		return nats.Nkey(pub, kp.Sign), nil
+	}
+	return nil, nil
 }
 
 // tlsHint says what a TLS failure most likely needs.

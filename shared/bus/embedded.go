@@ -24,6 +24,9 @@ type EmbeddedConfig struct {
 	// TLS, when set, makes the server accept only TLS connections; with
 	// ClientCAs set it also requires and verifies a client certificate.
 	TLS *tls.Config
+	// Users, when set, are the only users the server lets in, each with its
+	// own permissions (Users(NewKeys())).
+	Users []*server.NkeyUser
 }
 
 // Embedded is a running in-process nats-server with JetStream.
@@ -79,6 +82,7 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 		NoLog:      !cfg.Debug,
 		MaxPayload: 8 << 20,
 	}
+	opts.Nkeys = cfg.Users
 	if cfg.TLS != nil {
 		opts.TLSConfig = cfg.TLS
 		opts.TLSVerify = cfg.TLS.ClientCAs != nil

@@ -55,8 +55,8 @@ type Deps struct {
 	// Registry receives the service's Prometheus metrics, served on
 	// /metrics by `darklaunch serve`.
 	Registry *prometheus.Registry
-	// Streams are the stream and bucket limits; every service of one
-	// installation must be given the same.
+	// Streams are the limits of darklaunch's streams and bucket, which the
+	// judge creates; the other services only use them.
 	Streams bus.StreamLimits
 	// Version is darklaunch's version, shown by `nats micro ls`.
 	Version string
@@ -65,14 +65,18 @@ type Deps struct {
 	Local *Local
 }
 
-// Fill gives a configuration's Registry and Streams the host's, where the
-// host has them: under `darklaunch serve` the served registry and the
-// --stream-replicas limits; in the embedded stack, none, so what the
-// caller configured stays.
-func (d Deps) Fill(reg **prometheus.Registry, streams *bus.StreamLimits) {
+// FillRegistry gives a configuration the host's registry, where the host
+// has one: under `darklaunch serve` the registry it serves on /metrics; in
+// the embedded stack none, so what the caller configured stays.
+func (d Deps) FillRegistry(reg **prometheus.Registry) {
 	if d.Registry != nil {
 		*reg = d.Registry
 	}
+}
+
+// FillStreams gives the judge, which creates darklaunch's streams and
+// bucket, the host's limits (--stream-replicas), where the host has them.
+func (d Deps) FillStreams(streams *bus.StreamLimits) {
 	if d.Streams != (bus.StreamLimits{}) {
 		*streams = d.Streams
 	}

@@ -85,11 +85,14 @@ func TestSpecOf(t *testing.T) {
 func TestDepsFillKeepsWhatTheHostLacks(t *testing.T) {
 	mine, hosts := prometheus.NewRegistry(), prometheus.NewRegistry()
 	reg, streams := mine, bus.StreamLimits{Replicas: 3}
-	Deps{}.Fill(&reg, &streams)
+	Deps{}.FillRegistry(&reg)
+	Deps{}.FillStreams(&streams)
 	if reg != mine || streams.Replicas != 3 {
 		t.Errorf("a host with nothing replaced the configuration's: %p %+v", reg, streams)
 	}
-	Deps{Registry: hosts, Streams: bus.StreamLimits{Replicas: 5}}.Fill(&reg, &streams)
+	host := Deps{Registry: hosts, Streams: bus.StreamLimits{Replicas: 5}}
+	host.FillRegistry(&reg)
+	host.FillStreams(&streams)
 	if reg != hosts || streams.Replicas != 5 {
 		t.Errorf("the host's registry and limits were not taken: %p %+v", reg, streams)
 	}

@@ -88,6 +88,7 @@ a Secret you may have named <fullname>-nats yourself (nats.*.existingSecret).
 
 {{- define "darklaunch.natsCredsDir" -}}/etc/darklaunch/nats{{- end }}
 {{- define "darklaunch.natsTLSDir" -}}/etc/darklaunch/nats-tls{{- end }}
+{{- define "darklaunch.natsNkeyDir" -}}/etc/darklaunch/nkey{{- end }}
 
 {{/* The keys of the NATS TLS Secret that are used: ca, cert, key (empty for none). */}}
 {{- define "darklaunch.natsTLSKeys" -}}
@@ -128,6 +129,13 @@ svc.extraArgs are added here.
       (printf "--log-level=%s" $v.logLevel) }}
 {{- if $creds }}
 {{- $args = append $args (printf "--creds=%s/%s" (include "darklaunch.natsCredsDir" $root) $v.nats.credentials.key) }}
+{{- end }}
+{{- $nkeys := $v.nats.nkeys.existingSecret }}
+{{- if and $nkeys (or $creds $token) }}
+{{- fail "nats.nkeys: one NATS user per service signs in with its nkey; do not also set nats.credentials or nats.token" }}
+{{- end }}
+{{- if $nkeys }}
+{{- $args = append $args (printf "--nkey=%s/%s.nk" (include "darklaunch.natsNkeyDir" $root) .component) }}
 {{- end }}
 {{- $tls := $v.nats.tls }}
 {{- include "darklaunch.natsTLSKeys" $root }}
@@ -228,8 +236,13 @@ spec:
             {{- toYaml ($svc.resources | default $v.resources) | nindent 12 }}
           securityContext:
             {{- toYaml $v.securityContext | nindent 12 }}
-          {{- if or $creds $metricsCM $tls.existingSecret }}
+          {{- if or $creds $metricsCM $tls.existingSecret $nkeys }}
           volumeMounts:
+            {{- if $nkeys }}
+            - name: nats-nkey
+              mountPath: {{ include "darklaunch.natsNkeyDir" $root }}
+              readOnly: true
+            {{- end }}
             {{- if $creds }}
             - name: nats-credentials
               mountPath: {{ include "darklaunch.natsCredsDir" $root }}
@@ -246,8 +259,18 @@ spec:
               readOnly: true
             {{- end }}
           {{- end }}
-      {{- if or $creds $metricsCM $tls.existingSecret }}
+      {{- if or $creds $metricsCM $tls.existingSecret $nkeys }}
       volumes:
+        {{- if $nkeys }}
+        - name: nats-nkey
+          secret:
+            secretName: {{ $nkeys }}
+            defaultMode: 0440
+            items:
+              {{- /* Its own key only: a pod cannot sign in as another service. */}}
+              - key: {{ .component }}.nk
+                path: {{ .component }}.nk
+        {{- end }}
         {{- if $creds }}
         - name: nats-credentials
           secret:

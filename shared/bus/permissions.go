@@ -1,0 +1,152 @@
+package bus
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// Roles on the bus: one per service, and two for people. Each connects as
+// its own NATS user, whose permissions allow only what docs/protocol.md
+// gives the role, so that no client can publish a fact it does not own
+// (a metrics event is the collector's, a routing event the router's, the
+// state the judge's).
+const (
+	RoleJudge     = "judge"
+	RoleRouter    = "router"
+	RoleLoadgen   = "loadgen"
+	RoleCollector = "collector"
+	// RoleOperator may create, get, list and delete experiments and read
+	// the events and the state.
+	RoleOperator = "operator"
+	// RoleViewer may get and list experiments and read the events and the
+	// state.
+	RoleViewer = "viewer"
+)
+
+// Roles lists every role, the services' first.
+var Roles = []string{RoleRouter, RoleLoadgen, RoleCollector, RoleJudge, RoleOperator, RoleViewer}
+
+// Permission is what one role may publish and subscribe to, in
+// nats-server's terms. Responses lets it answer requests it received (the
+// judge's API) without publishing to every inbox.
+type Permission struct {
+	Publish   []string
+	Subscribe []string
+	// DenyPublish are exceptions to Publish.
+	DenyPublish []string
+	Responses   bool
+}
+
+// InboxPrefix is where a service's replies come back: a prefix of its own,
+// so that no other client may read them (people share nats.go's default
+// "_INBOX"). nats.go's JetStream calls reply there too.
+func InboxPrefix(role string) string {
+	if isService(role) {
+		return "_INBOX_" + role
+	}
+	return "_INBOX"
+}
+
+func isService(role string) bool {
+	return slices.Contains([]string{RoleJudge, RoleRouter, RoleLoadgen, RoleCollector}, role)
+}
+
+// JudgeConsumer is the judge's durable consumer on the events stream,
+// shared by every judge instance.
+const JudgeConsumer = "darklaunch-judge"
+
+const judgeConsumerName = JudgeConsumer
+
+// The streams' names as JetStream's API subjects know them.
+var (
+	kvStream = "KV_" + BucketExperiments
+	kvPrefix = "$KV." + BucketExperiments
+)
+
+// api is a JetStream API subject.
+func api(parts ...string) string { return "$JS.API." + strings.Join(parts, ".") }
+
+// readStream is what reading a stream with an ordered or ephemeral
+// consumer takes (a KV watch is one): looking the stream up, making and
+// deleting the consumer, answering its flow control, and the direct gets
+// of single messages (a KV get).
+func readStream(stream string) []string {
+	return []string{
+		api("STREAM.INFO", stream),
+		api("CONSUMER.CREATE", stream, ">"),
+		api("CONSUMER.CREATE", stream),
+		api("CONSUMER.DELETE", stream, ">"),
+		api("CONSUMER.INFO", stream, ">"),
+		api("CONSUMER.MSG.NEXT", stream, ">"),
+		api("DIRECT.GET", stream, ">"),
+		api("STREAM.MSG.GET", stream),
+		"$JS.FC." + stream + ".>",
+	}
+}
+
+// Permissions returns what role may do on the bus.
+func Permissions(role string) (Permission, error) {
+	var p Permission
+	// Every role reads the state and finds the streams, and gets its
+	// replies; the judge and people read the events too.
+	p.Publish = append(readStream(kvStream), api("STREAM.INFO", StreamEvents), api("STREAM.INFO", StreamObs),
+		// The account's JetStream limits and API level, which nats.go
+		// asks for before some calls.
+		api("INFO"))
+	p.Subscribe = []string{InboxPrefix(role) + ".>"}
+	readEvents := func() {
+		p.Publish = append(p.Publish, readStream(StreamEvents)...)
+	}
+	// People's readers of the events must keep off the judge's durable
+	// consumer: pulling from it would hold events back from the judge.
+	judgeConsumer := []string{
+		api("CONSUMER.MSG.NEXT", StreamEvents, judgeConsumerName),
+		api("CONSUMER.CREATE", StreamEvents, judgeConsumerName),
+		api("CONSUMER.CREATE", StreamEvents, judgeConsumerName, ">"),
+		api("CONSUMER.DELETE", StreamEvents, judgeConsumerName),
+	}
+	event := func(types ...string) {
+		for _, t := range types {
+			p.Publish = append(p.Publish, EventTypeFilter(t))
+		}
+	}
+	switch role {
+	case RoleJudge:
+		// It owns the streams and the bucket: it creates them, writes the
+		// state, publishes the lifecycle events, consumes what the others
+		// publish with its durable consumer, and serves the API.
+		readEvents()
+		for _, s := range []string{StreamEvents, StreamObs, kvStream} {
+			p.Publish = append(p.Publish, api("STREAM.CREATE", s), api("STREAM.UPDATE", s))
+		}
+		p.Publish = append(p.Publish, kvPrefix+".>",
+			api("CONSUMER.DURABLE.CREATE", StreamEvents, judgeConsumerName),
+			"$JS.ACK."+StreamEvents+"."+judgeConsumerName+".>")
+		event(EventCreated, EventIteration, EventVerdict, EventCompleted, EventFailed, EventDeleted)
+		p.Subscribe = append(p.Subscribe, APIGroup+".>", "$SRV.>")
+		p.Responses = true
+	case RoleRouter:
+		event(EventRouting)
+		p.Publish = append(p.Publish, ObsPrefix+".>")
+	case RoleLoadgen:
+		event(EventLoad)
+	case RoleCollector:
+		event(EventMetrics)
+		p.Publish = append(p.Publish, readStream(StreamObs)...)
+		p.Publish = append(p.Publish, api("STREAM.PURGE", StreamObs))
+	case RoleOperator:
+		readEvents()
+		p.Publish = append(p.Publish, APIGroup+".>", "$SRV.>")
+		p.Subscribe = append(p.Subscribe, EventsPrefix+".>")
+		p.DenyPublish = judgeConsumer
+	case RoleViewer:
+		readEvents()
+		p.Publish = append(p.Publish, SubjectGet, SubjectList, "$SRV.>")
+		p.Subscribe = append(p.Subscribe, EventsPrefix+".>")
+		p.DenyPublish = judgeConsumer
+	default:
+		return p, fmt.Errorf("unknown role %q (want one of %s)", role, strings.Join(Roles, ", "))
+	}
+	return p, nil
+}
