@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"sync"
 
 	"github.com/DataDog/sketches-go/ddsketch"
 	"github.com/DataDog/sketches-go/ddsketch/store"
@@ -127,51 +126,6 @@ func DecodeSketch(b []byte) (*Sketch, error) {
 		return nil, fmt.Errorf("decode latency sketch: %w", err)
 	}
 	return s, nil
-}
-
-// Recorder accumulates observations of one version between flushes. It is
-// safe for concurrent use; Observe is the proxy's per-request cost.
-type Recorder struct {
-	mu     sync.Mutex
-	count  int64
-	errors int64
-	sumMs  float64
-	sketch *Sketch
-}
-
-// NewRecorder returns an empty recorder.
-func NewRecorder() *Recorder { return &Recorder{sketch: NewSketch()} }
-
-// Observe records one request: its latency and whether it failed.
-func (r *Recorder) Observe(ms float64, failed bool) {
-	r.mu.Lock()
-	r.count++
-	if failed {
-		r.errors++
-	}
-	if ms > 0 {
-		r.sumMs += ms
-	}
-	r.sketch.Add(ms)
-	r.mu.Unlock()
-}
-
-// Flush returns what was recorded since the last flush and starts afresh.
-// The sketch is nil when nothing was recorded.
-func (r *Recorder) Flush() (count, errors int64, sumMs float64, sketch []byte) {
-	r.mu.Lock()
-	count, errors, sumMs = r.count, r.errors, r.sumMs
-	var s *Sketch
-	if count > 0 {
-		s = r.sketch
-		r.sketch = NewSketch()
-	}
-	r.count, r.errors, r.sumMs = 0, 0, 0
-	r.mu.Unlock()
-	if s != nil {
-		sketch = s.Encode()
-	}
-	return count, errors, sumMs, sketch
 }
 
 // Aggregate is the cumulative measurement of one version: the sum of the

@@ -46,7 +46,7 @@ func (rt *route) selected() bool {
 func floor(x float64) int64 { return int64(x) } // x ≥ 0
 
 func (rt *route) drop(reason int) {
-	rt.dropped[reason].Add(1)
+	rt.rec[roleDark].Tally(time.Now(), tallyDropped+reason)
 	rt.prom.dropped[reason].Inc()
 }
 
@@ -73,7 +73,7 @@ func (p *Proxy) mirror(rt *route, r *http.Request) {
 		return
 	}
 	out, cancel := p.copyRequest(rt, r, body)
-	rt.mirrored.Add(1)
+	rt.rec[roleDark].Tally(time.Now(), tallyMirrored)
 	// Counted here, while the request's own count is held, so a teardown
 	// waiting for zero cannot miss the copy.
 	rt.active.Add(1)
@@ -188,7 +188,6 @@ func (p *Proxy) sendCopy(rt *route, out *http.Request, cancel context.CancelFunc
 			class = classError // the body broke off: no whole response, as for live
 		}
 	}
-	ms := msSince(start)
 	if rt.ctx.Err() != nil {
 		// Torn down (the experiment ended) or shutting down: the copy was
 		// cut short by us, not by the dark version; do not count it.
@@ -198,6 +197,6 @@ func (p *Proxy) sendCopy(rt *route, out *http.Request, cancel context.CancelFunc
 	if err != nil {
 		rt.log.Debug("mirrored copy failed", "dark", rt.spec.dark.String(), "err", err)
 	}
-	rt.rec[roleDark].Observe(ms, failed)
+	rt.observe(roleDark, start, failed)
 	rt.prom.request(roleDark, class)
 }

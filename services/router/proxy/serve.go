@@ -65,7 +65,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			if r.Context().Err() != nil {
 				rt.prom.request(roleLive, classCanceled) // the client hung up
 			} else {
-				rt.rec[roleLive].Observe(msSince(start), true)
+				rt.observe(roleLive, start, true)
 				rt.prom.request(roleLive, classError)
 			}
 			panic(v)
@@ -80,7 +80,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if status == 0 {
 		status = http.StatusOK // nothing written: net/http sends 200
 	}
-	rt.rec[roleLive].Observe(msSince(start), status < 200 || status > 299)
+	rt.observe(roleLive, start, status < 200 || status > 299)
 	rt.prom.request(roleLive, codeClass(status))
 }
 
@@ -113,10 +113,6 @@ func (p *Proxy) serveUpgrade(rt *route, w http.ResponseWriter, r *http.Request) 
 		}
 	}()
 	rt.liveProxy.ServeHTTP(sw, r)
-}
-
-func msSince(t time.Time) float64 {
-	return float64(time.Since(t).Nanoseconds()) / 1e6
 }
 
 // statusWriter remembers the final status written. Unwrap lets
