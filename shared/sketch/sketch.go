@@ -143,7 +143,7 @@ type Aggregate struct {
 func NewAggregate() *Aggregate { return &Aggregate{Sketch: NewSketch()} }
 
 // MaxBatchCount bounds the requests one observation batch may report: far
-// above what one proxy observes in a flush period, far below an overflow.
+// above what one proxy observes in a slot, far below an overflow.
 const MaxBatchCount = 1 << 40
 
 // Add merges one batch, or refuses it, changing nothing, when it does not
