@@ -49,17 +49,23 @@ func logger(t *testing.T) *slog.Logger {
 // iteration's end for the last of them.
 func start(t *testing.T, live, dark sampleapp.Config) *env {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	st, err := stack.Start(ctx, stack.Config{
-		StoreDir: t.TempDir(),
-		Live:     live,
-		Dark:     dark,
+	return startStack(t, stack.Config{
+		Live: live,
+		Dark: dark,
 		Services: []service.Config{
 			&router.Config{Proxy: proxy.Config{FlushInterval: 200 * time.Millisecond}, Settings: mirroring.Settings{InitTimeout: 5 * time.Second, InitInterval: 100 * time.Millisecond}},
 			&collector.Config{Grace: 600 * time.Millisecond},
 		},
-		Log: logger(t),
 	})
+}
+
+// startStack runs the stack cfg describes (its store and logs the test's)
+// until the test ends.
+func startStack(t *testing.T, cfg stack.Config) *env {
+	t.Helper()
+	cfg.StoreDir, cfg.Log = t.TempDir(), logger(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	st, err := stack.Start(ctx, cfg)
 	if err != nil {
 		cancel()
 		t.Fatal(err)

@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/darklaunch/darklaunch/internal/stack"
 	"github.com/darklaunch/darklaunch/services/collector"
 	"github.com/darklaunch/darklaunch/services/judge"
@@ -39,38 +37,18 @@ func TestWindowsAreExact(t *testing.T) {
 	)
 	live := routertest.NewVersion(t, nil)
 	dark := routertest.NewVersion(t, nil)
-	ctx, cancel := context.WithCancel(context.Background())
-	st, err := stack.Start(ctx, stack.Config{
-		StoreDir: t.TempDir(),
-		LiveURL:  live.URL,
-		DarkURL:  dark.URL,
-		Run:      []string{judge.Name, router.Name, collector.Name},
-		Log:      logger(t),
+	e := startStack(t, stack.Config{
+		LiveURL: live.URL,
+		DarkURL: dark.URL,
+		Run:     []string{judge.Name, router.Name, collector.Name},
 	})
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		st.Close()
-		cancel()
-	})
-	client, nc, err := st.Client()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := &env{t: t, st: st, client: client, nc: nc, js: js}
+	client, st := e.client, e.st
 
 	name := "windows"
 	d := strings.Replace(string(doc(name)), "iterationsPerLoop: 7", fmt.Sprintf("iterationsPerLoop: %d", iterations), 1)
 	d = strings.Replace(d, "rate: 25", "rate: 0", 1) // the test sends the traffic
 	d += fmt.Sprintf("  mirroring:\n    percent: %d\n", percent)
-	cctx, ccancel := context.WithTimeout(ctx, 60*time.Second)
+	cctx, ccancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer ccancel()
 	if _, err := client.Create(cctx, []byte(d)); err != nil {
 		t.Fatalf("create: %v", err)

@@ -45,7 +45,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if isUpgrade(r) {
 		if rt.selected() {
-			rt.drop(dropUpgrade) // counted while the route is held, so the last batch has it
+			rt.drop(dropUpgrade, start) // counted while the route is held, so the last batch has it
 		}
 		rt.active.Add(-1) // a session may last hours: it must not hold a teardown
 		p.serveUpgrade(rt, w, r)
@@ -54,7 +54,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer rt.active.Add(-1)
 
 	if rt.selected() {
-		p.mirror(rt, r)
+		p.mirror(rt, r, start)
 	}
 
 	sw := &statusWriter{ResponseWriter: w}
