@@ -80,7 +80,8 @@ func (p *Proxy) Flush(ctx context.Context) error {
 // is set up, which is just before the start (the routing event's time). Every
 // iteration's end is then a slot boundary, and the collector cuts each window
 // exactly there whatever the flush timing. Copies mirrored and dropped are
-// tallied in the dark recorder by the instant the proxy decided.
+// tallied in the dark recorder at their request's arrival, when the proxy
+// decides.
 
 // Tallies of the dark recorder.
 const (
@@ -136,8 +137,8 @@ func (p *Proxy) flushRoute(ctx context.Context, rt *route, now time.Time) error 
 		}
 	}
 	if len(batches) > 0 {
-		// Seq grows by one per batch and starts from the wall clock, so a
-		// router restarted under the same Instance name does not reuse a
+		// Seq grows by one per batch and never lags the wall clock (ms), so
+		// a router restarted under the same Instance name does not reuse a
 		// Msg-Id the stream would drop as a duplicate.
 		seq := max(rt.seq+1, uint64(now.UnixMilli()))
 		for _, b := range batches {
