@@ -14,22 +14,34 @@ import (
 	"github.com/darklaunch/darklaunch/services/collector"
 	"github.com/darklaunch/darklaunch/services/judge"
 	"github.com/darklaunch/darklaunch/services/router"
+	"github.com/darklaunch/darklaunch/services/router/proxy"
 	"github.com/darklaunch/darklaunch/services/router/routertest"
 	"github.com/darklaunch/darklaunch/shared/bus"
 	"github.com/darklaunch/darklaunch/shared/experiment"
+	"github.com/darklaunch/darklaunch/shared/service"
 )
 
 // TestWindowsAreExact: at a fixed rate, iteration k counts rate × interval ×
-// k requests ± 1, live and the mirrored share of dark, with the router's
-// default flush (1 s) and the collector's default grace (1.5 s). The real
-// router's proxy, judge and collector on a real nats-server, real live and
-// dark servers; the test is the traffic: 30 req/s for the 3 iterations of
-// 1 s, each request due in the middle of its 1/30 s so that none ends near
-// a window's edge. (Before slots, iteration 1 counted 59 and every later
-// count stayed about 29 high: batches were cut by flush, not by when their
-// requests ended.)
+// k requests ± 1, live and the mirrored share of dark, whatever the flush
+// timing: with the router's default flush (1 s, slots of 1 s) and with one
+// of 300 ms (slots of 250 ms), and the collector's default grace (1.5 s).
+// The real router's proxy, judge and collector on a real nats-server, real
+// live and dark servers; the test is the traffic: 30 req/s for the 3
+// iterations of 1 s, each request due in the middle of its 1/30 s so that
+// none ends near a window's edge. (Before slots, iteration 1 counted 59 and
+// every later count stayed about 29 high: batches were cut by flush, not by
+// when their requests ended.)
 func TestWindowsAreExact(t *testing.T) {
 	t.Parallel()
+	for name, flush := range map[string]time.Duration{"default flush": 0, "flush 300ms": 300 * time.Millisecond} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			windowsAreExact(t, flush)
+		})
+	}
+}
+
+func windowsAreExact(t *testing.T, flush time.Duration) {
 	const (
 		rate       = 30
 		iterations = 3
@@ -38,9 +50,10 @@ func TestWindowsAreExact(t *testing.T) {
 	live := routertest.NewVersion(t, nil)
 	dark := routertest.NewVersion(t, nil)
 	e := startStack(t, stack.Config{
-		LiveURL: live.URL,
-		DarkURL: dark.URL,
-		Run:     []string{judge.Name, router.Name, collector.Name},
+		LiveURL:  live.URL,
+		DarkURL:  dark.URL,
+		Run:      []string{judge.Name, router.Name, collector.Name},
+		Services: []service.Config{&router.Config{Proxy: proxy.Config{FlushInterval: flush}}},
 	})
 	client, st := e.client, e.st
 
