@@ -49,19 +49,25 @@ func logger(t *testing.T) *slog.Logger {
 // iteration's end for the last of them.
 func start(t *testing.T, live, dark sampleapp.Config) *env {
 	t.Helper()
-	return startStack(t, stack.Config{StoreDir: t.TempDir(), Live: live, Dark: dark})
+	return startStack(t, stack.Config{Live: live, Dark: dark})
 }
 
-// startStack is start with the stack's configuration given: the services
-// are tuned as start says.
+// startStack runs the stack cfg describes until the test ends, with the
+// test's store and logs; without services of its own, they are tuned as
+// start says.
 func startStack(t *testing.T, cfg stack.Config) *env {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	cfg.Services = []service.Config{
-		&router.Config{Proxy: proxy.Config{FlushInterval: 200 * time.Millisecond}, Settings: mirroring.Settings{InitTimeout: 5 * time.Second, InitInterval: 100 * time.Millisecond}},
-		&collector.Config{Grace: 600 * time.Millisecond},
+	if cfg.StoreDir == "" {
+		cfg.StoreDir = t.TempDir()
 	}
 	cfg.Log = logger(t)
+	if cfg.Services == nil {
+		cfg.Services = []service.Config{
+			&router.Config{Proxy: proxy.Config{FlushInterval: 200 * time.Millisecond}, Settings: mirroring.Settings{InitTimeout: 5 * time.Second, InitInterval: 100 * time.Millisecond}},
+			&collector.Config{Grace: 600 * time.Millisecond},
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
 	st, err := stack.Start(ctx, cfg)
 	if err != nil {
 		cancel()

@@ -83,11 +83,18 @@ func newBusWindow(stream jetstream.Stream, exp *experiment.Experiment, catchUp t
 
 // busWindow holds one experiment's observation batches per role.
 //
+// A batch counts in the window [start, end) of every end it is Before: for
+// the proxy's slotted batches, those whose slot lies before end (each
+// request in the window of the moment it ended), for batches of an older
+// router, those whose flush period started before end.
+//
 // Measure is called with an end that does not go back (the clock measures
 // iteration after iteration), so the batches before the last end are folded
 // into one aggregate instead of being kept: memory stays flat however long
-// the experiment. A batch that arrives after its iteration was measured
-// (published later than the grace period) counts from the next iteration on.
+// the experiment. A batch that arrives after the window it belongs to was
+// measured (published later than the grace period) is counted once, from
+// the next measurement on, and that measurement says so (Measurement.Late).
+// One that arrives after the last iteration was measured is in no snapshot.
 type busWindow struct {
 	uid     string
 	subject string
@@ -104,7 +111,7 @@ type busWindow struct {
 }
 
 type roleObs struct {
-	folded    *sketch.Aggregate // batches starting before foldedEnd
+	folded    *sketch.Aggregate // batches Before foldedEnd
 	foldedEnd time.Time
 	pending   []*bus.ObservationBatch
 }
@@ -145,7 +152,7 @@ func (w *busWindow) wake() {
 	w.progress = make(chan struct{})
 }
 
-// Measure merges the batches of role that start before end, after reading
+// Measure merges the batches of role that are Before end, after reading
 // every observation already stored for the experiment.
 func (w *busWindow) Measure(ctx context.Context, role string, end time.Time) (Measurement, error) {
 	if _, ok := w.roles[role]; !ok {
@@ -164,13 +171,18 @@ func (w *busWindow) Measure(ctx context.Context, role string, end time.Time) (Me
 		return Measurement{}, fmt.Errorf("measure %s up to %s: already measured up to %s, and the bus source only moves forward", role, end.Format(time.RFC3339Nano), ro.foldedEnd.Format(time.RFC3339Nano))
 	}
 	keep := ro.pending[:0]
+	var late int64
 	for _, b := range ro.pending {
-		if !b.Start.Before(end) {
+		if !b.Before(end) {
 			keep = append(keep, b)
 			continue
 		}
 		if err := ro.folded.Add(b); err != nil {
 			w.log.Warn("observation batch skipped", "role", role, "router", b.Router, "seq", b.Seq, "err", err)
+			continue
+		}
+		if !ro.foldedEnd.IsZero() && b.Before(ro.foldedEnd) {
+			late += b.Count
 		}
 	}
 	clear(ro.pending[len(keep):])
@@ -182,7 +194,7 @@ func (w *busWindow) Measure(ctx context.Context, role string, end time.Time) (Me
 	if role == bus.RoleDark || agg.Mirrored > 0 || len(agg.Dropped) > 0 {
 		mirror = &experiment.MirrorStats{Mirrored: agg.Mirrored, Dropped: maps.Clone(agg.Dropped)}
 	}
-	return Measurement{Values: agg.Values(), Mirror: mirror}, nil
+	return Measurement{Values: agg.Values(), Mirror: mirror, Late: late}, nil
 }
 
 // catchUpWithStream waits until the consumer has handled the last message

@@ -156,3 +156,53 @@ func TestBusSourceNotCaughtUp(t *testing.T) {
 		t.Errorf("err = %v, want ErrNotCaughtUp", err)
 	}
 }
+
+// TestBusSourceCutsAtSlotEdges: each request counts in the window of the
+// moment it ended, whatever batch carried it: a slot ending at an
+// iteration's end is in that iteration, one starting there in the next. A
+// batch of an older router counts by its flush period's start, as it did.
+// A batch that arrives after its iteration was measured counts once, in the
+// next measurement, which says how many requests came late.
+func TestBusSourceCutsAtSlotEdges(t *testing.T) {
+	t.Parallel()
+	e, exp, start := newRunning(t, "edges", 0, 1, 3)
+	uid := exp.Metadata.UID
+	at := func(d time.Duration) time.Time { return start.Add(d) }
+	rec := sketch.NewRecorder(sketch.Grid{Origin: start, Width: time.Second}, 0)
+	publish := func() {
+		for _, s := range rec.Flush(time.Time{}) {
+			e.publishObs(t, exp, s.Batch(uid, bus.RoleLive, "test"))
+		}
+	}
+	for _, end := range []time.Duration{0, time.Second - 1, time.Second, 1500 * time.Millisecond, 2*time.Second - 1} {
+		rec.Observe(at(end), 10, false)
+	}
+	publish()
+	e.publishObs(t, exp, legacy(uid, bus.RoleLive, at(900*time.Millisecond), []float64{10, 10}, 0))
+
+	w, err := (&BusSource{Stream: e.Obs}).Open(t.Context(), exp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	measure := func(k int, wantCount, wantLate int64) {
+		t.Helper()
+		m, err := w.Measure(t.Context(), bus.RoleLive, at(time.Duration(k)*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := val(t, m.Values, experiment.MetricRequestCount); got != float64(wantCount) || m.Late != wantLate {
+			t.Errorf("iteration %d: request-count %v (%d late), want %d (%d late)", k, got, m.Late, wantCount, wantLate)
+		}
+	}
+	measure(1, 2+2, 0) // slot 0 (ends at 0 and at 1s−1ns) and the older router's batch
+	measure(2, 4+3, 0) // slot 1: ends at 1s, 1.5s and 2s−1ns
+
+	rec.Observe(at(2*time.Second), 10, false) // slot 2
+	for range 5 {
+		rec.Observe(at(500*time.Millisecond), 10, false) // slot 0, published late
+	}
+	publish()
+	measure(3, 7+1+5, 5)
+	measure(3, 13, 0) // the late batch is counted once
+}

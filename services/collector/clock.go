@@ -71,6 +71,10 @@ func (r *runner) clock(ctx context.Context, exp *experiment.Experiment) {
 			if err != nil {
 				log.Warn("metrics unavailable", "iteration", k, "role", role, "err", err)
 			}
+			if m.Late > 0 {
+				log.Warn("observations arrived after their iteration was measured: counted from this iteration on", "iteration", k, "role", role, "requests", m.Late)
+				r.prom.late.WithLabelValues(role).Add(float64(m.Late))
+			}
 			if !r.publish(ctx, log, exp, snap) {
 				return
 			}

@@ -42,15 +42,26 @@ func (e *env) newService(t *testing.T, cfg Config) *Service {
 	return s
 }
 
-// observed is a batch built with the proxy's recorder from known latencies,
-// the first `failed` of them failures.
+// observed is the batch of a 1 ns slot at start, built with the proxy's
+// recorder from known latencies, the first `failed` of them failures: it
+// counts in the windows that end after start.
 func observed(uid, role string, start time.Time, latMs []float64, failed int) *bus.ObservationBatch {
-	rec := sketch.NewRecorder()
+	rec := sketch.NewRecorder(sketch.Grid{Origin: start, Width: 1}, 0)
 	for i, ms := range latMs {
-		rec.Observe(ms, i < failed)
+		rec.Observe(start, ms, i < failed)
 	}
-	b := &bus.ObservationBatch{UID: uid, Role: role, Router: "test", Start: start.UTC(), End: start.Add(100 * time.Millisecond).UTC()}
-	b.Count, b.Errors, b.SumMs, b.Sketch = rec.Flush()
+	s := sketch.Slot{Start: start, End: start.Add(1)}
+	if slots := rec.Flush(time.Time{}); len(slots) == 1 {
+		s = slots[0]
+	}
+	return s.Batch(uid, role, "test")
+}
+
+// legacy is observed as a router before slots published it: a flush period
+// of 100 ms from start.
+func legacy(uid, role string, start time.Time, latMs []float64, failed int) *bus.ObservationBatch {
+	b := observed(uid, role, start, latMs, failed)
+	b.Slotted, b.End = false, start.Add(100*time.Millisecond).UTC()
 	return b
 }
 

@@ -19,6 +19,7 @@ type promMetrics struct {
 	unavailable *prometheus.CounterVec
 	duration    prometheus.Histogram
 	clocks      prometheus.Gauge
+	late        *prometheus.CounterVec
 }
 
 func newPromMetrics(reg prometheus.Registerer, source string) (*promMetrics, error) {
@@ -46,6 +47,11 @@ func newPromMetrics(reg prometheus.Registerer, source string) (*promMetrics, err
 			Help:        "Experiments the collector is measuring now.",
 			ConstLabels: constLabels,
 		})),
+		late: telemetry.Add(r, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name:        "darklaunch_collector_late_observations_total",
+			Help:        "Requests observed by the proxy whose batch arrived after their iteration was measured (later than the grace), by role: counted from the next iteration on.",
+			ConstLabels: constLabels,
+		}, []string{"role"})),
 	}
 	return m, r.Err
 }

@@ -190,3 +190,51 @@ func TestDecodeEventCanonicalFloats(t *testing.T) {
 		t.Errorf("a decoded event is not JSON: %v", err)
 	}
 }
+
+// TestBatchBeforeAtWindowEdges: a slotted batch counts in the windows that
+// hold its slot's midpoint, so a slot ending at a window's end is in and
+// one starting there is out, even from a proxy whose grid is a little off;
+// a batch from a router before slots (no "slotted" field) counts by its
+// start, as it did.
+func TestBatchBeforeAtWindowEdges(t *testing.T) {
+	end := time.Unix(1700000010, 0).UTC()
+	ms := func(d int) time.Time { return end.Add(time.Duration(d) * time.Millisecond) }
+	for _, tc := range []struct {
+		name        string
+		start, stop time.Time
+		slotted     bool
+		want        bool
+	}{
+		{"slot ending at the end", ms(-1000), ms(0), true, true},
+		{"slot starting at the end", ms(0), ms(1000), true, false},
+		{"slot of a grid 100ms early", ms(-100), ms(900), true, false},
+		{"slot of a grid 100ms late", ms(-900), ms(100), true, true},
+		{"flush period straddling the end", ms(-1), ms(999), false, true},
+		{"flush period starting at the end", ms(0), ms(1000), false, false},
+	} {
+		b := &bus.ObservationBatch{Start: tc.start, End: tc.stop, Slotted: tc.slotted}
+		if got := b.Before(end); got != tc.want {
+			t.Errorf("%s: Before = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+
+	// A batch as a router before slots encoded it.
+	type legacy struct {
+		UID   string    `json:"uid"`
+		Role  string    `json:"role"`
+		Start time.Time `json:"start"`
+		End   time.Time `json:"end"`
+		Count int64     `json:"count"`
+	}
+	data, err := bus.Marshal(bus.ContentTypeMsgpack, &legacy{UID: "u", Role: bus.RoleLive, Start: ms(-1), End: ms(999), Count: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bus.ObservationBatch
+	if err := bus.Unmarshal(bus.ContentTypeMsgpack, data, &b); err != nil {
+		t.Fatal(err)
+	}
+	if b.Slotted || b.Count != 3 || !b.Before(end) {
+		t.Errorf("legacy batch decoded as %+v (before the end: %v), want unslotted, counted by its start", b, b.Before(end))
+	}
+}

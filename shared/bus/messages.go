@@ -113,9 +113,15 @@ type Verdict struct {
 }
 
 // ObservationBatch is what the router's proxy saw of one version of one
-// experiment during one flush period: counts, the exact latency sum, and a
-// mergeable latency sketch (DDSketch, 1 % relative accuracy). One message per
-// period and version, never one per request.
+// experiment in one time slot: counts, the exact latency sum, and a
+// mergeable latency sketch (DDSketch, 1 % relative accuracy). At most a few
+// messages per flush and version, never one per request.
+//
+// A Slotted batch counts the requests that ended in [Start, End), a slot of
+// the proxy's grid (slots of a whole fraction of a second from the
+// experiment's start): the collector counts it in the windows that hold the
+// slot (see Before). A batch from a router before slots (Slotted false)
+// covers the flush period [Start, End) instead.
 type ObservationBatch struct {
 	UID    string    `json:"uid"`
 	Role   string    `json:"role"`
@@ -123,12 +129,27 @@ type ObservationBatch struct {
 	Seq    uint64    `json:"seq"`
 	Start  time.Time `json:"start"`
 	End    time.Time `json:"end"`
-	Count  int64     `json:"count"`
-	Errors int64     `json:"errors"`
-	SumMs  float64   `json:"sumMs"`
-	Sketch []byte    `json:"sketch,omitempty"`
+	// Slotted says that Start and End bound a slot, not a flush period.
+	Slotted bool    `json:"slotted,omitempty"`
+	Count   int64   `json:"count"`
+	Errors  int64   `json:"errors"`
+	SumMs   float64 `json:"sumMs"`
+	Sketch  []byte  `json:"sketch,omitempty"`
 	// Mirrored and Dropped count copies sent to the dark version and copies
-	// not sent (by reason: inflight, body, method, upgrade).
+	// not sent (by reason: inflight, body, method, upgrade), by the instant
+	// the proxy decided.
 	Mirrored int64            `json:"mirrored,omitempty"`
 	Dropped  map[string]int64 `json:"dropped,omitempty"`
+}
+
+// Before reports whether the batch counts in a window that ends at end: a
+// slot whose midpoint is before end (so a slot ending exactly at end is in,
+// one starting there is not, and a proxy whose grid is off by less than
+// half a slot still cuts where the window does); a batch without slots when
+// its period started before end, as before slots.
+func (b *ObservationBatch) Before(end time.Time) bool {
+	if b.Slotted {
+		return b.Start.Add(b.End.Sub(b.Start) / 2).Before(end)
+	}
+	return b.Start.Before(end)
 }

@@ -3,7 +3,6 @@ package sketch
 import (
 	"math"
 	"testing"
-	"time"
 
 	"github.com/darklaunch/darklaunch/shared/bus"
 	"github.com/darklaunch/darklaunch/shared/experiment"
@@ -38,12 +37,8 @@ func FuzzDecodeSketch(f *testing.F) {
 // (msgpack). Add either refuses it or leaves an aggregate whose values make
 // sense: counts ≥ 0, an error rate in [0, 1], finite non-negative latencies.
 func FuzzAggregateAdd(f *testing.F) {
-	r := NewRecorder()
-	for _, ms := range []float64{3, 5, 8, 13, 210} {
-		r.Observe(ms, ms > 100)
-	}
-	b := &bus.ObservationBatch{UID: "u", Role: bus.RoleDark, Router: "r", Seq: 1, Start: time.Unix(0, 0).UTC(), End: time.Unix(1, 0).UTC(), Mirrored: 5, Dropped: map[string]int64{"inflight": 1}}
-	b.Count, b.Errors, b.SumMs, b.Sketch = r.Flush()
+	b := batchOf([]float64{210, 3, 5, 8, 13}, 1)
+	b.Seq, b.Mirrored, b.Dropped = 1, 5, map[string]int64{"inflight": 1}
 	data, err := bus.Marshal(bus.ContentTypeMsgpack, b)
 	if err != nil {
 		f.Fatal(err)

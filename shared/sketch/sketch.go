@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"sync"
 
 	"github.com/DataDog/sketches-go/ddsketch"
 	"github.com/DataDog/sketches-go/ddsketch/store"
@@ -129,51 +128,6 @@ func DecodeSketch(b []byte) (*Sketch, error) {
 	return s, nil
 }
 
-// Recorder accumulates observations of one version between flushes. It is
-// safe for concurrent use; Observe is the proxy's per-request cost.
-type Recorder struct {
-	mu     sync.Mutex
-	count  int64
-	errors int64
-	sumMs  float64
-	sketch *Sketch
-}
-
-// NewRecorder returns an empty recorder.
-func NewRecorder() *Recorder { return &Recorder{sketch: NewSketch()} }
-
-// Observe records one request: its latency and whether it failed.
-func (r *Recorder) Observe(ms float64, failed bool) {
-	r.mu.Lock()
-	r.count++
-	if failed {
-		r.errors++
-	}
-	if ms > 0 {
-		r.sumMs += ms
-	}
-	r.sketch.Add(ms)
-	r.mu.Unlock()
-}
-
-// Flush returns what was recorded since the last flush and starts afresh.
-// The sketch is nil when nothing was recorded.
-func (r *Recorder) Flush() (count, errors int64, sumMs float64, sketch []byte) {
-	r.mu.Lock()
-	count, errors, sumMs = r.count, r.errors, r.sumMs
-	var s *Sketch
-	if count > 0 {
-		s = r.sketch
-		r.sketch = NewSketch()
-	}
-	r.count, r.errors, r.sumMs = 0, 0, 0
-	r.mu.Unlock()
-	if s != nil {
-		sketch = s.Encode()
-	}
-	return count, errors, sumMs, sketch
-}
-
 // Aggregate is the cumulative measurement of one version: the sum of the
 // observation batches from the experiment's start to a point in time.
 type Aggregate struct {
@@ -189,7 +143,7 @@ type Aggregate struct {
 func NewAggregate() *Aggregate { return &Aggregate{Sketch: NewSketch()} }
 
 // MaxBatchCount bounds the requests one observation batch may report: far
-// above what one proxy observes in a flush period, far below an overflow.
+// above what one proxy observes in a slot, far below an overflow.
 const MaxBatchCount = 1 << 40
 
 // Add merges one batch, or refuses it, changing nothing, when it does not

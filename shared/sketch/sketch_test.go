@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/DataDog/sketches-go/ddsketch"
 	"github.com/darklaunch/darklaunch/shared/bus"
@@ -46,29 +47,39 @@ func TestSketchRelativeAccuracy(t *testing.T) {
 	}
 }
 
-// TestAggregateMergesBatches checks that merging per-period batches gives
-// the same values as one recorder seeing every request.
+// TestAggregateMergesBatches checks that merging per-slot batches gives
+// the same values as one recorder seeing every request in one slot.
 func TestAggregateMergesBatches(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
-	whole := NewRecorder()
-	agg := NewAggregate()
+	t0 := time.Unix(1700000000, 0)
+	whole := NewRecorder(Grid{Origin: t0, Width: time.Hour}, 0)
+	slotted := NewRecorder(Grid{Origin: t0, Width: 100 * time.Millisecond}, 1)
 	var sum float64
 	var n, errs int64
-	for batch := 0; batch < 10; batch++ {
-		r := NewRecorder()
-		for i := 0; i < 100; i++ {
-			ms := 1 + rng.Float64()*99
-			failed := rng.IntN(10) == 0
-			r.Observe(ms, failed)
-			whole.Observe(ms, failed)
-			sum += ms
-			n++
-			if failed {
-				errs++
-			}
+	for i := range 1000 {
+		ms := 1 + rng.Float64()*99
+		failed := rng.IntN(10) == 0
+		at := t0.Add(time.Duration(i) * time.Millisecond) // 10 slots of 100
+		slotted.Observe(at, ms, failed)
+		whole.Observe(at, ms, failed)
+		if i%100 == 0 {
+			slotted.Tally(at, 0)
 		}
-		count, e, s, sk := r.Flush()
-		if err := agg.Add(&bus.ObservationBatch{Count: count, Errors: e, SumMs: s, Sketch: sk, Mirrored: 1, Dropped: map[string]int64{"inflight": 2}}); err != nil {
+		sum += ms
+		n++
+		if failed {
+			errs++
+		}
+	}
+	agg := NewAggregate()
+	slots := slotted.Flush(time.Time{})
+	if len(slots) != 10 {
+		t.Fatalf("%d slots, want 10", len(slots))
+	}
+	for _, s := range slots {
+		b := s.Batch("u", bus.RoleDark, "r")
+		b.Mirrored, b.Dropped = s.Tallies[0], map[string]int64{"inflight": 2}
+		if err := agg.Add(b); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -82,10 +93,10 @@ func TestAggregateMergesBatches(t *testing.T) {
 	if got := *v[experiment.MetricErrorRate]; got != float64(errs)/float64(n) {
 		t.Errorf("error rate %v", got)
 	}
-	c, _, _, sk := whole.Flush()
-	ws, err := DecodeSketch(sk)
-	if err != nil || c != n {
-		t.Fatal(err, c)
+	all := whole.Flush(time.Time{})
+	ws, err := DecodeSketch(all[0].Sketch)
+	if err != nil || all[0].Count != n {
+		t.Fatal(err, all[0].Count)
 	}
 	for _, q := range []float64{0.5, 0.95, 0.99} {
 		a, _ := agg.Sketch.Quantile(q)
@@ -115,18 +126,20 @@ func TestNoRequestsIsUnavailableNotZero(t *testing.T) {
 }
 
 func BenchmarkRecorderObserve(b *testing.B) {
-	r := NewRecorder()
+	now := time.Now()
+	r := NewRecorder(Grid{Origin: now, Width: time.Second}, 0)
 	for i := 0; b.Loop(); i++ {
-		r.Observe(float64(i%500)+0.5, false)
+		r.Observe(now, float64(i%500)+0.5, false)
 	}
 }
 
 func BenchmarkRecorderObserveParallel(b *testing.B) {
-	r := NewRecorder()
+	now := time.Now()
+	r := NewRecorder(Grid{Origin: now, Width: time.Second}, 0)
 	b.RunParallel(func(pb *testing.PB) {
 		i := 0
 		for pb.Next() {
-			r.Observe(float64(i%500)+0.5, i%50 == 0)
+			r.Observe(now, float64(i%500)+0.5, i%50 == 0)
 			i++
 		}
 	})
@@ -135,11 +148,8 @@ func BenchmarkRecorderObserveParallel(b *testing.B) {
 // TestAddRefusesIncoherentBatches: a batch from the bus that does not hold
 // together is refused with the field named, and the aggregate is unchanged.
 func TestAddRefusesIncoherentBatches(t *testing.T) {
-	r := NewRecorder()
-	r.Observe(5, false)
-	r.Observe(7, true)
-	var good bus.ObservationBatch
-	good.Count, good.Errors, good.SumMs, good.Sketch = r.Flush()
+	good := *batchOf([]float64{5, 7}, 0)
+	good.Errors = 1
 	other := NewSketch()
 	other.Add(5)
 	huge := NewSketch()

@@ -28,8 +28,9 @@ type Config struct {
 	// response. Default 5s.
 	MirrorTimeout time.Duration
 
-	// FlushInterval is how often the proxy publishes its observations.
-	// Default 1s.
+	// FlushInterval is how often the proxy publishes its observations. It
+	// also sets their slots: the longest exact fraction of a second no
+	// longer than it (sketch.SlotWidth). Default 1s.
 	FlushInterval time.Duration
 	// Instance tells this router's observation batches apart from another
 	// router's. Default a new NUID per process.

@@ -13,6 +13,7 @@ import (
 	"github.com/darklaunch/darklaunch/services/router/mirroring"
 	"github.com/darklaunch/darklaunch/services/router/routertest"
 	"github.com/darklaunch/darklaunch/shared/experiment"
+	"github.com/darklaunch/darklaunch/shared/sketch"
 )
 
 // newTestProxy serves a Proxy, with the router's default settings, on a
@@ -95,4 +96,22 @@ func seriesByExperiment(t testing.TB, p *Proxy) map[string]int {
 		}
 	}
 	return n
+}
+
+// recorded takes everything rt's recorder of role holds, open slot
+// included, summed into one slot (Start and End unset).
+func recorded(rt *route, role int) sketch.Slot {
+	var sum sketch.Slot
+	for _, s := range rt.rec[role].Flush(time.Time{}) {
+		sum.Count += s.Count
+		sum.Errors += s.Errors
+		sum.Late += s.Late
+		if sum.Tallies == nil {
+			sum.Tallies = make([]int64, len(s.Tallies))
+		}
+		for i, n := range s.Tallies {
+			sum.Tallies[i] += n
+		}
+	}
+	return sum
 }

@@ -45,17 +45,18 @@ func (rt *route) selected() bool {
 
 func floor(x float64) int64 { return int64(x) } // x ≥ 0
 
-func (rt *route) drop(reason int) {
-	rt.dropped[reason].Add(1)
+// drop counts a copy not sent, for a request that arrived at arrived.
+func (rt *route) drop(reason int, arrived time.Time) {
+	rt.rec[roleDark].Tally(arrived, tallyDropped+reason)
 	rt.prom.dropped[reason].Inc()
 }
 
 // mirror sends a copy of r to the dark version in the background, or counts
 // why it does not. It may replace r.Body (see below); everything else about
 // r is left for live untouched.
-func (p *Proxy) mirror(rt *route, r *http.Request) {
+func (p *Proxy) mirror(rt *route, r *http.Request, arrived time.Time) {
 	if !rt.methods[r.Method] {
-		rt.drop(dropMethod)
+		rt.drop(dropMethod, arrived)
 		return
 	}
 	// Non-blocking: a full semaphore means the dark version is slow or
@@ -63,17 +64,17 @@ func (p *Proxy) mirror(rt *route, r *http.Request) {
 	select {
 	case rt.sem <- struct{}{}:
 	default:
-		rt.drop(dropInflight)
+		rt.drop(dropInflight, arrived)
 		return
 	}
 	body, ok := p.copyBody(r)
 	if !ok {
 		<-rt.sem
-		rt.drop(dropBody)
+		rt.drop(dropBody, arrived)
 		return
 	}
 	out, cancel := p.copyRequest(rt, r, body)
-	rt.mirrored.Add(1)
+	rt.rec[roleDark].Tally(arrived, tallyMirrored)
 	// Counted here, while the request's own count is held, so a teardown
 	// waiting for zero cannot miss the copy.
 	rt.active.Add(1)
@@ -188,7 +189,6 @@ func (p *Proxy) sendCopy(rt *route, out *http.Request, cancel context.CancelFunc
 			class = classError // the body broke off: no whole response, as for live
 		}
 	}
-	ms := msSince(start)
 	if rt.ctx.Err() != nil {
 		// Torn down (the experiment ended) or shutting down: the copy was
 		// cut short by us, not by the dark version; do not count it.
@@ -198,6 +198,6 @@ func (p *Proxy) sendCopy(rt *route, out *http.Request, cancel context.CancelFunc
 	if err != nil {
 		rt.log.Debug("mirrored copy failed", "dark", rt.spec.dark.String(), "err", err)
 	}
-	rt.rec[roleDark].Observe(ms, failed)
+	rt.observe(roleDark, start, failed)
 	rt.prom.request(roleDark, class)
 }

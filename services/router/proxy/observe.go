@@ -11,6 +11,8 @@ import (
 
 	"github.com/darklaunch/darklaunch/shared"
 	"github.com/darklaunch/darklaunch/shared/bus"
+	"github.com/darklaunch/darklaunch/shared/experiment"
+	"github.com/darklaunch/darklaunch/shared/sketch"
 )
 
 // maxPending bounds the batches kept per experiment while NATS is
@@ -37,9 +39,9 @@ func (p *Proxy) runFlusher(ctx context.Context) {
 	})
 }
 
-// Flush publishes one batch per experiment and role that saw traffic (or
-// drops) since the last flush, then retries what earlier flushes could not
-// publish.
+// Flush publishes one batch per experiment, role and slot closed since the
+// last flush that saw traffic (or copies mirrored or dropped), then retries
+// what earlier flushes could not publish.
 func (p *Proxy) Flush(ctx context.Context) error {
 	// One flush at a time (the flusher's and Close's): the bookkeeping of
 	// retired routes below relies on it.
@@ -71,40 +73,77 @@ func (p *Proxy) Flush(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// flushRoute turns what rt recorded since the last flush into batches and
-// publishes every pending batch in order, stopping at the first failure.
+// Observations are counted by the instant each request ended (a copy: the
+// instant its response was read), in slots of sketch.SlotWidth(FlushInterval)
+// on a grid from the experiment's start: the start itself for a route set up
+// while the experiment runs (a restarted router), else the moment the route
+// is set up, which is just before the start (the routing event's time). Every
+// iteration's end is then a slot boundary, and the collector cuts each window
+// exactly there whatever the flush timing. Copies mirrored and dropped are
+// tallied in the dark recorder at their request's arrival, when the proxy
+// decides.
+
+// Tallies of the dark recorder.
+const (
+	tallyMirrored = 0
+	tallyDropped  = 1 // + the drop reason's index
+)
+
+func (p *Proxy) newRecorders(exp *experiment.Experiment) [2]*sketch.Recorder {
+	origin := time.Now()
+	if st := exp.Status.StartTime; st != nil {
+		origin = *st
+	}
+	grid := sketch.Grid{Origin: origin, Width: sketch.SlotWidth(p.cfg.FlushInterval)}
+	return [2]*sketch.Recorder{sketch.NewRecorder(grid, 0), sketch.NewRecorder(grid, tallyDropped+len(dropReasons))}
+}
+
+// observe records a request of role that started at start and ends now.
+func (rt *route) observe(role int, start time.Time, failed bool) {
+	end := time.Now()
+	rt.rec[role].Observe(end, float64(end.Sub(start).Nanoseconds())/1e6, failed)
+}
+
+// flushRoute turns the slots rt's recorders closed by now into batches and
+// publishes every pending batch in order, stopping at the first failure. A
+// route that serves no more (torn down, replaced, or the proxy closing)
+// gives its open slot too.
 func (p *Proxy) flushRoute(ctx context.Context, rt *route, now time.Time) error {
 	rt.flushMu.Lock()
 	defer rt.flushMu.Unlock()
-	start := rt.periodStart
-	rt.periodStart = now
-
+	before := now
+	if p.ctx.Err() != nil || p.table.Load().byKey[rt.key] != rt {
+		before = time.Time{}
+	}
 	var batches []*bus.ObservationBatch
-	for role := range rt.rec {
-		b := &bus.ObservationBatch{UID: rt.uid, Role: roleNames[role], Router: p.cfg.Instance, Start: start.UTC(), End: now.UTC()}
-		b.Count, b.Errors, b.SumMs, b.Sketch = rt.rec[role].Flush()
-		if role == roleDark {
-			b.Mirrored = rt.mirrored.Swap(0)
-			for i, reason := range dropReasons {
-				if n := rt.dropped[i].Swap(0); n > 0 {
-					if b.Dropped == nil {
-						b.Dropped = map[string]int64{}
+	for role, rec := range rt.rec {
+		for _, s := range rec.Flush(before) {
+			b := s.Batch(rt.uid, roleNames[role], p.cfg.Instance)
+			if role == roleDark {
+				b.Mirrored = s.Tallies[tallyMirrored]
+				for i, reason := range dropReasons {
+					if n := s.Tallies[tallyDropped+i]; n > 0 {
+						if b.Dropped == nil {
+							b.Dropped = map[string]int64{}
+						}
+						b.Dropped[reason] = n
 					}
-					b.Dropped[reason] = n
 				}
 			}
-		}
-		if b.Count > 0 || b.Mirrored > 0 || len(b.Dropped) > 0 {
+			if s.Late > 0 {
+				rt.log.Warn("observations counted in a later slot than they ended in: the flushes fell behind", "role", b.Role, "requests", s.Late, "slot", b.Start)
+			}
 			batches = append(batches, b)
 		}
 	}
 	if len(batches) > 0 {
-		// Seq grows by one per flush and starts from the wall clock, so a
-		// router restarted under the same Instance name does not reuse a
+		// Seq grows by one per batch and never lags the wall clock (ms), so
+		// a router restarted under the same Instance name does not reuse a
 		// Msg-Id the stream would drop as a duplicate.
-		rt.seq = max(rt.seq+1, uint64(now.UnixMilli()))
+		seq := max(rt.seq+1, uint64(now.UnixMilli()))
 		for _, b := range batches {
-			b.Seq = rt.seq
+			b.Seq, rt.seq = seq, seq
+			seq++
 			rt.pending = append(rt.pending, pendingBatch{
 				msgID: bus.MsgID(rt.uid, b.Role, p.cfg.Instance, strconv.FormatUint(b.Seq, 10)),
 				batch: b,

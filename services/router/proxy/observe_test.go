@@ -63,8 +63,8 @@ func (o *obsReader) readUntil(t *testing.T, within time.Duration, done func() bo
 			t.Errorf("Msg-Id %s delivered twice", id)
 		}
 		o.msgIDs[id] = true
-		if !b.End.After(b.Start) && !b.End.Equal(b.Start) {
-			t.Errorf("batch period %v..%v runs backwards", b.Start, b.End)
+		if !b.Slotted || !b.End.After(b.Start) {
+			t.Errorf("batch %v..%v (slotted %v): want a slot", b.Start, b.End, b.Slotted)
 		}
 		if b.Count > 0 && len(b.Sketch) == 0 {
 			t.Errorf("batch with %d requests has no sketch", b.Count)
@@ -154,11 +154,13 @@ func TestFlushRetriesWhileNATSIsDown(t *testing.T) {
 	for range 3 {
 		routertest.Send(t, base, "customdomain.com", "GET", "/", nil)
 	}
-	sctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
-	if err := p.Flush(sctx); err == nil {
-		t.Fatal("Flush with NATS down succeeded")
-	}
-	cancel()
+	// The requests' slot closes within a second; then it is published, or
+	// not.
+	testenv.Until(t, 5*time.Second, "a flush with NATS down to fail", func() bool {
+		sctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+		defer cancel()
+		return p.Flush(sctx) != nil
+	})
 	e, err := bus.StartEmbedded(bus.EmbeddedConfig{Addr: addr, StoreDir: ns.StoreDir})
 	if err != nil {
 		t.Fatal(err)
@@ -208,5 +210,75 @@ func TestConcurrentFlushes(t *testing.T) {
 	defer p.mu.Unlock()
 	if len(p.retired) != 0 {
 		t.Errorf("%d retired routes left after a flush with nothing to publish", len(p.retired))
+	}
+}
+
+// TestProxyCountsARequestInTheSlotOfItsEnd: a request is published in the
+// batch of the slot it ended in, not the one it started in, on a grid from
+// the experiment's start; a copy mirrored is tallied where it was decided.
+func TestProxyCountsARequestInTheSlotOfItsEnd(t *testing.T) {
+	ctx := context.Background()
+	infra := testenv.Infra(t, testenv.StartNATS(t).Conn(t))
+	const took = 250 * time.Millisecond // longer than two slots
+	slow := func(w http.ResponseWriter, r *http.Request) { time.Sleep(took) }
+	live := routertest.NewVersion(t, slow)
+	dark := routertest.NewVersion(t, slow)
+	p, base := newTestProxy(t, Config{FlushInterval: 100 * time.Millisecond, Instance: "slots"}, infra.JS)
+	e := routertest.Experiment("slots", "customdomain.com", live.URL, dark.URL, 100, experiment.StageRunning)
+	begin := time.Now().Add(-1234567 * time.Microsecond).UTC() // on no grid but its own
+	e.Status.StartTime = &begin
+	setup(t, p, e)
+
+	sent := time.Now()
+	routertest.Send(t, base, "customdomain.com", "GET", "/", nil)
+	dark.WaitCount(t, 1, 5*time.Second)
+	rt := p.table.Load().byKey[e.Key()]
+	testenv.Until(t, 5*time.Second, "the copy to end", func() bool { return rt.active.Load() == 0 })
+	answered := time.Now()
+	if err := p.Teardown(ctx, e); err != nil { // publishes the open slot too
+		t.Fatal(err)
+	}
+
+	cons, err := infra.JS.OrderedConsumer(ctx, bus.StreamObs, jetstream.OrderedConsumerConfig{FilterSubjects: []string{bus.ObsFilter("default", "slots")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := cons.Info(ctx) // every batch was stored before Teardown returned
+	if err != nil {
+		t.Fatal(err)
+	}
+	var batches []bus.ObservationBatch
+	for range info.NumPending {
+		m, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var b bus.ObservationBatch
+		if err := bus.Unmarshal(m.Headers().Get(bus.HeaderContentType), m.Data(), &b); err != nil {
+			t.Fatal(err)
+		}
+		batches = append(batches, b)
+	}
+	var counted, mirrored int
+	for _, b := range batches {
+		if !b.Slotted || b.End.Sub(b.Start) != 100*time.Millisecond || b.Start.Sub(begin)%(100*time.Millisecond) != 0 {
+			t.Errorf("batch %s %v..%v: want a slot of 100ms on the grid from the start %v", b.Role, b.Start, b.End, begin)
+		}
+		if b.Count > 0 {
+			counted++
+			// It ended between sent+took and answered, not at sent.
+			if !b.Start.After(sent) || b.End.Before(sent.Add(took)) || b.Start.After(answered) {
+				t.Errorf("%s request sent at %v, answered by %v, counted in slot %v..%v", b.Role, sent, answered, b.Start, b.End)
+			}
+		}
+		if b.Mirrored > 0 {
+			mirrored++
+			if b.Start.After(sent.Add(took)) || !b.End.After(sent) {
+				t.Errorf("copy decided at %v tallied in slot %v..%v", sent, b.Start, b.End)
+			}
+		}
+	}
+	if counted != 2 || mirrored != 1 {
+		t.Errorf("%d batches with a request (want live and dark), %d with the copy (want 1): %+v", counted, mirrored, batches)
 	}
 }

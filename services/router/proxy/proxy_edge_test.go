@@ -49,8 +49,8 @@ func TestProxyLiveBodyCutIsAnError(t *testing.T) {
 	if got := counter(t, p, e.Key(), "live", "error"); got != 5 {
 		t.Errorf("live{code_class=error} %v, want 5", got)
 	}
-	if n, errs, _, _ := rt.rec[roleLive].Flush(); n != 5 || errs != 5 {
-		t.Errorf("live observations: %d requests, %d errors; want 5 and 5", n, errs)
+	if r := recorded(rt, roleLive); r.Count != 5 || r.Errors != 5 {
+		t.Errorf("live observations: %d requests, %d errors; want 5 and 5", r.Count, r.Errors)
 	}
 }
 
@@ -75,8 +75,8 @@ func TestProxyClientCancelNotALiveError(t *testing.T) {
 	if got := counter(t, p, e.Key(), "live", "5xx"); got != 0 {
 		t.Errorf("live{code_class=5xx} %v, want 0", got)
 	}
-	if n, errs, _, _ := p.table.Load().byKey[e.Key()].rec[roleLive].Flush(); n != 0 || errs != 0 {
-		t.Errorf("live observations: %d requests, %d errors; want none", n, errs)
+	if r := recorded(p.table.Load().byKey[e.Key()], roleLive); r.Count != 0 || r.Errors != 0 {
+		t.Errorf("live observations: %d requests, %d errors; want none", r.Count, r.Errors)
 	}
 }
 
@@ -130,7 +130,7 @@ func TestProxyUpgradeSessionNotObserved(t *testing.T) {
 	end(open())
 	handlerReturned()
 	testenv.Until(t, 3*time.Second, "the session to be counted", func() bool { return counter(t, p, e.Key(), "live", "1xx") == 1 })
-	if n, _, _, _ := rt.rec[roleLive].Flush(); n != 0 {
+	if n := recorded(rt, roleLive).Count; n != 0 {
 		t.Errorf("the session was observed as %d live requests, want none", n)
 	}
 	if got := dropped(t, p, e.Key(), DropUpgrade); got != 1 {
@@ -178,7 +178,7 @@ func TestProxyTeardownRaceLosesNothing(t *testing.T) {
 	if err := <-torn; err != nil {
 		t.Fatal(err)
 	}
-	if n, _, _, _ := rt.rec[roleLive].Flush(); n != 0 {
+	if n := recorded(rt, roleLive).Count; n != 0 {
 		t.Errorf("%d live requests recorded after the last flush", n)
 	}
 	if got := len(live.Requests()); got != 0 {

@@ -161,7 +161,7 @@ func TestProxyMirroredShareIsExact(t *testing.T) {
 	if got := len(dark.Requests()); got < 399 || got > 401 {
 		t.Errorf("dark received %d copies of %d requests at 40%%, want 400±1", got, n)
 	}
-	if got := rt.mirrored.Load(); got < 399 || got > 401 {
+	if got := recorded(rt, roleDark).Tallies[tallyMirrored]; got < 399 || got > 401 {
 		t.Errorf("mirrored counter %d, want 400±1", got)
 	}
 	if got := len(live.Requests()); got != n {

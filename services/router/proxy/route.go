@@ -66,31 +66,29 @@ type route struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	rec      [2]*sketch.Recorder
-	mirrored atomic.Int64
-	dropped  [len(dropReasons)]atomic.Int64
-	prom     *routeCounters
+	// rec are the live and dark observations per slot (see observe.go);
+	// the dark one also tallies the copies mirrored and dropped.
+	rec  [2]*sketch.Recorder
+	prom *routeCounters
 
-	flushMu     sync.Mutex
-	periodStart time.Time
-	seq         uint64
-	pending     []pendingBatch
+	flushMu sync.Mutex
+	seq     uint64
+	pending []pendingBatch
 }
 
 func (p *Proxy) newRoute(exp *experiment.Experiment, spec routeSpec) *route {
 	rt := &route{
-		key:         exp.Key(),
-		uid:         exp.Metadata.UID,
-		ns:          exp.Metadata.Namespace,
-		name:        exp.Metadata.Name,
-		host:        spec.Host,
-		spec:        spec,
-		methods:     map[string]bool{},
-		log:         p.log.With("experiment", exp.Key()),
-		sem:         make(chan struct{}, p.cfg.MirrorInflight),
-		rec:         [2]*sketch.Recorder{sketch.NewRecorder(), sketch.NewRecorder()},
-		prom:        p.prom.forExperiment(exp.Key()),
-		periodStart: time.Now(),
+		key:     exp.Key(),
+		uid:     exp.Metadata.UID,
+		ns:      exp.Metadata.Namespace,
+		name:    exp.Metadata.Name,
+		host:    spec.Host,
+		spec:    spec,
+		methods: map[string]bool{},
+		log:     p.log.With("experiment", exp.Key()),
+		sem:     make(chan struct{}, p.cfg.MirrorInflight),
+		rec:     p.newRecorders(exp),
+		prom:    p.prom.forExperiment(exp.Key()),
 	}
 	for _, m := range spec.Methods {
 		rt.methods[m] = true

@@ -44,7 +44,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if isUpgrade(r) {
 		if rt.selected() {
-			rt.drop(dropUpgrade) // counted while the route is held, so the last batch has it
+			rt.drop(dropUpgrade, start) // counted while the route is held, so the last batch has it
 		}
 		rt.active.Add(-1) // a session may last hours: it must not hold a teardown
 		p.serveUpgrade(rt, w, r)
@@ -53,7 +53,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer rt.active.Add(-1)
 
 	if rt.selected() {
-		p.mirror(rt, r)
+		p.mirror(rt, r, start)
 	}
 
 	sw := &statusWriter{ResponseWriter: w}
@@ -64,7 +64,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			if r.Context().Err() != nil {
 				rt.prom.request(roleLive, classCanceled) // the client hung up
 			} else {
-				rt.rec[roleLive].Observe(msSince(start), true)
+				rt.observe(roleLive, start, true)
 				rt.prom.request(roleLive, classError)
 			}
 			panic(v)
@@ -79,7 +79,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if status == 0 {
 		status = http.StatusOK // nothing written: net/http sends 200
 	}
-	rt.rec[roleLive].Observe(msSince(start), status < 200 || status > 299)
+	rt.observe(roleLive, start, status < 200 || status > 299)
 	rt.prom.request(roleLive, codeClass(status))
 }
 
@@ -112,10 +112,6 @@ func (p *Proxy) serveUpgrade(rt *route, w http.ResponseWriter, r *http.Request) 
 		}
 	}()
 	rt.liveProxy.ServeHTTP(sw, r)
-}
-
-func msSince(t time.Time) float64 {
-	return float64(time.Since(t).Nanoseconds()) / 1e6
 }
 
 // statusWriter remembers the final status written. Unwrap lets
