@@ -182,7 +182,7 @@ func (s *Store) Watch(ctx context.Context, fn func(Change), live func()) error {
 				return ended(errors.New("kv watcher closed"))
 			}
 			if entry == nil { // end of the initial values
-				if live != nil {
+				if live != nil && wctx.Err() == nil {
 					live()
 				}
 				continue
