@@ -43,7 +43,8 @@ func newServeCmd(g *globals) *cobra.Command {
 		Short: "Run one darklaunch service against a NATS server (what the Helm chart runs)",
 		Long: `Run one service. Every flag can also be set as DARKLAUNCH_<FLAG> in the environment
 (e.g. DARKLAUNCH_SERVER, DARKLAUNCH_HEALTH_ADDR). With --health-addr the service serves
-/healthz (alive), /readyz (connected to NATS) and /metrics (Prometheus).`,
+/healthz (alive), /readyz (connected to NATS, and the service's watches and
+consumer set up on the connection) and /metrics (Prometheus).`,
 	}
 	cmd.PersistentFlags().StringVar(&so.healthAddr, "health-addr", "", "serve /healthz, /readyz and /metrics here (e.g. :8081); empty: off")
 	cmd.PersistentFlags().DurationVar(&so.connectWait, "connect-wait", time.Minute, "keep trying to reach NATS at start-up this long (a sidecar or NATS itself may start later); 0: try once")
@@ -88,7 +89,7 @@ func serve(ctx context.Context, g *globals, so *serveOptions, name string, cfg s
 		return withCode(ExitInvalid, err)
 	}
 	if so.healthAddr != "" {
-		stop, err := serveHealth(so.healthAddr, nc, reg, log)
+		stop, err := serveHealth(so.healthAddr, nc, svc, reg, log)
 		if err != nil {
 			return withCode(ExitInvalid, err)
 		}
@@ -128,14 +129,23 @@ func connectWithin(ctx context.Context, g *globals, service string, wait time.Du
 }
 
 // serveHealth serves the probes and the metrics: /healthz says the process
-// is alive, /readyz that it is connected to NATS.
-func serveHealth(addr string, nc *nats.Conn, reg *prometheus.Registry, log *slog.Logger) (func(), error) {
+// is alive, /readyz that it is connected to NATS and, for a service that
+// can say (service.Readier), that what it watches and consumes is set up on
+// the connection as it is now: not before the first watch, nor from a
+// reconnect until the watches are set up again.
+func serveHealth(addr string, nc *nats.Conn, svc service.Runner, reg *prometheus.Registry, log *slog.Logger) (func(), error) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if st := nc.Status(); st != nats.CONNECTED {
 			http.Error(w, "NATS connection is "+st.String(), http.StatusServiceUnavailable)
 			return
+		}
+		if r, ok := svc.(service.Readier); ok {
+			if err := r.Ready(); err != nil {
+				http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+				return
+			}
 		}
 		fmt.Fprintln(w, "ok")
 	})

@@ -23,6 +23,8 @@ type NATS struct {
 	StoreDir string
 	t        testing.TB
 	tls      *tls.Config
+	// addr is where a stopped server is to start again.
+	addr string
 }
 
 // StartNATS starts a nats-server with JetStream on a free loopback port.
@@ -70,9 +72,21 @@ func StartNATSWith(t testing.TB, configure func(*server.Options)) *NATS {
 // as a NATS restart in production would.
 func (s *NATS) Restart() {
 	s.t.Helper()
-	addr := s.Server.Addr().String()
+	s.Stop()
+	s.Start()
+}
+
+// Stop shuts the server down, as an outage of NATS would: the clients
+// keep trying to reconnect until Start.
+func (s *NATS) Stop() {
+	s.addr = s.Server.Addr().String()
 	s.Embedded.Shutdown()
-	e, err := bus.StartEmbedded(bus.EmbeddedConfig{Addr: addr, StoreDir: s.StoreDir, TLS: s.tls})
+}
+
+// Start starts a stopped server again on its port and store.
+func (s *NATS) Start() {
+	s.t.Helper()
+	e, err := bus.StartEmbedded(bus.EmbeddedConfig{Addr: s.addr, StoreDir: s.StoreDir, TLS: s.tls})
 	if err != nil {
 		s.t.Fatalf("restart nats-server: %v", err)
 	}

@@ -36,7 +36,10 @@ type Service struct {
 	newSource func(cfg Config, infra *bus.Infra, log *slog.Logger) (Source, error)
 	// swept, when set (tests), is called once the start-up sweep is done.
 	swept func()
+	ready *service.Readiness
 }
+
+var _ service.Readier = (*Service)(nil)
 
 // New checks the configuration, applies its defaults and loads the
 // prometheus source's metric definitions, so that a bad URL or metrics file
@@ -55,8 +58,13 @@ func New(cfg Config, nc *nats.Conn, log *slog.Logger) (*Service, error) {
 		log:       log.With("service", Name, "instance", cfg.Instance),
 		prom:      prom,
 		newSource: newSource,
+		ready:     service.NewReadiness(nc, reconcile.Watching),
 	}, nil
 }
+
+// Ready says whether the collector watches the experiments on its
+// connection.
+func (s *Service) Ready() error { return s.ready.Ready() }
 
 // Config returns the configuration with its defaults applied.
 func (s *Service) Config() Config { return s.cfg }
@@ -101,7 +109,7 @@ func (s *Service) Run(ctx context.Context) error {
 	} else {
 		s.log.Info("collector running", "source", s.cfg.Source, "grace", s.cfg.Grace)
 	}
-	reconcile.Run(ctx, reconcile.Config{Store: infra.Store, Log: s.log}, r)
+	reconcile.Run(ctx, reconcile.Config{Store: infra.Store, Log: s.log, Ready: s.ready}, r)
 	return nil
 }
 

@@ -3,6 +3,7 @@ package judge
 import (
 	"context"
 	"errors"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -13,16 +14,36 @@ import (
 )
 
 const (
-	// ackWait is how long the server waits for an ack before redelivering;
-	// handling an event takes milliseconds unless NATS is in trouble.
-	ackWait = 30 * time.Second
+	// ackWait is how long the server waits for an ack before it delivers
+	// an event again. Handling takes milliseconds, and the judge says every
+	// ackWait/4 that it is still at it (inProgress), so a short wait costs
+	// nothing; while an event that nobody will ack holds back every other
+	// (MaxAckPending is 1) for no longer than this: one whose judge was
+	// killed while handling it, or one whose ack a crash of NATS lost (a
+	// killed nats-server can come back with its consumers' last state
+	// updates gone, and the event it thought delivered still pending). It
+	// was 30s: a NATS restart once held the judge 20s behind.
+	ackWait = time.Second
 	// handleTimeout bounds the handling of one event.
 	handleTimeout = 20 * time.Second
+	// pullExpiry is how long a pull request waits on the server; its idle
+	// heartbeats come every half of it, so a pull the server lost
+	// without a reconnect (nats.go re-pulls at once after one) is noticed
+	// within pullExpiry (nats.go's default: 30s).
+	pullExpiry = 5 * time.Second
+	// Consuming is the judge's part of readiness: its consumer set up on
+	// the connection as it is now.
+	Consuming = "events consumer"
 )
 
 // eventRetry is when a failed event is delivered again: 500ms after its
 // first delivery, doubling with every delivery, up to 30s.
 var eventRetry = retry.Policy{First: 500 * time.Millisecond, Max: 30 * time.Second}
+
+// consumerRetry is how the consumer is set up again: at once after a
+// reconnect, then from 100ms doubling to a second while JetStream does
+// not answer.
+var consumerRetry = retry.Policy{First: 100 * time.Millisecond, Max: time.Second}
 
 // consumerConfig is the judge's durable consumer: only the events it acts
 // on, one in flight at a time across every judge instance, because order
@@ -43,42 +64,57 @@ func consumerConfig() jetstream.ConsumerConfig {
 	}
 }
 
-// consume handles the judge's events until ctx ends, re-creating the
-// consumer if it goes away (deleted, NATS restarted without its state).
+// consume handles the judge's events until ctx ends. It sets the consumer
+// up again (creating it if it went away: deleted, NATS restarted without
+// it) whenever consuming stops, and at once whenever the connection is
+// re-established, since what a restarted server had of it may be gone.
 func (s *Service) consume(ctx context.Context) {
 	for ctx.Err() == nil {
-		cons, err := retry.Value(ctx, retry.Policy{First: time.Second, Max: time.Second}, func(ctx context.Context) (jetstream.Consumer, error) {
+		cctx, cancel := bus.UntilReconnect(ctx, s.nc)
+		cons, err := retry.Value(cctx, consumerRetry, func(ctx context.Context) (jetstream.Consumer, error) {
 			return s.js.CreateOrUpdateConsumer(ctx, bus.StreamEvents, consumerConfig())
 		}, func(err error, _ time.Duration) {
+			s.ready.Down(Consuming, err)
 			s.log.Warn("create events consumer; retrying", "err", err)
 		})
-		if err != nil {
-			return // ctx ended
+		if err == nil {
+			s.consumeFrom(ctx, cctx, cons)
 		}
-		s.consumeFrom(ctx, cons)
+		cancel()
+		if bus.Reconnected(cctx) && ctx.Err() == nil {
+			s.ready.Down(Consuming, bus.ErrReconnected)
+			s.log.Info("NATS reconnected; consuming events again")
+		}
 	}
 }
 
-func (s *Service) consumeFrom(ctx context.Context, cons jetstream.Consumer) {
-	it, err := cons.Messages()
+// consumeFrom handles events from cons until cctx ends (ctx ended, or the
+// connection was re-established) or the consumer is lost. An event in hand
+// is handled under ctx whatever cctx does.
+func (s *Service) consumeFrom(ctx, cctx context.Context, cons jetstream.Consumer) {
+	it, err := cons.Messages(jetstream.PullExpiry(pullExpiry))
 	if err != nil {
+		s.ready.Down(Consuming, err)
 		s.log.Warn("consume events; retrying", "err", err)
-		shared.Sleep(ctx, time.Second)
+		shared.Sleep(cctx, time.Second)
 		return
 	}
 	defer it.Stop()
+	s.ready.Up(Consuming)
 	for {
-		msg, err := it.Next(jetstream.NextContext(ctx))
-		if ctx.Err() != nil {
+		msg, err := it.Next(jetstream.NextContext(cctx))
+		if cctx.Err() != nil {
 			if msg != nil {
 				_ = msg.Nak()
 			}
 			release(it)
 			return
 		}
-		if errors.Is(err, jetstream.ErrMsgIteratorClosed) || errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
-			s.log.Warn("events consumer closed; re-creating it", "err", err)
-			shared.Sleep(ctx, eventRetry.First)
+		if errors.Is(err, jetstream.ErrMsgIteratorClosed) || errors.Is(err, jetstream.ErrConsumerDeleted) ||
+			errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrNoHeartbeat) {
+			s.ready.Down(Consuming, err)
+			s.log.Warn("events consumer lost; setting it up again", "err", err)
+			shared.Sleep(cctx, eventRetry.First)
 			return
 		}
 		if err != nil {
@@ -86,6 +122,30 @@ func (s *Service) consumeFrom(ctx context.Context, cons jetstream.Consumer) {
 			continue
 		}
 		s.handleMsg(ctx, msg)
+	}
+}
+
+// inProgress tells the server every ackWait/4 that msg is being handled,
+// until the returned stop is called, so that it is not delivered again
+// meanwhile.
+func inProgress(msg jetstream.Msg) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		tick := time.NewTicker(ackWait / 4)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+				_ = msg.InProgress()
+			}
+		}
+	})
+	return func() {
+		close(done)
+		wg.Wait()
 	}
 }
 
@@ -128,7 +188,9 @@ func (s *Service) handleMsg(ctx context.Context, msg jetstream.Msg) {
 		log.Log(ctx, ignored.Level, ignored.Msg, ignored.Args...)
 	} else {
 		hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), handleTimeout)
+		stop := inProgress(msg)
 		err = s.handle(hctx, bus.Ref{Namespace: ev.Namespace, Name: ev.Name}, in, log)
+		stop()
 		cancel()
 	}
 	if err == nil {

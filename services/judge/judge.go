@@ -28,6 +28,7 @@ type Service struct {
 	log     *slog.Logger
 	prom    *promMetrics
 	retries retryBudget
+	ready   *service.Readiness
 
 	// Set by Run, before any handler runs.
 	js     jetstream.JetStream
@@ -47,8 +48,16 @@ func New(cfg Config, nc *nats.Conn, log *slog.Logger) (*Service, error) {
 		log:     log.With("service", Name, "instance", cfg.Instance),
 		prom:    prom,
 		retries: retryBudget{max: cfg.MaxDeliveries, failures: map[uint64]int{}},
+		ready:   service.NewReadiness(nc, Consuming),
 	}, nil
 }
+
+var _ service.Readier = (*Service)(nil)
+
+// Ready says whether the judge consumes its events on its connection (the
+// API is served before the consumer starts, and nats.go subscribes it
+// again itself after a reconnect).
+func (s *Service) Ready() error { return s.ready.Ready() }
 
 // Run serves the API, consumes the events and runs the watchdog until ctx
 // ends; it returns nil on a clean shutdown.

@@ -22,11 +22,14 @@ const Name = "loadgen"
 
 // Service is the loadgen.
 type Service struct {
-	cfg  Config
-	nc   *nats.Conn
-	log  *slog.Logger
-	prom *promMetrics
+	cfg   Config
+	nc    *nats.Conn
+	log   *slog.Logger
+	prom  *promMetrics
+	ready *service.Readiness
 }
+
+var _ service.Readier = (*Service)(nil)
 
 // New checks the configuration and applies its defaults.
 func New(cfg Config, nc *nats.Conn, log *slog.Logger) (*Service, error) {
@@ -34,8 +37,12 @@ func New(cfg Config, nc *nats.Conn, log *slog.Logger) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Service{cfg: cfg, nc: nc, log: log.With("service", Name, "instance", cfg.Instance), prom: prom}, nil
+	return &Service{cfg: cfg, nc: nc, log: log.With("service", Name, "instance", cfg.Instance), prom: prom,
+		ready: service.NewReadiness(nc, reconcile.Watching)}, nil
 }
+
+// Ready says whether loadgen watches the experiments on its connection.
+func (s *Service) Ready() error { return s.ready.Ready() }
 
 // Config returns the configuration with its defaults applied.
 func (s *Service) Config() Config { return s.cfg }
@@ -61,7 +68,7 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	r := &runner{cfg: s.cfg, log: s.log, js: infra.JS, prom: s.prom, service: ctx}
 	s.log.Info("loadgen running", "url", s.cfg.URL, "host", s.cfg.Host, "rate", s.cfg.Rate, "delay", s.cfg.Delay)
-	reconcile.Run(ctx, reconcile.Config{Store: infra.Store, Log: s.log}, r)
+	reconcile.Run(ctx, reconcile.Config{Store: infra.Store, Log: s.log, Ready: s.ready}, r)
 	return nil
 }
 

@@ -54,7 +54,10 @@ type Service struct {
 	mu        sync.Mutex
 	ending    map[string][]*ending
 	teardowns sync.WaitGroup
+	ready     *service.Readiness
 }
+
+var _ service.Readier = (*Service)(nil)
 
 // New checks cfg (applying its defaults) and builds the backend. The proxy
 // backend listens from here on, so a busy port fails New; Run releases it.
@@ -80,7 +83,8 @@ func newService(cfg Config, nc *nats.Conn, log *slog.Logger, backend Backend) (*
 		}
 	}
 	s := &Service{cfg: cfg, nc: nc, js: js, log: log, backend: backend,
-		seen: map[string]*experiment.Experiment{}, ending: map[string][]*ending{}}
+		seen: map[string]*experiment.Experiment{}, ending: map[string][]*ending{},
+		ready: service.NewReadiness(nc, reconcile.Watching)}
 	s.runner, _ = backend.(Runner)
 	return s, nil
 }
@@ -94,6 +98,9 @@ func (s *Service) URL() string {
 	}
 	return ""
 }
+
+// Ready says whether the router watches the experiments on its connection.
+func (s *Service) Ready() error { return s.ready.Ready() }
 
 // Run reconciles, and runs the backend's own work (Runner), until ctx
 // ends; nil on a clean shutdown.
@@ -116,7 +123,7 @@ func (s *Service) Run(ctx context.Context) error {
 	// A route that cannot be restored (a configuration problem) is tried
 	// again from InitInterval on, doubling up to 30s, until fixed or the
 	// experiment ends.
-	reconcile.Run(ctx, reconcile.Config{Store: infra.Store, Log: s.log, Retry: retry.Policy{First: s.cfg.InitInterval, Max: 30 * time.Second}}, s)
+	reconcile.Run(ctx, reconcile.Config{Store: infra.Store, Log: s.log, Ready: s.ready, Retry: retry.Policy{First: s.cfg.InitInterval, Max: 30 * time.Second}}, s)
 
 	// Shutdown: reconcilers first (they publish, and tear down through the
 	// backend), then the backend's own work.

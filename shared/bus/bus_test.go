@@ -131,7 +131,7 @@ func TestStoreCreateConflictAndCompareAndSwap(t *testing.T) {
 	seen := make(chan bus.Change, 4)
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	go st.Watch(wctx, func(c bus.Change) { seen <- c })
+	go st.Watch(wctx, func(c bus.Change) { seen <- c }, nil)
 	if c := <-seen; c.Experiment == nil || c.Experiment.Status.CompletedIterations != 20 {
 		t.Errorf("watch's first value %+v", c)
 	}

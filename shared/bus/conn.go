@@ -243,7 +243,7 @@ func EnsureInfra(ctx context.Context, nc *nats.Conn, lim StreamLimits) (*Infra, 
 		if err != nil {
 			return fmt.Errorf("kv bucket %s: %w", BucketExperiments, err)
 		}
-		infra.Store = &Store{KV: kv}
+		infra.Store = &Store{KV: kv, Conn: nc}
 		return nil
 	})
 	if err != nil {

@@ -41,7 +41,7 @@ func OpenInfra(ctx context.Context, nc *nats.Conn, log *slog.Logger) (*Infra, er
 		if err != nil {
 			return fmt.Errorf("kv bucket %s: %w", BucketExperiments, err)
 		}
-		infra.Store = &Store{KV: kv}
+		infra.Store = &Store{KV: kv, Conn: nc}
 		return nil
 	}, func(err error, wait time.Duration) {
 		if errors.Is(err, jetstream.ErrStreamNotFound) || errors.Is(err, jetstream.ErrBucketNotFound) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/darklaunch/darklaunch/shared"
@@ -15,6 +16,9 @@ import (
 // writer; the other services watch it.
 type Store struct {
 	KV jetstream.KeyValue
+	// Conn is the connection KV goes through; with it, Watch ends when the
+	// connection is re-established.
+	Conn *nats.Conn
 }
 
 // Get returns an experiment and its revision, or shared.ErrNotFound. An
@@ -140,25 +144,47 @@ type Change struct {
 // Watch delivers the current state of every experiment, then every change,
 // until ctx ends. Services that keep per-experiment work in memory (router,
 // loadgen, collector) reconcile from it (shared/reconcile): after a restart
-// the first values they see rebuild exactly the work they had.
-func (s *Store) Watch(ctx context.Context, fn func(Change)) error {
-	w, err := s.KV.WatchAll(ctx)
-	if err != nil {
+// the first values they see rebuild exactly the work they had. live, when
+// not nil, is called once the current state has been delivered: from then
+// on the watch follows every change.
+//
+// When the connection to NATS is re-established (Conn set), Watch returns
+// ErrReconnected at once: a NATS restart lost the watch's consumer. Watch
+// again, which delivers the current state again.
+func (s *Store) Watch(ctx context.Context, fn func(Change), live func()) error {
+	wctx := ctx
+	if s.Conn != nil {
+		var cancel context.CancelFunc
+		wctx, cancel = UntilReconnect(ctx, s.Conn)
+		defer cancel()
+	}
+	// ended is why the watch stopped once wctx ended: nil when ctx did.
+	ended := func(err error) error {
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case Reconnected(wctx):
+			return ErrReconnected
+		}
 		return err
+	}
+	w, err := s.KV.WatchAll(wctx)
+	if err != nil {
+		return ended(err)
 	}
 	defer w.Stop()
 	for {
 		select {
-		case <-ctx.Done():
-			return nil
+		case <-wctx.Done():
+			return ended(nil)
 		case entry, ok := <-w.Updates():
 			if !ok {
-				if ctx.Err() != nil {
-					return nil
-				}
-				return errors.New("kv watcher closed")
+				return ended(errors.New("kv watcher closed"))
 			}
 			if entry == nil { // end of the initial values
+				if live != nil && wctx.Err() == nil {
+					live()
+				}
 				continue
 			}
 			c := Change{Key: entry.Key(), Revision: entry.Revision()}

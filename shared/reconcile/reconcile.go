@@ -18,6 +18,7 @@ import (
 	"github.com/darklaunch/darklaunch/shared/bus"
 	"github.com/darklaunch/darklaunch/shared/experiment"
 	"github.com/darklaunch/darklaunch/shared/retry"
+	"github.com/darklaunch/darklaunch/shared/service"
 )
 
 // Task converges one experiment run. An error is tried again with the
@@ -70,11 +71,17 @@ type Config struct {
 	// Retry is how a failing task is tried again. Default: retry's zero
 	// Policy (100ms doubling to 30s, until the run ends).
 	Retry retry.Policy
+	// Ready, when set, is told when the watch is up (it has delivered
+	// every current value) and when it is down: part Watching.
+	Ready *service.Readiness
 }
 
-// rewatch is how a broken watch (a NATS restart, say) is started again:
-// every second, however long the watch had run.
-var rewatch = retry.Policy{First: time.Second, Max: time.Second}
+// Watching is the part of a service's readiness that is the loop's watch.
+const Watching = "experiments watch"
+
+// rewatch is how a broken watch is started again: 100ms after it broke,
+// doubling to a second.
+var rewatch = retry.Policy{First: 100 * time.Millisecond, Max: time.Second}
 
 // Run reconciles until ctx ends, then waits for every task to return.
 func Run(ctx context.Context, cfg Config, r Reconciler) {
@@ -83,18 +90,30 @@ func Run(ctx context.Context, cfg Config, r Reconciler) {
 	}
 	l := &loop{cfg: cfg, r: r, workers: newWorkers(ctx), seen: map[string]*experiment.Experiment{}}
 	defer l.workers.wait()
-	// The new watch delivers every current value again: the reconciler
+	// A new watch delivers every current value again: the reconciler
 	// converges from scratch, which it must be able to (see the package
-	// comment).
-	_ = retry.Do(ctx, rewatch, func(ctx context.Context) error {
-		err := cfg.Store.Watch(ctx, func(c bus.Change) { l.change(ctx, c) })
-		if err == nil && ctx.Err() == nil {
-			err = errors.New("kv watch ended")
+	// comment). After a reconnect the watch starts again at once (a NATS
+	// restart lost it); after a failure, with backoff.
+	for {
+		err := retry.Do(ctx, rewatch, func(ctx context.Context) error {
+			err := cfg.Store.Watch(ctx, func(c bus.Change) { l.change(ctx, c) }, func() { cfg.Ready.Up(Watching) })
+			switch {
+			case errors.Is(err, bus.ErrReconnected):
+				return retry.Permanent(err)
+			case err == nil && ctx.Err() == nil:
+				err = errors.New("kv watch ended")
+			}
+			return err
+		}, func(err error, _ time.Duration) {
+			cfg.Ready.Down(Watching, err)
+			cfg.Log.Warn("watching experiments failed; watching again", "err", err)
+		})
+		if !errors.Is(err, bus.ErrReconnected) {
+			return // ctx ended
 		}
-		return err
-	}, func(err error, _ time.Duration) {
-		cfg.Log.Warn("watching experiments failed; watching again", "err", err)
-	})
+		cfg.Ready.Down(Watching, err)
+		cfg.Log.Info("NATS reconnected; watching experiments again")
+	}
 }
 
 // loop is the state of one Run; only the watch goroutine touches seen.
