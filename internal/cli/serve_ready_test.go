@@ -26,6 +26,7 @@ import (
 // 10-20s before the watch was (issue 7).
 func TestReadyzFollowsTheWatchAcrossANATSRestart(t *testing.T) {
 	srv := testenv.StartNATS(t)
+	testenv.Infra(t, srv.Conn(t)) // as the judge would: loadgen waits for the streams
 	hits := &hostCounter{n: map[string]int{}}
 	target := httptest.NewServer(hits)
 	defer target.Close()

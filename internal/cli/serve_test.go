@@ -22,6 +22,9 @@ import (
 // probes and scrape annotations expect.
 func TestServeExportsMetrics(t *testing.T) {
 	srv := testenv.StartNATS(t)
+	// The judge creates the streams the others wait for before they are
+	// ready; the services run here one at a time.
+	testenv.Infra(t, srv.Conn(t))
 	for svc, want := range map[string][]string{
 		"router":    {"darklaunch_proxy_routes 0", "go_goroutines"},
 		"loadgen":   {"darklaunch_loadgen_active_traffics", "darklaunch_loadgen_request_duration_seconds_count"},
