@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -74,5 +75,65 @@ func TestAuthEndToEnd(t *testing.T) {
 	e.checkCompleted(x)
 	if !x.Passed() {
 		t.Errorf("with per-service permissions the healthy dark version did not pass: %+v", x.Status.Analysis.Objectives)
+	}
+}
+
+// TestRequestsCannotAimTheJudge: a request's reply subject is the
+// requester's to choose. Aimed at an experiment's state key or at its
+// verdict event, neither the API's answers nor micro's own ($SRV.PING) land
+// there: with darklaunch's roles the server refuses them (the API answers
+// as bus.RoleAPI, in people's inboxes only), and on an open server the
+// judge does not answer on a reply subject that is not an inbox.
+func TestRequestsCannotAimTheJudge(t *testing.T) {
+	for _, auth := range []bool{true, false} {
+		t.Run(fmt.Sprintf("auth=%v", auth), func(t *testing.T) {
+			t.Parallel()
+			e := startStack(t, stack.Config{StoreDir: t.TempDir(), Auth: auth})
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if _, err := e.client.Create(ctx, doc("aimed")); err != nil {
+				t.Fatal(err)
+			}
+			key := bus.Key("default", "aimed")
+			targets := []string{"$KV." + bus.BucketExperiments + "." + key, bus.EventSubject("default", "aimed", bus.EventVerdict)}
+			requests := map[string][]byte{bus.SubjectGet: []byte("default/aimed"), bus.SubjectList: []byte("{}")}
+			if auth {
+				// micro answers these itself, past the judge's checks.
+				requests["$SRV.PING"], requests["$SRV.INFO"] = nil, nil
+			}
+			for _, target := range targets {
+				for subj, data := range requests {
+					if err := e.nc.PublishRequest(subj, target, data); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			// A request after them is answered once they have been handled.
+			if err := e.nc.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(500 * time.Millisecond)
+			if _, err := e.client.Get(ctx, bus.Ref{Namespace: "default", Name: "aimed"}); err != nil {
+				t.Fatal(err)
+			}
+
+			kv, err := e.js.KeyValue(ctx, bus.BucketExperiments)
+			if err != nil {
+				t.Fatal(err)
+			}
+			history, err := kv.History(ctx, key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, h := range history {
+				var x experiment.Experiment
+				if err := bus.UnmarshalMsgpackStrict(h.Value(), &x); err != nil || x.Metadata.Name != "aimed" {
+					t.Errorf("revision %d of the state is not the judge's: %.120q", h.Revision(), h.Value())
+				}
+			}
+			if got := e.events("aimed", bus.EventVerdict); len(got) != 0 {
+				t.Errorf("%d verdict events while the experiment runs, want none: %+v", len(got), got[0])
+			}
+		})
 	}
 }

@@ -484,7 +484,8 @@ func TestNATSExistingSecrets(t *testing.T) {
 }
 
 // TestNATSNkeys: with one NATS user per service, each pod mounts only its
-// own service's key from the Secret and signs in with it; nkeys with a creds
+// own service's key from the Secret (the judge also the API's) and signs
+// in with it; nkeys with a creds
 // file or a token is refused.
 func TestNATSNkeys(t *testing.T) {
 	objs := mustTemplate(t, "--set", "nats.url="+natsURL, "--set", "nats.nkeys.existingSecret=darklaunch-nkeys")
@@ -492,7 +493,13 @@ func TestNATSNkeys(t *testing.T) {
 		d := one(t, objs, "Deployment", prefix+svc)
 		wantFlag(t, d, "nkey", "/etc/darklaunch/nkey/"+svc+".nk")
 		items := get(d, "spec", "template", "spec", "volumes", 0, "secret", "items")
-		if want := []any{map[string]any{"key": svc + ".nk", "path": svc + ".nk"}}; !reflect.DeepEqual(items, want) {
+		want := []any{map[string]any{"key": svc + ".nk", "path": svc + ".nk"}}
+		if svc == "judge" {
+			// The API signs in as its own user.
+			wantFlag(t, d, "api-nkey", "/etc/darklaunch/nkey/api.nk")
+			want = append(want, map[string]any{"key": "api.nk", "path": "api.nk"})
+		}
+		if !reflect.DeepEqual(items, want) {
 			t.Errorf("%s mounts %v from the nkeys Secret, want only its own key %v", d.name(), items, want)
 		}
 		if got := str(d, "spec", "template", "spec", "volumes", 0, "secret", "secretName"); got != "darklaunch-nkeys" {

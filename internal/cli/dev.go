@@ -50,10 +50,16 @@ func newDevCmd(g *globals) *cobra.Command {
 			}
 			defer st.Close()
 			access := "open: any client on this host may publish anything (add --auth for one NATS user per service)"
+			as := "" // the Try lines' credentials
 			if cfg.Auth {
-				if access, err = writePeopleKeys(st, cfg.StoreDir); err != nil {
+				keys, dir, err := writePeopleKeys(st, cfg.StoreDir)
+				if err != nil {
 					return withCode(ExitInvalid, err)
 				}
+				if cfg.StoreDir == "" {
+					defer os.RemoveAll(filepath.Dir(dir)) // the keys of a stack that is gone
+				}
+				access, as = keys, " --nkey "+filepath.Join(dir, bus.RoleOperator+".nk")
 			}
 			fmt.Fprintf(g.stdout, `darklaunch dev is up. Ctrl-C stops it.
 
@@ -64,12 +70,12 @@ func newDevCmd(g *globals) *cobra.Command {
   dark version  %s
 
 Try, in another terminal:
-  nats micro ls
-  nats sub 'darklaunch.events.>' --translate 'darklaunch decode'
-  nats req darklaunch.experiments.create "$(cat examples/mirroring/experiment-local.yaml)"
-  darklaunch watch mirroring-local
+  nats%[6]s micro ls
+  nats%[6]s sub 'darklaunch.events.>' --translate 'darklaunch decode'
+  nats%[6]s req darklaunch.experiments.create "$(cat examples/mirroring/experiment-local.yaml)"
+  darklaunch watch mirroring-local%[6]s
 The proxy routes a host only while an experiment mirrors it; until then it answers 404.
-`, bus.RedactURL(st.URL), access, st.ProxyURL, st.LiveURL, st.DarkURL)
+`, bus.RedactURL(st.URL), access, st.ProxyURL, st.LiveURL, st.DarkURL, as)
 			<-cmd.Context().Done()
 			fmt.Fprintln(g.stderr, "stopping")
 			return nil
@@ -99,17 +105,17 @@ func loopback(addr string) bool {
 
 // writePeopleKeys writes the operator's and the viewer's nkey seeds for
 // people to use, in dir/keys (a new temporary directory without dir), and
-// says where.
-func writePeopleKeys(st *stack.Stack, dir string) (string, error) {
+// says where; it returns what it says and the keys' directory.
+func writePeopleKeys(st *stack.Stack, dir string) (string, string, error) {
 	var err error
 	if dir == "" {
 		if dir, err = os.MkdirTemp("", "darklaunch-dev-"); err != nil {
-			return "", err
+			return "", "", err
 		}
 	}
 	dir = filepath.Join(dir, "keys")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return "", err
+		return "", "", err
 	}
 	var b strings.Builder
 	b.WriteString("each service signs in as its own NATS user. People's keys:")
@@ -119,9 +125,9 @@ func writePeopleKeys(st *stack.Stack, dir string) (string, error) {
 		}
 		path := filepath.Join(dir, k.Role+".nk")
 		if err := os.WriteFile(path, append(k.Seed, '\n'), 0o600); err != nil {
-			return "", err
+			return "", "", err
 		}
 		fmt.Fprintf(&b, "\n                  %-8s %s   (darklaunch --nkey %s, nats --nkey %s)", k.Role, path, path, path)
 	}
-	return b.String(), nil
+	return b.String(), dir, nil
 }

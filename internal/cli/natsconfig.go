@@ -17,15 +17,16 @@ func newNATSConfigCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "nats-config",
 		Short: "Make one NATS user per service and two for people, and print their nats-server authorization",
-		Long: `Make an nkey for each of darklaunch's roles — the router, loadgen, collector and judge, and
-two for people: operator (create, get, list, delete, read events) and viewer (get, list, read
+		Long: `Make an nkey for each of darklaunch's roles — the router, loadgen, collector and judge, the
+judge's API (api: it answers requests only in people's inboxes), and two for people: operator (create, get, list, delete, read events) and viewer (get, list, read
 events) — as seed files <role>.nk in --dir (kept when they exist, so running it again changes
 nothing), and print the nats-server configuration block that gives each its permissions: each
 service may publish only what it owns (docs/protocol.md), so no client can forge a metrics event
 or write the state.
 
 Paste the block into the server's configuration (or include it), then give each service its file:
-  darklaunch serve judge --nkey DIR/judge.nk     (the Helm chart: nats.nkeys)
+  darklaunch serve router --nkey DIR/router.nk   (the Helm chart: nats.nkeys)
+  darklaunch serve judge --nkey DIR/judge.nk --api-nkey DIR/api.nk
 and people theirs:
   darklaunch watch NAME --nkey DIR/operator.nk
   nats --nkey DIR/viewer.nk sub 'darklaunch.events.>'`,

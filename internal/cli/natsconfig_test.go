@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/darklaunch/darklaunch/internal/testenv"
+	"github.com/darklaunch/darklaunch/shared/bus"
 )
 
 // TestNATSConfigSecuresTheBus: nats-config's block configures a real
@@ -21,10 +22,10 @@ import (
 func TestNATSConfigSecuresTheBus(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "keys")
 	code, block, stderr := run(t, "", "nats-config", "--dir", dir)
-	if code != 0 || strings.Count(stderr, "made ") != 6 {
+	if code != 0 || strings.Count(stderr, "made ") != len(bus.Roles) {
 		t.Fatalf("nats-config: exit %d, stderr %q", code, stderr)
 	}
-	if code, again, stderr := run(t, "", "nats-config", "--dir", dir); code != 0 || again != block || strings.Count(stderr, "kept ") != 6 {
+	if code, again, stderr := run(t, "", "nats-config", "--dir", dir); code != 0 || again != block || strings.Count(stderr, "kept ") != len(bus.Roles) {
 		t.Errorf("a second nats-config: exit %d, same block %v, stderr %q; want the keys kept", code, again == block, stderr)
 	}
 
@@ -50,12 +51,17 @@ func TestNATSConfigSecuresTheBus(t *testing.T) {
 	url := ns.ClientURL()
 	key := func(role string) string { return filepath.Join(dir, role+".nk") }
 
+	// The judge's own key would let a request aim the API's answers at the
+	// state: the API signs in with its own, and serve says so without it.
+	if code, _, stderr := run(t, "", "serve", "judge", "--server", url, "--nkey", key("judge"), "--connect-wait", "0"); code != ExitInvalid || !strings.Contains(stderr, "--api-nkey") {
+		t.Errorf("serve judge --nkey without --api-nkey: exit %d, stderr %q; want %d and --api-nkey named", code, stderr, ExitInvalid)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	errOut := &testenv.Buffer{}
 	done := make(chan int, 1)
 	go func() {
-		done <- Run(ctx, []string{"serve", "judge", "--server", url, "--nkey", key("judge")}, strings.NewReader(""), io.Discard, errOut)
+		done <- Run(ctx, []string{"serve", "judge", "--server", url, "--nkey", key("judge"), "--api-nkey", key("api")}, strings.NewReader(""), io.Discard, errOut)
 	}()
 	testenv.EventuallyWithin(t, 15*time.Second, "the judge to answer a viewer", func() (bool, string) {
 		code, out, stderr := run(t, "", "list", "--server", url, "--nkey", key("viewer"))
@@ -104,6 +110,9 @@ func TestDevAuth(t *testing.T) {
 	}
 	server := "nats://" + natsAddr
 	key := func(role string) string { return filepath.Join(store, "keys", role+".nk") }
+	if want := "nats --nkey " + key("operator") + " req darklaunch.experiments.create"; !strings.Contains(out.String(), want) {
+		t.Errorf("dev --auth's Try lines do not sign in as the operator (want %q):\n%s", want, out.String())
+	}
 	if code, _, stderr := run(t, "", "list", "--server", server); code != ExitInvalid || !strings.Contains(stderr, "uthorization") {
 		t.Errorf("list without a key: exit %d, stderr %q; want the server's refusal", code, stderr)
 	}

@@ -84,7 +84,7 @@ func serve(ctx context.Context, g *globals, so *serveOptions, name string, cfg s
 	defer nc.Close()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	svc, err := cfg.Build(service.Deps{NC: nc, Log: base, Registry: reg, Streams: so.streams(), Version: Version})
+	svc, err := cfg.Build(service.Deps{NC: nc, Log: base, Registry: reg, Streams: so.streams(), Version: Version, Dial: g.dial(name, log)})
 	if err != nil {
 		return withCode(ExitInvalid, err)
 	}
@@ -101,6 +101,25 @@ func serve(ctx context.Context, g *globals, so *serveOptions, name string, cfg s
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// dial is a service's Deps.Dial: a connection as role, signed in with
+// nkeyFile and otherwise as the service's own (server, TLS). Without
+// nkeyFile, none, and the service uses its own connection; unless the
+// service signs in with --nkey, as one of nats-config's roles, whose
+// permissions are not role's.
+func (g *globals) dial(service string, log *slog.Logger) func(role, nkeyFile string) (*nats.Conn, error) {
+	return func(role, nkeyFile string) (*nats.Conn, error) {
+		if nkeyFile == "" {
+			if g.nkey != "" {
+				return nil, fmt.Errorf("--nkey signs the %s in as its own role, and the %s role needs a key of its own", service, role)
+			}
+			return nil, nil
+		}
+		as := *g
+		as.nkey = nkeyFile
+		return as.connect("darklaunch-"+service+"-"+role, role, log)
+	}
 }
 
 // connectWithin connects to NATS, trying again every second for up to wait:

@@ -92,7 +92,7 @@ func (s *Stack) build(name string) (*running, error) {
 	if err != nil {
 		return nil, err
 	}
-	svc, err := cfg.Build(service.Deps{NC: nc, Log: s.log, Local: s.local}) // each service names itself in its logs
+	svc, err := cfg.Build(service.Deps{NC: nc, Log: s.log, Local: s.local, Dial: s.dial(name)}) // each service names itself in its logs
 	if err != nil {
 		nc.Close()
 		return nil, err

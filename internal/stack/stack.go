@@ -261,6 +261,17 @@ func (s *Stack) connect(name, role string) (*nats.Conn, error) {
 	return bus.Connect(c, s.log.With("component", name))
 }
 
+// dial is service's Deps.Dial: with Auth, a connection as role signed in
+// with the role's key; without, none (the service uses its own).
+func (s *Stack) dial(service string) func(role, _ string) (*nats.Conn, error) {
+	return func(role, _ string) (*nats.Conn, error) {
+		if !s.cfg.Auth {
+			return nil, nil
+		}
+		return s.connect("darklaunch-"+service+"-"+role, role)
+	}
+}
+
 // Close stops everything.
 func (s *Stack) Close() error {
 	var errs []error

@@ -239,6 +239,10 @@ func TestCollectorPurgesReplacedRun(t *testing.T) {
 	if !stored(old) {
 		t.Fatal("the completed run's observations were purged while it still exists")
 	}
+	// The watch must have seen the old run: a watch whose first value is
+	// already the new one has nothing to compare it with (the start-up
+	// sweep of the next start takes those).
+	testenv.Until(t, testenv.Within, "the collector to watch", func() bool { return s.Ready() == nil })
 	next := running("rerun", time.Now(), 1, 100)
 	_, rev, err := e.Store.Get(t.Context(), "default", "rerun")
 	if err != nil {

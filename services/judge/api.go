@@ -33,6 +33,10 @@ const (
 // or the error, in the encoding replyType picks.
 func serve[T, R any](s *Service, decode func(micro.Request) (T, error), do func(context.Context, T) (R, error)) func(context.Context, micro.Request) {
 	return func(ctx context.Context, req micro.Request) {
+		if !replyable(req.Reply()) {
+			s.log.Warn("request dropped: its reply subject is not an inbox", "subject", req.Subject(), "reply", shared.Excerpt(req.Reply()))
+			return
+		}
 		ct := replyType(req)
 		arg, err := decode(req)
 		if err != nil {

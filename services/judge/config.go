@@ -3,14 +3,15 @@ package judge
 import (
 	"cmp"
 	"errors"
+	"fmt"
 	"time"
 
-	"github.com/darklaunch/darklaunch/shared/bus"
-
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nuid"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/pflag"
 
+	"github.com/darklaunch/darklaunch/shared/bus"
 	"github.com/darklaunch/darklaunch/shared/experiment"
 	"github.com/darklaunch/darklaunch/shared/service"
 )
@@ -72,6 +73,16 @@ type Config struct {
 	// Registry receives the judge's Prometheus metrics. Default a new
 	// private one.
 	Registry *prometheus.Registry
+	// APINKey is the nkey file the API's connection signs in with
+	// (bus.RoleAPI: `darklaunch nats-config` writes api.nk), where the
+	// judge's own signs in with --nkey. Empty: the host's own choice (see
+	// service.Deps.Dial).
+	APINKey string
+	// API is the connection the experiments API is served on, as
+	// bus.RoleAPI; the judge closes it when Run returns. Nil: the judge's
+	// own connection (an open server, or one whose users are not
+	// darklaunch's roles).
+	API *nats.Conn
 }
 
 // Default fills in the default of every zero field.
@@ -104,6 +115,7 @@ func (c *Config) Validate() error {
 func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.InitTimeout, "init-timeout", DefaultInitTimeout, "fail an experiment whose mirroring is not set up within this")
 	fs.DurationVar(&c.MetricsTimeout, "metrics-timeout", DefaultMetricsTimeout, "fail a running experiment that gets no metrics for this long past an iteration's end")
+	fs.StringVar(&c.APINKey, "api-nkey", "", "nkey seed file the experiments API signs in with, as the api role (darklaunch nats-config writes api.nk); required with --nkey")
 }
 
 // Service names the judge.
@@ -116,7 +128,18 @@ func (c *Config) Build(d service.Deps) (service.Runner, error) {
 	d.FillRegistry(&cfg.Registry)
 	d.FillStreams(&cfg.Streams)
 	cfg.Version = cmp.Or(cfg.Version, d.Version)
-	return New(cfg, d.NC, d.Log)
+	if cfg.API == nil && d.Dial != nil {
+		api, err := d.Dial(bus.RoleAPI, cfg.APINKey)
+		if err != nil {
+			return nil, fmt.Errorf("the experiments API's connection (--api-nkey): %w", err)
+		}
+		cfg.API = api
+	}
+	s, err := New(cfg, d.NC, d.Log)
+	if err != nil && cfg.API != nil && cfg.API != c.API {
+		cfg.API.Close()
+	}
+	return s, err
 }
 
 // Spec describes the judge to its hosts.

@@ -62,6 +62,9 @@ func (s *Service) Ready() error { return s.ready.Ready() }
 // Run serves the API, consumes the events and runs the watchdog until ctx
 // ends; it returns nil on a clean shutdown.
 func (s *Service) Run(ctx context.Context) error {
+	if s.cfg.API != nil && s.cfg.API != s.nc {
+		defer s.cfg.API.Close()
+	}
 	infra, err := bus.EnsureInfra(ctx, s.nc, s.cfg.Streams)
 	if err != nil {
 		return service.Exit(ctx, Name, err)
@@ -103,7 +106,11 @@ func (s *Service) expLog(namespace, name string) *slog.Logger {
 // addService registers the experiments API as a micro service, so that
 // `nats micro ls|info|stats` show it.
 func (s *Service) addService(ctx context.Context) (micro.Service, error) {
-	svc, err := micro.AddService(s.nc, micro.Config{
+	nc := s.nc
+	if s.cfg.API != nil {
+		nc = s.cfg.API
+	}
+	svc, err := micro.AddService(nc, micro.Config{
 		Name:        bus.ServiceName,
 		Version:     s.cfg.Version,
 		Description: "darklaunch experiments API: create, get, list and delete dark-launch experiments",

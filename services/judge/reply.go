@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/nats-io/nats.go/micro"
 
@@ -67,6 +68,28 @@ func replyType(req micro.Request) string {
 		return bus.ContentTypeJSON
 	}
 	return ct
+}
+
+// replyable reports whether the judge answers a request on reply: an
+// inbox, not one of darklaunch's subjects, a system one ($JS, $KV, $SRV)
+// or a service's private inbox (bus.InboxPrefix); or none. On a server with
+// darklaunch's roles, the API's connection may answer only in people's
+// inboxes anyway (bus.RoleAPI); this keeps a judge that serves the API on
+// its own connection (an open server, or users that are not darklaunch's
+// roles) from writing its answer where a request aims it.
+func replyable(reply string) bool {
+	switch {
+	case reply == "":
+		return true // a publish: done, and not answered
+	case strings.HasPrefix(reply, "$"), strings.HasPrefix(reply, "darklaunch."):
+		return false
+	}
+	for _, role := range bus.Roles {
+		if p := bus.InboxPrefix(role); p != "_INBOX" && strings.HasPrefix(reply, p+".") {
+			return false
+		}
+	}
+	return true
 }
 
 // replyHeadroom leaves room for a reply's headers under max_payload.

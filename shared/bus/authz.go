@@ -72,9 +72,6 @@ func Users(keys []RoleKey) ([]*server.NkeyUser, error) {
 			Publish:   &server.SubjectPermission{Allow: p.Publish, Deny: p.DenyPublish},
 			Subscribe: &server.SubjectPermission{Allow: p.Subscribe},
 		}
-		if p.Responses {
-			sp.Response = &server.ResponsePermission{MaxMsgs: 1}
-		}
 		users = append(users, &server.NkeyUser{Nkey: k.Public, Permissions: sp})
 	}
 	return users, nil
@@ -100,9 +97,6 @@ func AuthorizationConfig(keys []RoleKey) (string, error) {
 			fmt.Fprintf(&b, "        publish: { allow: %s }\n", list(p.Publish))
 		}
 		fmt.Fprintf(&b, "        subscribe: { allow: %s }\n", list(p.Subscribe))
-		if p.Responses {
-			b.WriteString("        allow_responses: { max: 1 }\n")
-		}
 		b.WriteString("      }\n    }\n")
 	}
 	b.WriteString("  ]\n}\n")

@@ -22,20 +22,26 @@ const (
 	// RoleViewer may get and list experiments and read the events and the
 	// state.
 	RoleViewer = "viewer"
+	// RoleAPI is the judge's second identity, on which it serves the
+	// experiments API: it receives people's requests and may answer only
+	// in people's inboxes. A request's reply subject is the requester's
+	// to choose; answered on the judge's own connection, which may write
+	// the state and publish verdicts, a request for `$SRV.PING` whose
+	// reply subject is a state key would have the judge write its ping
+	// answer there (nats-server's allow_responses cannot narrow where).
+	RoleAPI = "api"
 )
 
 // Roles lists every role, the services' first.
-var Roles = []string{RoleRouter, RoleLoadgen, RoleCollector, RoleJudge, RoleOperator, RoleViewer}
+var Roles = []string{RoleRouter, RoleLoadgen, RoleCollector, RoleJudge, RoleAPI, RoleOperator, RoleViewer}
 
 // Permission is what one role may publish and subscribe to, in
-// nats-server's terms. Responses lets it answer requests it received (the
-// judge's API) without publishing to every inbox.
+// nats-server's terms.
 type Permission struct {
 	Publish   []string
 	Subscribe []string
 	// DenyPublish are exceptions to Publish.
 	DenyPublish []string
-	Responses   bool
 }
 
 // InboxPrefix is where a service's replies come back: a prefix of its own,
@@ -49,7 +55,7 @@ func InboxPrefix(role string) string {
 }
 
 func isService(role string) bool {
-	return slices.Contains([]string{RoleJudge, RoleRouter, RoleLoadgen, RoleCollector}, role)
+	return slices.Contains([]string{RoleJudge, RoleAPI, RoleRouter, RoleLoadgen, RoleCollector}, role)
 }
 
 // JudgeConsumer is the judge's durable consumer on the events stream,
@@ -99,9 +105,14 @@ func Permissions(role string) (Permission, error) {
 		p.Publish = append(p.Publish, readStream(StreamEvents)...)
 	}
 	// People's readers of the events must keep off the judge's durable
-	// consumer: pulling from it would hold events back from the judge.
+	// consumer: pulling from it would hold events back from the judge, and
+	// a create naming it would change its configuration. The unnamed create
+	// ($JS.API.CONSUMER.CREATE.<stream>) takes its name from the request's
+	// body, where no subject permission can see it: people, whose nats.go
+	// names every consumer in the subject, may not use it on the events.
 	judgeConsumer := []string{
 		api("CONSUMER.MSG.NEXT", StreamEvents, judgeConsumerName),
+		api("CONSUMER.CREATE", StreamEvents),
 		api("CONSUMER.CREATE", StreamEvents, judgeConsumerName),
 		api("CONSUMER.CREATE", StreamEvents, judgeConsumerName, ">"),
 		api("CONSUMER.DELETE", StreamEvents, judgeConsumerName),
@@ -114,8 +125,9 @@ func Permissions(role string) (Permission, error) {
 	switch role {
 	case RoleJudge:
 		// It owns the streams and the bucket: it creates them, writes the
-		// state, publishes the lifecycle events, consumes what the others
-		// publish with its durable consumer, and serves the API.
+		// state, publishes the lifecycle events and consumes what the
+		// others publish with its durable consumer. It serves the API as
+		// RoleAPI, and receives no request on this connection.
 		readEvents()
 		for _, s := range []string{StreamEvents, StreamObs, kvStream} {
 			p.Publish = append(p.Publish, api("STREAM.CREATE", s), api("STREAM.UPDATE", s))
@@ -124,8 +136,11 @@ func Permissions(role string) (Permission, error) {
 			api("CONSUMER.DURABLE.CREATE", StreamEvents, judgeConsumerName),
 			"$JS.ACK."+StreamEvents+"."+judgeConsumerName+".>")
 		event(EventCreated, EventIteration, EventVerdict, EventCompleted, EventFailed, EventDeleted)
+	case RoleAPI:
+		// Only what micro needs: the requests, and answers in people's
+		// inboxes. Nothing of the streams or the state.
+		p.Publish = []string{InboxPrefix(RoleOperator) + ".>"}
 		p.Subscribe = append(p.Subscribe, APIGroup+".>", "$SRV.>")
-		p.Responses = true
 	case RoleRouter:
 		event(EventRouting)
 		p.Publish = append(p.Publish, ObsPrefix+".>")

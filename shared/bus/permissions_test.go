@@ -146,6 +146,29 @@ func TestRolesPublishOnlyWhatTheyOwn(t *testing.T) {
 	if _, err := judgeJS(t, judge).CreateOrUpdateConsumer(ctx, bus.StreamEvents, jetstream.ConsumerConfig{Durable: bus.JudgeConsumer, AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
 		t.Fatal(err)
 	}
+	// The unnamed create names its consumer in the body, where no subject
+	// permission sees it: a viewer's, naming the judge's, would change its
+	// configuration.
+	rewrite := []byte(`{"stream_name":"` + bus.StreamEvents + `","config":{"name":"` + bus.JudgeConsumer + `","ack_policy":"explicit","filter_subject":"darklaunch.nothing"}}`)
+	if m, err := s.as(t, bus.RoleViewer).Request("$JS.API.CONSUMER.CREATE."+bus.StreamEvents, rewrite, 500*time.Millisecond); err == nil {
+		t.Errorf("a viewer's unnamed consumer create was answered: %s", m.Data)
+	}
+	if ci, err := judgeJS(t, judge).Consumer(ctx, bus.StreamEvents, bus.JudgeConsumer); err != nil {
+		t.Fatal(err)
+	} else if cfg := ci.CachedInfo().Config; cfg.FilterSubject != "" || cfg.AckPolicy != jetstream.AckExplicitPolicy {
+		t.Errorf("the judge's consumer was changed: %+v", cfg)
+	}
+	// The API's identity answers in people's inboxes, and nowhere else.
+	api := s.as(t, bus.RoleAPI)
+	if err := api.Publish(bus.InboxPrefix(bus.RoleOperator)+".x", nil); err != nil {
+		t.Fatal(err)
+	}
+	pctx2, pcancel2 := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer pcancel2()
+	if _, err := judgeJS(t, api).Publish(pctx2, "$KV."+bus.BucketExperiments+"."+bus.Key("default", "x"), []byte("{}")); err == nil {
+		t.Error("the API's identity wrote the state")
+	}
+
 	viewer := judgeJS(t, s.as(t, bus.RoleViewer))
 	fctx, fcancel := context.WithTimeout(ctx, time.Second)
 	defer fcancel()
@@ -225,8 +248,8 @@ func TestAuthorizationConfigOnARealServer(t *testing.T) {
 	if _, err := bus.EnsureInfra(ctx, nc, bus.StreamLimits{}); err != nil {
 		t.Fatalf("the judge on a server configured from the block: %v", err)
 	}
-	if !strings.Contains(block, "allow_responses") {
-		t.Error("the judge's block does not let it answer API requests")
+	if strings.Contains(block, "allow_responses") {
+		t.Error("a role may answer on any reply subject (allow_responses): a request could aim its answer at the state")
 	}
 }
 

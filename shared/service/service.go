@@ -63,6 +63,13 @@ type Deps struct {
 	// Local wires the services of one process together (the embedded
 	// stack); nil under `darklaunch serve`.
 	Local *Local
+	// Dial connects as another role, for a service that serves a part of
+	// its work under an identity of its own (the judge's API, as
+	// bus.RoleAPI). nkeyFile is that role's key file, where the host signs
+	// in with files; the embedded stack signs in with the role's own key.
+	// A nil connection and no error: the host has no such identity (an
+	// open server), and the service uses NC. Dial nil: the same.
+	Dial func(role, nkeyFile string) (*nats.Conn, error)
 }
 
 // FillRegistry gives a configuration the host's registry, where the host

@@ -136,6 +136,10 @@ svc.extraArgs are added here.
 {{- end }}
 {{- if $nkeys }}
 {{- $args = append $args (printf "--nkey=%s/%s.nk" (include "darklaunch.natsNkeyDir" $root) .component) }}
+{{- if eq .component "judge" }}
+{{- /* The API answers as its own user, in people's inboxes only. */}}
+{{- $args = append $args (printf "--api-nkey=%s/api.nk" (include "darklaunch.natsNkeyDir" $root)) }}
+{{- end }}
 {{- end }}
 {{- $tls := $v.nats.tls }}
 {{- include "darklaunch.natsTLSKeys" $root }}
@@ -270,6 +274,10 @@ spec:
               {{- /* Its own key only: a pod cannot sign in as another service. */}}
               - key: {{ .component }}.nk
                 path: {{ .component }}.nk
+              {{- if eq .component "judge" }}
+              - key: api.nk
+                path: api.nk
+              {{- end }}
         {{- end }}
         {{- if $creds }}
         - name: nats-credentials
