@@ -116,9 +116,9 @@ func startStack(t *testing.T, bin binaries) *stack {
 		health:  map[string]string{},
 	}
 	host, port, _ := net.SplitHostPort(natsAddr)
-	monHost, monPort, _ := net.SplitHostPort(monAddr)
+	_, monPort, _ := net.SplitHostPort(monAddr)
 	s.procs[natsName] = &proc{name: natsName, path: bin.natsServer, log: filepath.Join(dir, natsName+".log"), args: []string{
-		"-n", "chaos", "-a", host, "-p", port, "--http_host", monHost, "-m", monPort,
+		"-n", "chaos", "-a", host, "-p", port, "-m", monPort, // the monitor listens on -a too
 		"-js", "-sd", filepath.Join(dir, "jetstream"),
 	}}
 	extra := map[string][]string{
@@ -141,6 +141,9 @@ func startStack(t *testing.T, bin binaries) *stack {
 		}
 		if t.Failed() {
 			for _, name := range append([]string{natsName}, services...) {
+				if s.procs[name].starts == 0 {
+					continue
+				}
 				t.Logf("--- last lines of %s's log (%s):\n%s", name, s.procs[name].log, s.procs[name].tail(40))
 			}
 		}

@@ -70,8 +70,8 @@ type plan struct {
 	n      int // trial number, from 1
 	victim string
 	seed   uint64
-	// The victim is killed offset after the judge completed iteration
-	// killAt, and started again after pause.
+	// The victim is killed offset into iteration killAt (at startTime +
+	// (killAt-1)·interval + offset), and started again after pause.
 	killAt int32
 	offset time.Duration
 	pause  time.Duration
@@ -81,10 +81,15 @@ func newPlan(n int, victim string, seed uint64) plan {
 	r := rand.New(rand.NewPCG(seed, 0x636861))
 	return plan{
 		n: n, victim: victim, seed: seed,
-		killAt: 1 + r.Int32N(iterations-2), // 1 … iterations-2: before the last two
-		offset: time.Duration(r.IntN(900)) * time.Millisecond,
+		killAt: 2 + r.Int32N(iterations-2), // 2 … iterations-1
+		offset: time.Duration(r.IntN(1000)) * time.Millisecond,
 		pause:  time.Duration(300+r.IntN(1200)) * time.Millisecond,
 	}
+}
+
+// killTime is when the plan kills, for an experiment started at start.
+func (p plan) killTime(start time.Time) time.Time {
+	return start.Add(time.Duration(p.killAt-1)*time.Second + p.offset)
 }
 
 // result is what a trial saw.
@@ -141,7 +146,7 @@ func runTrial(t *testing.T, bin binaries, res *result) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("trial %d: seed %d: kill -9 %s %v after iteration %d, start it again %v later", p.n, p.seed, p.victim, p.offset, p.killAt, p.pause)
+	t.Logf("trial %d: seed %d: kill -9 %s %v into iteration %d, start it again %v later", p.n, p.seed, p.victim, p.offset, p.killAt, p.pause)
 
 	deadline := time.Now().Add(iterations*time.Second + 60*time.Second)
 	var x *experiment.Experiment
@@ -153,8 +158,8 @@ func runTrial(t *testing.T, bin binaries, res *result) {
 		if x != nil && x.Status.Terminal() {
 			break
 		}
-		if !res.killed && x != nil && x.Status.CompletedIterations >= p.killAt {
-			time.Sleep(p.offset)
+		if !res.killed && x != nil && x.Status.StartTime != nil && time.Until(p.killTime(*x.Status.StartTime)) < 100*time.Millisecond {
+			time.Sleep(time.Until(p.killTime(*x.Status.StartTime)))
 			res.killed = true
 			res.recovery, err = s.killAndRestart(ctx, p)
 			if err != nil {
