@@ -35,7 +35,7 @@ const maxLost = 2
 // outcomes and losses. DARKLAUNCH_CHAOS_SEED changes every trial's seed.
 func TestChaos(t *testing.T) {
 	if testing.Short() {
-		t.Skip("-short: the chaos trials build the binaries and run 5 experiments of about 15 s on real processes")
+		t.Skip("-short: the chaos trials build the binaries and run 5 experiments of about 12 s each on real processes")
 	}
 	trials := envInt(t, "DARKLAUNCH_CHAOS_TRIALS", 1)
 	base := envInt(t, "DARKLAUNCH_CHAOS_SEED", 0)
