@@ -32,7 +32,9 @@ const maxLost = 2
 
 // TestChaos kills each service and nats-server in turn (one trial each;
 // DARKLAUNCH_CHAOS_TRIALS=N for N each) and prints the table of trials,
-// outcomes and losses. DARKLAUNCH_CHAOS_SEED changes every trial's seed.
+// outcomes and losses. DARKLAUNCH_CHAOS_SEED changes every trial's seed;
+// DARKLAUNCH_CHAOS_LOGS=DIR keeps every process's log there, one folder per
+// trial.
 func TestChaos(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: the chaos trials build the binaries and run 5 experiments of about 12 s each on real processes")

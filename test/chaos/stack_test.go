@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -139,6 +140,11 @@ func startStack(t *testing.T, bin binaries) *stack {
 				t.Error(err)
 			}
 		}
+		if keep := os.Getenv("DARKLAUNCH_CHAOS_LOGS"); keep != "" {
+			if err := s.keepLogs(filepath.Join(keep, strings.ReplaceAll(t.Name(), "/", "_"))); err != nil {
+				t.Errorf("DARKLAUNCH_CHAOS_LOGS: %v", err)
+			}
+		}
 		if t.Failed() {
 			for _, name := range append([]string{natsName}, services...) {
 				if s.procs[name].starts == 0 {
@@ -174,6 +180,26 @@ func startStack(t *testing.T, bin binaries) *stack {
 		t.Fatal(err)
 	}
 	return s
+}
+
+// keepLogs copies the processes' logs into dir.
+func (s *stack) keepLogs(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	for _, p := range s.procs {
+		b, err := os.ReadFile(p.log)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(dir, filepath.Base(p.log)), b, 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // natsReady waits until nats-server answers its health check with
