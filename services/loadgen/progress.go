@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/darklaunch/darklaunch/shared/bus"
+	"github.com/darklaunch/darklaunch/shared/experiment"
 	"github.com/darklaunch/darklaunch/shared/sketch"
 )
 
@@ -20,6 +21,13 @@ type tally struct {
 }
 
 func newTally() *tally { return &tally{latency: sketch.NewSketch()} }
+
+// resume starts from the totals an earlier process reported.
+func (t *tally) resume(last experiment.LoadStatus) {
+	t.mu.Lock()
+	t.sent, t.succeeded, t.failed, t.canceled = last.Sent, last.Succeeded, last.Failed, last.Canceled
+	t.mu.Unlock()
+}
 
 // dispatched counts a request as sent.
 func (t *tally) dispatched() {

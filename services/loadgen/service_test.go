@@ -366,3 +366,24 @@ func TestStopDoesNotCountCanceledAsFailed(t *testing.T) {
 		t.Errorf("requests_total{result=canceled} %v, want %d", got, final.Canceled)
 	}
 }
+
+// TestTrafficResumesTheCounts: a loadgen that takes over a run whose
+// traffic an earlier process had reported (status.load) goes on from those
+// totals instead of from zero.
+func TestTrafficResumesTheCounts(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	tg := newTarget(t)
+	e.start(t, Config{})
+	exp := running("resumed", time.Now(), 10, &experiment.Load{
+		URL: tg.URL, Rate: ptr(20.0), Delay: experiment.Sec(0), Duration: experiment.Sec(2 * time.Second),
+	})
+	exp.Status.Load = &experiment.LoadStatus{Sent: 300, Succeeded: 290, Failed: 10}
+	e.create(t, exp)
+	events := e.waitDone(t, exp, 6*time.Second)
+	final := events[len(events)-1].ev.Load
+	got := int64(tg.count())
+	if final.Sent != 300+got || final.Succeeded != 290+got || final.Failed != 10 {
+		t.Errorf("final load sent %d, succeeded %d, failed %d; want the earlier 300/290/10 plus the %d sent now", final.Sent, final.Succeeded, final.Failed, got)
+	}
+}

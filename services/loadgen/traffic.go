@@ -49,6 +49,17 @@ func (r *runner) traffic(ctx context.Context, exp *experiment.Experiment) {
 	r.prom.active.Inc()
 	defer r.prom.active.Dec()
 	counts := newTally()
+	// A loadgen that carries on after a restart (its own, or another
+	// instance's) goes on from the totals the last one reported, so that
+	// status.load counts the whole run; what was sent after that report is
+	// not known (at most an interval of requests), and the latencies are the
+	// new process's only. The achieved rate then covers the downtime too.
+	since := t0
+	if last := exp.Status.Load; last != nil {
+		counts.resume(*last)
+		since = begin
+		log.Info("traffic resumed", "sentBefore", last.Sent)
+	}
 	fired := make(chan int64, 1)
 	go func() {
 		fired <- pace(ctx, schedule{Start: t0, Rate: p.Rate, End: end}, p.Concurrency, func(ctx context.Context, due time.Time) {
@@ -67,7 +78,7 @@ func (r *runner) traffic(ctx context.Context, exp *experiment.Experiment) {
 		})
 	}()
 
-	elapsed := func() time.Duration { return earlier(time.Now(), end).Sub(t0) }
+	elapsed := func() time.Duration { return earlier(time.Now(), end).Sub(since) }
 	ticker := time.NewTicker(exp.Interval())
 	defer ticker.Stop()
 	var n int
