@@ -67,7 +67,14 @@ func wilson(x, n, confidence float64) Interval {
 	z2 := z * z
 	centre := (p + z2/(2*n)) / (1 + z2/n)
 	half := z / (1 + z2/n) * math.Sqrt(p*(1-p)/n+z2/(4*n*n))
-	return Interval{Estimate: p, Lo: math.Max(0, centre-half), Hi: math.Min(1, centre+half)}
+	iv := Interval{Estimate: p, Lo: math.Max(0, centre-half), Hi: math.Min(1, centre+half)}
+	if x == 0 { // exactly, not by a rounding error above 0
+		iv.Lo = 0
+	}
+	if x == n {
+		iv.Hi = 1
+	}
+	return iv
 }
 
 // ProportionNeeded returns how many further requests would make an error-
