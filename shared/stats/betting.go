@@ -87,26 +87,70 @@ var (
 // logCapitalAbove is log of the mixture's capital betting that the mean is
 // above m (0 < m < R).
 func (b *binned) logCapitalAbove(m float64, mix betMix, scratch []float64) float64 {
-	copy(scratch, mix.logw)
-	for i, c := range b.c {
-		r := b.lo[i]/m - 1 // ≥ −1
-		for j, t := range mix.theta {
-			scratch[j] += c * math.Log1p(t*r)
-		}
+	r := scratch[:len(b.c)]
+	for i, lo := range b.lo {
+		r[i] = lo/m - 1 // ≥ −1
 	}
-	return logSumExp(scratch[:len(mix.theta)])
+	return b.logCapital(r, mix)
 }
 
 // logCapitalBelow is the same for the bets that the mean is below m.
 func (b *binned) logCapitalBelow(m float64, mix betMix, scratch []float64) float64 {
-	copy(scratch, mix.logw)
-	for i, c := range b.c {
-		r := (m - b.hi[i]) / (b.r - m) // ≥ −1
-		for j, t := range mix.theta {
-			scratch[j] += c * math.Log1p(t*r)
-		}
+	r := scratch[:len(b.c)]
+	for i, hi := range b.hi {
+		r[i] = (m - hi) / (b.r - m) // ≥ −1
 	}
-	return logSumExp(scratch[:len(mix.theta)])
+	return b.logCapital(r, mix)
+}
+
+// logCapital is log Σ_j w_j Π_i (1 + θ_j r_i)^c_i.
+func (b *binned) logCapital(r []float64, mix betMix) float64 {
+	var logs [16]float64
+	for j, t := range mix.theta {
+		s := mix.logw[j]
+		for i, c := range b.c {
+			s += c * math.Log1p(t*r[i])
+		}
+		logs[j] = s
+	}
+	return logSumExp(logs[:len(mix.theta)])
+}
+
+// rejectsAbove reports whether the capital betting that the mean is above m
+// reaches e^limit, i.e. whether the lower bound is above m. Since
+// log(1 + θr) ≤ θr, the capital is at most Σ_j w_j exp(θ_j·Σ c_i r_i): when
+// even that stays below the threshold, the bins need not be read (most looks
+// of a run are far from a conclusion).
+func (b *binned) rejectsAbove(m, limit float64, scratch []float64) bool {
+	sum := 0.0
+	for i, lo := range b.lo {
+		sum += b.c[i] * (lo/m - 1)
+	}
+	if b.firstOrder(sum, aboveMix) < limit {
+		return false
+	}
+	return b.logCapitalAbove(m, aboveMix, scratch) >= limit
+}
+
+// rejectsBelow is the same for the upper bound being below m.
+func (b *binned) rejectsBelow(m, limit float64, scratch []float64) bool {
+	sum := 0.0
+	for i, hi := range b.hi {
+		sum += b.c[i] * (m - hi) / (b.r - m)
+	}
+	if b.firstOrder(sum, belowMix) < limit {
+		return false
+	}
+	return b.logCapitalBelow(m, belowMix, scratch) >= limit
+}
+
+// firstOrder is log Σ_j w_j exp(θ_j·sum), a bound on the log capital.
+func (b *binned) firstOrder(sum float64, mix betMix) float64 {
+	var logs [16]float64
+	for j, t := range mix.theta {
+		logs[j] = mix.logw[j] + t*sum
+	}
+	return logSumExp(logs[:len(mix.theta)])
 }
 
 func logSumExp(v []float64) float64 {
@@ -175,15 +219,15 @@ func MeanOutcome(bins []Bin, rg Range, confidence float64, l Limits) (Outcome, e
 
 func (b *binned) outcome(confidence float64, l Limits) Outcome {
 	limit := math.Log(2 / (1 - confidence))
-	scratch := make([]float64, 16)
+	scratch := make([]float64, len(b.c))
 	mlo, _, mhi := b.means()
 	// shown above m: the lower bound is above m.
 	above := func(m float64) bool {
-		return m < mlo && (m <= 0 || b.logCapitalAbove(m, aboveMix, scratch) >= limit)
+		return m < mlo && (m <= 0 || b.rejectsAbove(m, limit, scratch))
 	}
 	// shown below m: the upper bound is below m.
 	below := func(m float64) bool {
-		return m > mhi && (m >= b.r || b.logCapitalBelow(m, belowMix, scratch) >= limit)
+		return m > mhi && (m >= b.r || b.rejectsBelow(m, limit, scratch))
 	}
 	var up, lo float64
 	if l.Upper != nil {
@@ -203,18 +247,18 @@ func (b *binned) outcome(confidence float64, l Limits) Outcome {
 
 func (b *binned) meanInterval(confidence float64) Interval {
 	limit := math.Log(2 / (1 - confidence))
-	scratch := make([]float64, 16)
+	scratch := make([]float64, len(b.c))
 	mlo, mid, mhi := b.means()
 	iv := Interval{Estimate: mid, Lo: 0, Hi: b.r}
 	// Lower bound: the capital betting on "above m" falls as m rises and is
 	// below 1 at the mean of the lower edges; the bound is where it crosses
 	// 2/α.
 	if mlo > 0 {
-		above := func(m float64) bool { return m > 0 && b.logCapitalAbove(m, aboveMix, scratch) < limit }
+		above := func(m float64) bool { return m > 0 && !b.rejectsAbove(m, limit, scratch) }
 		iv.Lo = bisectTol(0, mlo, above, false, b.r)
 	}
 	if mhi < b.r {
-		below := func(m float64) bool { return m < b.r && b.logCapitalBelow(m, belowMix, scratch) < limit }
+		below := func(m float64) bool { return m < b.r && !b.rejectsBelow(m, limit, scratch) }
 		iv.Hi = bisectTol(mhi, b.r, below, true, b.r)
 	}
 	iv.Estimate += b.min
