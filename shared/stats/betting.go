@@ -12,8 +12,7 @@ import (
 // value holds the capital K(m, λ) = Π_i (1 + λ(X_i − m)). If the true mean is
 // m, K is a non-negative martingale starting at 1 for every λ in
 // [−1/(R−m), 1/m], and so is the average over a fixed grid of bets (their
-// "grid Kelly" and diversified-Kelly capital processes, §5.6 and
-// Appendix). By Ville's inequality the capital ever reaches 2/α with
+// "grid Kelly" capital process). By Ville's inequality the capital ever reaches 2/α with
 // probability at most α/2: the candidate means it never reaches are a
 // confidence set, at every n at once.
 //

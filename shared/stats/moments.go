@@ -48,7 +48,7 @@ func StudentT(m Moments, confidence float64) (Interval, error) {
 var momentMix = newMix(geometric(0.9, 0.5, 11), uniform(11))
 
 // fanPsi is ψ(θ) = −log(1−θ) − θ of Fan, Grama & Liu ("Exponential
-// inequalities for martingales with applications", EJP 2015, (4.11)):
+// inequalities for martingales with applications", EJP 2015):
 // log(1 + θy) ≥ θy − ψ(θ)y² for every y ≥ −1 and θ in [0, 1).
 func fanPsi(t float64) float64 { return -math.Log1p(-t) - t }
 

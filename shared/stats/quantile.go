@@ -107,8 +107,8 @@ func (r Range) check() error {
 // equal-tailed interval for the q-quantile of n values: with B ~ Bin(n, q),
 // lo is the largest rank with P(B < lo) ≤ α/2 and hi the smallest with
 // P(B ≥ hi) ≤ α/2, so that P(X_(lo) ≤ ξ_q ≤ X_(hi)) ≥ 1 − α for every
-// distribution (D. A. S. Fraser; any text on order statistics, e.g. David &
-// Nagaraja, "Order Statistics", 2003, §7.1). lo = 0 means no order statistic
+// distribution (e.g. David & Nagaraja, "Order Statistics", 3rd ed. 2003,
+// on distribution-free confidence intervals for quantiles). lo = 0 means no order statistic
 // is low enough (the bound is the range's minimum), hi = n+1 that none is
 // high enough.
 func QuantileRanks(n int64, q, confidence float64) (lo, hi int64, err error) {

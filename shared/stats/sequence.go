@@ -9,7 +9,7 @@ import (
 // Confidence sequences for proportions and quantile ranks: mixtures of
 // beta-binomial martingales (Howard, Ramdas, McAuliffe, Sekhon, "Time-
 // uniform, nonparametric, nonasymptotic confidence sequences", Annals of
-// Statistics 2021, the beta-binomial mixture of section 3; H. Robbins,
+// Statistics 2021, their beta-binomial mixture; H. Robbins,
 // "Statistical methods related to the law of the iterated logarithm", Ann.
 // Math. Statist. 1970). For a true proportion p and any prior π,
 //
@@ -25,7 +25,7 @@ import (
 
 // errorPriors are Beta(½, b) priors, equally weighted: the mass they put
 // near small error rates keeps the sequence close to Clopper-Pearson where
-// error-rate objectives live (0 errors in 500 requests: 0.0075 against
+// error-rate objectives live (0 errors in 500 requests: 0.0072 against
 // 0.0074 at 95 %).
 var errorPriors = [][2]float64{{0.5, 0.5}, {0.5, 4}, {0.5, 32}, {0.5, 256}, {0.5, 2048}, {0.5, 16384}, {0.5, 131072}}
 
@@ -68,10 +68,12 @@ func logLik(p, x, n float64) float64 {
 
 // ProportionSequence is the anytime-valid counterpart of Proportion: an
 // interval that holds at the given confidence simultaneously at every n, so
-// that stopEarly may look after every iteration. It is wider than
-// Clopper-Pearson by the price of looking: at 0 errors, about 3.8/n instead
-// of 3.7/n around n = 500, and 6/n instead of 3.7/n far from the scales of
-// the mixture.
+// that stopEarly may look after every iteration. Its miss chance 1 −
+// confidence is shared by both sides, not split in halves as
+// Clopper-Pearson's is, so either end alone may be wrong with that chance
+// (Split accounts for it). At 0 errors its upper end is 3.3/n at n = 50,
+// 3.6/n at 500, 3.9/n at 5,000 and 4.6/n at 100,000, against
+// Clopper-Pearson's 3.7/n at one look.
 func ProportionSequence(events, n int64, confidence float64) (Interval, error) {
 	if err := checkCounts(events, n); err != nil {
 		return Interval{}, err
