@@ -107,8 +107,8 @@ func TestStopEarly(t *testing.T) {
 		for name, w := range map[string]rate{"mean FAIL 10 % within": meanFail, "mean PASS 10 % beyond": meanPass,
 			"p95 FAIL 10 % within": p95Fail, "p95 PASS 10 % beyond": p95Pass, "error-rate FAIL 10 % within": errFail,
 			"error-rate PASS 10 % beyond": errPass, "error-rate FAIL at the limit": errAt, "verdict FAIL, 3 objectives 10 % within": verdictFail} {
-			if w.value() > maxWrong {
-				t.Errorf("%s: %s in %v of runs, want ≤ %v", d.name, name, w, maxWrong)
+			if w.value() > wrongCeiling() {
+				t.Errorf("%s: %s in %v of runs, want ≤ %v", d.name, name, w, wrongCeiling())
 			}
 		}
 	}
