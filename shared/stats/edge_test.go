@@ -267,3 +267,21 @@ func TestPaired(t *testing.T) {
 	}
 	t.Logf("20,000 pairs, 30 %% slower: ratio %v, difference %v ms, errors %v (unpaired %v); same: ratio %v", ratio, diff, e, u, sameRatio)
 }
+
+func TestQuantileNeeded(t *testing.T) {
+	r := newRand(6)
+	var xs []float64
+	for range 40 {
+		xs = append(xs, latencyDists[0].sample(r))
+	}
+	s, _ := NewSample(xs)
+	p95 := latencyDists[0].quantile(0.95)
+	more, err := QuantileNeeded(s, 0.95, 0.95, latencyRange, Upper(2*p95), false)
+	if err != nil || more <= 0 || more > 5000 {
+		t.Fatalf("p95 of 40 against twice its value: %d more (%v)", more, err)
+	}
+	seq, err := QuantileNeeded(s, 0.95, 0.95, latencyRange, Upper(2*p95), true)
+	if err != nil || seq < more {
+		t.Fatalf("sequence: %d more (%v), interval %d", seq, err, more)
+	}
+}

@@ -256,3 +256,50 @@ func QuantileSequence(r RankReader, q, confidence float64, rg Range) (Interval, 
 	}
 	return readRanks(r, q, lo, hi, rg)
 }
+
+// QuantileNeeded returns how many further requests would make a percentile
+// objective conclusive if the observed distribution held: at N requests,
+// rank k is read at rank ⌈k·n/N⌉ of the sample (with the interval, or with
+// the sequence when sequence is true).
+func QuantileNeeded(r RankReader, q, confidence float64, rg Range, l Limits, sequence bool) (int64, error) {
+	if err := rg.check(); err != nil {
+		return 0, err
+	}
+	if err := l.check(); err != nil {
+		return 0, err
+	}
+	n := r.Count()
+	if err := checkQuantile(n, q, confidence); err != nil {
+		return 0, err
+	}
+	ranks := QuantileRanks
+	if sequence {
+		ranks = QuantileSequenceRanks
+	}
+	total, err := Needed(n, func(N int64) (bool, error) {
+		lo, hi, err := ranks(N, q, confidence)
+		if err != nil {
+			return false, err
+		}
+		iv, err := readRanks(scaledRanks{r: r, n: N}, q, lo, hi, rg)
+		if err != nil {
+			return false, err
+		}
+		o, err := Judge(iv, l)
+		return o != Inconclusive, err
+	})
+	return total - n, err
+}
+
+// scaledRanks is r seen as a sample of n values of the same distribution.
+type scaledRanks struct {
+	r RankReader
+	n int64
+}
+
+func (s scaledRanks) Count() int64 { return s.n }
+
+func (s scaledRanks) AtRank(k int64) (float64, float64, error) {
+	m := s.r.Count()
+	return s.r.AtRank(max(1, min(m, int64(math.Ceil(float64(k)*float64(m)/float64(s.n))))))
+}
