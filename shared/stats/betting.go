@@ -2,6 +2,8 @@ package stats
 
 import (
 	"math"
+
+	"gonum.org/v1/gonum/floats"
 )
 
 // The mean of values bounded in [0, R] (latencies capped at the request
@@ -152,19 +154,13 @@ func (b *binned) firstOrder(sum float64, mix betMix) float64 {
 	return logSumExp(logs[:len(mix.theta)])
 }
 
+// logSumExp is gonum's, with log 0 = −Inf for no terms instead of a
+// panic.
 func logSumExp(v []float64) float64 {
-	m := math.Inf(-1)
-	for _, x := range v {
-		m = math.Max(m, x)
+	if len(v) == 0 {
+		return math.Inf(-1)
 	}
-	if math.IsInf(m, -1) {
-		return m
-	}
-	s := 0.0
-	for _, x := range v {
-		s += math.Exp(x - m)
-	}
-	return m + math.Log(s)
+	return floats.LogSumExp(v)
 }
 
 // MeanInterval is the interval of the mean of values in rg (latencies in

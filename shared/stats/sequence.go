@@ -40,18 +40,7 @@ func logMarginal(x, n float64, priors [][2]float64) float64 {
 }
 
 func logMeanExp(v []float64) float64 {
-	m := math.Inf(-1)
-	for _, x := range v {
-		m = math.Max(m, x)
-	}
-	if math.IsInf(m, -1) {
-		return m
-	}
-	s := 0.0
-	for _, x := range v {
-		s += math.Exp(x - m)
-	}
-	return m + math.Log(s/float64(len(v)))
+	return logSumExp(v) - math.Log(float64(len(v)))
 }
 
 // logLik is log p^x (1−p)^(n−x), with 0·log 0 = 0.
