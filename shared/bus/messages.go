@@ -92,6 +92,9 @@ type Snapshot struct {
 	Mirror *experiment.MirrorStats `json:"mirror,omitempty"`
 	// Errors explains unavailable values ("query failed: ...").
 	Errors map[string]string `json:"errors,omitempty"`
+	// Intervals holds a confidence interval per metric of Values, where the
+	// data allows one (docs/statistics.md).
+	Intervals map[string]*experiment.Interval `json:"intervals,omitempty"`
 }
 
 // Iteration is the judge's assessment after one iteration.

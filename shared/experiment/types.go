@@ -82,7 +82,26 @@ type Criteria struct {
 	RequestCount string      `json:"requestCount,omitempty"`
 	Indicators   []string    `json:"indicators,omitempty"`
 	Objectives   []Objective `json:"objectives,omitempty"`
+	// Confidence (darklaunch), in (0.5, 1), makes each objective's outcome
+	// satisfied, violated or inconclusive by its confidence interval, and
+	// the verdict PASS, FAIL or INCONCLUSIVE (docs/statistics.md). Absent,
+	// objectives are judged on their values as Iter8 does; the intervals
+	// are still computed, at DefaultConfidence, and reported.
+	Confidence *float64 `json:"confidence,omitempty"`
+	// StopEarly (darklaunch, needs Confidence) judges after every iteration
+	// with anytime-valid confidence sequences and completes the experiment
+	// as soon as the verdict is conclusive.
+	StopEarly bool `json:"stopEarly,omitempty"`
 }
+
+// DefaultConfidence is the level of the intervals reported when
+// spec.criteria.confidence is absent.
+const DefaultConfidence = 0.95
+
+// ReferenceLive is the one reference an objective may name: its limit is
+// then relative to the live version (a ratio dark ÷ live for latencies, a
+// difference dark − live for error-rate).
+const ReferenceLive = "live"
 
 // Objective bounds one metric of the version under test. A limit is a
 // Kubernetes quantity: 50, "0.01" and 100m are all valid.
@@ -90,6 +109,8 @@ type Objective struct {
 	Metric     string `json:"metric"`
 	UpperLimit *Limit `json:"upperLimit,omitempty"`
 	LowerLimit *Limit `json:"lowerLimit,omitempty"`
+	// Reference (darklaunch) is empty or ReferenceLive.
+	Reference string `json:"reference,omitempty"`
 }
 
 // Duration is Iter8's spec.duration. Nil fields take the Iter8 defaults.
@@ -252,6 +273,18 @@ type ObjectiveResult struct {
 	LowerLimit *float64 `json:"lowerLimit,omitempty"`
 	Satisfied  bool     `json:"satisfied"`
 	Reason     string   `json:"reason,omitempty"`
+}
+
+// Interval is a confidence interval around a metric's value. A nil bound is
+// unbounded on its side: the data cannot exclude any value there (a 99th
+// percentile of 20 requests has no upper bound). Method names how it was
+// computed (docs/statistics.md): "clopper-pearson", "betting",
+// "order-statistic", "bucket-edges", "fieller", ...
+type Interval struct {
+	Lo         *float64 `json:"lo"`
+	Hi         *float64 `json:"hi"`
+	Confidence float64  `json:"confidence"`
+	Method     string   `json:"method"`
 }
 
 // MirrorStats counts what the router mirrored and dropped.
