@@ -228,6 +228,11 @@ type Status struct {
 	Routing *RoutingStatus `json:"routing,omitempty"`
 	// Load is the last progress loadgen reported.
 	Load *LoadStatus `json:"load,omitempty"`
+	// Loss is what the judge knows of observations lost (see loss.go).
+	Loss *ObservationLoss `json:"loss,omitempty"`
+	// LiveCount is the live request-count of the last live snapshot, for
+	// comparison with loadgen's Load.Window.
+	LiveCount *WindowCount `json:"liveCount,omitempty"`
 }
 
 // Condition is a Kubernetes-style condition.
@@ -310,6 +315,9 @@ type LoadStatus struct {
 	Failed       int64   `json:"failed"`
 	Canceled     int64   `json:"canceled,omitempty"`
 	AchievedRate float64 `json:"achievedRate"`
+	// Answered and Window: see bus.LoadProgress.
+	Answered int64        `json:"answered,omitempty"`
+	Window   *WindowCount `json:"window,omitempty"`
 }
 
 // Key is "namespace/name".
