@@ -85,6 +85,11 @@ type LoadProgress struct {
 	Window   *experiment.WindowCount `json:"window,omitempty"`
 }
 
+// HeaderUnrouted marks the answers the router's proxy makes up itself when
+// no experiment mirrors the request's Host: no version saw the request, so
+// loadgen does not count it among the answered ones (LoadProgress).
+const HeaderUnrouted = "Darklaunch-Unrouted"
+
 // Snapshot is the collector's measurement of one version at the end of one
 // iteration: each value covers the window from the experiment's start to End
 // (Iter8 semantics). A nil value is unavailable.

@@ -230,9 +230,10 @@ type Status struct {
 	Load *LoadStatus `json:"load,omitempty"`
 	// Loss is what the judge knows of observations lost (see loss.go).
 	Loss *ObservationLoss `json:"loss,omitempty"`
-	// LiveCount is the live request-count of the last live snapshot, for
-	// comparison with loadgen's Load.Window.
-	LiveCount *WindowCount `json:"liveCount,omitempty"`
+	// LiveCounts are the live request-counts of the last few live
+	// snapshots measured from the proxy's observations, for comparison
+	// with loadgen's Load.Window (which may be of an earlier iteration).
+	LiveCounts []WindowCount `json:"liveCounts,omitempty"`
 }
 
 // Condition is a Kubernetes-style condition.

@@ -55,7 +55,7 @@ func (o *obsReader) readUntil(t *testing.T, within time.Duration, done func() bo
 			t.Fatalf("decode batch: %v", err)
 		}
 		id := m.Headers().Get(bus.HeaderMsgID)
-		want := bus.MsgID(b.UID, b.Role, b.Router, strconv.FormatUint(b.Seq, 10))
+		want := bus.MsgID(b.UID, b.Role, b.Router, b.Series, strconv.FormatUint(b.Seq, 10))
 		if id != want {
 			t.Errorf("Nats-Msg-Id %q, want %q", id, want)
 		}
