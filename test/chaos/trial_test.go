@@ -107,6 +107,9 @@ type result struct {
 	sent            int64  // status.load.sent: loadgen's count as the report shows it
 	live            int64  // loadgen's requests that reached the live version
 	counted         int64  // the live version's request-count at the last iteration; -1: none
+	// reported is what the verdict says was lost (verdict.loss): nil when
+	// it says nothing.
+	reported *experiment.ObservationLoss
 	killed          bool
 	// recovery is from the kill to the victim ready again (pause
 	// included); for nats-server, every service ready too.
@@ -256,6 +259,7 @@ func measure(ctx context.Context, t *testing.T, s *stack, x *experiment.Experime
 		if verdicts[len(verdicts)-1].Verdict.Passed {
 			res.verdict = "PASS"
 		}
+		res.reported = verdicts[len(verdicts)-1].Verdict.Loss
 	}
 	its, err := s.events(ctx, name, bus.EventIteration)
 	if err != nil {
