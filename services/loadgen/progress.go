@@ -79,9 +79,14 @@ func (t *tally) answered(at time.Time) {
 // iteration that ended by now; nil before the first one ended. A request
 // the proxy finished before that end but whose answer loadgen read after it
 // is not in the count, so the count never exceeds the proxy's live
-// request-count of that window unless observations were lost. t.mu is held.
-func (t *tally) window(now time.Time) *experiment.WindowCount {
+// request-count of that window unless observations were lost. Once the
+// traffic is done no answer comes any more, and every answer is in the
+// window of the iteration running now. t.mu is held.
+func (t *tally) window(now time.Time, done bool) *experiment.WindowCount {
 	j := t.win.iteration(now) - 1
+	if done {
+		j = min(j+1, t.win.total)
+	}
 	if j < 1 || j < t.baseIter {
 		return nil
 	}
@@ -137,7 +142,7 @@ func (t *tally) progress(target float64, elapsed time.Duration, done bool, now t
 		TargetRate: target,
 		Done:       done,
 		Answered:   t.total,
-		Window:     t.window(now),
+		Window:     t.window(now, done),
 	}
 	if s := elapsed.Seconds(); s > 0 {
 		p.AchievedRate = float64(t.sent) / s

@@ -37,6 +37,12 @@ func TestTallyWindows(t *testing.T) {
 		}
 	}
 
+	// Once the traffic is done, no answer comes any more: the window of
+	// the iteration running now holds them all.
+	if p := c.progress(1, time.Second, true, at(2600)); p.Window == nil || *p.Window != (experiment.WindowCount{Iteration: 3, Requests: 6}) {
+		t.Errorf("done at 2600 ms: window %+v, want 6 by iteration 3", p.Window)
+	}
+
 	// A restarted loadgen: the last report counted 3 by iteration 1.
 	r := newTally(w)
 	r.resume(experiment.LoadStatus{Answered: 4, Window: &experiment.WindowCount{Iteration: 1, Requests: 3}})

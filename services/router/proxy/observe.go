@@ -136,16 +136,20 @@ func (p *Proxy) flushRoute(ctx context.Context, rt *route, now time.Time) error 
 			batches = append(batches, b)
 		}
 	}
+	if rt.seq == 0 && len(batches) == 0 {
+		// The route's first flush opens its series even without traffic:
+		// the collector then knows at once that this route went on after
+		// an earlier one of the experiment that ended without its Final
+		// batch (a router killed and started again).
+		batches = append(batches, p.emptyBatch(rt, now))
+	}
 	if before.IsZero() && !rt.final {
 		// The route's last flush: its last batch says so, an empty one if
 		// nothing is left, so that the collector knows the series ended
 		// here and not in a crash.
 		rt.final = true
 		if len(batches) == 0 {
-			grid := rt.rec[roleLive].Grid()
-			empty := sketch.Slot{}
-			empty.Start, empty.End = grid.Bounds(grid.Index(now))
-			batches = append(batches, empty.Batch(rt.uid, roleNames[roleLive], p.cfg.Instance))
+			batches = append(batches, p.emptyBatch(rt, now))
 		}
 		batches[len(batches)-1].Final = true
 	}
@@ -196,4 +200,12 @@ func (rt *route) pendingBatches() []pendingBatch {
 	rt.flushMu.Lock()
 	defer rt.flushMu.Unlock()
 	return rt.pending
+}
+
+// emptyBatch is a live batch of no request, for the slot that holds now.
+func (p *Proxy) emptyBatch(rt *route, now time.Time) *bus.ObservationBatch {
+	grid := rt.rec[roleLive].Grid()
+	var empty sketch.Slot
+	empty.Start, empty.End = grid.Bounds(grid.Index(now))
+	return empty.Batch(rt.uid, roleNames[roleLive], p.cfg.Instance)
 }
