@@ -110,7 +110,7 @@ type result struct {
 	// reported is what the verdict says was lost (verdict.loss): nil when
 	// it says nothing.
 	reported *experiment.ObservationLoss
-	killed          bool
+	killed   bool
 	// recovery is from the kill to the victim ready again (pause
 	// included); for nats-server, every service ready too.
 	recovery time.Duration
