@@ -249,9 +249,18 @@ func measure(ctx context.Context, t *testing.T, s *stack, x *experiment.Experime
 		}
 	}
 	name := x.Metadata.Name
-	verdicts, err := s.events(ctx, name, bus.EventVerdict)
-	if err != nil {
-		t.Errorf("verdict events: %v", err)
+	// The judge stores the completed state, then publishes its events:
+	// give the verdict a moment to follow.
+	var verdicts []*bus.Event
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		var err error
+		verdicts, err = s.events(ctx, name, bus.EventVerdict)
+		if err != nil {
+			t.Errorf("verdict events: %v", err)
+		}
+		if err != nil || len(verdicts) > 0 || time.Now().After(deadline) {
+			break
+		}
 	}
 	res.verdicts = len(verdicts)
 	if len(verdicts) > 0 && verdicts[len(verdicts)-1].Verdict != nil {
