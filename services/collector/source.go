@@ -36,6 +36,9 @@ type Measurement struct {
 	// Late counts the requests in Values that belonged to an earlier
 	// measurement's window but arrived after it (the bus source).
 	Late int64
+	// Loss is what the bus source found lost so far (seriesLog); nil when
+	// nothing.
+	Loss *experiment.ObservationLoss
 }
 
 // Sentinel errors of the sources.
