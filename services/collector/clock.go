@@ -119,6 +119,7 @@ func (r *runner) snapshot(exp *experiment.Experiment, k int32, role string, star
 		Source:    r.cfg.Source,
 		Values:    m.Values,
 		Mirror:    m.Mirror,
+		Intervals: m.Intervals,
 		Loss:      m.Loss,
 	}
 	if err != nil {

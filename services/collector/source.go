@@ -33,6 +33,9 @@ type Measurement struct {
 	// Mirror counts what the proxy mirrored and dropped; nil when the source
 	// does not know (Prometheus).
 	Mirror *experiment.MirrorStats
+	// Intervals holds a confidence interval per metric where the data
+	// allows one (docs/statistics.md).
+	Intervals map[string]*experiment.Interval
 	// Late counts the requests in Values that belonged to an earlier
 	// measurement's window but arrived after it (the bus source).
 	Late int64
