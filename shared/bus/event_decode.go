@@ -47,6 +47,9 @@ func (s *Snapshot) Canonicalize() {
 		s.Errors[metric] = strconv.FormatFloat(*v, 'f', -1, 64)
 		s.Values[metric] = nil
 	}
+	if s.Paired != nil {
+		s.Paired.canonicalize()
+	}
 }
 
 func finiteOrZero(f float64) float64 {

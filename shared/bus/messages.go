@@ -95,6 +95,10 @@ type Snapshot struct {
 	// Intervals holds a confidence interval per metric of Values, where the
 	// data allows one (docs/statistics.md).
 	Intervals map[string]*experiment.Interval `json:"intervals,omitempty"`
+	// Paired compares the dark version with live over the same window (dark
+	// snapshots only), for objectives with `reference: live`: from pairs
+	// with the proxy, unpaired with Prometheus (Comparison.Method).
+	Paired *Comparison `json:"paired,omitempty"`
 }
 
 // Iteration is the judge's assessment after one iteration.
@@ -143,6 +147,9 @@ type ObservationBatch struct {
 	// the proxy decided.
 	Mirrored int64            `json:"mirrored,omitempty"`
 	Dropped  map[string]int64 `json:"dropped,omitempty"`
+	// Pairs sums the mirrored requests of the slot answered by both
+	// versions (dark batches; absent from routers before pairs).
+	Pairs *Pairs `json:"pairs,omitempty"`
 }
 
 // Before reports whether the batch counts in a window that ends at end: a
