@@ -6,6 +6,7 @@ import (
 
 	"github.com/darklaunch/darklaunch/shared/bus"
 	"github.com/darklaunch/darklaunch/shared/experiment"
+	"github.com/darklaunch/darklaunch/shared/stats"
 )
 
 // FuzzDecodeSketch: the latency sketch of an observation batch comes off the
@@ -39,6 +40,9 @@ func FuzzDecodeSketch(f *testing.F) {
 func FuzzAggregateAdd(f *testing.F) {
 	b := batchOf([]float64{210, 3, 5, 8, 13}, 1)
 	b.Seq, b.Mirrored, b.Dropped = 1, 5, map[string]int64{"inflight": 1}
+	b.Pairs = &bus.Pairs{CapMs: 5000}
+	b.Pairs.Observe(12, 30, false, true)
+	b.Pairs.Observe(4000, 5000, true, true)
 	data, err := bus.Marshal(bus.ContentTypeMsgpack, b)
 	if err != nil {
 		f.Fatal(err)
@@ -68,6 +72,21 @@ func FuzzAggregateAdd(f *testing.F) {
 		for _, name := range []string{experiment.MetricMeanLatency, experiment.MetricP50Latency, experiment.MetricP95Latency, experiment.MetricP99Latency} {
 			if x := v[name]; x != nil && (*x < 0 || math.IsNaN(*x) || math.IsInf(*x, 0)) {
 				t.Fatalf("%s %v", name, *x)
+			}
+		}
+		if err := a.Pairs.Validate(); err != nil {
+			t.Fatalf("merged pairs: %v", err)
+		}
+		if a.Pairs.N > 0 {
+			rg := stats.Range{Min: 0, Max: a.Pairs.CapMs}
+			for _, f := range []func() (stats.Interval, error){
+				func() (stats.Interval, error) { return stats.PairedRatio(a.Pairs.Pairs, rg, 0.95) },
+				func() (stats.Interval, error) { return stats.PairedDifference(a.Pairs.Pairs, rg, 0.95) },
+				func() (stats.Interval, error) { return stats.PairedErrorDifference(a.Pairs.Pairs, 0.95) },
+			} {
+				if iv, err := f(); err == nil && !(iv.Lo <= iv.Hi) {
+					t.Fatalf("paired interval %v", iv)
+				}
 			}
 		}
 		if a.Mirrored < 0 {
