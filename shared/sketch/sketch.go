@@ -149,10 +149,10 @@ func NewAggregate() *Aggregate { return &Aggregate{Sketch: NewSketch()} }
 const MaxBatchCount = 1 << 40
 
 // Add merges one batch, or refuses it, changing nothing, when it does not
-// hold together: negative or oversized counts, more errors than requests,
-// pairs that bus.Pairs.Validate refuses, a
-// latency sum that is not a finite non-negative number, or a sketch that does
-// not decode or does not hold exactly the batch's count of latencies.
+// hold together: negative or oversized counts, more errors than requests, a
+// latency sum that is not a finite non-negative number, pairs that
+// bus.Pairs.Validate refuses, or a sketch that does not decode or does not
+// hold exactly the batch's count of latencies.
 func (a *Aggregate) Add(b *bus.ObservationBatch) error {
 	switch {
 	case b.Count < 0 || b.Count > MaxBatchCount:
