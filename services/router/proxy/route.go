@@ -90,6 +90,7 @@ func (p *Proxy) newRoute(exp *experiment.Experiment, spec routeSpec) *route {
 		rec:     p.newRecorders(exp),
 		prom:    p.prom.forExperiment(exp.Key()),
 	}
+	rt.rec[roleDark].SetPairCap(pairCapMs(p.cfg.MirrorTimeout))
 	for _, m := range spec.Methods {
 		rt.methods[m] = true
 	}
