@@ -1,0 +1,153 @@
+package collector
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/darklaunch/darklaunch/internal/testenv"
+	"github.com/darklaunch/darklaunch/shared/bus"
+	"github.com/darklaunch/darklaunch/shared/experiment"
+	"github.com/darklaunch/darklaunch/shared/sketch"
+	"github.com/darklaunch/darklaunch/shared/stats"
+)
+
+// routerPairs plays one router's proxy: its dark recorder, on a slot grid
+// of its own.
+type routerPairs struct {
+	name string
+	rec  *sketch.Recorder
+}
+
+// TestCollectorMergesPairsOfTwoRouters: two routers publish dark batches
+// with pairs, on slots of their own, across two iterations, with an older
+// router's batch without pairs and a batch whose pairs do not hold together
+// among them. Each dark snapshot's comparison holds exactly the sum of the
+// pairs of the batches in its window (whole-ms latencies: every sum is
+// exact), its intervals are stats' on those sums at spec.criteria.confidence,
+// and a dark version 30 % slower is shown slower than live.
+func TestCollectorMergesPairsOfTwoRouters(t *testing.T) {
+	t.Parallel()
+	e, exp, start := newRunning(t, "paired", 0, 1, 2)
+	confidence := 0.9
+	exp.Spec.Criteria = &experiment.Criteria{Confidence: &confidence}
+	uid := exp.Metadata.UID
+	const capMs = 1000
+	routers := []routerPairs{
+		{"router-a", sketch.NewRecorder(sketch.Grid{Origin: start, Width: 250 * time.Millisecond}, 0)},
+		{"router-b", sketch.NewRecorder(sketch.Grid{Origin: start, Width: 100 * time.Millisecond}, 0)},
+	}
+	for _, r := range routers {
+		r.rec.SetPairCap(capMs)
+	}
+	rng := rand.New(rand.NewPCG(8, 5))
+	var want [3]stats.Pairs // cumulative, by iteration
+	for i := range 3000 {
+		r := routers[i%2]
+		at := start.Add(time.Duration(rng.IntN(1990)) * time.Millisecond) // iteration 1 or 2
+		live := float64(10 + rng.IntN(40))
+		dark := math.Round(live*1.3) + float64(rng.IntN(5))
+		lf, df := rng.IntN(100) == 0, rng.IntN(50) == 0
+		if i%500 == 0 {
+			dark = 2 * capMs // held to the cap
+		}
+		r.rec.Observe(at, dark, df)
+		r.rec.ObservePair(at, live, dark, lf, df)
+		for k := 1; k <= 2; k++ {
+			if at.Before(start.Add(time.Duration(k) * time.Second)) {
+				want[k].Observe(live, min(dark, capMs), lf, df)
+			}
+		}
+	}
+	for _, r := range routers {
+		for _, s := range r.rec.Flush(time.Time{}) {
+			b := s.Batch(uid, bus.RoleDark, r.name)
+			if b.Pairs == nil {
+				t.Fatalf("a slot of %d requests without pairs", b.Count)
+			}
+			e.publishObs(t, exp, b)
+		}
+	}
+	e.publishObs(t, exp, observed(uid, bus.RoleDark, start.Add(100*time.Millisecond), []float64{20, 30}, 0)) // before pairs
+	bad := observed(uid, bus.RoleDark, start.Add(200*time.Millisecond), []float64{20}, 0)
+	bad.Pairs = &bus.Pairs{Pairs: stats.Pairs{N: 1, SumDark: 5000}, CapMs: capMs} // above its cap: refused whole
+	e.publishObs(t, exp, bad)
+	e.publishObs(t, exp, observed(uid, bus.RoleLive, start.Add(100*time.Millisecond), []float64{20}, 0))
+
+	if _, err := e.Store.Create(t.Context(), exp); err != nil {
+		t.Fatal(err)
+	}
+	svc := e.newService(t, Config{Grace: 300 * time.Millisecond})
+	testenv.Run(t, svc)
+	events := e.metricsEvents(t, exp, 4, svc)
+	for i, me := range events {
+		s := me.ev.Snapshot
+		if s.Role == bus.RoleLive {
+			if s.Paired != nil {
+				t.Errorf("live snapshot %d has a comparison: %+v", s.Iteration, s.Paired)
+			}
+			continue
+		}
+		w := want[s.Iteration]
+		c := s.Paired
+		if c == nil || c.Method != bus.ComparisonPaired || c.Sums == nil {
+			t.Fatalf("event %d: dark snapshot %d comparison %+v, want paired with sums", i, s.Iteration, c)
+		}
+		if c.Pairs != w.N || c.Sums.Pairs != w || c.Sums.CapMs != capMs {
+			t.Errorf("iteration %d: %d pairs, sums %+v; want exactly %+v capped at %d", s.Iteration, c.Pairs, *c.Sums, w, capMs)
+		}
+		if n := *s.Values[experiment.MetricRequestCount]; n != float64(w.N)+2 {
+			t.Errorf("iteration %d: %v dark requests, want the %d paired and 2 before pairs", s.Iteration, n, w.N)
+		}
+		rg := stats.Range{Min: 0, Max: capMs}
+		ratio, _ := stats.PairedRatio(w, rg, confidence)
+		diff, _ := stats.PairedDifference(w, rg, confidence)
+		errDiff, _ := stats.PairedErrorDifference(w, confidence)
+		for name, x := range map[string]struct {
+			got    *bus.Relative
+			want   stats.Interval
+			method string
+		}{
+			"ratio":            {c.MeanLatencyRatio, ratio, "fieller"},
+			"difference":       {c.MeanLatencyDifference, diff, "paired-betting"},
+			"error difference": {c.ErrorRateDifference, errDiff, "mcnemar-betting"},
+		} {
+			if !sameRelative(x.got, x.want) || x.got.Interval.Confidence != confidence || x.got.Interval.Method != x.method {
+				t.Errorf("iteration %d %s: %s, want %v at %v by %s", s.Iteration, name, relString(x.got), x.want, confidence, x.method)
+			}
+		}
+		if r := c.MeanLatencyRatio; s.Iteration == 2 && (r.Interval.Lo == nil || *r.Interval.Lo <= 1) {
+			t.Errorf("a dark version 30 %% slower: ratio %s, want it shown above 1", relString(r))
+		}
+		t.Logf("iteration %d: %d pairs; dark ÷ live %s; dark − live %s ms; error rates %s", s.Iteration, c.Pairs, relString(c.MeanLatencyRatio), relString(c.MeanLatencyDifference), relString(c.ErrorRateDifference))
+	}
+}
+
+// sameRelative: r holds iv's estimate and ends, an infinite end as nil.
+func sameRelative(r *bus.Relative, iv stats.Interval) bool {
+	end := func(p *float64, x float64) bool {
+		if math.IsInf(x, 0) {
+			return p == nil
+		}
+		return p != nil && *p == x
+	}
+	return r != nil && r.Value != nil && *r.Value == iv.Estimate && r.Interval != nil && end(r.Interval.Lo, iv.Lo) && end(r.Interval.Hi, iv.Hi)
+}
+
+func relString(r *bus.Relative) string {
+	if r == nil || r.Value == nil {
+		return "unavailable"
+	}
+	if r.Interval == nil {
+		return fmt.Sprintf("%.4g", *r.Value)
+	}
+	end := func(p *float64, inf string) string {
+		if p == nil {
+			return inf
+		}
+		return fmt.Sprintf("%.4g", *p)
+	}
+	return fmt.Sprintf("%.4g [%s, %s]", *r.Value, end(r.Interval.Lo, "-Inf"), end(r.Interval.Hi, "+Inf"))
+}
