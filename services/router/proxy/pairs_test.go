@@ -11,6 +11,7 @@ import (
 	"github.com/darklaunch/darklaunch/internal/testenv"
 	"github.com/darklaunch/darklaunch/services/router/routertest"
 	"github.com/darklaunch/darklaunch/shared/bus"
+	"github.com/darklaunch/darklaunch/shared/experiment"
 	"github.com/darklaunch/darklaunch/shared/stats"
 )
 
@@ -149,4 +150,46 @@ func TestProxyPairsFailures(t *testing.T) {
 	if err := got.Validate(); err != nil {
 		t.Error(err)
 	}
+}
+
+// TestProxyPublishesPairs: the pairs travel in the dark batches on a real
+// NATS, live's batches carry none, and the last batch of a teardown has
+// the last pairs.
+func TestProxyPublishesPairs(t *testing.T) {
+	infra := testenv.Infra(t, testenv.StartNATS(t).Conn(t))
+	live := routertest.NewVersion(t, nil)
+	dark := routertest.NewVersion(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/fail" {
+			w.WriteHeader(http.StatusInternalServerError)
+		}
+	})
+	p, base := newTestProxy(t, Config{FlushInterval: 50 * time.Millisecond, Instance: "paired-router", MirrorTimeout: time.Second}, infra.JS)
+	fctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	go p.runFlusher(fctx)
+	e := routertest.Experiment("pairs", "customdomain.com", live.URL, dark.URL, 50, experiment.StageRunning)
+	setup(t, p, e)
+	obs := newObsReader(t, infra.JS, "default", "pairs")
+	for i := range 60 {
+		path := "/ok"
+		if i%6 == 1 {
+			path = "/fail" // every one of them copied (request n = i+1 even)
+		}
+		routertest.Send(t, base, "customdomain.com", "GET", path, nil)
+	}
+	d := obs.aggs[bus.RoleDark]
+	obs.readUntil(t, 10*time.Second, func() bool { return d.Pairs.N == 30 })
+	if d.Pairs.DarkFailed != 10 || d.Pairs.LiveFailed+d.Pairs.BothFailed != 0 || d.Pairs.CapMs != 1000 || d.Count != 30 {
+		t.Errorf("dark pairs %+v of %d copies: want 30 pairs, 10 dark failures, capped at 1000 ms", d.Pairs, d.Count)
+	}
+	if l := obs.aggs[bus.RoleLive]; l.Pairs != (bus.Pairs{}) {
+		t.Errorf("live batches carry pairs: %+v", l.Pairs)
+	}
+	stop()
+	routertest.Send(t, base, "customdomain.com", "GET", "/ok", nil)
+	routertest.Send(t, base, "customdomain.com", "GET", "/ok", nil)
+	if err := p.Teardown(context.Background(), e); err != nil {
+		t.Fatal(err)
+	}
+	obs.readUntil(t, 5*time.Second, func() bool { return d.Pairs.N == 31 })
 }
