@@ -1,9 +1,11 @@
 package collector
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 
@@ -150,4 +152,70 @@ func relString(r *bus.Relative) string {
 		return fmt.Sprintf("%.4g", *p)
 	}
 	return fmt.Sprintf("%.4g [%s, %s]", *r.Value, end(r.Interval.Lo, "-Inf"), end(r.Interval.Hi, "+Inf"))
+}
+
+// valuesSource measures fixed values per role, as Prometheus would: no
+// pairs.
+type valuesSource map[string]map[string]float64
+
+func (s valuesSource) Open(context.Context, *experiment.Experiment) (Window, error) { return s, nil }
+func (s valuesSource) Close() error                                                 { return nil }
+func (s valuesSource) Measure(_ context.Context, role string, _ time.Time) (Measurement, error) {
+	v := map[string]*float64{}
+	for name, x := range s[role] {
+		v[name] = &x
+	}
+	return Measurement{Values: v}, nil
+}
+
+// TestClockComparesUnpairedWithoutPairs: from a source without pairs the
+// dark snapshot's comparison is unpaired, from the two versions' values of
+// the same iteration: the error rates' difference with its Bonferroni
+// interval, the latency ratio and difference without one (saying why).
+func TestClockComparesUnpairedWithoutPairs(t *testing.T) {
+	t.Parallel()
+	e, exp, _ := newRunning(t, "unpaired", -1500*time.Millisecond, 1, 1)
+	src := valuesSource{
+		bus.RoleLive: {experiment.MetricRequestCount: 1000, experiment.MetricErrorCount: 10, experiment.MetricMeanLatency: 20},
+		bus.RoleDark: {experiment.MetricRequestCount: 999.6, experiment.MetricErrorCount: 30.2, experiment.MetricMeanLatency: 26},
+	}
+	testRunner(e, src, Config{Grace: 10 * time.Millisecond}).clock(t.Context(), exp)
+	events := e.metricsEvents(t, exp, 2, nil)
+	if c := events[0].ev.Snapshot.Paired; c != nil {
+		t.Errorf("live snapshot has a comparison: %+v", c)
+	}
+	c := events[1].ev.Snapshot.Paired
+	if c == nil || c.Method != bus.ComparisonUnpaired || c.Pairs != 0 || c.Sums != nil {
+		t.Fatalf("dark comparison %+v, want unpaired without pairs", c)
+	}
+	want, err := stats.UnpairedErrorDifference(30, 1000, 10, 1000, experiment.DefaultConfidence)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := c.ErrorRateDifference; !sameRelative(d, want) || d.Interval.Method != "bonferroni-clopper-pearson" || d.Interval.Confidence != 0.95 {
+		t.Errorf("error rate difference %s, want %v (Bonferroni, at 0.95)", relString(d), want)
+	}
+	if r := c.MeanLatencyRatio; r == nil || r.Value == nil || math.Abs(*r.Value-1.3) > 1e-12 || r.Interval != nil || !strings.Contains(c.Errors["meanLatencyRatio"], "unpaired") {
+		t.Errorf("ratio %s (errors %v), want 1.3 without an interval, saying why", relString(r), c.Errors)
+	}
+	if d := c.MeanLatencyDifference; d == nil || d.Value == nil || *d.Value != 6 || d.Interval != nil {
+		t.Errorf("latency difference %s, want 6 ms without an interval", relString(d))
+	}
+}
+
+// TestPairedComparisonWithoutPairs: a bus source that has seen no pair yet
+// says so, paired, with every value unavailable.
+func TestPairedComparisonWithoutPairs(t *testing.T) {
+	c := pairedComparison(bus.Pairs{}, 0.95)
+	if c.Method != bus.ComparisonPaired || c.Pairs != 0 || len(c.Errors) != 3 {
+		t.Fatalf("%+v", c)
+	}
+	for _, r := range []*bus.Relative{c.MeanLatencyRatio, c.MeanLatencyDifference, c.ErrorRateDifference} {
+		if r == nil || r.Value != nil || r.Interval != nil {
+			t.Errorf("a value without pairs: %s", relString(r))
+		}
+	}
+	if !strings.Contains(c.Errors["errorRateDifference"], "no pairs") {
+		t.Errorf("errors %v", c.Errors)
+	}
 }
