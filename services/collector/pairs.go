@@ -74,14 +74,22 @@ func pairedComparison(p bus.Pairs, confidence float64) *bus.Comparison {
 		c.Errors = map[string]string{cmpRatio: why, cmpLatDiff: why, cmpErrorDiff: why}
 		return c
 	}
-	rg := stats.Range{Min: 0, Max: p.CapMs}
-	iv, err := stats.PairedRatio(p.Pairs, rg, confidence)
+	sp, rg := statsPairs(p), stats.Range{Min: 0, Max: p.CapMs}
+	iv, err := stats.PairedRatio(sp, rg, confidence)
 	c.MeanLatencyRatio = relative(c, cmpRatio, iv, err, confidence, methodFieller)
-	iv, err = stats.PairedDifference(p.Pairs, rg, confidence)
+	iv, err = stats.PairedDifference(sp, rg, confidence)
 	c.MeanLatencyDifference = relative(c, cmpLatDiff, iv, err, confidence, methodPairedBetting)
-	iv, err = stats.PairedErrorDifference(p.Pairs, confidence)
+	iv, err = stats.PairedErrorDifference(sp, confidence)
 	c.ErrorRateDifference = relative(c, cmpErrorDiff, iv, err, confidence, methodMcNemarBetting)
 	return c
+}
+
+// statsPairs is the wire form of pairs as stats reads them (the same sums).
+func statsPairs(p bus.Pairs) stats.Pairs {
+	return stats.Pairs{
+		N: p.N, SumLive: p.SumLive, SumDark: p.SumDark, SumLive2: p.SumLive2, SumDark2: p.SumDark2, SumCross: p.SumCross,
+		DarkFailed: p.DarkFailed, LiveFailed: p.LiveFailed, BothFailed: p.BothFailed,
+	}
 }
 
 // unpairedComparison compares dark with live on the two versions' own

@@ -45,7 +45,7 @@ func TestCollectorMergesPairsOfTwoRouters(t *testing.T) {
 		r.rec.SetPairCap(capMs)
 	}
 	rng := rand.New(rand.NewPCG(8, 5))
-	var want [3]stats.Pairs // cumulative, by iteration
+	var want [3]bus.Pairs // cumulative, by iteration
 	for i := range 3000 {
 		r := routers[i%2]
 		at := start.Add(time.Duration(rng.IntN(1990)) * time.Millisecond) // iteration 1 or 2
@@ -74,7 +74,7 @@ func TestCollectorMergesPairsOfTwoRouters(t *testing.T) {
 	}
 	e.publishObs(t, exp, observed(uid, bus.RoleDark, start.Add(100*time.Millisecond), []float64{20, 30}, 0)) // before pairs
 	bad := observed(uid, bus.RoleDark, start.Add(200*time.Millisecond), []float64{20}, 0)
-	bad.Pairs = &bus.Pairs{Pairs: stats.Pairs{N: 1, SumDark: 5000}, CapMs: capMs} // above its cap: refused whole
+	bad.Pairs = &bus.Pairs{N: 1, SumDark: 5000, CapMs: capMs} // above its cap: refused whole
 	e.publishObs(t, exp, bad)
 	e.publishObs(t, exp, observed(uid, bus.RoleLive, start.Add(100*time.Millisecond), []float64{20}, 0))
 
@@ -93,20 +93,22 @@ func TestCollectorMergesPairsOfTwoRouters(t *testing.T) {
 			continue
 		}
 		w := want[s.Iteration]
+		w.CapMs = capMs
 		c := s.Paired
 		if c == nil || c.Method != bus.ComparisonPaired || c.Sums == nil {
 			t.Fatalf("event %d: dark snapshot %d comparison %+v, want paired with sums", i, s.Iteration, c)
 		}
-		if c.Pairs != w.N || c.Sums.Pairs != w || c.Sums.CapMs != capMs {
-			t.Errorf("iteration %d: %d pairs, sums %+v; want exactly %+v capped at %d", s.Iteration, c.Pairs, *c.Sums, w, capMs)
+		if c.Pairs != w.N || *c.Sums != w {
+			t.Errorf("iteration %d: %d pairs, sums %+v; want exactly %+v", s.Iteration, c.Pairs, *c.Sums, w)
 		}
 		if n := *s.Values[experiment.MetricRequestCount]; n != float64(w.N)+2 {
 			t.Errorf("iteration %d: %v dark requests, want the %d paired and 2 before pairs", s.Iteration, n, w.N)
 		}
 		rg := stats.Range{Min: 0, Max: capMs}
-		ratio, _ := stats.PairedRatio(w, rg, confidence)
-		diff, _ := stats.PairedDifference(w, rg, confidence)
-		errDiff, _ := stats.PairedErrorDifference(w, confidence)
+		sp := statsPairs(w)
+		ratio, _ := stats.PairedRatio(sp, rg, confidence)
+		diff, _ := stats.PairedDifference(sp, rg, confidence)
+		errDiff, _ := stats.PairedErrorDifference(sp, confidence)
 		for name, x := range map[string]struct {
 			got    *bus.Relative
 			want   stats.Interval
@@ -217,5 +219,30 @@ func TestPairedComparisonWithoutPairs(t *testing.T) {
 	}
 	if !strings.Contains(c.Errors["errorRateDifference"], "no pairs") {
 		t.Errorf("errors %v", c.Errors)
+	}
+}
+
+// TestStatsPairsAgree: the wire form's sums are stats.Pairs' sums, pair by
+// pair and merged.
+func TestStatsPairsAgree(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	var wire, half bus.Pairs
+	var want stats.Pairs
+	for i := range 200 {
+		l, d := rng.Float64()*100, rng.Float64()*100
+		lf, df := rng.IntN(3) == 0, rng.IntN(3) == 0
+		want.Observe(l, d, lf, df)
+		if i%2 == 0 {
+			wire.Observe(l, d, lf, df)
+		} else {
+			half.Observe(l, d, lf, df)
+		}
+	}
+	wire.Add(&half)
+	got := statsPairs(wire)
+	tol := func(a, b float64) bool { return math.Abs(a-b) <= 1e-9*math.Abs(b) }
+	if got.N != want.N || got.DarkFailed != want.DarkFailed || got.LiveFailed != want.LiveFailed || got.BothFailed != want.BothFailed ||
+		!tol(got.SumLive, want.SumLive) || !tol(got.SumDark, want.SumDark) || !tol(got.SumLive2, want.SumLive2) || !tol(got.SumDark2, want.SumDark2) || !tol(got.SumCross, want.SumCross) {
+		t.Errorf("wire %+v, stats %+v", got, want)
 	}
 }

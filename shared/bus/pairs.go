@@ -6,20 +6,48 @@ import (
 	"strconv"
 
 	"github.com/darklaunch/darklaunch/shared/experiment"
-	"github.com/darklaunch/darklaunch/shared/stats"
 )
 
 // Pairs is what the proxy saw of the mirrored requests answered by both
-// versions, in one dark batch (ObservationBatch.Pairs): the sums of
-// stats.Pairs, over the pairs completed in the batch's slot (the instant
-// the later of the two answers ended), and the cap both latencies were held
-// to. Sums add up across batches, proxies and time.
+// versions, in one dark batch (ObservationBatch.Pairs): the live latency L
+// and the dark latency D of the same request (ms), and who failed, summed
+// over the pairs completed in the batch's slot (the instant the later of
+// the two answers ended), with the cap both latencies were held to. The
+// sums add up across batches, proxies and time. They are the sums of
+// stats.Pairs, which the collector computes the intervals from (bus does
+// not import stats: stats' own tests build on sketch, which imports bus).
 type Pairs struct {
-	stats.Pairs
+	N          int64   `json:"n"`
+	SumLive    float64 `json:"sumLive,omitempty"`    // Σ L
+	SumDark    float64 `json:"sumDark,omitempty"`    // Σ D
+	SumLive2   float64 `json:"sumLive2,omitempty"`   // Σ L²
+	SumDark2   float64 `json:"sumDark2,omitempty"`   // Σ D²
+	SumCross   float64 `json:"sumCross,omitempty"`   // Σ L·D
+	DarkFailed int64   `json:"darkFailed,omitempty"` // live succeeded, dark failed
+	LiveFailed int64   `json:"liveFailed,omitempty"` // dark succeeded, live failed
+	BothFailed int64   `json:"bothFailed,omitempty"`
 	// CapMs is the largest latency a pair may hold, in ms: the proxy's
 	// mirror timeout. A longer live or dark latency is counted as CapMs,
 	// as a copy that times out is; the intervals need the bound.
 	CapMs float64 `json:"capMs,omitempty"`
+}
+
+// Observe adds one pair (the caller holds each latency to CapMs).
+func (p *Pairs) Observe(live, dark float64, liveFailed, darkFailed bool) {
+	p.N++
+	p.SumLive += live
+	p.SumDark += dark
+	p.SumLive2 += live * live
+	p.SumDark2 += dark * dark
+	p.SumCross += live * dark
+	switch {
+	case liveFailed && darkFailed:
+		p.BothFailed++
+	case darkFailed:
+		p.DarkFailed++
+	case liveFailed:
+		p.LiveFailed++
+	}
 }
 
 // MaxPairs bounds the pairs one batch may report, as sketch.MaxBatchCount
@@ -74,7 +102,15 @@ func (p *Pairs) Add(o *Pairs) {
 	if o == nil {
 		return
 	}
-	p.Pairs.Add(o.Pairs)
+	p.N += o.N
+	p.SumLive += o.SumLive
+	p.SumDark += o.SumDark
+	p.SumLive2 += o.SumLive2
+	p.SumDark2 += o.SumDark2
+	p.SumCross += o.SumCross
+	p.DarkFailed += o.DarkFailed
+	p.LiveFailed += o.LiveFailed
+	p.BothFailed += o.BothFailed
 	p.CapMs = max(p.CapMs, o.CapMs)
 }
 

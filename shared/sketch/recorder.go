@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/darklaunch/darklaunch/shared/bus"
-	"github.com/darklaunch/darklaunch/shared/stats"
 )
 
 // Grid cuts time into the slots a Recorder counts requests in: slot j is
@@ -87,7 +86,7 @@ type slotEntry struct {
 	sumMs   float64
 	sketch  *Sketch // nil until the slot's first observation
 	tallies []int64
-	pairs   stats.Pairs
+	pairs   bus.Pairs // CapMs unset: the recorder's
 }
 
 // NewRecorder returns an empty recorder on grid (a width that is not
@@ -219,9 +218,11 @@ func (r *Recorder) Flush(before time.Time) []Slot {
 		}
 		s := Slot{Start: start, End: end, Count: e.count, Errors: e.errors, SumMs: e.sumMs, Late: e.late, Tallies: slices.Clone(e.tallies)}
 		if e.pairs.N > 0 {
-			s.Pairs = &bus.Pairs{Pairs: e.pairs, CapMs: r.pairCap}
+			p := e.pairs
+			p.CapMs = r.pairCap
+			s.Pairs = &p
 		}
-		e.pairs = stats.Pairs{}
+		e.pairs = bus.Pairs{}
 		sk := e.sketch
 		e.used, e.count, e.errors, e.sumMs, e.late, e.sketch = false, 0, 0, 0, 0, nil
 		clear(e.tallies)

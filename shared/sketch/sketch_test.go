@@ -11,7 +11,6 @@ import (
 	"github.com/DataDog/sketches-go/ddsketch"
 	"github.com/darklaunch/darklaunch/shared/bus"
 	"github.com/darklaunch/darklaunch/shared/experiment"
-	"github.com/darklaunch/darklaunch/shared/stats"
 )
 
 // exactQuantile is the q-quantile of sorted values with the lower-rank
@@ -189,9 +188,9 @@ func TestAddRefusesIncoherentBatches(t *testing.T) {
 		"sketch mapping":    {func(b *bus.ObservationBatch) { b.Sketch = lowBytes }, "index mapping"},
 		"sketch too large":  {func(b *bus.ObservationBatch) { b.Sketch = make([]byte, MaxSketchBytes+1) }, "bytes"},
 		"pairs over count": {func(b *bus.ObservationBatch) {
-			b.Pairs = &bus.Pairs{Pairs: stats.Pairs{N: 1, DarkFailed: 2}, CapMs: 10}
+			b.Pairs = &bus.Pairs{N: 1, DarkFailed: 2, CapMs: 10}
 		}, "pairs.n 1"},
-		"pairs over cap": {func(b *bus.ObservationBatch) { b.Pairs = &bus.Pairs{Pairs: stats.Pairs{N: 1, SumDark: 11}, CapMs: 10} }, "pairs.sumDark 11"},
+		"pairs over cap": {func(b *bus.ObservationBatch) { b.Pairs = &bus.Pairs{N: 1, SumDark: 11, CapMs: 10} }, "pairs.sumDark 11"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			b := good
