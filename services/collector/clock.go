@@ -127,6 +127,7 @@ func (r *runner) snapshot(exp *experiment.Experiment, k int32, role string, star
 		Source:    r.cfg.Source,
 		Values:    m.Values,
 		Mirror:    m.Mirror,
+		Loss:      m.Loss,
 	}
 	if err != nil {
 		snap.Values = map[string]*float64{}

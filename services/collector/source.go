@@ -41,6 +41,9 @@ type Measurement struct {
 	// requests in the window (the bus source, dark); nil when the source
 	// has none (Prometheus).
 	Pairs *bus.Pairs
+	// Loss is what the bus source found lost so far (seriesLog); nil when
+	// nothing.
+	Loss *experiment.ObservationLoss
 }
 
 // Sentinel errors of the sources.

@@ -11,6 +11,7 @@ import (
 
 	"github.com/darklaunch/darklaunch/services/router/mirroring"
 	"github.com/darklaunch/darklaunch/shared"
+	"github.com/darklaunch/darklaunch/shared/bus"
 )
 
 func newTransport(idlePerHost int) *http.Transport {
@@ -39,6 +40,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if rt == nil {
 		// The hosts that are mirrored are nobody's business who asks for
 		// another: the page names only the Host it got (a prefix of it).
+		w.Header().Set(bus.HeaderUnrouted, "true")
 		http.Error(w, fmt.Sprintf("darklaunch proxy: no experiment mirrors host %s", shared.Excerpt(host)), http.StatusNotFound)
 		return
 	}
