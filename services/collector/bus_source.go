@@ -196,7 +196,7 @@ func (w *busWindow) Measure(ctx context.Context, role string, end time.Time) (Me
 	if role == bus.RoleDark || agg.Mirrored > 0 || len(agg.Dropped) > 0 {
 		mirror = &experiment.MirrorStats{Mirrored: agg.Mirrored, Dropped: maps.Clone(agg.Dropped)}
 	}
-	return Measurement{Values: agg.Values(), Mirror: mirror, Late: late, Loss: w.series.loss()}, nil
+	return Measurement{Values: agg.Values(), Mirror: mirror, Late: late, Pairs: measuredPairs(role, agg), Loss: w.series.loss()}, nil
 }
 
 // catchUpWithStream waits until the consumer has handled the last message

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/darklaunch/darklaunch/shared/bus"
 	"github.com/darklaunch/darklaunch/shared/experiment"
 )
 
@@ -39,6 +40,10 @@ type Measurement struct {
 	// Late counts the requests in Values that belonged to an earlier
 	// measurement's window but arrived after it (the bus source).
 	Late int64
+	// Pairs sums the pairs of live and dark answers to the same mirrored
+	// requests in the window (the bus source, dark); nil when the source
+	// has none (Prometheus).
+	Pairs *bus.Pairs
 	// Loss is what the bus source found lost so far (seriesLog); nil when
 	// nothing.
 	Loss *experiment.ObservationLoss

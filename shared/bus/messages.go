@@ -108,6 +108,10 @@ type Snapshot struct {
 	// Intervals holds a confidence interval per metric of Values, where the
 	// data allows one (docs/statistics.md).
 	Intervals map[string]*experiment.Interval `json:"intervals,omitempty"`
+	// Paired compares the dark version with live over the same window (dark
+	// snapshots only), for objectives with `reference: live`: from pairs
+	// with the proxy, unpaired with Prometheus (Comparison.Method).
+	Paired *Comparison `json:"paired,omitempty"`
 	// Loss is what the bus source found lost so far: gaps in the routers'
 	// batch numbering, routers stopped without their last flush.
 	Loss *experiment.ObservationLoss `json:"loss,omitempty"`
@@ -175,6 +179,9 @@ type ObservationBatch struct {
 	// the proxy decided.
 	Mirrored int64            `json:"mirrored,omitempty"`
 	Dropped  map[string]int64 `json:"dropped,omitempty"`
+	// Pairs sums the mirrored requests of the slot answered by both
+	// versions (dark batches; absent from routers before pairs).
+	Pairs *Pairs `json:"pairs,omitempty"`
 }
 
 // Before reports whether the batch counts in a window that ends at end: a

@@ -98,10 +98,13 @@ func (p *Proxy) newRecorders(exp *experiment.Experiment) [2]*sketch.Recorder {
 	return [2]*sketch.Recorder{sketch.NewRecorder(grid, 0), sketch.NewRecorder(grid, tallyDropped+len(dropReasons))}
 }
 
-// observe records a request of role that started at start and ends now.
-func (rt *route) observe(role int, start time.Time, failed bool) {
+// observe records a request of role that started at start and ends now,
+// and returns its latency in ms.
+func (rt *route) observe(role int, start time.Time, failed bool) float64 {
 	end := time.Now()
-	rt.rec[role].Observe(end, float64(end.Sub(start).Nanoseconds())/1e6, failed)
+	ms := float64(end.Sub(start).Nanoseconds()) / 1e6
+	rt.rec[role].Observe(end, ms, failed)
+	return ms
 }
 
 // flushRoute turns the slots rt's recorders closed by now into batches and

@@ -97,6 +97,7 @@ func (p *Proxy) newRoute(exp *experiment.Experiment, spec routeSpec) *route {
 		prom:    p.prom.forExperiment(exp.Key()),
 		series:  nuid.Next(),
 	}
+	rt.rec[roleDark].SetPairCap(pairCapMs(p.cfg.MirrorTimeout))
 	for _, m := range spec.Methods {
 		rt.methods[m] = true
 	}
