@@ -54,6 +54,13 @@ func TestRunBadInputExits2WithFieldAndNoTrace(t *testing.T) {
 		"bad --dark":       {[]string{"run", "--dark", "not a url", writeFile(t, local)}, "spec.mirroring.darkURL"},
 		"bad output":       {[]string{"run", "-o", "xml", writeFile(t, local)}, "--output"},
 		"no args":          {[]string{"run"}, "accepts 1 arg"},
+		// issue 8: the confidence level, stopEarly and relative objectives.
+		"--confidence 1.5":  {[]string{"run", "--confidence", "1.5", writeFile(t, local)}, "spec.criteria.confidence: Invalid value: 1.5"},
+		"--confidence 0":    {[]string{"run", "--confidence", "0", writeFile(t, local)}, "spec.criteria.confidence: Invalid value: 0"},
+		"confidence 0.3":    {[]string{"run", writeFile(t, strings.Replace(local, "objectives:", "confidence: 0.3\n    objectives:", 1))}, "spec.criteria.confidence: Invalid value: 0.3"},
+		"stopEarly alone":   {[]string{"run", writeFile(t, strings.Replace(local, "objectives:", "stopEarly: true\n    objectives:", 1))}, "spec.criteria.confidence: Required value"},
+		"reference dark":    {[]string{"run", writeFile(t, strings.Replace(local, "- metric: error-rate", "- reference: dark\n      metric: error-rate", 1))}, `spec.criteria.objectives[2].reference: Unsupported value: "dark"`},
+		"negative relative": {[]string{"run", writeFile(t, strings.Replace(local, "- metric: mean-latency\n      upperLimit: 50", "- metric: mean-latency\n      reference: live\n      upperLimit: -1.1", 1))}, "spec.criteria.objectives[0].upperLimit: Invalid value"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			code, stdout, stderr := run(t, "", tc.args...)

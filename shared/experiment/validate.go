@@ -193,6 +193,7 @@ func validateCriteria(p *field.Path, c *Criteria) field.ErrorList {
 			errs = append(errs, field.NotSupported(p.Child("indicators").Index(i), ind, MetricNames()))
 		}
 	}
+	errs = append(errs, validateConfidence(p, c)...)
 	for i, o := range c.Objectives {
 		op := p.Child("objectives").Index(i)
 		switch {
@@ -203,12 +204,13 @@ func validateCriteria(p *field.Path, c *Criteria) field.ErrorList {
 				errs = append(errs, field.NotSupported(op.Child("metric"), o.Metric, MetricNames()))
 			}
 		}
+		errs = append(errs, validateReference(op, o)...)
 		if o.UpperLimit == nil && o.LowerLimit == nil {
 			errs = append(errs, field.Required(op.Child("upperLimit"), "an objective needs upperLimit, lowerLimit or both"))
 			continue
 		}
-		okUpper := validateLimit(op.Child("upperLimit"), o.UpperLimit, &errs)
-		okLower := validateLimit(op.Child("lowerLimit"), o.LowerLimit, &errs)
+		okUpper := validateLimit(op.Child("upperLimit"), o.UpperLimit, o.Reference != "", &errs)
+		okLower := validateLimit(op.Child("lowerLimit"), o.LowerLimit, o.Reference != "", &errs)
 		if okUpper && okLower && o.UpperLimit != nil && o.LowerLimit != nil && o.LowerLimit.Cmp(o.UpperLimit.Quantity) > 0 {
 			errs = append(errs, field.Invalid(op.Child("lowerLimit"), o.LowerLimit.String(), "must not be above upperLimit "+o.UpperLimit.String()))
 		}
@@ -216,7 +218,9 @@ func validateCriteria(p *field.Path, c *Criteria) field.ErrorList {
 	return errs
 }
 
-func validateLimit(p *field.Path, l *Limit, errs *field.ErrorList) bool {
+// validateLimit checks one limit; relative says that the objective names a
+// reference, so that the limit is a ratio or a difference to live.
+func validateLimit(p *field.Path, l *Limit, relative bool, errs *field.ErrorList) bool {
 	if l == nil {
 		return true
 	}
@@ -225,10 +229,51 @@ func validateLimit(p *field.Path, l *Limit, errs *field.ErrorList) bool {
 		return false
 	}
 	if l.Sign() < 0 {
-		*errs = append(*errs, field.Invalid(p, l.String(), "must not be negative: every metric is a count, a rate or a latency"))
+		why := "must not be negative: every metric is a count, a rate or a latency"
+		if relative {
+			why = `must not be negative: relative to live, a latency's limit is a ratio dark ÷ live ("1.10": at most 10 % slower) and error-rate's a difference dark − live ("0.005")`
+		}
+		*errs = append(*errs, field.Invalid(p, l.String(), why))
 		return false
 	}
 	return true
+}
+
+// Confidence levels spec.criteria.confidence may take: above 0.5 (below it
+// an interval says less than a coin) and below 1 (which no finite sample
+// reaches).
+const (
+	MinConfidence = 0.5
+	MaxConfidence = 1.0
+)
+
+func validateConfidence(p *field.Path, c *Criteria) field.ErrorList {
+	var errs field.ErrorList
+	if v := c.Confidence; v != nil && !(*v > MinConfidence && *v < MaxConfidence) {
+		errs = append(errs, field.Invalid(p.Child("confidence"), *v, "must be above 0.5 and below 1, such as 0.95"))
+	}
+	if c.StopEarly && c.Confidence == nil {
+		errs = append(errs, field.Required(p.Child("confidence"), "stopEarly needs a confidence level, such as 0.95: it stops when the verdict is conclusive at that level"))
+	}
+	return errs
+}
+
+// relativeMetrics can be compared with live: latencies by ratio, error-rate
+// by difference. A count depends on the share mirrored, not on the version.
+var relativeMetrics = []string{MetricMeanLatency, MetricP50Latency, MetricP95Latency, MetricP99Latency, MetricErrorRate}
+
+func validateReference(op *field.Path, o Objective) field.ErrorList {
+	switch {
+	case o.Reference == "":
+		return nil
+	case o.Reference != ReferenceLive:
+		return field.ErrorList{field.NotSupported(op.Child("reference"), o.Reference, []string{ReferenceLive})}
+	}
+	m, ok := LookupMetric(o.Metric)
+	if ok && !slices.Contains(relativeMetrics, m.Name) {
+		return field.ErrorList{field.Invalid(op.Child("reference"), o.Reference, fmt.Sprintf("%s cannot be compared with live: only %s", m.Name, strings.Join(relativeMetrics, ", ")))}
+	}
+	return nil
 }
 
 func validateDuration(p *field.Path, d *Duration) field.ErrorList {
