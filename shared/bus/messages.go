@@ -95,6 +95,19 @@ type Snapshot struct {
 	// Intervals holds a confidence interval per metric of Values, where the
 	// data allows one (docs/statistics.md).
 	Intervals map[string]*experiment.Interval `json:"intervals,omitempty"`
+	// Needed says, for the objectives whose interval is inconclusive, how
+	// many more requests of this version would make them conclusive if the
+	// observed values held (the collector has the sketch to compute it).
+	Needed []Needed `json:"needed,omitempty"`
+}
+
+// Needed is the collector's estimate for one objective (its index in
+// spec.criteria.objectives): Requests more, or none with Reason (never
+// conclusive at the observed value, no bound on the latency known, ...).
+type Needed struct {
+	Objective int    `json:"objective"`
+	Requests  int64  `json:"requests,omitempty"`
+	Reason    string `json:"reason,omitempty"`
 }
 
 // Iteration is the judge's assessment after one iteration.
@@ -143,6 +156,11 @@ type ObservationBatch struct {
 	// the proxy decided.
 	Mirrored int64            `json:"mirrored,omitempty"`
 	Dropped  map[string]int64 `json:"dropped,omitempty"`
+	// TimeoutMs is the largest latency the proxy can record for the role:
+	// its mirror timeout for the dark copies (a copy that times out is
+	// recorded at it). 0: no bound known (live requests end when live or
+	// the client ends them). The mean's interval needs it (docs/statistics.md).
+	TimeoutMs float64 `json:"timeoutMs,omitempty"`
 }
 
 // Before reports whether the batch counts in a window that ends at end: a

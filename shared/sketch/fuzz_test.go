@@ -38,7 +38,7 @@ func FuzzDecodeSketch(f *testing.F) {
 // sense: counts ≥ 0, an error rate in [0, 1], finite non-negative latencies.
 func FuzzAggregateAdd(f *testing.F) {
 	b := batchOf([]float64{210, 3, 5, 8, 13}, 1)
-	b.Seq, b.Mirrored, b.Dropped = 1, 5, map[string]int64{"inflight": 1}
+	b.Seq, b.Mirrored, b.Dropped, b.TimeoutMs = 1, 5, map[string]int64{"inflight": 1}, 5000
 	data, err := bus.Marshal(bus.ContentTypeMsgpack, b)
 	if err != nil {
 		f.Fatal(err)
