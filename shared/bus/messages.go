@@ -116,11 +116,20 @@ type Iteration struct {
 	Total      int32                        `json:"total"`
 	Satisfied  bool                         `json:"satisfied"`
 	Objectives []experiment.ObjectiveResult `json:"objectives"`
+	// Outcome is the verdict if this iteration were the last
+	// (experiment.VerdictPass, VerdictFail or VerdictInconclusive).
+	Outcome string `json:"outcome,omitempty"`
 }
 
 // Verdict is the judge's conclusion: the dark version passes when it meets
-// every objective at the end of the last iteration.
+// every objective at the end of the last iteration. Outcome is
+// experiment.VerdictPass, VerdictFail or, with a confidence level,
+// VerdictInconclusive; Passed (kept for Iter8's readers) is Outcome == PASS.
 type Verdict struct {
+	Outcome string `json:"outcome,omitempty"`
+	// Confidence is spec.criteria.confidence, when the verdict is judged on
+	// the objectives' intervals.
+	Confidence *float64                     `json:"confidence,omitempty"`
 	Passed     bool                         `json:"passed"`
 	Version    string                       `json:"version"`
 	Iterations int32                        `json:"iterations"`
