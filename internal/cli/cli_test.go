@@ -106,6 +106,24 @@ func TestRunLocalExample(t *testing.T) {
 			t.Errorf("no progress line on stderr:\n%s", stderr)
 		}
 	})
+	t.Run("inconclusive at 95 %", func(t *testing.T) {
+		t.Parallel()
+		code, stdout, stderr := run(t, "", "run", "--confidence", "0.95", path)
+		if code != ExitInconclusive {
+			t.Fatalf("exit %d, want 3\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+		}
+		for _, want := range []string{
+			"| mean-latency <= 50.000         | inconclusive |",
+			"| error-rate <= 0.010            | inconclusive |",
+			"INTERVAL AT 98.33 %",
+			"INCONCLUSIVE: 3 of 3 objectives of the dark version current are not shown either way at 95 % confidence",
+			"more requests with no error are needed to show <= 0.010 at 98.33 %",
+		} {
+			if !strings.Contains(stdout, want) {
+				t.Errorf("report lacks %q:\n%s", want, stdout)
+			}
+		}
+	})
 	t.Run("slow dark fails", func(t *testing.T) {
 		t.Parallel()
 		slow, err := sampleapp.New(sampleapp.Config{Name: "green-slow", Latency: 80 * time.Millisecond})

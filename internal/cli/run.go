@@ -30,7 +30,7 @@ func newRunCmd(g *globals) *cobra.Command {
 	var o runOptions
 	cmd := &cobra.Command{
 		Use:   "run FILE|-",
-		Short: "Run an experiment end to end and print its report (exit 0 pass, 1 fail, 2 error)",
+		Short: "Run an experiment end to end and print its report (exit 0 pass, 1 fail, 3 inconclusive, 2 error)",
 		Long: `Run an experiment end to end. Without --server, everything runs in this process: a
 nats-server with JetStream, the sample app as live (blue) and dark (green) versions, and the
 router, loadgen, collector and judge services. With --live/--dark your own versions replace
@@ -38,7 +38,11 @@ the sample app. With --server, the experiment is submitted to the darklaunch ser
 already running on that NATS.
 
 Progress goes to stderr; the report (iter8ctl describe layout, or -o json|yaml) to stdout.
-Exit code: 0 the dark version passed, 1 it failed an objective, 2 invalid input or an error.`,
+With --confidence (or spec.criteria.confidence) each objective is judged on its confidence
+interval: satisfied, violated or inconclusive, and the verdict PASS, FAIL or INCONCLUSIVE, which
+says how many more requests each inconclusive objective needs (docs/statistics.md).
+Exit code: 0 the dark version passed, 1 it failed an objective, 3 inconclusive, 2 invalid input
+or an error.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.confidenceSet = cmd.Flags().Changed("confidence")

@@ -5,7 +5,6 @@ import (
 	"math"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/darklaunch/darklaunch/shared/bus"
 	"github.com/darklaunch/darklaunch/shared/experiment"
@@ -206,30 +205,12 @@ func limitText(r experiment.ObjectiveResult) string {
 	return "no limit"
 }
 
-// FormatInterval writes a value and its interval as the report shows them:
-// 0.879 [0.712, 1.051], with ∞ for an unbounded side.
-func FormatInterval(v *float64, iv *experiment.Interval) string {
-	end := func(b *float64, inf string) string {
-		if b == nil {
-			return inf
-		}
-		return fmtNum(*b)
-	}
-	val := "unavailable"
-	if v != nil {
-		val = fmtNum(*v)
-	}
-	if iv == nil {
-		return val
-	}
-	return fmt.Sprintf("%s [%s, %s]", val, end(iv.Lo, "-∞"), end(iv.Hi, "∞"))
-}
+// FormatInterval writes a value and its interval: 0.879 [0.712, 1.051].
+func FormatInterval(v *float64, iv *experiment.Interval) string { return iv.Format(v) }
 
 func fmtNum(x float64) string { return strconv.FormatFloat(x, 'f', 3, 64) }
 
-// percent writes a confidence level with 4 significant digits at most:
-// 95 %, 98.33 %, 99.95 %.
-func percent(c float64) string { return strconv.FormatFloat(c*100, 'g', 4, 64) + " %" }
+func percent(c float64) string { return experiment.Percent(c) }
 
 func plural(n int64, word string) string {
 	if n == 1 {
@@ -245,27 +226,4 @@ func count(snap *bus.Snapshot, metric string) (int64, bool) {
 	return 0, false
 }
 
-// aboutDuration rounds a wait for people: about 40 more seconds, about 5
-// more minutes, about 3 more hours, about 2 more days.
-func aboutDuration(seconds float64) string {
-	d := time.Duration(seconds * float64(time.Second))
-	unit := func(n float64, word string) string {
-		k := int64(math.Max(1, math.Round(n)))
-		if k == 1 {
-			return "about 1 more " + word
-		}
-		return fmt.Sprintf("about %d more %ss", k, word)
-	}
-	switch {
-	case seconds > 1e9:
-		return "more than 30 years"
-	case d < 90*time.Second:
-		return unit(d.Seconds(), "second")
-	case d < 90*time.Minute:
-		return unit(d.Minutes(), "minute")
-	case d < 36*time.Hour:
-		return unit(d.Hours(), "hour")
-	default:
-		return unit(d.Hours()/24, "day")
-	}
-}
+func aboutDuration(seconds float64) string { return experiment.AboutDuration(seconds) }

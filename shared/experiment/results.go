@@ -1,6 +1,11 @@
 package experiment
 
-import "math"
+import (
+	"fmt"
+	"math"
+	"strconv"
+	"time"
+)
 
 // ObjectiveResult explains one objective's assessment: the value, the limits
 // and why it holds or not. Satisfied is Iter8's assessment: on the value
@@ -100,4 +105,69 @@ func (e *Experiment) Confidence() (float64, bool) {
 		return *c.Confidence, true
 	}
 	return DefaultConfidence, false
+}
+
+// Format writes a value and the interval as reports show them:
+// 0.879 [0.712, 1.051], with ∞ for an unbounded side; the value alone when
+// iv is nil, "unavailable" for no value.
+func (iv *Interval) Format(v *float64) string {
+	num := func(x float64) string { return strconv.FormatFloat(x, 'f', 3, 64) }
+	val := "unavailable"
+	if v != nil && !math.IsNaN(*v) && !math.IsInf(*v, 0) {
+		val = num(*v)
+	}
+	if iv == nil {
+		return val
+	}
+	lo, hi := "-∞", "∞"
+	if iv.Lo != nil {
+		lo = num(*iv.Lo)
+	}
+	if iv.Hi != nil {
+		hi = num(*iv.Hi)
+	}
+	return fmt.Sprintf("%s [%s, %s]", val, lo, hi)
+}
+
+// Percent writes a confidence level with at most 4 significant digits:
+// 95 %, 98.33 %, 99.95 %.
+func Percent(c float64) string { return strconv.FormatFloat(c*100, 'g', 4, 64) + " %" }
+
+// AboutDuration rounds a wait for people: about 40 more seconds, about 5
+// more minutes, about 3 more hours, about 2 more days.
+func AboutDuration(seconds float64) string {
+	d := time.Duration(seconds * float64(time.Second))
+	unit := func(n float64, word string) string {
+		k := int64(math.Max(1, math.Round(n)))
+		if k == 1 {
+			return "about 1 more " + word
+		}
+		return fmt.Sprintf("about %d more %ss", k, word)
+	}
+	switch {
+	case seconds > 1e9:
+		return "more than 30 years"
+	case d < 90*time.Second:
+		return unit(d.Seconds(), "second")
+	case d < 90*time.Minute:
+		return unit(d.Minutes(), "minute")
+	case d < 36*time.Hour:
+		return unit(d.Hours(), "hour")
+	default:
+		return unit(d.Hours()/24, "day")
+	}
+}
+
+// Short says what an objective needs in a few words: "429 more requests,
+// about 9 more minutes at 0.8 req/s", or the reason there is no number.
+func (n *Needed) Short() string {
+	switch {
+	case n == nil:
+		return ""
+	case n.Requests == 0:
+		return n.Reason
+	case n.Seconds > 0:
+		return fmt.Sprintf("%d more requests, %s at %s req/s", n.Requests, AboutDuration(n.Seconds), strconv.FormatFloat(n.Rate, 'f', 1, 64))
+	}
+	return fmt.Sprintf("%d more requests", n.Requests)
 }
