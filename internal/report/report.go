@@ -87,6 +87,11 @@ func Describe(w io.Writer, e *experiment.Experiment) {
 		}
 	}
 
+	if st.Loss.Lost() {
+		section(w, "Lost Observations", false)
+		fmt.Fprintln(w, st.Loss.String())
+	}
+
 	if st.Terminal() && !st.Failed() {
 		section(w, "Verdict", false)
 		fmt.Fprintln(w, VerdictLine(e))

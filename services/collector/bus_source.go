@@ -110,6 +110,7 @@ type busWindow struct {
 	consumed uint64        // stream sequence of the last message handled
 	progress chan struct{} // closed and replaced when consumed advances
 	roles    map[string]*roleObs
+	series   seriesLog
 }
 
 type roleObs struct {
@@ -142,6 +143,7 @@ func (w *busWindow) handle(m jetstream.Msg) {
 		w.log.Warn("observation batch of unknown role skipped", "role", b.Role, "seq", meta.Sequence.Stream)
 	default:
 		ro.pending = append(ro.pending, &b)
+		w.series.add(&b)
 	}
 	w.consumed = meta.Sequence.Stream
 	w.wake()
@@ -197,7 +199,8 @@ func (w *busWindow) Measure(ctx context.Context, role string, end time.Time) (Me
 		mirror = &experiment.MirrorStats{Mirrored: agg.Mirrored, Dropped: maps.Clone(agg.Dropped)}
 	}
 	intervals, needed := w.plan.intervals(agg, role)
-	return Measurement{Values: agg.Values(), Mirror: mirror, Intervals: intervals, Needed: needed, Late: late}, nil
+	return Measurement{Values: agg.Values(), Mirror: mirror, Intervals: intervals, Needed: needed, Late: late,
+		Pairs: measuredPairs(role, agg), Loss: w.series.loss()}, nil
 }
 
 // catchUpWithStream waits until the consumer has handled the last message

@@ -60,6 +60,7 @@ func (r *runner) clock(ctx context.Context, exp *experiment.Experiment) {
 		if !shared.SleepUntil(ctx, end.Add(r.cfg.Grace)) {
 			return
 		}
+		var live *Measurement // this iteration's, for the dark one's comparison
 		for _, role := range roles {
 			began := time.Now()
 			m, err := r.measure(ctx, log, open, role, end)
@@ -68,6 +69,13 @@ func (r *runner) clock(ctx context.Context, exp *experiment.Experiment) {
 			}
 			r.prom.duration.Observe(time.Since(began).Seconds())
 			snap := r.snapshot(exp, k, role, start, end, m, err)
+			switch {
+			case err != nil:
+			case role == bus.RoleLive:
+				live = &m
+			case role == bus.RoleDark:
+				snap.Paired = comparison(exp, m, live)
+			}
 			if err != nil {
 				log.Warn("metrics unavailable", "iteration", k, "role", role, "err", err)
 			}
@@ -121,6 +129,7 @@ func (r *runner) snapshot(exp *experiment.Experiment, k int32, role string, star
 		Mirror:    m.Mirror,
 		Intervals: m.Intervals,
 		Needed:    m.Needed,
+		Loss:      m.Loss,
 	}
 	if err != nil {
 		snap.Values = map[string]*float64{}

@@ -42,6 +42,13 @@ type Measurement struct {
 	// Late counts the requests in Values that belonged to an earlier
 	// measurement's window but arrived after it (the bus source).
 	Late int64
+	// Pairs sums the pairs of live and dark answers to the same mirrored
+	// requests in the window (the bus source, dark); nil when the source
+	// has none (Prometheus).
+	Pairs *bus.Pairs
+	// Loss is what the bus source found lost so far (seriesLog); nil when
+	// nothing.
+	Loss *experiment.ObservationLoss
 }
 
 // Sentinel errors of the sources.

@@ -233,6 +233,12 @@ func clone(e *experiment.Experiment) *experiment.Experiment {
 	c := *e
 	st := &c.Status
 	st.Conditions = slices.Clone(st.Conditions)
+	st.LiveCounts = slices.Clone(st.LiveCounts)
+	if l := st.Loss; l != nil {
+		cl := *l
+		cl.Stopped = slices.Clone(l.Stopped)
+		st.Loss = &cl
+	}
 	if a := st.Analysis; a != nil {
 		ca := *a
 		if a.AggregatedMetrics != nil {

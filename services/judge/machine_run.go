@@ -74,12 +74,16 @@ func baselineRevision(e *experiment.Experiment) string {
 // stepLoad records loadgen's progress; an unchanged report changes nothing.
 func stepLoad(cur *experiment.Experiment, in LoadEvent) Result {
 	p := in.LoadProgress
-	ls := experiment.LoadStatus{Sent: p.Sent, Succeeded: p.Succeeded, Failed: p.Failed, Canceled: p.Canceled, AchievedRate: p.AchievedRate}
-	if cur.Status.Load != nil && *cur.Status.Load == ls {
+	ls := experiment.LoadStatus{Sent: p.Sent, Succeeded: p.Succeeded, Failed: p.Failed, Canceled: p.Canceled,
+		AchievedRate: p.AchievedRate, Answered: p.Answered, Window: p.Window}
+	if sameLoad(cur.Status.Load, &ls) {
 		return Result{}
 	}
 	next := clone(cur)
 	next.Status.Load = &ls
+	if next.Status.Stage == experiment.StageRunning {
+		updateLoss(&next.Status, nil)
+	}
 	return Result{Next: next}
 }
 
@@ -87,18 +91,26 @@ func stepLoad(cur *experiment.Experiment, in LoadEvent) Result {
 // come, for comparison with the dark version's.
 func stepLive(cur *experiment.Experiment, in LiveSnapshot) Result {
 	st := &cur.Status
-	// A baseline named "live" would collide with the live values; the dark
-	// version's values are the ones that are judged, so they win.
-	if st.Stage != experiment.StageRunning || in.Iteration <= st.CompletedIterations || cur.BaselineName() == liveVersion {
+	if st.Stage != experiment.StageRunning {
 		return Result{}
 	}
 	next := clone(cur)
-	an := analysis(&next.Status)
-	changed := recordValues(an, liveVersion, in.Values)
-	changed = recordIntervals(an, liveVersion, in.Intervals) || changed
-	if _, ok := an.Versions[liveVersion]; !ok {
-		an.Versions[liveVersion] = experiment.Version{Role: bus.RoleLive}
-		changed = true
+	changed := false
+	// A baseline named "live" would collide with the live values; the dark
+	// version's values are the ones that are judged, so they win.
+	if in.Iteration > st.CompletedIterations && cur.BaselineName() != liveVersion {
+		an := analysis(&next.Status)
+		changed = recordValues(an, liveVersion, in.Values)
+		changed = recordIntervals(an, liveVersion, in.Intervals) || changed
+		if _, ok := an.Versions[liveVersion]; !ok {
+			an.Versions[liveVersion] = experiment.Version{Role: bus.RoleLive}
+			changed = true
+		}
+	}
+	if noteLiveCount(&next.Status, in.Snapshot) || in.Loss != nil {
+		old := next.Status.Loss
+		updateLoss(&next.Status, in.Loss)
+		changed = changed || !sameLoss(old, next.Status.Loss)
 	}
 	if !changed {
 		return Result{}
@@ -163,6 +175,7 @@ func judgeIteration(cur *experiment.Experiment, snap *bus.Snapshot, now time.Tim
 	if snap.Mirror != nil {
 		an.Mirror = snap.Mirror
 	}
+	updateLoss(st, snap.Loss)
 	st.CompletedIterations = k
 	st.Message = fmt.Sprintf("%s: Completed Iteration %d", experiment.ReasonIterationUpdate, k)
 	if k != next.TotalIterations() {
@@ -254,7 +267,7 @@ func iterationEvents(e *experiment.Experiment, now time.Time) []Output {
 	results := st.Analysis.Objectives
 	it := bus.NewEvent(bus.EventIteration, source, e, now)
 	it.Message = fmt.Sprintf("%s: Completed Iteration %d", experiment.ReasonIterationUpdate, k)
-	it.Iteration = &bus.Iteration{Number: k, Total: e.TotalIterations(), Satisfied: Satisfied(results), Objectives: results, Outcome: st.Analysis.Outcome}
+	it.Iteration = &bus.Iteration{Number: k, Total: e.TotalIterations(), Satisfied: Satisfied(results), Objectives: results, Outcome: st.Analysis.Outcome, Loss: st.Loss}
 	out := []Output{{it, bus.MsgID(uid, bus.EventIteration, strconv.Itoa(int(k)))}}
 	if !st.Terminal() || st.Failed() || k != e.TotalIterations() {
 		return out
@@ -265,6 +278,12 @@ func iterationEvents(e *experiment.Experiment, now time.Time) []Output {
 		confidence = &c
 	}
 	v.Verdict = NewVerdict(e.BaselineName(), k, results, confidence)
+	if st.Loss.Lost() {
+		// It does not change the verdict: the values are those of what
+		// was observed; the reader decides whether the loss matters.
+		v.Verdict.Loss = st.Loss
+		v.Verdict.Reason += "; " + st.Loss.String()
+	}
 	v.Message = v.Verdict.Reason
 	c := bus.NewEvent(bus.EventCompleted, source, e, now)
 	c.Message = st.Message

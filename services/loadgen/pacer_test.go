@@ -77,16 +77,16 @@ func TestNoCoordinatedOmission(t *testing.T) {
 
 	req := newRequester(plan{URL: srv.URL, Host: "customdomain.com", Method: "GET", Concurrency: 1, Timeout: 5 * time.Second})
 	defer req.close()
-	counts := newTally()
+	counts := newTally(windows{})
 	start := time.Now().Add(20 * time.Millisecond)
 	s := schedule{Start: start, Rate: rate, End: start.Add(time.Second)}
 	var mu sync.Mutex
 	latency := map[int64]time.Duration{} // by request index
 	n := pace(t.Context(), s, 1, func(ctx context.Context, due time.Time) {
 		counts.dispatched()
-		code, err := req.do(ctx)
+		a, err := req.do(ctx)
 		lat := time.Since(due)
-		counts.finished(lat, err == nil && code == 200)
+		counts.finished(lat, err == nil && a.code == 200)
 		mu.Lock()
 		latency[int64(due.Sub(start).Seconds()*rate+0.5)] = lat
 		mu.Unlock()
@@ -111,7 +111,7 @@ func TestNoCoordinatedOmission(t *testing.T) {
 	if slow < 4 {
 		t.Errorf("%d of the 5 requests due during the stall report ≥ 80ms; want ≥ 4 (latencies %v)", slow, latency)
 	}
-	p := counts.progress(rate, time.Second, true)
+	p := counts.progress(rate, time.Second, true, time.Now())
 	if p.Sent != 20 || p.Succeeded != 20 || p.Failed != 0 {
 		t.Errorf("progress %+v, want 20 sent and succeeded", p)
 	}

@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/http"
 	"time"
+
+	"github.com/darklaunch/darklaunch/shared/bus"
 )
 
 // maxDrain bounds how much of a response body is read. Reading the body to
@@ -49,24 +51,33 @@ func newRequester(p plan) *requester {
 	}
 }
 
-// do sends one request and reads its body; it returns the status code.
-func (r *requester) do(ctx context.Context) (int, error) {
+// answer is what one request got back.
+type answer struct {
+	code int
+	// routed: a version answered, not the router's proxy for want of an
+	// experiment on the Host (bus.HeaderUnrouted).
+	routed bool
+}
+
+// do sends one request and reads its body.
+func (r *requester) do(ctx context.Context) (answer, error) {
 	req, err := http.NewRequestWithContext(ctx, r.method, r.url, nil)
 	if err != nil {
-		return 0, fmt.Errorf("build request: %w", err)
+		return answer{}, fmt.Errorf("build request: %w", err)
 	}
 	req.Host = r.host
 	req.Header.Set("User-Agent", "darklaunch-loadgen")
 	resp, err := r.client.Do(req)
 	if err != nil {
-		return 0, err
+		return answer{}, err
 	}
+	a := answer{code: resp.StatusCode, routed: resp.Header.Get(bus.HeaderUnrouted) == ""}
 	_, err = io.Copy(io.Discard, io.LimitReader(resp.Body, maxDrain))
 	resp.Body.Close()
 	if err != nil {
-		return resp.StatusCode, fmt.Errorf("read body: %w", err)
+		return a, fmt.Errorf("read body: %w", err)
 	}
-	return resp.StatusCode, nil
+	return a, nil
 }
 
 // close releases the idle connections once the traffic has ended.

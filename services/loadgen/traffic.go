@@ -48,7 +48,7 @@ func (r *runner) traffic(ctx context.Context, exp *experiment.Experiment) {
 	defer req.close()
 	r.prom.active.Inc()
 	defer r.prom.active.Dec()
-	counts := newTally()
+	counts := newTally(windows{start: start, interval: exp.Interval(), total: exp.TotalIterations()})
 	// A loadgen that carries on after a restart (its own, or another
 	// instance's) goes on from the totals the last one reported, so that
 	// status.load counts the whole run; what was sent after that report is
@@ -64,7 +64,7 @@ func (r *runner) traffic(ctx context.Context, exp *experiment.Experiment) {
 	go func() {
 		fired <- pace(ctx, schedule{Start: t0, Rate: p.Rate, End: end}, p.Concurrency, func(ctx context.Context, due time.Time) {
 			counts.dispatched()
-			code, err := req.do(ctx)
+			a, err := req.do(ctx)
 			if err != nil && ctx.Err() != nil {
 				// Cut short by the stop (the experiment ended): not a
 				// failure of the target.
@@ -72,8 +72,11 @@ func (r *runner) traffic(ctx context.Context, exp *experiment.Experiment) {
 				r.prom.canceled()
 				return
 			}
-			lat, ok := time.Since(due), err == nil && code >= 200 && code < 300
+			lat, ok := time.Since(due), err == nil && a.code >= 200 && a.code < 300
 			counts.finished(lat, ok)
+			if a.routed && a.code != 0 {
+				counts.answered(time.Now())
+			}
 			r.prom.request(lat.Seconds(), ok)
 		})
 	}()
@@ -86,14 +89,14 @@ func (r *runner) traffic(ctx context.Context, exp *experiment.Experiment) {
 		select {
 		case <-ticker.C:
 			n++
-			r.publishLoad(ctx, log, exp, n, counts.progress(p.Rate, elapsed(), false))
+			r.publishLoad(ctx, log, exp, n, counts.progress(p.Rate, elapsed(), false, time.Now()))
 		case total := <-fired:
 			if r.service.Err() != nil {
 				return
 			}
 			n++
 			pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finalPublishTimeout)
-			final := counts.progress(p.Rate, elapsed(), true)
+			final := counts.progress(p.Rate, elapsed(), true, time.Now())
 			r.publishLoad(pctx, log, exp, n, final)
 			cancel()
 			log.Info("traffic stopped", "sent", total, "succeeded", final.Succeeded, "failed", final.Failed,

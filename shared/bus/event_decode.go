@@ -1,8 +1,10 @@
 package bus
 
 import (
+	"fmt"
 	"math"
 	"strconv"
+	"time"
 )
 
 // DecodeEvent decodes an event of content type ct (sniffed when empty) and
@@ -17,6 +19,17 @@ func DecodeEvent(ct string, data []byte) (*Event, error) {
 	var ev Event
 	if err := Unmarshal(ct, data, &ev); err != nil {
 		return nil, err
+	}
+	// msgpack carries any instant; JSON only years 0 to 9999 (found by
+	// FuzzUnmarshal): such an event could not be replied or stored.
+	times := map[string]time.Time{"time": ev.Time}
+	if ev.Snapshot != nil {
+		times["snapshot.start"], times["snapshot.end"] = ev.Snapshot.Start, ev.Snapshot.End
+	}
+	for field, t := range times {
+		if y := t.Year(); y < 0 || y > 9999 {
+			return nil, fmt.Errorf("event %s: year %d outside 0..9999", field, y)
+		}
 	}
 	if ev.Routing != nil {
 		ev.Routing.Status.Percent = finiteOrZero(ev.Routing.Status.Percent)
@@ -53,6 +66,9 @@ func (s *Snapshot) Canonicalize() {
 		if !iv.Valid() {
 			delete(s.Intervals, metric) // no interval rather than a wrong one
 		}
+	}
+	if s.Paired != nil {
+		s.Paired.canonicalize()
 	}
 }
 

@@ -28,6 +28,10 @@ func FuzzUnmarshal(f *testing.F) {
 		&Event{Type: EventCreated, Time: now, Experiment: exp},
 		&Event{Type: EventLoad, Time: now, Load: &LoadProgress{Sent: 3, Succeeded: 2, Failed: 1}},
 		&ObservationBatch{UID: "u1", Role: RoleLive, Start: now, End: now, Count: 2, Sketch: []byte{1, 2, 3}, Dropped: map[string]int64{"inflight": 1}},
+		&ObservationBatch{UID: "u1", Role: RoleDark, Start: now, End: now, Count: 1, Pairs: &Pairs{N: 1, SumLive: 2, SumDark: nan, DarkFailed: 1, CapMs: 5000}},
+		&Event{Type: EventMetrics, Time: now, Snapshot: &Snapshot{Role: RoleDark, Paired: &Comparison{Method: ComparisonPaired, Pairs: 1,
+			MeanLatencyRatio: &Relative{Value: &nan, Interval: &experiment.Interval{Lo: &rate, Hi: &nan, Confidence: 0.95, Method: "fieller"}},
+			Sums:             &Pairs{N: 1, CapMs: nan}}}},
 		exp,
 	}
 	for _, s := range seeds {

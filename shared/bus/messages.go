@@ -75,7 +75,20 @@ type LoadProgress struct {
 	P95Ms        float64 `json:"p95Ms"`
 	P99Ms        float64 `json:"p99Ms"`
 	Done         bool    `json:"done,omitempty"`
+	// Answered counts the requests that got an HTTP answer (any status)
+	// that the proxy did not make up for want of a route; Window those of
+	// them answered before the end of the last iteration that ended before
+	// this report, for comparison with the live request-count of that
+	// iteration (ObservationLoss). Totals survive a restart of loadgen: it
+	// resumes from the last report the judge stored (status.load).
+	Answered int64                   `json:"answered,omitempty"`
+	Window   *experiment.WindowCount `json:"window,omitempty"`
 }
+
+// HeaderUnrouted marks the answers the router's proxy makes up itself when
+// no experiment mirrors the request's Host: no version saw the request, so
+// loadgen does not count it among the answered ones (LoadProgress).
+const HeaderUnrouted = "Darklaunch-Unrouted"
 
 // Snapshot is the collector's measurement of one version at the end of one
 // iteration: each value covers the window from the experiment's start to End
@@ -99,6 +112,13 @@ type Snapshot struct {
 	// many more requests of this version would make them conclusive if the
 	// observed values held (the collector has the sketch to compute it).
 	Needed []Needed `json:"needed,omitempty"`
+	// Paired compares the dark version with live over the same window (dark
+	// snapshots only), for objectives with `reference: live`: from pairs
+	// with the proxy, unpaired with Prometheus (Comparison.Method).
+	Paired *Comparison `json:"paired,omitempty"`
+	// Loss is what the bus source found lost so far: gaps in the routers'
+	// batch numbering, routers stopped without their last flush.
+	Loss *experiment.ObservationLoss `json:"loss,omitempty"`
 }
 
 // Needed is the collector's estimate for one objective (its index in
@@ -119,6 +139,8 @@ type Iteration struct {
 	// Outcome is the verdict if this iteration were the last
 	// (experiment.VerdictPass, VerdictFail or VerdictInconclusive).
 	Outcome string `json:"outcome,omitempty"`
+	// Loss says what observations were lost, when any were.
+	Loss *experiment.ObservationLoss `json:"loss,omitempty"`
 }
 
 // Verdict is the judge's conclusion: the dark version passes when it meets
@@ -135,6 +157,9 @@ type Verdict struct {
 	Iterations int32                        `json:"iterations"`
 	Objectives []experiment.ObjectiveResult `json:"objectives"`
 	Reason     string                       `json:"reason,omitempty"`
+	// Loss says what observations were lost, when any were (Reason says
+	// it too); it does not change the verdict.
+	Loss *experiment.ObservationLoss `json:"loss,omitempty"`
 }
 
 // ObservationBatch is what the router's proxy saw of one version of one
@@ -147,11 +172,22 @@ type Verdict struct {
 // experiment's start): the collector counts it in the windows that hold the
 // slot (see Before). A batch from a router before slots (Slotted false)
 // covers the flush period [Start, End) instead.
+//
+// A router numbers each route's batches (one experiment run on one proxy)
+// 1, 2, 3, ... in a Series of their own, live and dark alike, and marks the
+// last one, at teardown or shutdown, Final: so the collector sees a batch
+// that never arrived (a gap) and a router that stopped without its last
+// flush (no Final, and a later series went on). A batch without Series is
+// from a router before numbering, and its Seq says nothing of gaps.
 type ObservationBatch struct {
-	UID    string    `json:"uid"`
-	Role   string    `json:"role"`
-	Router string    `json:"router"`
-	Seq    uint64    `json:"seq"`
+	UID    string `json:"uid"`
+	Role   string `json:"role"`
+	Router string `json:"router"`
+	Seq    uint64 `json:"seq"`
+	// Series names the numbering Seq belongs to: a new one per route a
+	// proxy sets up (a restarted router, a route set up again).
+	Series string    `json:"series,omitempty"`
+	Final  bool      `json:"final,omitempty"`
 	Start  time.Time `json:"start"`
 	End    time.Time `json:"end"`
 	// Slotted says that Start and End bound a slot, not a flush period.
@@ -170,6 +206,9 @@ type ObservationBatch struct {
 	// recorded at it). 0: no bound known (live requests end when live or
 	// the client ends them). The mean's interval needs it (docs/statistics.md).
 	TimeoutMs float64 `json:"timeoutMs,omitempty"`
+	// Pairs sums the mirrored requests of the slot answered by both
+	// versions (dark batches; absent from routers before pairs).
+	Pairs *Pairs `json:"pairs,omitempty"`
 }
 
 // Before reports whether the batch counts in a window that ends at end: a

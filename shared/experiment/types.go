@@ -228,6 +228,12 @@ type Status struct {
 	Routing *RoutingStatus `json:"routing,omitempty"`
 	// Load is the last progress loadgen reported.
 	Load *LoadStatus `json:"load,omitempty"`
+	// Loss is what the judge knows of observations lost (see loss.go).
+	Loss *ObservationLoss `json:"loss,omitempty"`
+	// LiveCounts are the live request-counts of the last few live
+	// snapshots measured from the proxy's observations, for comparison
+	// with loadgen's Load.Window (which may be of an earlier iteration).
+	LiveCounts []WindowCount `json:"liveCounts,omitempty"`
 }
 
 // Condition is a Kubernetes-style condition.
@@ -293,6 +299,9 @@ type LoadStatus struct {
 	Failed       int64   `json:"failed"`
 	Canceled     int64   `json:"canceled,omitempty"`
 	AchievedRate float64 `json:"achievedRate"`
+	// Answered and Window: see bus.LoadProgress.
+	Answered int64        `json:"answered,omitempty"`
+	Window   *WindowCount `json:"window,omitempty"`
 }
 
 // Key is "namespace/name".

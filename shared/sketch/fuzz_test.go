@@ -6,6 +6,7 @@ import (
 
 	"github.com/darklaunch/darklaunch/shared/bus"
 	"github.com/darklaunch/darklaunch/shared/experiment"
+	"github.com/darklaunch/darklaunch/shared/stats"
 )
 
 // FuzzDecodeSketch: the latency sketch of an observation batch comes off the
@@ -39,6 +40,9 @@ func FuzzDecodeSketch(f *testing.F) {
 func FuzzAggregateAdd(f *testing.F) {
 	b := batchOf([]float64{210, 3, 5, 8, 13}, 1)
 	b.Seq, b.Mirrored, b.Dropped, b.TimeoutMs = 1, 5, map[string]int64{"inflight": 1}, 5000
+	b.Pairs = &bus.Pairs{CapMs: 5000}
+	b.Pairs.Observe(12, 30, false, true)
+	b.Pairs.Observe(4000, 5000, true, true)
 	data, err := bus.Marshal(bus.ContentTypeMsgpack, b)
 	if err != nil {
 		f.Fatal(err)
@@ -68,6 +72,22 @@ func FuzzAggregateAdd(f *testing.F) {
 		for _, name := range []string{experiment.MetricMeanLatency, experiment.MetricP50Latency, experiment.MetricP95Latency, experiment.MetricP99Latency} {
 			if x := v[name]; x != nil && (*x < 0 || math.IsNaN(*x) || math.IsInf(*x, 0)) {
 				t.Fatalf("%s %v", name, *x)
+			}
+		}
+		if err := a.Pairs.Validate(); err != nil {
+			t.Fatalf("merged pairs: %v", err)
+		}
+		if p := a.Pairs; p.N > 0 {
+			sp := stats.Pairs{N: p.N, SumLive: p.SumLive, SumDark: p.SumDark, SumLive2: p.SumLive2, SumDark2: p.SumDark2, SumCross: p.SumCross, DarkFailed: p.DarkFailed, LiveFailed: p.LiveFailed, BothFailed: p.BothFailed}
+			rg := stats.Range{Min: 0, Max: p.CapMs}
+			for _, f := range []func() (stats.Interval, error){
+				func() (stats.Interval, error) { return stats.PairedRatio(sp, rg, 0.95) },
+				func() (stats.Interval, error) { return stats.PairedDifference(sp, rg, 0.95) },
+				func() (stats.Interval, error) { return stats.PairedErrorDifference(sp, 0.95) },
+			} {
+				if iv, err := f(); err == nil && !(iv.Lo <= iv.Hi) {
+					t.Fatalf("paired interval %v", iv)
+				}
 			}
 		}
 		if a.Mirrored < 0 {

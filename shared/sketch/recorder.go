@@ -1,6 +1,7 @@
 package sketch
 
 import (
+	"math"
 	"slices"
 	"sync"
 	"time"
@@ -71,6 +72,7 @@ type Recorder struct {
 	ring     []slotEntry
 	mask     int64
 	sketches sync.Pool // emptied sketches, for the next slots
+	pairCap  float64   // ms; see SetPairCap
 }
 
 // slotEntry is one slot's observations; slot j lives in ring[j & mask].
@@ -84,6 +86,7 @@ type slotEntry struct {
 	sumMs   float64
 	sketch  *Sketch // nil until the slot's first observation
 	tallies []int64
+	pairs   bus.Pairs // CapMs unset: the recorder's
 }
 
 // NewRecorder returns an empty recorder on grid (a width that is not
@@ -123,6 +126,29 @@ func (r *Recorder) Observe(end time.Time, ms float64, failed bool) {
 		e.sketch = r.sketches.Get().(*Sketch)
 	}
 	e.sketch.Add(ms)
+	e.mu.Unlock()
+}
+
+// SetPairCap sets the cap of ObservePair's latencies, in ms (the mirror
+// timeout); call it before the recorder is used. Without it ObservePair
+// records nothing: pairs are meaningless without their bound.
+func (r *Recorder) SetPairCap(ms float64) {
+	if ms > 0 && !math.IsInf(ms, 0) {
+		r.pairCap = ms
+	}
+}
+
+// ObservePair records one mirrored request answered by both versions, in
+// the slot of end (the instant the later answer ended): the live and the
+// dark latency, each held to [0, the pair cap], and which failed.
+func (r *Recorder) ObservePair(end time.Time, liveMs, darkMs float64, liveFailed, darkFailed bool) {
+	if r.pairCap == 0 {
+		return
+	}
+	liveMs = min(max(liveMs, 0), r.pairCap)
+	darkMs = min(max(darkMs, 0), r.pairCap)
+	e := r.lock(end, false)
+	e.pairs.Observe(liveMs, darkMs, liveFailed, darkFailed)
 	e.mu.Unlock()
 }
 
@@ -169,6 +195,9 @@ type Slot struct {
 	// Late counts the requests among Count that ended in an earlier slot
 	// (see RecorderSpan).
 	Late int64
+	// Pairs sums the pairs completed in the slot (ObservePair), nil when
+	// there are none.
+	Pairs *bus.Pairs
 }
 
 // Flush takes what was recorded in the slots that end at or before before
@@ -188,6 +217,12 @@ func (r *Recorder) Flush(before time.Time) []Slot {
 			continue
 		}
 		s := Slot{Start: start, End: end, Count: e.count, Errors: e.errors, SumMs: e.sumMs, Late: e.late, Tallies: slices.Clone(e.tallies)}
+		if e.pairs.N > 0 {
+			p := e.pairs
+			p.CapMs = r.pairCap
+			s.Pairs = &p
+		}
+		e.pairs = bus.Pairs{}
 		sk := e.sketch
 		e.used, e.count, e.errors, e.sumMs, e.late, e.sketch = false, 0, 0, 0, 0, nil
 		clear(e.tallies)
@@ -210,5 +245,6 @@ func (s *Slot) Batch(uid, role, router string) *bus.ObservationBatch {
 		UID: uid, Role: role, Router: router,
 		Start: s.Start.UTC(), End: s.End.UTC(), Slotted: true,
 		Count: s.Count, Errors: s.Errors, SumMs: s.SumMs, Sketch: s.Sketch,
+		Pairs: s.Pairs,
 	}
 }

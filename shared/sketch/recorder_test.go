@@ -151,3 +151,38 @@ func TestRecorderConcurrent(t *testing.T) {
 		}
 	}
 }
+
+// TestRecorderPairs: a pair is counted in the slot of the instant it was
+// completed, each latency held to the cap, with who failed; a flush empties
+// the slot; without a cap nothing is recorded.
+func TestRecorderPairs(t *testing.T) {
+	o := time.Unix(1700000000, 0)
+	r := NewRecorder(Grid{Origin: o, Width: time.Second}, 0)
+	r.ObservePair(o, 10, 20, false, false) // no cap yet: not recorded
+	r.SetPairCap(100)
+	r.ObservePair(o, 10, 20, false, false)
+	r.ObservePair(o.Add(time.Second-1), 30, 250, false, true) // dark held to 100
+	r.ObservePair(o.Add(time.Second), 40, 41, true, true)     // next slot
+	r.Observe(o, 20, false)
+	got := r.Flush(o.Add(time.Second))
+	if len(got) != 1 || got[0].Pairs == nil || got[0].Count != 1 {
+		t.Fatalf("slots %+v, want one with a request and pairs", got)
+	}
+	want := bus.Pairs{CapMs: 100}
+	want.Observe(10, 20, false, false)
+	want.Observe(30, 100, false, true)
+	if p := *got[0].Pairs; p != want {
+		t.Errorf("pairs %+v, want %+v", p, want)
+	}
+	if b := got[0].Batch("u", bus.RoleDark, "r"); b.Pairs != got[0].Pairs {
+		t.Errorf("the batch does not carry the slot's pairs: %+v", b.Pairs)
+	}
+	rest := r.Flush(time.Time{})
+	if len(rest) != 1 || rest[0].Count != 0 || rest[0].Pairs == nil || rest[0].Pairs.N != 1 || rest[0].Pairs.BothFailed != 1 {
+		t.Errorf("the open slot: %+v, want only one pair, both failed", rest)
+	}
+	r.Observe(o.Add(3*time.Second), 1, false)
+	if again := r.Flush(time.Time{}); len(again) != 1 || again[0].Pairs != nil {
+		t.Errorf("a flushed slot's pairs came back: %+v", again)
+	}
+}

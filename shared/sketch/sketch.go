@@ -140,6 +140,8 @@ type Aggregate struct {
 	// TimeoutMs is the largest of the batches' TimeoutMs: the bound on
 	// every latency recorded, 0 when none is known.
 	TimeoutMs float64
+	// Pairs sums the pairs of live and dark answers (dark batches).
+	Pairs bus.Pairs
 }
 
 // NewAggregate returns an empty aggregate.
@@ -151,8 +153,9 @@ const MaxBatchCount = 1 << 40
 
 // Add merges one batch, or refuses it, changing nothing, when it does not
 // hold together: negative or oversized counts, more errors than requests, a
-// latency sum that is not a finite non-negative number, or a sketch that does
-// not decode or does not hold exactly the batch's count of latencies.
+// latency sum that is not a finite non-negative number, pairs that
+// bus.Pairs.Validate refuses, or a sketch that does not decode or does not
+// hold exactly the batch's count of latencies.
 func (a *Aggregate) Add(b *bus.ObservationBatch) error {
 	switch {
 	case b.Count < 0 || b.Count > MaxBatchCount:
@@ -171,6 +174,11 @@ func (a *Aggregate) Add(b *bus.ObservationBatch) error {
 	for reason, n := range b.Dropped {
 		if n < 0 || n > MaxBatchCount {
 			return fmt.Errorf("observation batch: dropped[%s] %d outside [0, %d]", reason, n, int64(MaxBatchCount))
+		}
+	}
+	if b.Pairs != nil {
+		if err := b.Pairs.Validate(); err != nil {
+			return fmt.Errorf("observation batch: %w", err)
 		}
 	}
 	if len(b.Sketch) > 0 {
@@ -196,6 +204,7 @@ func (a *Aggregate) Add(b *bus.ObservationBatch) error {
 		}
 		a.Dropped[reason] += n
 	}
+	a.Pairs.Add(b.Pairs)
 	return nil
 }
 

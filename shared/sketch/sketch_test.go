@@ -54,13 +54,18 @@ func TestAggregateMergesBatches(t *testing.T) {
 	t0 := time.Unix(1700000000, 0)
 	whole := NewRecorder(Grid{Origin: t0, Width: time.Hour}, 0)
 	slotted := NewRecorder(Grid{Origin: t0, Width: 100 * time.Millisecond}, 1)
+	slotted.SetPairCap(500)
 	var sum float64
 	var n, errs int64
+	want := bus.Pairs{CapMs: 500} // whole milliseconds: every sum is exact
 	for i := range 1000 {
 		ms := 1 + rng.Float64()*99
 		failed := rng.IntN(10) == 0
 		at := t0.Add(time.Duration(i) * time.Millisecond) // 10 slots of 100
 		slotted.Observe(at, ms, failed)
+		live, dark := float64(1+rng.IntN(200)), float64(1+rng.IntN(600))
+		slotted.ObservePair(at, live, dark, rng.IntN(5) == 0, failed)
+		want.Observe(live, min(dark, 500), false, false)
 		whole.Observe(at, ms, failed)
 		if i%100 == 0 {
 			slotted.Tally(at, 0)
@@ -104,6 +109,13 @@ func TestAggregateMergesBatches(t *testing.T) {
 		if a != b {
 			t.Errorf("merged p%v = %v, whole = %v: merging must be exact", q*100, a, b)
 		}
+	}
+	if agg.Pairs.N != 1000 || agg.Pairs.SumLive != want.SumLive || agg.Pairs.SumDark != want.SumDark || agg.Pairs.SumLive2 != want.SumLive2 ||
+		agg.Pairs.SumDark2 != want.SumDark2 || agg.Pairs.SumCross != want.SumCross || agg.Pairs.CapMs != 500 {
+		t.Errorf("merged pairs %+v, want the sums %+v", agg.Pairs, want)
+	}
+	if f := agg.Pairs.DarkFailed + agg.Pairs.LiveFailed + agg.Pairs.BothFailed; f == 0 || agg.Pairs.BothFailed == 0 || agg.Pairs.DarkFailed == 0 || agg.Pairs.LiveFailed == 0 {
+		t.Errorf("failed pairs %+v", agg.Pairs)
 	}
 	if agg.Mirrored != 10 || agg.Dropped["inflight"] != 20 {
 		t.Errorf("mirror stats %d %v", agg.Mirrored, agg.Dropped)
@@ -177,6 +189,10 @@ func TestAddRefusesIncoherentBatches(t *testing.T) {
 		"sketch too large":  {func(b *bus.ObservationBatch) { b.Sketch = make([]byte, MaxSketchBytes+1) }, "bytes"},
 		"NaN timeout":       {func(b *bus.ObservationBatch) { b.TimeoutMs = math.NaN() }, "timeoutMs NaN"},
 		"negative timeout":  {func(b *bus.ObservationBatch) { b.TimeoutMs = -1 }, "timeoutMs -1"},
+		"pairs over count": {func(b *bus.ObservationBatch) {
+			b.Pairs = &bus.Pairs{N: 1, DarkFailed: 2, CapMs: 10}
+		}, "pairs.n 1"},
+		"pairs over cap": {func(b *bus.ObservationBatch) { b.Pairs = &bus.Pairs{N: 1, SumDark: 11, CapMs: 10} }, "pairs.sumDark 11"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			b := good
@@ -186,7 +202,7 @@ func TestAddRefusesIncoherentBatches(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("err %v, want one containing %q", err, tc.want)
 			}
-			if a.Count != 0 || a.Sketch.Count() != 0 || a.Mirrored != 0 || len(a.Dropped) != 0 {
+			if a.Count != 0 || a.Sketch.Count() != 0 || a.Mirrored != 0 || len(a.Dropped) != 0 || a.Pairs != (bus.Pairs{}) {
 				t.Errorf("a refused batch changed the aggregate: %+v", a)
 			}
 		})

@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 	"unicode/utf8"
+
+	"github.com/darklaunch/darklaunch/shared/experiment"
 )
 
 // victims are what a trial kills, in the table's order.
@@ -82,6 +84,21 @@ func check(t *testing.T, r *result) {
 		if l := r.lost(); l > maxLost || l < -maxLost {
 			t.Errorf("%d of loadgen's requests reached live, %d counted: %d lost, want at most %d when the %s is killed", r.live, r.counted, l, maxLost, r.victim)
 		}
+		if r.reported.Lost() {
+			t.Errorf("the verdict says %q, but the %s cannot lose observations", r.reported, r.victim)
+		}
+	}
+	if r.victim == router && r.killed {
+		// The killed router's series has no Final batch and the restarted
+		// one's goes on: the verdict must say so, and its estimate must be
+		// near the truth (loadgen's window may end an iteration before the
+		// last, and requests at a window's edge fall either side).
+		switch l := r.reported; {
+		case !l.Lost() || len(l.Stopped) == 0:
+			t.Errorf("the router was killed, %d observations lost, and the verdict says nothing of it (loss %+v)", r.lost(), l)
+		case abs(l.Requests-r.lost()) > max(maxLost+2, r.lost()/5):
+			t.Errorf("the verdict estimates %d requests lost, the truth is %d", l.Requests, r.lost())
+		}
 	}
 	t.Logf("%s: %s, %d iterations, %s; sent %d, reached live %d, counted %d, lost %d; ready again %v after the kill; latest iteration %v late",
 		r.victim, r.outcome, r.iterations, r.verdict, r.sent, r.live, r.counted, r.lost(), r.recovery.Round(time.Millisecond), r.late.Round(time.Millisecond))
@@ -92,7 +109,7 @@ func printTable(w io.Writer, results []*result) {
 	if len(results) == 0 {
 		return
 	}
-	rows := [][]string{{"trial", "victim", "seed", "killed at", "pause", "outcome", "iterations", "verdict", "sent", "reached live", "counted", "lost", "recovery", "latest iteration late"}}
+	rows := [][]string{{"trial", "victim", "seed", "killed at", "pause", "outcome", "iterations", "verdict", "sent", "reached live", "counted", "lost", "reported lost", "recovery", "latest iteration late"}}
 	for _, r := range results {
 		killed := fmt.Sprintf("it %d + %v", r.killAt, r.offset) // offset into iteration killAt
 		if !r.killed {
@@ -109,7 +126,7 @@ func printTable(w io.Writer, results []*result) {
 		rows = append(rows, []string{
 			strconv.Itoa(r.n), r.victim, strconv.FormatUint(r.seed, 10), killed, r.pause.String(), outcome,
 			fmt.Sprintf("%d/%d", r.iterations, iterations), r.verdict,
-			strconv.FormatInt(r.sent, 10), strconv.FormatInt(r.live, 10), counted, strconv.FormatInt(r.lost(), 10),
+			strconv.FormatInt(r.sent, 10), strconv.FormatInt(r.live, 10), counted, strconv.FormatInt(r.lost(), 10), reported(r.reported),
 			r.recovery.Round(10 * time.Millisecond).String(), r.late.Round(10 * time.Millisecond).String(),
 		})
 	}
@@ -140,6 +157,8 @@ func printTable(w io.Writer, results []*result) {
 killed at: the iteration, by the clock, and how far into it. sent: status.load.sent, loadgen's
 count as the report shows it. reached live: loadgen's requests that reached the live version.
 counted: the live version's request-count at the last iteration. lost: reached live - counted.
+reported lost: what the verdict says was lost (~requests by the iteration it could tell; "stopped":
+a router ended without its last flush).
 recovery: from the kill until the victim is ready again (/readyz; for nats-server, every service
 too), pause included. latest iteration late: how far the latest iteration came after its
 schedule (startTime + k·interval + the collector's grace).`)
@@ -155,4 +174,23 @@ func envInt(t *testing.T, name string, def int) int {
 		t.Fatalf("%s=%q: want a whole number, 0 or more", name, v)
 	}
 	return n
+}
+
+// reported is the table's cell for what the verdict says was lost.
+func reported(l *experiment.ObservationLoss) string {
+	if !l.Lost() {
+		return "-"
+	}
+	s := fmt.Sprintf("~%d by it %d", l.Requests, l.Iteration)
+	if len(l.Stopped) > 0 {
+		s += ", stopped"
+	}
+	return s
+}
+
+func abs(x int64) int64 {
+	if x < 0 {
+		return -x
+	}
+	return x
 }

@@ -107,7 +107,10 @@ type result struct {
 	sent            int64  // status.load.sent: loadgen's count as the report shows it
 	live            int64  // loadgen's requests that reached the live version
 	counted         int64  // the live version's request-count at the last iteration; -1: none
-	killed          bool
+	// reported is what the verdict says was lost (verdict.loss): nil when
+	// it says nothing.
+	reported *experiment.ObservationLoss
+	killed   bool
 	// recovery is from the kill to the victim ready again (pause
 	// included); for nats-server, every service ready too.
 	recovery time.Duration
@@ -246,9 +249,18 @@ func measure(ctx context.Context, t *testing.T, s *stack, x *experiment.Experime
 		}
 	}
 	name := x.Metadata.Name
-	verdicts, err := s.events(ctx, name, bus.EventVerdict)
-	if err != nil {
-		t.Errorf("verdict events: %v", err)
+	// The judge stores the completed state, then publishes its events:
+	// give the verdict a moment to follow.
+	var verdicts []*bus.Event
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		var err error
+		verdicts, err = s.events(ctx, name, bus.EventVerdict)
+		if err != nil {
+			t.Errorf("verdict events: %v", err)
+		}
+		if err != nil || len(verdicts) > 0 || time.Now().After(deadline) {
+			break
+		}
 	}
 	res.verdicts = len(verdicts)
 	if len(verdicts) > 0 && verdicts[len(verdicts)-1].Verdict != nil {
@@ -256,6 +268,7 @@ func measure(ctx context.Context, t *testing.T, s *stack, x *experiment.Experime
 		if verdicts[len(verdicts)-1].Verdict.Passed {
 			res.verdict = "PASS"
 		}
+		res.reported = verdicts[len(verdicts)-1].Verdict.Loss
 	}
 	its, err := s.events(ctx, name, bus.EventIteration)
 	if err != nil {

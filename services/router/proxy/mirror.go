@@ -53,11 +53,12 @@ func (rt *route) drop(reason int, arrived time.Time) {
 
 // mirror sends a copy of r to the dark version in the background, or counts
 // why it does not. It may replace r.Body (see below); everything else about
-// r is left for live untouched.
-func (p *Proxy) mirror(rt *route, r *http.Request, arrived time.Time) {
+// r is left for live untouched. A copy sent returns the pair that joins its
+// answer with live's (nil: no copy, no pair).
+func (p *Proxy) mirror(rt *route, r *http.Request, arrived time.Time) *pair {
 	if !rt.methods[r.Method] {
 		rt.drop(dropMethod, arrived)
-		return
+		return nil
 	}
 	// Non-blocking: a full semaphore means the dark version is slow or
 	// hanging, and live must not wait for it.
@@ -65,20 +66,22 @@ func (p *Proxy) mirror(rt *route, r *http.Request, arrived time.Time) {
 	case rt.sem <- struct{}{}:
 	default:
 		rt.drop(dropInflight, arrived)
-		return
+		return nil
 	}
 	body, ok := p.copyBody(r)
 	if !ok {
 		<-rt.sem
 		rt.drop(dropBody, arrived)
-		return
+		return nil
 	}
 	out, cancel := p.copyRequest(rt, r, body)
 	rt.rec[roleDark].Tally(arrived, tallyMirrored)
 	// Counted here, while the request's own count is held, so a teardown
 	// waiting for zero cannot miss the copy.
 	rt.active.Add(1)
-	go p.sendCopy(rt, out, cancel)
+	c := newPair()
+	go p.sendCopy(rt, out, cancel, c)
+	return c
 }
 
 // isUpgrade reports whether r asks to switch protocols (RFC 9110 §7.8). An
@@ -168,8 +171,8 @@ func removeHopByHop(h http.Header) {
 }
 
 // sendCopy sends one copy, reads and discards the response, and records
-// the dark version's latency and status.
-func (p *Proxy) sendCopy(rt *route, out *http.Request, cancel context.CancelFunc) {
+// the dark version's latency and status, alone and in its pair c.
+func (p *Proxy) sendCopy(rt *route, out *http.Request, cancel context.CancelFunc, c *pair) {
 	defer func() {
 		cancel()
 		<-rt.sem
@@ -192,12 +195,19 @@ func (p *Proxy) sendCopy(rt *route, out *http.Request, cancel context.CancelFunc
 	if rt.ctx.Err() != nil {
 		// Torn down (the experiment ended) or shutting down: the copy was
 		// cut short by us, not by the dark version; do not count it.
+		c.dark(rt, 0, false, false)
 		return
 	}
 	failed := err != nil || class != 2
 	if err != nil {
 		rt.log.Debug("mirrored copy failed", "dark", rt.spec.dark.String(), "err", err)
 	}
-	rt.observe(roleDark, start, failed)
+	ms := rt.observe(roleDark, start, failed)
+	if out.Context().Err() == context.DeadlineExceeded {
+		// Timed out: the copy took the whole timeout, which started when
+		// it was made, a little before start.
+		ms = pairCapMs(p.cfg.MirrorTimeout)
+	}
+	c.dark(rt, ms, failed, true)
 	rt.prom.request(roleDark, class)
 }

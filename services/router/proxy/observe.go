@@ -98,10 +98,13 @@ func (p *Proxy) newRecorders(exp *experiment.Experiment) [2]*sketch.Recorder {
 	return [2]*sketch.Recorder{sketch.NewRecorder(grid, 0), sketch.NewRecorder(grid, tallyDropped+len(dropReasons))}
 }
 
-// observe records a request of role that started at start and ends now.
-func (rt *route) observe(role int, start time.Time, failed bool) {
+// observe records a request of role that started at start and ends now,
+// and returns its latency in ms.
+func (rt *route) observe(role int, start time.Time, failed bool) float64 {
 	end := time.Now()
-	rt.rec[role].Observe(end, float64(end.Sub(start).Nanoseconds())/1e6, failed)
+	ms := float64(end.Sub(start).Nanoseconds()) / 1e6
+	rt.rec[role].Observe(end, ms, failed)
+	return ms
 }
 
 // flushRoute turns the slots rt's recorders closed by now into batches and
@@ -137,23 +140,38 @@ func (p *Proxy) flushRoute(ctx context.Context, rt *route, now time.Time) error 
 			batches = append(batches, b)
 		}
 	}
-	if len(batches) > 0 {
-		// Seq grows by one per batch and never lags the wall clock (ms), so
-		// a router restarted under the same Instance name does not reuse a
-		// Msg-Id the stream would drop as a duplicate.
-		seq := max(rt.seq+1, uint64(now.UnixMilli()))
-		for _, b := range batches {
-			b.Seq, rt.seq = seq, seq
-			seq++
-			rt.pending = append(rt.pending, pendingBatch{
-				msgID: bus.MsgID(rt.uid, b.Role, p.cfg.Instance, strconv.FormatUint(b.Seq, 10)),
-				batch: b,
-			})
+	if rt.seq == 0 && len(batches) == 0 {
+		// The route's first flush opens its series even without traffic:
+		// the collector then knows at once that this route went on after
+		// an earlier one of the experiment that ended without its Final
+		// batch (a router killed and started again).
+		batches = append(batches, p.emptyBatch(rt, now))
+	}
+	if before.IsZero() && !rt.final {
+		// The route's last flush: its last batch says so, an empty one if
+		// nothing is left, so that the collector knows the series ended
+		// here and not in a crash.
+		rt.final = true
+		if len(batches) == 0 {
+			batches = append(batches, p.emptyBatch(rt, now))
 		}
-		if n := len(rt.pending) - maxPending; n > 0 {
-			rt.log.Error("observations lost: NATS unreachable for too long", "batches", n)
-			rt.pending = append(rt.pending[:0:0], rt.pending[n:]...)
-		}
+		batches[len(batches)-1].Final = true
+	}
+	// Seq numbers the route's batches 1, 2, 3, ... in its own series, so
+	// that the collector sees a gap; the series is in the Msg-Id, so a
+	// router restarted under the same Instance name does not reuse one
+	// the stream would drop as a duplicate.
+	for _, b := range batches {
+		rt.seq++
+		b.Seq, b.Series = rt.seq, rt.series
+		rt.pending = append(rt.pending, pendingBatch{
+			msgID: bus.MsgID(rt.uid, b.Role, p.cfg.Instance, rt.series, strconv.FormatUint(b.Seq, 10)),
+			batch: b,
+		})
+	}
+	if n := len(rt.pending) - maxPending; n > 0 {
+		rt.log.Error("observations lost: NATS unreachable for too long", "batches", n)
+		rt.pending = append(rt.pending[:0:0], rt.pending[n:]...)
 	}
 	if p.js == nil {
 		rt.pending = nil
@@ -186,4 +204,12 @@ func (rt *route) pendingBatches() []pendingBatch {
 	rt.flushMu.Lock()
 	defer rt.flushMu.Unlock()
 	return rt.pending
+}
+
+// emptyBatch is a live batch of no request, for the slot that holds now.
+func (p *Proxy) emptyBatch(rt *route, now time.Time) *bus.ObservationBatch {
+	grid := rt.rec[roleLive].Grid()
+	var empty sketch.Slot
+	empty.Start, empty.End = grid.Bounds(grid.Index(now))
+	return empty.Batch(rt.uid, roleNames[roleLive], p.cfg.Instance)
 }

@@ -25,6 +25,10 @@ type obsReader struct {
 	aggs     map[string]*sketch.Aggregate
 	msgIDs   map[string]bool
 	instance string
+	// seqs lists each series' batch numbers in the order read; finals
+	// counts the batches marked Final.
+	seqs   map[string][]uint64
+	finals int
 }
 
 func newObsReader(t *testing.T, js jetstream.JetStream, ns, name string) *obsReader {
@@ -35,7 +39,7 @@ func newObsReader(t *testing.T, js jetstream.JetStream, ns, name string) *obsRea
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &obsReader{cons: cons, msgs: map[string]int{}, aggs: map[string]*sketch.Aggregate{bus.RoleLive: sketch.NewAggregate(), bus.RoleDark: sketch.NewAggregate()}, msgIDs: map[string]bool{}}
+	return &obsReader{cons: cons, msgs: map[string]int{}, aggs: map[string]*sketch.Aggregate{bus.RoleLive: sketch.NewAggregate(), bus.RoleDark: sketch.NewAggregate()}, msgIDs: map[string]bool{}, seqs: map[string][]uint64{}}
 }
 
 // readUntil consumes batches until done holds.
@@ -55,7 +59,7 @@ func (o *obsReader) readUntil(t *testing.T, within time.Duration, done func() bo
 			t.Fatalf("decode batch: %v", err)
 		}
 		id := m.Headers().Get(bus.HeaderMsgID)
-		want := bus.MsgID(b.UID, b.Role, b.Router, strconv.FormatUint(b.Seq, 10))
+		want := bus.MsgID(b.UID, b.Role, b.Router, b.Series, strconv.FormatUint(b.Seq, 10))
 		if id != want {
 			t.Errorf("Nats-Msg-Id %q, want %q", id, want)
 		}
@@ -70,6 +74,16 @@ func (o *obsReader) readUntil(t *testing.T, within time.Duration, done func() bo
 			t.Errorf("batch with %d requests has no sketch", b.Count)
 		}
 		o.msgs[b.Role]++
+		if b.Series == "" {
+			t.Errorf("batch %d without a series", b.Seq)
+		}
+		if o.finals > 0 {
+			t.Errorf("batch %d of series %s after the Final one", b.Seq, b.Series)
+		}
+		o.seqs[b.Series] = append(o.seqs[b.Series], b.Seq)
+		if b.Final {
+			o.finals++
+		}
 		if err := o.aggs[b.Role].Add(&b); err != nil {
 			t.Fatal(err)
 		}
@@ -138,7 +152,19 @@ func TestProxyPublishesAggregatedObservations(t *testing.T) {
 	if err := p.Teardown(ctx, e); err != nil {
 		t.Fatal(err)
 	}
-	obs.readUntil(t, 5*time.Second, func() bool { return live_.Count == 221 })
+	obs.readUntil(t, 5*time.Second, func() bool { return live_.Count == 221 && obs.finals == 1 })
+	// One series, numbered 1, 2, 3, ... without a gap, the last batch
+	// Final: what lets the collector tell a clean stop from a crash.
+	if len(obs.seqs) != 1 {
+		t.Fatalf("%d series, want 1: %v", len(obs.seqs), obs.seqs)
+	}
+	for _, seqs := range obs.seqs {
+		for i, s := range seqs {
+			if s != uint64(i+1) {
+				t.Fatalf("batch numbers %v, want 1, 2, 3, ...", seqs)
+			}
+		}
+	}
 }
 
 func TestFlushRetriesWhileNATSIsDown(t *testing.T) {
@@ -159,11 +185,11 @@ func TestFlushRetriesWhileNATSIsDown(t *testing.T) {
 		routertest.Send(t, base, "customdomain.com", "GET", "/", nil)
 	}
 	// The requests' slot closes within a second; then it is published, or
-	// not.
-	testenv.Until(t, 5*time.Second, "a flush with NATS down to fail", func() bool {
+	// not: it is kept, after the batch that opened the route's series.
+	testenv.Until(t, 5*time.Second, "a flush with NATS down to fail with the requests' batch kept", func() bool {
 		sctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
 		defer cancel()
-		return p.Flush(sctx) != nil
+		return p.Flush(sctx) != nil && len(p.table.Load().byKey["default/retry"].pendingBatches()) > 1
 	})
 	e, err := bus.StartEmbedded(bus.EmbeddedConfig{Addr: addr, StoreDir: ns.StoreDir})
 	if err != nil {

@@ -97,3 +97,21 @@ func BenchmarkRecorderObserve(b *testing.B) {
 		})
 	})
 }
+
+// BenchmarkPairJoin is the join of one mirrored request's two answers and
+// the pair's record in its slot: the cost mirroring adds to a copy.
+func BenchmarkPairJoin(b *testing.B) {
+	rt := &route{rec: [2]*sketch.Recorder{
+		sketch.NewRecorder(sketch.Grid{Origin: time.Now(), Width: time.Second}, 0),
+		sketch.NewRecorder(sketch.Grid{Origin: time.Now(), Width: time.Second}, 0),
+	}}
+	rt.rec[roleDark].SetPairCap(pairCapMs(DefaultMirrorTimeout))
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		c := newPair()
+		c.dark(rt, 35, i%50 == 0, true)
+		c.live(rt, 5, false, true)
+		i++
+	}
+}

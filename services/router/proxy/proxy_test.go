@@ -19,6 +19,7 @@ import (
 
 	"github.com/darklaunch/darklaunch/internal/testenv"
 	"github.com/darklaunch/darklaunch/services/router/routertest"
+	"github.com/darklaunch/darklaunch/shared/bus"
 	"github.com/darklaunch/darklaunch/shared/experiment"
 )
 
@@ -43,6 +44,9 @@ func TestProxyRoutesByHost(t *testing.T) {
 	r := routertest.Send(t, base, "unknown.example.com", "GET", "/x", nil)
 	if r.Status != http.StatusNotFound {
 		t.Fatalf("unknown host: status %d, want 404", r.Status)
+	}
+	if r.Header.Get(bus.HeaderUnrouted) == "" {
+		t.Errorf("unknown host: no %s header: loadgen would count the answer as a version's", bus.HeaderUnrouted)
 	}
 	if !strings.Contains(r.Body, `"unknown.example.com"`) || !strings.Contains(r.Body, "no experiment mirrors") {
 		t.Errorf("404 body %q does not say that no experiment mirrors the host it got", r.Body)

@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nuid"
+
 	"github.com/darklaunch/darklaunch/shared/experiment"
 	"github.com/darklaunch/darklaunch/shared/sketch"
 )
@@ -72,7 +74,11 @@ type route struct {
 	prom *routeCounters
 
 	flushMu sync.Mutex
+	// series and seq number the route's batches (bus.ObservationBatch);
+	// final is set once the last batch is made.
+	series  string
 	seq     uint64
+	final   bool
 	pending []pendingBatch
 }
 
@@ -89,7 +95,9 @@ func (p *Proxy) newRoute(exp *experiment.Experiment, spec routeSpec) *route {
 		sem:     make(chan struct{}, p.cfg.MirrorInflight),
 		rec:     p.newRecorders(exp),
 		prom:    p.prom.forExperiment(exp.Key()),
+		series:  nuid.Next(),
 	}
+	rt.rec[roleDark].SetPairCap(pairCapMs(p.cfg.MirrorTimeout))
 	for _, m := range spec.Methods {
 		rt.methods[m] = true
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/darklaunch/darklaunch/services/router/mirroring"
 	"github.com/darklaunch/darklaunch/shared"
+	"github.com/darklaunch/darklaunch/shared/bus"
 )
 
 func newTransport(idlePerHost int) *http.Transport {
@@ -39,6 +40,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if rt == nil {
 		// The hosts that are mirrored are nobody's business who asks for
 		// another: the page names only the Host it got (a prefix of it).
+		w.Header().Set(bus.HeaderUnrouted, "true")
 		http.Error(w, fmt.Sprintf("darklaunch proxy: no experiment mirrors host %s", shared.Excerpt(host)), http.StatusNotFound)
 		return
 	}
@@ -52,8 +54,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	defer rt.active.Add(-1)
 
+	var c *pair // the mirrored copy's pair, if one was sent
 	if rt.selected() {
-		p.mirror(rt, r, start)
+		c = p.mirror(rt, r, start)
 	}
 
 	sw := &statusWriter{ResponseWriter: w}
@@ -63,8 +66,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if v := recover(); v != nil {
 			if r.Context().Err() != nil {
 				rt.prom.request(roleLive, classCanceled) // the client hung up
+				c.live(rt, 0, false, false)
 			} else {
-				rt.observe(roleLive, start, true)
+				c.live(rt, rt.observe(roleLive, start, true), true, true)
 				rt.prom.request(roleLive, classError)
 			}
 			panic(v)
@@ -73,13 +77,15 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rt.liveProxy.ServeHTTP(sw, r)
 	if sw.canceled {
 		rt.prom.request(roleLive, classCanceled)
+		c.live(rt, 0, false, false)
 		return
 	}
 	status := sw.status
 	if status == 0 {
 		status = http.StatusOK // nothing written: net/http sends 200
 	}
-	rt.observe(roleLive, start, status < 200 || status > 299)
+	failed := status < 200 || status > 299
+	c.live(rt, rt.observe(roleLive, start, failed), failed, true)
 	rt.prom.request(roleLive, codeClass(status))
 }
 

@@ -1,0 +1,65 @@
+package collector
+
+import (
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/darklaunch/darklaunch/shared/bus"
+	"github.com/darklaunch/darklaunch/shared/experiment"
+)
+
+// TestBusSourceFindsLostBatches: with a real nats-server, the bus source
+// reports what the routers' numbering shows lost — nothing for a router that
+// ended its series with its Final batch, a gap for a batch never published,
+// and a router whose series stopped without its Final batch while a later
+// series (its restart) went on — and nothing for batches without a series.
+func TestBusSourceFindsLostBatches(t *testing.T) {
+	t.Parallel()
+	e, exp, start := newRunning(t, "lost", 0, 1, 3)
+	uid := exp.Metadata.UID
+	w, err := (&BusSource{Stream: e.Obs}).Open(t.Context(), exp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	batch := func(router, series string, seq uint64, final bool, at time.Duration) {
+		b := observed(uid, bus.RoleLive, start.Add(at), []float64{5}, 0)
+		b.Router, b.Series, b.Seq, b.Final = router, series, seq, final
+		e.publishObs(t, exp, b)
+	}
+	measure := func(k int) *experiment.ObservationLoss {
+		t.Helper()
+		m, err := w.Measure(t.Context(), bus.RoleLive, start.Add(time.Duration(k)*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m.Loss
+	}
+
+	// A clean router: 1, 2, 3 (final); an old one without numbering.
+	batch("clean", "s-clean", 1, false, 100*time.Millisecond)
+	batch("clean", "s-clean", 2, false, 200*time.Millisecond)
+	batch("clean", "s-clean", 3, true, 300*time.Millisecond)
+	batch("old", "", 7, false, 400*time.Millisecond)
+	if l := measure(1); l != nil {
+		t.Fatalf("iteration 1: loss %+v, want none", l)
+	}
+
+	// r1 publishes 1, 2 and 4 (3 was dropped), then dies; its restart r1
+	// starts a new series.
+	batch("r1", "s-a", 1, false, 1100*time.Millisecond)
+	batch("r1", "s-a", 2, false, 1200*time.Millisecond)
+	batch("r1", "s-a", 4, false, 1300*time.Millisecond)
+	if l := measure(2); l == nil || l.Batches != 1 || len(l.Stopped) != 0 {
+		t.Fatalf("iteration 2: loss %+v, want 1 batch missing and no router stopped yet", l)
+	}
+	batch("r1", "s-b", 1, false, 2100*time.Millisecond)
+	l := measure(3)
+	if l == nil || l.Batches != 1 || !slices.Equal(l.Stopped, []string{"r1"}) {
+		t.Fatalf("iteration 3: loss %+v, want 1 batch missing and router r1 stopped", l)
+	}
+	if s := l.String(); s == "" {
+		t.Error("a loss that says nothing")
+	}
+}
