@@ -348,6 +348,11 @@ func TestBadInputCreatesNothing(t *testing.T) {
 		"negative percent": {good + "  mirroring:\n    percent: -5\n", 400, "spec.mirroring.percent: Invalid value: -5"},
 		"unknown metric":   {strings.Replace(good, "metric: mean-latency", "metric: median-latency", 1), 400, `spec.criteria.objectives[0].metric: Unsupported value: "median-latency"`},
 		"huge payload":     {good + "# " + strings.Repeat("x", 2<<20) + "\n", 413, "limit"},
+		// issue 8: confidence, stopEarly, reference and relative limits.
+		"confidence 1.5":     {strings.Replace(good, "objectives:", "confidence: 1.5\n    objectives:", 1), 400, "spec.criteria.confidence: Invalid value: 1.5"},
+		"stopEarly alone":    {strings.Replace(good, "objectives:", "stopEarly: true\n    objectives:", 1), 400, "spec.criteria.confidence: Required value"},
+		"reference baseline": {strings.Replace(good, "- metric: mean-latency", "- reference: baseline\n      metric: mean-latency", 1), 400, `spec.criteria.objectives[0].reference: Unsupported value: "baseline"`},
+		"negative relative":  {strings.Replace(good, "- metric: mean-latency\n      upperLimit: 50", "- metric: mean-latency\n      reference: live\n      upperLimit: \"-1.1\"", 1), 400, "spec.criteria.objectives[0].upperLimit: Invalid value"},
 	} {
 		_, err := e.client.Create(ctx, []byte(tc.doc))
 		var apiErr *bus.APIError

@@ -36,7 +36,7 @@ func newWatchCmd(g *globals) *cobra.Command {
 	var events bool
 	cmd := &cobra.Command{
 		Use:   "watch NAME",
-		Short: "Follow an experiment until it ends, one line per update (exit 0 pass, 1 fail)",
+		Short: "Follow an experiment until it ends, one line per update (exit 0 pass, 1 fail, 3 inconclusive)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var opts bus.FollowOptions

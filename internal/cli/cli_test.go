@@ -54,6 +54,13 @@ func TestRunBadInputExits2WithFieldAndNoTrace(t *testing.T) {
 		"bad --dark":       {[]string{"run", "--dark", "not a url", writeFile(t, local)}, "spec.mirroring.darkURL"},
 		"bad output":       {[]string{"run", "-o", "xml", writeFile(t, local)}, "--output"},
 		"no args":          {[]string{"run"}, "accepts 1 arg"},
+		// issue 8: the confidence level, stopEarly and relative objectives.
+		"--confidence 1.5":  {[]string{"run", "--confidence", "1.5", writeFile(t, local)}, "spec.criteria.confidence: Invalid value: 1.5"},
+		"--confidence 0":    {[]string{"run", "--confidence", "0", writeFile(t, local)}, "spec.criteria.confidence: Invalid value: 0"},
+		"confidence 0.3":    {[]string{"run", writeFile(t, strings.Replace(local, "objectives:", "confidence: 0.3\n    objectives:", 1))}, "spec.criteria.confidence: Invalid value: 0.3"},
+		"stopEarly alone":   {[]string{"run", writeFile(t, strings.Replace(local, "objectives:", "stopEarly: true\n    objectives:", 1))}, "spec.criteria.confidence: Required value"},
+		"reference dark":    {[]string{"run", writeFile(t, strings.Replace(local, "- metric: error-rate", "- reference: dark\n      metric: error-rate", 1))}, `spec.criteria.objectives[2].reference: Unsupported value: "dark"`},
+		"negative relative": {[]string{"run", writeFile(t, strings.Replace(local, "- metric: mean-latency\n      upperLimit: 50", "- metric: mean-latency\n      reference: live\n      upperLimit: -1.1", 1))}, "spec.criteria.objectives[0].upperLimit: Invalid value"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			code, stdout, stderr := run(t, "", tc.args...)
@@ -97,6 +104,24 @@ func TestRunLocalExample(t *testing.T) {
 		}
 		if !strings.Contains(stderr, "IterationUpdate: Completed Iteration 3") {
 			t.Errorf("no progress line on stderr:\n%s", stderr)
+		}
+	})
+	t.Run("inconclusive at 95 %", func(t *testing.T) {
+		t.Parallel()
+		code, stdout, stderr := run(t, "", "run", "--confidence", "0.95", path)
+		if code != ExitInconclusive {
+			t.Fatalf("exit %d, want 3\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+		}
+		for _, want := range []string{
+			"| mean-latency <= 50.000         | inconclusive |",
+			"| error-rate <= 0.010            | inconclusive |",
+			"INTERVAL AT 98.33 %",
+			"INCONCLUSIVE: 3 of 3 objectives of the dark version current are not shown either way at 95 % confidence",
+			"more requests with no error are needed to show <= 0.010 at 98.33 %",
+		} {
+			if !strings.Contains(stdout, want) {
+				t.Errorf("report lacks %q:\n%s", want, stdout)
+			}
 		}
 	})
 	t.Run("slow dark fails", func(t *testing.T) {

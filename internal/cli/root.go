@@ -25,6 +25,9 @@ const (
 	ExitPass    = 0 // the dark version passed
 	ExitFail    = 1 // the dark version failed an objective
 	ExitInvalid = 2 // invalid input or an error
+	// ExitInconclusive: with spec.criteria.confidence, the objectives were
+	// not shown either way; the verdict says how much more each needs.
+	ExitInconclusive = 3
 )
 
 // Version is set at build time with -ldflags "-X github.com/darklaunch/darklaunch/internal/cli.Version=...".
@@ -42,13 +45,16 @@ func (e *exitError) Unwrap() error { return e.err }
 func withCode(code int, err error) error { return &exitError{code: code, err: err} }
 
 // verdictExit maps a finished experiment to the exit code: 0 passed,
-// 1 failed an objective, 2 could not be judged.
+// 1 failed an objective, 3 inconclusive (with a confidence level), 2 could
+// not be judged.
 func verdictExit(e *experiment.Experiment) error {
 	switch {
 	case e.Status.Failed():
 		return withCode(ExitInvalid, fmt.Errorf("experiment %s failed: %s", e.Key(), e.Status.Condition(experiment.ConditionFailed).Message))
 	case e.Passed():
 		return nil
+	case e.Status.Analysis != nil && e.Status.Analysis.Outcome == experiment.VerdictInconclusive:
+		return withCode(ExitInconclusive, errSilent)
 	default:
 		return withCode(ExitFail, errSilent)
 	}

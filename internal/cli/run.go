@@ -21,13 +21,16 @@ type runOptions struct {
 	out        output
 	timeout    time.Duration
 	keep       bool
+	// confidence, when --confidence was given, is spec.criteria.confidence.
+	confidence    float64
+	confidenceSet bool
 }
 
 func newRunCmd(g *globals) *cobra.Command {
 	var o runOptions
 	cmd := &cobra.Command{
 		Use:   "run FILE|-",
-		Short: "Run an experiment end to end and print its report (exit 0 pass, 1 fail, 2 error)",
+		Short: "Run an experiment end to end and print its report (exit 0 pass, 1 fail, 3 inconclusive, 2 error)",
 		Long: `Run an experiment end to end. Without --server, everything runs in this process: a
 nats-server with JetStream, the sample app as live (blue) and dark (green) versions, and the
 router, loadgen, collector and judge services. With --live/--dark your own versions replace
@@ -35,14 +38,22 @@ the sample app. With --server, the experiment is submitted to the darklaunch ser
 already running on that NATS.
 
 Progress goes to stderr; the report (iter8ctl describe layout, or -o json|yaml) to stdout.
-Exit code: 0 the dark version passed, 1 it failed an objective, 2 invalid input or an error.`,
+With --confidence (or spec.criteria.confidence) each objective is judged on its confidence
+interval: satisfied, violated or inconclusive, and the verdict PASS, FAIL or INCONCLUSIVE, which
+says how many more requests each inconclusive objective needs (docs/statistics.md).
+Exit code: 0 the dark version passed, 1 it failed an objective, 3 inconclusive, 2 invalid input
+or an error.`,
 		Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error { return runExperiment(cmd.Context(), g, &o, args[0]) },
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o.confidenceSet = cmd.Flags().Changed("confidence")
+			return runExperiment(cmd.Context(), g, &o, args[0])
+		},
 	}
 	f := cmd.Flags()
 	addVersionFlags(f, &o.live, &o.dark)
 	f.StringVar(&o.proxyAddr, "proxy-addr", "127.0.0.1:0", "where the embedded mirroring proxy listens")
 	f.DurationVar(&o.timeout, "timeout", 0, "give up after this long (default: the experiment's duration plus 3 minutes)")
+	f.Float64Var(&o.confidence, "confidence", 0, "judge each objective by its confidence interval at this level, such as 0.95 (sets spec.criteria.confidence): PASS, FAIL or INCONCLUSIVE")
 	f.BoolVar(&o.keep, "keep", false, "with --server: leave the experiment in place when interrupted (default: delete it)")
 	o.out.add(cmd)
 	return cmd
@@ -109,17 +120,23 @@ func (o *runOptions) document(g *globals, path string) ([]byte, *experiment.Expe
 	if err != nil {
 		return nil, nil, withCode(ExitInvalid, err)
 	}
-	if o.live == "" && o.dark == "" {
+	if o.live == "" && o.dark == "" && !o.confidenceSet {
 		return doc, exp, nil
 	}
-	if exp.Spec.Mirroring == nil {
-		exp.Spec.Mirroring = &experiment.Mirroring{}
+	if o.live != "" || o.dark != "" {
+		if exp.Spec.Mirroring == nil {
+			exp.Spec.Mirroring = &experiment.Mirroring{}
+		}
+		if o.live != "" {
+			exp.Spec.Mirroring.LiveURL = o.live
+		}
+		if o.dark != "" {
+			exp.Spec.Mirroring.DarkURL = o.dark
+		}
 	}
-	if o.live != "" {
-		exp.Spec.Mirroring.LiveURL = o.live
-	}
-	if o.dark != "" {
-		exp.Spec.Mirroring.DarkURL = o.dark
+	if o.confidenceSet && exp.Spec.Criteria != nil {
+		c := o.confidence
+		exp.Spec.Criteria.Confidence = &c
 	}
 	if errs := exp.Validate(); len(errs) > 0 {
 		return nil, nil, withCode(ExitInvalid, &experiment.InvalidError{Name: exp.Key(), Errors: errs})

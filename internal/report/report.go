@@ -52,23 +52,14 @@ func Describe(w io.Writer, e *experiment.Experiment) {
 	}
 
 	section(w, "Objective Assessment", false)
-	t := newTable(w, []string{"Objective", baseline}, false)
-	assess := a.VersionAssessments[baseline]
-	for i, o := range criteria(e) {
-		cell := "unavailable"
-		if i < len(assess) {
-			cell = fmt.Sprint(assess[i])
-		}
-		t.Append([]string{ObjectiveLabel(o), cell})
-	}
-	t.Render()
+	objectiveTable(w, e, baseline)
 
 	section(w, "Metrics Assessment", false)
 	versions := []string{baseline}
 	if hasVersion(a, experiment.LiveVersion) && baseline != experiment.LiveVersion {
 		versions = append(versions, experiment.LiveVersion)
 	}
-	t = newTable(w, append([]string{"Metric"}, versions...), true)
+	t := newTable(w, append([]string{"Metric"}, versions...), true)
 	for _, m := range experiment.Metrics {
 		vals, ok := a.AggregatedMetrics[m.Name]
 		if !ok {
@@ -76,7 +67,7 @@ func Describe(w io.Writer, e *experiment.Experiment) {
 		}
 		row := []string{MetricLabel(m)}
 		for _, v := range versions {
-			row = append(row, FormatValue(vals[v]))
+			row = append(row, a.AggregatedIntervals[m.Name][v].Format(vals[v]))
 		}
 		t.Append(row)
 	}
@@ -104,6 +95,9 @@ func Describe(w io.Writer, e *experiment.Experiment) {
 	if st.Terminal() && !st.Failed() {
 		section(w, "Verdict", false)
 		fmt.Fprintln(w, VerdictLine(e))
+		if line := BackingLine(e); line != "" {
+			fmt.Fprintln(w, line)
+		}
 	}
 }
 
@@ -117,6 +111,9 @@ func VerdictLine(e *experiment.Experiment) string {
 	}
 	if st.Analysis == nil {
 		return fmt.Sprintf("PENDING: no iteration of %s completed yet", baseline)
+	}
+	if line, ok := confidentVerdictLine(e); ok {
+		return line
 	}
 	n := len(criteria(e))
 	var missed []string

@@ -102,3 +102,81 @@ func TestWatchLine(t *testing.T) {
 		}
 	}
 }
+
+// confidentSeed is the seed's run judged at confidence 0.95 after 48
+// requests: every objective inconclusive, with its interval and what it
+// needs (the figures of the judge's testdata case
+// seed-confidence-inconclusive.yaml).
+func confidentSeed(t *testing.T, confidence bool) *experiment.Experiment {
+	e := seedCompleted(t)
+	if confidence {
+		c := 0.95
+		e.Spec.Criteria.Confidence = &c
+	}
+	a := e.Status.Analysis
+	level := 1 - 0.05/3
+	iv := func(lo, hi float64, method string) *experiment.Interval {
+		return &experiment.Interval{Lo: f(lo), Hi: f(hi), Confidence: level, Method: method}
+	}
+	a.AggregatedIntervals = map[string]map[string]*experiment.Interval{
+		"mean-latency": {"current": iv(0.712, 1.051, "betting"), "live": {Lo: f(0.8), Confidence: 0.95, Method: "betting"}},
+	}
+	a.Objectives = []experiment.ObjectiveResult{
+		{Metric: "mean-latency", Value: f(0.879), Satisfied: !confidence, Outcome: "satisfied", Interval: iv(0.712, 1.051, "betting"), Reason: "meets"},
+		{Metric: "95th-percentile-tail-latency", Value: f(4.835), Satisfied: !confidence, Outcome: "inconclusive", Interval: iv(4.1, 5000, "order-statistic"),
+			Needed: &experiment.Needed{Requests: 46, Seconds: 57.5, Rate: 0.8}, Reason: "p95 straddles"},
+		{Metric: "error-rate", Value: f(0), Satisfied: !confidence, Outcome: "inconclusive", Interval: iv(0, 0.085, "clopper-pearson"),
+			Needed: &experiment.Needed{Requests: 429, Seconds: 536, Rate: 0.8}, Reason: "error-rate straddles"},
+	}
+	if confidence {
+		a.VersionAssessments["current"] = []bool{true, false, false}
+		a.Outcome = experiment.VerdictInconclusive
+		a.WinnerAssessment = experiment.WinnerAssessment{}
+	} else {
+		a.Outcome = experiment.VerdictPass
+	}
+	return e
+}
+
+// TestDescribeIntervalsAndOutcomes: with a confidence level the Objective
+// Assessment says true, false or inconclusive, with the interval judged and
+// what is needed in added columns; each metric shows its interval; the
+// verdict is INCONCLUSIVE and names what is needed.
+func TestDescribeIntervalsAndOutcomes(t *testing.T) {
+	var b bytes.Buffer
+	Describe(&b, confidentSeed(t, true))
+	out := b.String()
+	for _, want := range []string{
+		"|           OBJECTIVE            |   CURRENT    |   INTERVAL AT 98.33 %   |",
+		"| mean-latency <= 50.000         | true         | 0.879 [0.712, 1.051]",
+		"| error-rate <= 0.010            | inconclusive | 0.000 [0.000, 0.085]",
+		"429 more requests, about 9 ",
+		"| mean-latency (milliseconds)    | 0.879 [0.712, 1.051] | 0.900 [0.800, ∞] |",
+		"INCONCLUSIVE: 2 of 3 objectives of the dark version current are not shown either way at 95 % confidence: 95th-percentile-tail-latency: p95 straddles; error-rate: error-rate straddles",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("describe output lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "PASS") {
+		t.Errorf("an inconclusive run reads as a PASS:\n%s", out)
+	}
+}
+
+// TestDescribePassNotBacked: without a confidence level the verdict is
+// Iter8's PASS, and the report says that the intervals do not back it.
+func TestDescribePassNotBacked(t *testing.T) {
+	var b bytes.Buffer
+	Describe(&b, confidentSeed(t, false))
+	out := b.String()
+	for _, want := range []string{
+		"| mean-latency <= 50.000         | true    | 0.879 [0.712, 1.051]",
+		"| error-rate <= 0.010            | true    | 0.000 [0.000, 0.085]",
+		"PASS: the dark version current meets all 3 objectives\n",
+		"This PASS is on the values alone, not backed at 95 % confidence: 95th-percentile-tail-latency inconclusive (46 more requests, about 58 more seconds at 0.8 req/s); error-rate inconclusive (429 more requests, about 9 more minutes at 0.8 req/s). With --confidence 0.95 the verdict would be INCONCLUSIVE.",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("describe output lacks %q:\n%s", want, out)
+		}
+	}
+}

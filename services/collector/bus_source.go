@@ -78,6 +78,7 @@ func newBusWindow(stream jetstream.Stream, exp *experiment.Experiment, catchUp t
 		stop:     func() {},
 		progress: make(chan struct{}),
 		roles:    map[string]*roleObs{bus.RoleLive: newRoleObs(), bus.RoleDark: newRoleObs()},
+		plan:     newIntervalPlan(exp),
 	}
 }
 
@@ -102,6 +103,7 @@ type busWindow struct {
 	catchUp time.Duration
 	log     *slog.Logger
 	stop    func()
+	plan    *intervalPlan
 
 	mu       sync.Mutex
 	closed   bool
@@ -196,7 +198,9 @@ func (w *busWindow) Measure(ctx context.Context, role string, end time.Time) (Me
 	if role == bus.RoleDark || agg.Mirrored > 0 || len(agg.Dropped) > 0 {
 		mirror = &experiment.MirrorStats{Mirrored: agg.Mirrored, Dropped: maps.Clone(agg.Dropped)}
 	}
-	return Measurement{Values: agg.Values(), Mirror: mirror, Late: late, Pairs: measuredPairs(role, agg), Loss: w.series.loss()}, nil
+	intervals, needed := w.plan.intervals(agg, role)
+	return Measurement{Values: agg.Values(), Mirror: mirror, Intervals: intervals, Needed: needed, Late: late,
+		Pairs: measuredPairs(role, agg), Loss: w.series.loss()}, nil
 }
 
 // catchUpWithStream waits until the consumer has handled the last message

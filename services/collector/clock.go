@@ -128,11 +128,13 @@ func (r *runner) snapshot(exp *experiment.Experiment, k int32, role string, star
 		Values:    m.Values,
 		Mirror:    m.Mirror,
 		Intervals: m.Intervals,
+		Needed:    m.Needed,
 		Loss:      m.Loss,
 	}
 	if err != nil {
 		snap.Values = map[string]*float64{}
 		snap.Errors = map[string]string{}
+		snap.Intervals, snap.Needed = nil, nil
 		for _, name := range experiment.MetricNames() {
 			snap.Values[name] = nil
 			snap.Errors[name] = fmt.Sprintf("source %s failed: %v", r.cfg.Source, err)

@@ -35,8 +35,10 @@ type Measurement struct {
 	// does not know (Prometheus).
 	Mirror *experiment.MirrorStats
 	// Intervals holds a confidence interval per metric where the data
-	// allows one (docs/statistics.md).
+	// allows one; Needed, for the dark version, how many more requests each
+	// inconclusive objective needs (see intervalPlan).
 	Intervals map[string]*experiment.Interval
+	Needed    []bus.Needed
 	// Late counts the requests in Values that belonged to an earlier
 	// measurement's window but arrived after it (the bus source).
 	Late int64

@@ -8,6 +8,7 @@ import (
 
 	"github.com/darklaunch/darklaunch/shared/bus"
 	"github.com/darklaunch/darklaunch/shared/experiment"
+	"github.com/darklaunch/darklaunch/shared/stats"
 )
 
 // Evaluate judges one version's metric values against the objectives, in
@@ -137,25 +138,73 @@ func Satisfied(results []experiment.ObjectiveResult) bool {
 
 // NewVerdict is the conclusion after the last iteration: values cover the
 // whole experiment (Iter8 semantics), so the last iteration decides and an
-// early failure followed by a recovery passes.
-func NewVerdict(version string, iterations int32, results []experiment.ObjectiveResult) *bus.Verdict {
+// early failure followed by a recovery passes. Without a confidence level it
+// is Iter8's, PASS or FAIL on the values; with one (spec.criteria.confidence)
+// it is PASS when every objective is satisfied, FAIL when any is violated,
+// and INCONCLUSIVE otherwise, with what each inconclusive objective needs.
+func NewVerdict(version string, iterations int32, results []experiment.ObjectiveResult, confidence *float64) *bus.Verdict {
 	v := &bus.Verdict{
-		Passed:     Satisfied(results),
+		Outcome:    VerdictOutcome(results, confidence != nil),
 		Version:    version,
 		Iterations: iterations,
 		Objectives: results,
+		Confidence: confidence,
+	}
+	v.Passed = v.Outcome == experiment.VerdictPass
+	at := ""
+	if confidence != nil {
+		at = " at " + percent(*confidence) + " confidence"
 	}
 	if v.Passed {
-		v.Reason = fmt.Sprintf("all %d objectives satisfied after iteration %d", len(results), iterations)
+		v.Reason = fmt.Sprintf("all %d objectives satisfied%s after iteration %d", len(results), at, iterations)
 		return v
 	}
-	var failed []string
+	var listed []string
+	what := "not satisfied"
 	for _, r := range results {
-		if !r.Satisfied {
-			failed = append(failed, r.Metric+": "+r.Reason)
+		switch {
+		case confidence == nil && !r.Satisfied,
+			v.Outcome == experiment.VerdictFail && r.Outcome == experiment.OutcomeViolated,
+			v.Outcome == experiment.VerdictInconclusive && r.Outcome != experiment.OutcomeSatisfied:
+			listed = append(listed, r.Metric+": "+r.Reason)
 		}
 	}
-	v.Reason = fmt.Sprintf("%d of %d objectives not satisfied after iteration %d: %s",
-		len(failed), len(results), iterations, strings.Join(failed, "; "))
+	switch {
+	case confidence == nil:
+	case v.Outcome == experiment.VerdictFail:
+		what = "violated"
+	default:
+		what = "inconclusive"
+	}
+	v.Reason = fmt.Sprintf("%d of %d objectives %s%s after iteration %d: %s",
+		len(listed), len(results), what, at, iterations, strings.Join(listed, "; "))
 	return v
+}
+
+// VerdictOutcome is experiment.VerdictPass, VerdictFail or
+// VerdictInconclusive: by the objectives' outcomes when judged with a
+// confidence level (confident), else PASS or FAIL on Satisfied, as Iter8.
+func VerdictOutcome(results []experiment.ObjectiveResult, confident bool) string {
+	if !confident {
+		if Satisfied(results) {
+			return experiment.VerdictPass
+		}
+		return experiment.VerdictFail
+	}
+	outcomes := make([]stats.Outcome, len(results))
+	for i, r := range results {
+		switch r.Outcome {
+		case experiment.OutcomeSatisfied:
+			outcomes[i] = stats.Satisfied
+		case experiment.OutcomeViolated:
+			outcomes[i] = stats.Violated
+		}
+	}
+	switch stats.Verdict(outcomes...) {
+	case stats.Satisfied:
+		return experiment.VerdictPass
+	case stats.Violated:
+		return experiment.VerdictFail
+	}
+	return experiment.VerdictInconclusive
 }

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"sigs.k8s.io/yaml"
 
@@ -24,10 +25,16 @@ import (
 type evalCase struct {
 	Description string                 `json:"description"`
 	Objectives  []experiment.Objective `json:"objectives"`
-	Iterations  []caseIteration        `json:"iterations"`
-	Verdict     struct {
-		Passed bool   `json:"passed"`
-		Reason string `json:"reason"`
+	// Confidence is spec.criteria.confidence (absent: Iter8's verdict).
+	Confidence *float64        `json:"confidence"`
+	Iterations []caseIteration `json:"iterations"`
+	Verdict    struct {
+		Passed bool `json:"passed"`
+		// Outcome: PASS, FAIL or INCONCLUSIVE, when given.
+		Outcome string `json:"outcome"`
+		Reason  string `json:"reason"`
+		// ReasonContains: parts of the reason, when the whole is too long.
+		ReasonContains []string `json:"reasonContains"`
 	} `json:"verdict"`
 }
 
@@ -38,6 +45,15 @@ type caseIteration struct {
 	Assessments []bool               `json:"assessments"`
 	// Reasons, one per objective, when given.
 	Reasons []string `json:"reasons"`
+	// Intervals and Needed are the snapshot's (docs/statistics.md);
+	// Seconds is the window's length, which sets the dark version's rate.
+	Intervals map[string]*experiment.Interval `json:"intervals"`
+	Needed    []bus.Needed                    `json:"needed"`
+	Seconds   float64                         `json:"seconds"`
+	// Outcomes, one per objective, when given: satisfied, violated or
+	// inconclusive; NeededRequests likewise (0: none).
+	Outcomes       []string `json:"outcomes"`
+	NeededRequests []int64  `json:"neededRequests"`
 }
 
 // caseValue is a snapshot value as a case file writes it; JSON (which YAML
@@ -77,9 +93,25 @@ func (it caseIteration) values() map[string]*float64 {
 // the canonical form bus.DecodeEvent gives a snapshot (a NaN is nil, and
 // "NaN" is why).
 func (it caseIteration) judged() (map[string]*float64, map[string]string) {
-	snap := bus.Snapshot{Values: it.values(), Errors: maps.Clone(it.Errors)}
-	snap.Canonicalize()
+	snap := it.snapshot()
 	return snap.Values, snap.Errors
+}
+
+// snapshot is the iteration's snapshot as the judge gets it, and the dark
+// version's rate over its window.
+func (it caseIteration) snapshot() *bus.Snapshot {
+	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	snap := &bus.Snapshot{Values: it.values(), Errors: maps.Clone(it.Errors), Intervals: it.Intervals, Needed: it.Needed,
+		Start: start, End: start.Add(time.Duration(it.Seconds * float64(time.Second)))}
+	snap.Canonicalize()
+	return snap
+}
+
+func (it caseIteration) rate() float64 {
+	if n := it.values()[experiment.MetricRequestCount]; n != nil && it.Seconds > 0 {
+		return *n / it.Seconds
+	}
+	return 0
 }
 
 func loadCases(t *testing.T) map[string]*evalCase {
@@ -102,7 +134,8 @@ func loadCases(t *testing.T) map[string]*evalCase {
 			t.Fatalf("%s: a case needs objectives and iterations", f)
 		}
 		for i, it := range c.Iterations {
-			if len(it.Assessments) != len(c.Objectives) || (it.Reasons != nil && len(it.Reasons) != len(c.Objectives)) {
+			if len(it.Assessments) != len(c.Objectives) || (it.Reasons != nil && len(it.Reasons) != len(c.Objectives)) ||
+				(it.Outcomes != nil && len(it.Outcomes) != len(c.Objectives)) || (it.NeededRequests != nil && len(it.NeededRequests) != len(c.Objectives)) {
 				t.Fatalf("%s: iteration %d: want one assessment (and reason, if any) per objective", f, i+1)
 			}
 		}
@@ -111,15 +144,36 @@ func loadCases(t *testing.T) map[string]*evalCase {
 	return cases
 }
 
-// TestEvaluateCases runs every case through Evaluate, iteration by
-// iteration, and the last iteration through NewVerdict.
+// TestEvaluateCases runs every case through Assess (which is Evaluate
+// without a confidence level), iteration by iteration, and the last
+// iteration through NewVerdict.
 func TestEvaluateCases(t *testing.T) {
 	for name, c := range loadCases(t) {
 		t.Run(name, func(t *testing.T) {
 			var results []experiment.ObjectiveResult
+			crit := &experiment.Criteria{Objectives: c.Objectives, Confidence: c.Confidence}
 			for i, it := range c.Iterations {
-				values, errs := it.judged()
-				results = Evaluate(c.Objectives, values, errs)
+				results = Assess(crit, it.snapshot(), it.rate())
+				if c.Confidence == nil {
+					values, errs := it.judged()
+					if plain := Evaluate(c.Objectives, values, errs); !slices.Equal(Assessments(plain), Assessments(results)) {
+						t.Errorf("iteration %d: without a confidence level Assess %v and Evaluate %v differ", i+1, Assessments(results), Assessments(plain))
+					}
+				}
+				for j, want := range it.Outcomes {
+					if got := results[j].Outcome; got != want {
+						t.Errorf("iteration %d, objective %d: outcome %q, want %q (%s)", i+1, j, got, want, results[j].Reason)
+					}
+				}
+				for j, want := range it.NeededRequests {
+					var got int64
+					if n := results[j].Needed; n != nil {
+						got = n.Requests
+					}
+					if got != want {
+						t.Errorf("iteration %d, objective %d: needed %d, want %d", i+1, j, got, want)
+					}
+				}
 				if got := Assessments(results); !slices.Equal(got, it.Assessments) {
 					t.Errorf("iteration %d: assessments %v, want %v (%s)", i+1, got, it.Assessments, reasons(results))
 				}
@@ -133,12 +187,23 @@ func TestEvaluateCases(t *testing.T) {
 				}
 			}
 			n := int32(len(c.Iterations))
-			v := NewVerdict("current", n, results)
+			v := NewVerdict("current", n, results, c.Confidence)
 			if v.Passed != c.Verdict.Passed {
 				t.Errorf("verdict passed=%v, want %v: %s", v.Passed, c.Verdict.Passed, v.Reason)
 			}
+			if c.Verdict.Outcome != "" && v.Outcome != c.Verdict.Outcome {
+				t.Errorf("verdict outcome %s, want %s: %s", v.Outcome, c.Verdict.Outcome, v.Reason)
+			}
+			if v.Passed != (v.Outcome == experiment.VerdictPass) {
+				t.Errorf("verdict passed=%v but outcome %s", v.Passed, v.Outcome)
+			}
 			if c.Verdict.Reason != "" && v.Reason != c.Verdict.Reason {
 				t.Errorf("verdict reason %q, want %q", v.Reason, c.Verdict.Reason)
+			}
+			for _, part := range c.Verdict.ReasonContains {
+				if !strings.Contains(v.Reason, part) {
+					t.Errorf("verdict reason %q does not contain %q", v.Reason, part)
+				}
 			}
 			if v.Version != "current" || v.Iterations != n || len(v.Objectives) != len(c.Objectives) {
 				t.Errorf("verdict %+v does not describe the last iteration", v)

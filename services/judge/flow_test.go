@@ -296,7 +296,7 @@ func TestRestartMidway(t *testing.T) {
 		t.Fatalf("%d verdicts", len(verdicts))
 	}
 	// The same verdict as an uninterrupted judge: the last values decide.
-	want := NewVerdict("current", n, Evaluate(x.Spec.Criteria.Objectives, values(n), nil))
+	want := NewVerdict("current", n, Evaluate(x.Spec.Criteria.Objectives, values(n), nil), nil)
 	if v := verdicts[0].Verdict; v.Passed != want.Passed || v.Reason != want.Reason {
 		t.Errorf("verdict %+v, want %+v", v, want)
 	}
@@ -312,20 +312,27 @@ func TestCasesThroughService(t *testing.T) {
 	xs := map[string]*experiment.Experiment{}
 	for file, c := range cases {
 		name := strings.TrimSuffix(file, ".yaml")
-		xs[file] = e.create(e.doc(name, int32(len(c.Iterations)), c.Objectives...))
+		doc := e.doc(name, int32(len(c.Iterations)), c.Objectives...)
+		doc.Spec.Criteria.Confidence = c.Confidence
+		xs[file] = e.create(doc)
 		e.routing(xs[file], true, "")
 		for i, it := range c.Iterations {
 			k := int32(i + 1)
-			e.publishSnapshot(xs[file], &bus.Snapshot{Iteration: k, Role: bus.RoleDark, Version: "current", Values: it.values(), Errors: it.Errors},
-				bus.MsgID(xs[file].Metadata.UID, bus.EventMetrics, bus.RoleDark, fmt.Sprint(k)))
+			snap := it.snapshot()
+			snap.Iteration, snap.Role, snap.Version = k, bus.RoleDark, "current"
+			e.publishSnapshot(xs[file], snap, bus.MsgID(xs[file].Metadata.UID, bus.EventMetrics, bus.RoleDark, fmt.Sprint(k)))
 		}
 	}
 	for file, c := range cases {
 		name := strings.TrimSuffix(file, ".yaml")
 		verdicts := e.waitEvents(name, bus.EventVerdict, 1)
 		v := verdicts[0].Verdict
-		if v.Passed != c.Verdict.Passed || (c.Verdict.Reason != "" && v.Reason != c.Verdict.Reason) {
+		if v.Passed != c.Verdict.Passed || (c.Verdict.Reason != "" && v.Reason != c.Verdict.Reason) ||
+			(c.Verdict.Outcome != "" && v.Outcome != c.Verdict.Outcome) {
 			t.Errorf("%s: verdict %+v, want %+v", file, v, c.Verdict)
+		}
+		if (v.Confidence == nil) != (c.Confidence == nil) {
+			t.Errorf("%s: verdict confidence %v, want %v", file, v.Confidence, c.Confidence)
 		}
 		got := e.get("default", name)
 		last := c.Iterations[len(c.Iterations)-1]
@@ -337,8 +344,16 @@ func TestCasesThroughService(t *testing.T) {
 				t.Errorf("%s: stored reason %d %q, want %q", file, j, r, want)
 			}
 		}
+		for j, want := range last.Outcomes {
+			if o := got.Status.Analysis.Objectives[j].Outcome; o != want {
+				t.Errorf("%s: stored outcome %d %q, want %q", file, j, o, want)
+			}
+		}
 		if got.Passed() != c.Verdict.Passed {
 			t.Errorf("%s: Passed() = %v", file, got.Passed())
+		}
+		if c.Verdict.Outcome != "" && got.Status.Analysis.Outcome != c.Verdict.Outcome {
+			t.Errorf("%s: stored outcome %q, want %q", file, got.Status.Analysis.Outcome, c.Verdict.Outcome)
 		}
 	}
 }

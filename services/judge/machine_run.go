@@ -101,6 +101,7 @@ func stepLive(cur *experiment.Experiment, in LiveSnapshot) Result {
 	if in.Iteration > st.CompletedIterations && cur.BaselineName() != liveVersion {
 		an := analysis(&next.Status)
 		changed = recordValues(an, liveVersion, in.Values)
+		changed = recordIntervals(an, liveVersion, in.Intervals) || changed
 		if _, ok := an.Versions[liveVersion]; !ok {
 			an.Versions[liveVersion] = experiment.Version{Role: bus.RoleLive}
 			changed = true
@@ -158,17 +159,17 @@ func judgeIteration(cur *experiment.Experiment, snap *bus.Snapshot, now time.Tim
 	st := &next.Status
 	k, base := snap.Iteration, next.BaselineName()
 	an := analysis(st)
+	rate := darkRate(next, an, snap)
 	recordValues(an, base, snap.Values)
+	recordIntervals(an, base, snap.Intervals)
 	an.Versions[base] = experiment.Version{Role: bus.RoleDark}
-	var objectives []experiment.Objective
-	if next.Spec.Criteria != nil {
-		objectives = next.Spec.Criteria.Objectives
-	}
-	results := Evaluate(objectives, snap.Values, snap.Errors)
+	_, confident := next.Confidence()
+	results := Assess(next.Spec.Criteria, snap, rate)
 	an.Objectives = results
 	an.VersionAssessments[base] = Assessments(results)
+	an.Outcome = VerdictOutcome(results, confident)
 	an.WinnerAssessment = experiment.WinnerAssessment{}
-	if Satisfied(results) {
+	if an.Outcome == experiment.VerdictPass {
 		an.WinnerAssessment = experiment.WinnerAssessment{WinnerFound: true, Winner: base}
 	}
 	if snap.Mirror != nil {
@@ -185,10 +186,72 @@ func judgeIteration(cur *experiment.Experiment, snap *bus.Snapshot, now time.Tim
 	st.RecommendedBaseline = base
 	st.SetCondition(experiment.ConditionCompleted, "True", experiment.ReasonExperimentCompleted, "Experiment completed successfully", now)
 	st.Message = experiment.ReasonExperimentCompleted + ": Experiment completed successfully"
-	if Satisfied(results) {
+	switch an.Outcome {
+	case experiment.VerdictPass:
 		return next, ResultPass
+	case experiment.VerdictInconclusive:
+		return next, ResultInconclusive
 	}
 	return next, ResultFail
+}
+
+// darkRate is the dark version's requests per second in the iterations
+// since the last one judged (the rate the requests still needed will come
+// at), or over the whole window when that is not known; 0 when neither is.
+// It reads an before the snapshot's values are recorded.
+func darkRate(e *experiment.Experiment, an *experiment.Analysis, snap *bus.Snapshot) float64 {
+	n, ok := count(snap, experiment.MetricRequestCount)
+	if !ok {
+		return 0
+	}
+	done := e.Status.CompletedIterations
+	if prev := an.AggregatedMetrics[experiment.MetricRequestCount][e.BaselineName()]; prev != nil && done > 0 && snap.Iteration > done {
+		if d := time.Duration(snap.Iteration-done) * e.Interval(); float64(n) > *prev {
+			return (float64(n) - *prev) / d.Seconds()
+		}
+	}
+	if d := snap.End.Sub(snap.Start); d > 0 {
+		return float64(n) / d.Seconds()
+	}
+	return 0
+}
+
+// recordIntervals sets aggregatedIntervals[metric][version] to the
+// snapshot's intervals (a metric without one has none) and reports whether
+// anything changed.
+func recordIntervals(an *experiment.Analysis, version string, ivs map[string]*experiment.Interval) bool {
+	changed := false
+	for metric, byVersion := range an.AggregatedIntervals {
+		if _, ok := ivs[metric]; !ok && byVersion[version] != nil {
+			delete(byVersion, version)
+			changed = true
+		}
+	}
+	for metric, iv := range ivs {
+		if iv == nil {
+			continue
+		}
+		if an.AggregatedIntervals == nil {
+			an.AggregatedIntervals = map[string]map[string]*experiment.Interval{}
+		}
+		byVersion := an.AggregatedIntervals[metric]
+		if byVersion == nil {
+			byVersion = map[string]*experiment.Interval{}
+			an.AggregatedIntervals[metric] = byVersion
+		}
+		if old := byVersion[version]; old != nil && sameInterval(old, iv) {
+			continue
+		}
+		x := *iv
+		byVersion[version] = &x
+		changed = true
+	}
+	return changed
+}
+
+func sameInterval(a, b *experiment.Interval) bool {
+	eq := func(x, y *float64) bool { return (x == nil) == (y == nil) && (x == nil || *x == *y) }
+	return eq(a.Lo, b.Lo) && eq(a.Hi, b.Hi) && a.Confidence == b.Confidence && a.Method == b.Method
 }
 
 // iterationEvents are the outputs of the last completed iteration: its
@@ -204,13 +267,17 @@ func iterationEvents(e *experiment.Experiment, now time.Time) []Output {
 	results := st.Analysis.Objectives
 	it := bus.NewEvent(bus.EventIteration, source, e, now)
 	it.Message = fmt.Sprintf("%s: Completed Iteration %d", experiment.ReasonIterationUpdate, k)
-	it.Iteration = &bus.Iteration{Number: k, Total: e.TotalIterations(), Satisfied: Satisfied(results), Objectives: results, Loss: st.Loss}
+	it.Iteration = &bus.Iteration{Number: k, Total: e.TotalIterations(), Satisfied: Satisfied(results), Objectives: results, Outcome: st.Analysis.Outcome, Loss: st.Loss}
 	out := []Output{{it, bus.MsgID(uid, bus.EventIteration, strconv.Itoa(int(k)))}}
 	if !st.Terminal() || st.Failed() || k != e.TotalIterations() {
 		return out
 	}
 	v := bus.NewEvent(bus.EventVerdict, source, e, now)
-	v.Verdict = NewVerdict(e.BaselineName(), k, results)
+	var confidence *float64
+	if c, ok := e.Confidence(); ok {
+		confidence = &c
+	}
+	v.Verdict = NewVerdict(e.BaselineName(), k, results, confidence)
 	if st.Loss.Lost() {
 		// It does not change the verdict: the values are those of what
 		// was observed; the reader decides whether the loss matters.

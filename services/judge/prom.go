@@ -9,9 +9,12 @@ import (
 
 // Results of darklaunch_judge_experiments_finished_total.
 const (
-	ResultPass  = "pass"  // completed, every objective met
-	ResultFail  = "fail"  // completed, an objective not met
-	ResultError = "error" // failed: mirroring refused, or no router or collector moved it
+	ResultPass = "pass" // completed, every objective met
+	ResultFail = "fail" // completed, an objective not met
+	// ResultInconclusive: completed, with a confidence level, and not
+	// every objective shown either way.
+	ResultInconclusive = "inconclusive"
+	ResultError        = "error" // failed: mirroring refused, or no router or collector moved it
 )
 
 // stages are the stages darklaunch_judge_experiments reports, every one of
@@ -40,7 +43,7 @@ func newPromMetrics(reg prometheus.Registerer) (*promMetrics, error) {
 		iterations: counter("darklaunch_judge_iterations_total", "Iterations this judge evaluated against the objectives."),
 		finished: telemetry.Add(r, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "darklaunch_judge_experiments_finished_total",
-			Help: "Experiments this judge ended, by result (pass: every objective met; fail: an objective not met; error: the experiment failed).",
+			Help: "Experiments this judge ended, by result (pass: every objective met; fail: an objective not met; inconclusive: with a confidence level, not shown either way; error: the experiment failed).",
 		}, []string{"result"})),
 		eventsDropped: counter("darklaunch_judge_events_dropped_total",
 			"Events the judge gave up on: undecodable, or failing at every attempt (see its error log)."),
@@ -52,7 +55,7 @@ func newPromMetrics(reg prometheus.Registerer) (*promMetrics, error) {
 	if r.Err != nil {
 		return nil, r.Err
 	}
-	for _, res := range []string{ResultPass, ResultFail, ResultError} {
+	for _, res := range []string{ResultPass, ResultFail, ResultInconclusive, ResultError} {
 		m.finished.WithLabelValues(res) // a zero is news too
 	}
 	return m, nil

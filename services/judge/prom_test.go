@@ -61,7 +61,7 @@ func TestPromMetrics(t *testing.T) {
 	}
 
 	// The metrics are in the registry the judge was given.
-	if n, err := testutil.GatherAndCount(reg, "darklaunch_judge_experiments_finished_total"); err != nil || n != 3 {
-		t.Errorf("registry has %d finished series (err %v), want 3", n, err)
+	if n, err := testutil.GatherAndCount(reg, "darklaunch_judge_experiments_finished_total"); err != nil || n != 4 {
+		t.Errorf("registry has %d finished series (err %v), want 4 (pass, fail, inconclusive, error)", n, err)
 	}
 }

@@ -47,7 +47,9 @@ func DecodeEvent(ct string, data []byte) (*Event, error) {
 
 // Canonicalize makes every value that is not finite unavailable (nil), with
 // why in Errors ("NaN", "+Inf", "-Inf"): that reason wins over any other the
-// collector gave, since the value itself was measured. DecodeEvent calls it;
+// collector gave, since the value itself was measured. An interval that
+// cannot be right (a bound that is not finite, lo above hi, a confidence
+// outside (0, 1)) is dropped. DecodeEvent calls it;
 // a snapshot built in memory needs it before it is judged.
 func (s *Snapshot) Canonicalize() {
 	for metric, v := range s.Values {
@@ -59,6 +61,11 @@ func (s *Snapshot) Canonicalize() {
 		}
 		s.Errors[metric] = strconv.FormatFloat(*v, 'f', -1, 64)
 		s.Values[metric] = nil
+	}
+	for metric, iv := range s.Intervals {
+		if !iv.Valid() {
+			delete(s.Intervals, metric) // no interval rather than a wrong one
+		}
 	}
 	if s.Paired != nil {
 		s.Paired.canonicalize()

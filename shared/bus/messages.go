@@ -108,6 +108,10 @@ type Snapshot struct {
 	// Intervals holds a confidence interval per metric of Values, where the
 	// data allows one (docs/statistics.md).
 	Intervals map[string]*experiment.Interval `json:"intervals,omitempty"`
+	// Needed says, for the objectives whose interval is inconclusive, how
+	// many more requests of this version would make them conclusive if the
+	// observed values held (the collector has the sketch to compute it).
+	Needed []Needed `json:"needed,omitempty"`
 	// Paired compares the dark version with live over the same window (dark
 	// snapshots only), for objectives with `reference: live`: from pairs
 	// with the proxy, unpaired with Prometheus (Comparison.Method).
@@ -117,19 +121,37 @@ type Snapshot struct {
 	Loss *experiment.ObservationLoss `json:"loss,omitempty"`
 }
 
+// Needed is the collector's estimate for one objective (its index in
+// spec.criteria.objectives): Requests more, or none with Reason (never
+// conclusive at the observed value, no bound on the latency known, ...).
+type Needed struct {
+	Objective int    `json:"objective"`
+	Requests  int64  `json:"requests,omitempty"`
+	Reason    string `json:"reason,omitempty"`
+}
+
 // Iteration is the judge's assessment after one iteration.
 type Iteration struct {
 	Number     int32                        `json:"number"`
 	Total      int32                        `json:"total"`
 	Satisfied  bool                         `json:"satisfied"`
 	Objectives []experiment.ObjectiveResult `json:"objectives"`
+	// Outcome is the verdict if this iteration were the last
+	// (experiment.VerdictPass, VerdictFail or VerdictInconclusive).
+	Outcome string `json:"outcome,omitempty"`
 	// Loss says what observations were lost, when any were.
 	Loss *experiment.ObservationLoss `json:"loss,omitempty"`
 }
 
 // Verdict is the judge's conclusion: the dark version passes when it meets
-// every objective at the end of the last iteration.
+// every objective at the end of the last iteration. Outcome is
+// experiment.VerdictPass, VerdictFail or, with a confidence level,
+// VerdictInconclusive; Passed (kept for Iter8's readers) is Outcome == PASS.
 type Verdict struct {
+	Outcome string `json:"outcome,omitempty"`
+	// Confidence is spec.criteria.confidence, when the verdict is judged on
+	// the objectives' intervals.
+	Confidence *float64                     `json:"confidence,omitempty"`
 	Passed     bool                         `json:"passed"`
 	Version    string                       `json:"version"`
 	Iterations int32                        `json:"iterations"`
@@ -179,6 +201,11 @@ type ObservationBatch struct {
 	// the proxy decided.
 	Mirrored int64            `json:"mirrored,omitempty"`
 	Dropped  map[string]int64 `json:"dropped,omitempty"`
+	// TimeoutMs is the largest latency the proxy can record for the role:
+	// its mirror timeout for the dark copies (a copy that times out is
+	// recorded at it). 0: no bound known (live requests end when live or
+	// the client ends them). The mean's interval needs it (docs/statistics.md).
+	TimeoutMs float64 `json:"timeoutMs,omitempty"`
 	// Pairs sums the mirrored requests of the slot answered by both
 	// versions (dark batches; absent from routers before pairs).
 	Pairs *Pairs `json:"pairs,omitempty"`

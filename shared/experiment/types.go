@@ -252,11 +252,17 @@ type Analysis struct {
 	AggregatedMetrics map[string]map[string]*float64 `json:"aggregatedMetrics,omitempty"`
 	// VersionAssessments maps a version name to one bool per objective, in
 	// the order of spec.criteria.objectives.
-	VersionAssessments map[string][]bool  `json:"versionAssessments,omitempty"`
-	WinnerAssessment   WinnerAssessment   `json:"winnerAssessment"`
-	Objectives         []ObjectiveResult  `json:"objectives,omitempty"`
-	Mirror             *MirrorStats       `json:"mirror,omitempty"`
-	Versions           map[string]Version `json:"versions,omitempty"`
+	VersionAssessments map[string][]bool `json:"versionAssessments,omitempty"`
+	WinnerAssessment   WinnerAssessment  `json:"winnerAssessment"`
+	Objectives         []ObjectiveResult `json:"objectives,omitempty"`
+	// AggregatedIntervals (darklaunch) maps metric name, then version name,
+	// to the value's confidence interval, where the data allows one.
+	AggregatedIntervals map[string]map[string]*Interval `json:"aggregatedIntervals,omitempty"`
+	// Outcome (darklaunch) is the verdict on the last completed iteration:
+	// VerdictPass, VerdictFail or VerdictInconclusive.
+	Outcome  string             `json:"outcome,omitempty"`
+	Mirror   *MirrorStats       `json:"mirror,omitempty"`
+	Versions map[string]Version `json:"versions,omitempty"`
 }
 
 // Version says which role a version name of the analysis plays.
@@ -268,29 +274,6 @@ type Version struct {
 type WinnerAssessment struct {
 	WinnerFound bool   `json:"winnerFound"`
 	Winner      string `json:"winner,omitempty"`
-}
-
-// ObjectiveResult explains one objective's assessment: the value, the limits
-// and why it holds or not.
-type ObjectiveResult struct {
-	Metric     string   `json:"metric"`
-	Value      *float64 `json:"value"`
-	UpperLimit *float64 `json:"upperLimit,omitempty"`
-	LowerLimit *float64 `json:"lowerLimit,omitempty"`
-	Satisfied  bool     `json:"satisfied"`
-	Reason     string   `json:"reason,omitempty"`
-}
-
-// Interval is a confidence interval around a metric's value. A nil bound is
-// unbounded on its side: the data cannot exclude any value there (a 99th
-// percentile of 20 requests has no upper bound). Method names how it was
-// computed (docs/statistics.md): "clopper-pearson", "betting",
-// "order-statistic", "bucket-edges", "fieller", ...
-type Interval struct {
-	Lo         *float64 `json:"lo"`
-	Hi         *float64 `json:"hi"`
-	Confidence float64  `json:"confidence"`
-	Method     string   `json:"method"`
 }
 
 // MirrorStats counts what the router mirrored and dropped.

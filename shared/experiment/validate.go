@@ -193,6 +193,7 @@ func validateCriteria(p *field.Path, c *Criteria) field.ErrorList {
 			errs = append(errs, field.NotSupported(p.Child("indicators").Index(i), ind, MetricNames()))
 		}
 	}
+	errs = append(errs, validateConfidence(p, c)...)
 	for i, o := range c.Objectives {
 		op := p.Child("objectives").Index(i)
 		switch {
@@ -203,12 +204,13 @@ func validateCriteria(p *field.Path, c *Criteria) field.ErrorList {
 				errs = append(errs, field.NotSupported(op.Child("metric"), o.Metric, MetricNames()))
 			}
 		}
+		errs = append(errs, validateReference(op, o)...)
 		if o.UpperLimit == nil && o.LowerLimit == nil {
 			errs = append(errs, field.Required(op.Child("upperLimit"), "an objective needs upperLimit, lowerLimit or both"))
 			continue
 		}
-		okUpper := validateLimit(op.Child("upperLimit"), o.UpperLimit, &errs)
-		okLower := validateLimit(op.Child("lowerLimit"), o.LowerLimit, &errs)
+		okUpper := validateLimit(op.Child("upperLimit"), o.UpperLimit, o.Reference != "", &errs)
+		okLower := validateLimit(op.Child("lowerLimit"), o.LowerLimit, o.Reference != "", &errs)
 		if okUpper && okLower && o.UpperLimit != nil && o.LowerLimit != nil && o.LowerLimit.Cmp(o.UpperLimit.Quantity) > 0 {
 			errs = append(errs, field.Invalid(op.Child("lowerLimit"), o.LowerLimit.String(), "must not be above upperLimit "+o.UpperLimit.String()))
 		}
@@ -216,7 +218,9 @@ func validateCriteria(p *field.Path, c *Criteria) field.ErrorList {
 	return errs
 }
 
-func validateLimit(p *field.Path, l *Limit, errs *field.ErrorList) bool {
+// validateLimit checks one limit; relative says that the objective names a
+// reference, so that the limit is a ratio or a difference to live.
+func validateLimit(p *field.Path, l *Limit, relative bool, errs *field.ErrorList) bool {
 	if l == nil {
 		return true
 	}
@@ -225,7 +229,11 @@ func validateLimit(p *field.Path, l *Limit, errs *field.ErrorList) bool {
 		return false
 	}
 	if l.Sign() < 0 {
-		*errs = append(*errs, field.Invalid(p, l.String(), "must not be negative: every metric is a count, a rate or a latency"))
+		why := "must not be negative: every metric is a count, a rate or a latency"
+		if relative {
+			why = `must not be negative: relative to live, a latency's limit is a ratio dark ÷ live ("1.10": at most 10 % slower) and error-rate's a difference dark − live ("0.005")`
+		}
+		*errs = append(*errs, field.Invalid(p, l.String(), why))
 		return false
 	}
 	return true

@@ -39,7 +39,7 @@ func FuzzDecodeSketch(f *testing.F) {
 // sense: counts ≥ 0, an error rate in [0, 1], finite non-negative latencies.
 func FuzzAggregateAdd(f *testing.F) {
 	b := batchOf([]float64{210, 3, 5, 8, 13}, 1)
-	b.Seq, b.Mirrored, b.Dropped = 1, 5, map[string]int64{"inflight": 1}
+	b.Seq, b.Mirrored, b.Dropped, b.TimeoutMs = 1, 5, map[string]int64{"inflight": 1}, 5000
 	b.Pairs = &bus.Pairs{CapMs: 5000}
 	b.Pairs.Observe(12, 30, false, true)
 	b.Pairs.Observe(4000, 5000, true, true)

@@ -137,6 +137,9 @@ type Aggregate struct {
 	Sketch   *Sketch
 	Mirrored int64
 	Dropped  map[string]int64
+	// TimeoutMs is the largest of the batches' TimeoutMs: the bound on
+	// every latency recorded, 0 when none is known.
+	TimeoutMs float64
 	// Pairs sums the pairs of live and dark answers (dark batches).
 	Pairs bus.Pairs
 }
@@ -163,6 +166,8 @@ func (a *Aggregate) Add(b *bus.ObservationBatch) error {
 		return fmt.Errorf("observation batch: sumMs %v is not a finite non-negative number", b.SumMs)
 	case b.Mirrored < 0 || b.Mirrored > MaxBatchCount:
 		return fmt.Errorf("observation batch: mirrored %d outside [0, %d]", b.Mirrored, int64(MaxBatchCount))
+	case !(b.TimeoutMs >= 0) || b.TimeoutMs > MaxSketchMs:
+		return fmt.Errorf("observation batch: timeoutMs %v outside [0, %g]", b.TimeoutMs, MaxSketchMs)
 	case b.Count > 0 && len(b.Sketch) == 0:
 		return fmt.Errorf("observation batch: count %d without a latency sketch", b.Count)
 	}
@@ -192,6 +197,7 @@ func (a *Aggregate) Add(b *bus.ObservationBatch) error {
 	a.Errors += b.Errors
 	a.SumMs += b.SumMs
 	a.Mirrored += b.Mirrored
+	a.TimeoutMs = max(a.TimeoutMs, b.TimeoutMs)
 	for reason, n := range b.Dropped {
 		if a.Dropped == nil {
 			a.Dropped = map[string]int64{}

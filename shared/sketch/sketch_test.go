@@ -187,6 +187,8 @@ func TestAddRefusesIncoherentBatches(t *testing.T) {
 		"sketch range":      {func(b *bus.ObservationBatch) { b.Sketch = huge.Encode(); b.Count = 2 }, "outside"},
 		"sketch mapping":    {func(b *bus.ObservationBatch) { b.Sketch = lowBytes }, "index mapping"},
 		"sketch too large":  {func(b *bus.ObservationBatch) { b.Sketch = make([]byte, MaxSketchBytes+1) }, "bytes"},
+		"NaN timeout":       {func(b *bus.ObservationBatch) { b.TimeoutMs = math.NaN() }, "timeoutMs NaN"},
+		"negative timeout":  {func(b *bus.ObservationBatch) { b.TimeoutMs = -1 }, "timeoutMs -1"},
 		"pairs over count": {func(b *bus.ObservationBatch) {
 			b.Pairs = &bus.Pairs{N: 1, DarkFailed: 2, CapMs: 10}
 		}, "pairs.n 1"},
@@ -208,5 +210,17 @@ func TestAddRefusesIncoherentBatches(t *testing.T) {
 	a := NewAggregate()
 	if err := a.Add(&good); err != nil || a.Count != 2 {
 		t.Fatalf("the coherent batch: %v, count %d", err, a.Count)
+	}
+	// The latency bound of batches merged is the largest (two proxies with
+	// different mirror timeouts): every latency is within it.
+	for _, ms := range []float64{5000, 1000, 0} {
+		b := good
+		b.TimeoutMs = ms
+		if err := a.Add(&b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if a.TimeoutMs != 5000 {
+		t.Errorf("timeoutMs %v after batches of 5000, 1000 and 0, want 5000", a.TimeoutMs)
 	}
 }

@@ -123,6 +123,7 @@ func (p *Proxy) flushRoute(ctx context.Context, rt *route, now time.Time) error 
 		for _, s := range rec.Flush(before) {
 			b := s.Batch(rt.uid, roleNames[role], p.cfg.Instance)
 			if role == roleDark {
+				b.TimeoutMs = float64(p.cfg.MirrorTimeout) / float64(time.Millisecond) // the bound of every copy's latency
 				b.Mirrored = s.Tallies[tallyMirrored]
 				for i, reason := range dropReasons {
 					if n := s.Tallies[tallyDropped+i]; n > 0 {

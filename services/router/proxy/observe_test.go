@@ -130,6 +130,10 @@ func TestProxyPublishesAggregatedObservations(t *testing.T) {
 	if dark_.Mirrored != 100 {
 		t.Errorf("mirrored %d, want 100", dark_.Mirrored)
 	}
+	// The mean latency's interval needs the bound of every copy's latency.
+	if dark_.TimeoutMs != float64(DefaultMirrorTimeout.Milliseconds()) || live_.TimeoutMs != 0 {
+		t.Errorf("timeoutMs: dark %v, live %v; want the mirror timeout %v and 0 (live is bounded by no timeout of the proxy)", dark_.TimeoutMs, live_.TimeoutMs, DefaultMirrorTimeout.Milliseconds())
+	}
 	if live_.Errors != 20 || dark_.Errors != 20 {
 		t.Errorf("errors: live %d dark %d, want 20 and 20", live_.Errors, dark_.Errors)
 	}
