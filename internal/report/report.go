@@ -31,6 +31,9 @@ func Describe(w io.Writer, e *experiment.Experiment) {
 	section(w, "Progress Summary", false)
 	fmt.Fprintf(w, "Experiment stage: %s\n", orDefault(string(st.Stage), string(experiment.StageWaiting)))
 	fmt.Fprintf(w, "Number of completed iterations: %d\n", st.CompletedIterations)
+	if a := st.Analysis; a != nil && a.StoppedEarly {
+		fmt.Fprintf(w, "Stopped early: the verdict was conclusive after iteration %d of %d (spec.criteria.stopEarly)\n", st.CompletedIterations, e.TotalIterations())
+	}
 	if st.Failed() {
 		fmt.Fprintf(w, "Experiment failed: %s\n", st.Condition(experiment.ConditionFailed).Message)
 	}

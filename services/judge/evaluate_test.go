@@ -153,7 +153,7 @@ func TestEvaluateCases(t *testing.T) {
 			var results []experiment.ObjectiveResult
 			crit := &experiment.Criteria{Objectives: c.Objectives, Confidence: c.Confidence}
 			for i, it := range c.Iterations {
-				results = Assess(crit, it.snapshot(), it.rate())
+				results = Assess(crit, it.snapshot(), it.rate(), liveView{})
 				if c.Confidence == nil {
 					values, errs := it.judged()
 					if plain := Evaluate(c.Objectives, values, errs); !slices.Equal(Assessments(plain), Assessments(results)) {
