@@ -288,6 +288,14 @@ func iterationEvents(e *experiment.Experiment, now time.Time) []Output {
 		confidence = &c
 	}
 	v.Verdict = NewVerdict(e.BaselineName(), k, results, confidence)
+	if s := experiment.SampleOf(st.Analysis, st.Routing); s != nil {
+		v.Verdict.Sample = s
+		if s.Skewed() {
+			// A dark version that saw 2 % of the traffic instead of 40 %
+			// ran a different experiment; the reader must know.
+			v.Verdict.Reason += fmt.Sprintf("; only %s: more than %s of the copies were dropped, so the dark version saw a different traffic than the one asked for", s, pct(100*experiment.DropWarnShare))
+		}
+	}
 	if st.Analysis.StoppedEarly {
 		v.Verdict.StoppedEarly = true
 		v.Verdict.Reason = fmt.Sprintf("stopped early after iteration %d of %d: %s", k, e.TotalIterations(), v.Verdict.Reason)
@@ -348,3 +356,5 @@ func recordValues(an *experiment.Analysis, version string, values map[string]*fl
 	}
 	return changed
 }
+
+func pct(x float64) string { return strconv.FormatFloat(x, 'f', -1, 64) + " %" }

@@ -163,6 +163,9 @@ type Verdict struct {
 	// StoppedEarly: spec.criteria.stopEarly ended the experiment at
 	// Iterations, before the last, as the verdict was conclusive there.
 	StoppedEarly bool `json:"stoppedEarly,omitempty"`
+	// Sample is what the dark version saw of the live traffic (local
+	// mode): when more than 5 % of its copies were dropped, Reason says so.
+	Sample *experiment.Sample `json:"sample,omitempty"`
 }
 
 // ObservationBatch is what the router's proxy saw of one version of one
