@@ -31,6 +31,9 @@ func Describe(w io.Writer, e *experiment.Experiment) {
 	section(w, "Progress Summary", false)
 	fmt.Fprintf(w, "Experiment stage: %s\n", orDefault(string(st.Stage), string(experiment.StageWaiting)))
 	fmt.Fprintf(w, "Number of completed iterations: %d\n", st.CompletedIterations)
+	if a := st.Analysis; a != nil && a.StoppedEarly {
+		fmt.Fprintf(w, "Stopped early: the verdict was conclusive after iteration %d of %d (spec.criteria.stopEarly)\n", st.CompletedIterations, e.TotalIterations())
+	}
 	if st.Failed() {
 		fmt.Fprintf(w, "Experiment failed: %s\n", st.Condition(experiment.ConditionFailed).Message)
 	}
@@ -76,6 +79,12 @@ func Describe(w io.Writer, e *experiment.Experiment) {
 	if ms := a.Mirror; ms != nil {
 		section(w, "Mirroring", false)
 		fmt.Fprintf(w, "Requests mirrored to %s: %d\n", baseline, ms.Mirrored)
+		if s := experiment.SampleOf(a, st.Routing); s != nil {
+			fmt.Fprintf(w, "Mirrored share: %s\n", s)
+			if s.Skewed() {
+				fmt.Fprintf(w, "Warning: more than 5 %% of the copies meant for %s were dropped: it saw a different traffic than the one asked for\n", baseline)
+			}
+		}
 		if len(ms.Dropped) == 0 {
 			fmt.Fprintln(w, "Copies dropped: 0")
 		} else {

@@ -14,8 +14,12 @@ import (
 const (
 	MethodClopperPearson = "clopper-pearson"
 	MethodBetting        = "betting"
-	MethodOrderStatistic = "order-statistic"
-	MethodBucketEdges    = "bucket-edges"
+	// With spec.criteria.stopEarly, the anytime-valid confidence sequences
+	// (docs/statistics.md): the judge looks after every iteration.
+	MethodBetaBinomialSequence   = "beta-binomial-sequence"
+	MethodOrderStatisticSequence = "order-statistic-sequence"
+	MethodOrderStatistic         = "order-statistic"
+	MethodBucketEdges            = "bucket-edges"
 )
 
 // percentileLevels are the percentile metrics and their levels.
@@ -37,6 +41,14 @@ type intervalPlan struct {
 	confidence float64
 	split      float64
 	decision   map[string]bool // metric names an absolute objective judges
+	// relative: latency metrics a reference: live objective judges. Judged
+	// unpaired (no pairs, or a percentile), its ratio needs both versions'
+	// intervals at 1 − (1 − split)/2 (Bonferroni), for both roles.
+	relative map[string]bool
+	// sequence: spec.criteria.stopEarly, so every interval must hold at
+	// every look at once (the betting interval of the mean already does).
+	sequence   bool
+	unpaired   float64
 	objectives []planObjective
 }
 
@@ -49,7 +61,8 @@ type planObjective struct {
 
 func newIntervalPlan(exp *experiment.Experiment) *intervalPlan {
 	c, _ := exp.Confidence()
-	p := &intervalPlan{confidence: c, split: c, decision: map[string]bool{}}
+	p := &intervalPlan{confidence: c, split: c, decision: map[string]bool{}, relative: map[string]bool{}}
+	p.sequence = exp.Spec.Criteria != nil && exp.Spec.Criteria.StopEarly
 	var objectives []experiment.Objective
 	if exp.Spec.Criteria != nil {
 		objectives = exp.Spec.Criteria.Objectives
@@ -61,6 +74,9 @@ func newIntervalPlan(exp *experiment.Experiment) *intervalPlan {
 	}
 	for i, o := range objectives {
 		info, ok := experiment.LookupMetric(o.Metric)
+		if ok && o.Reference != "" && info.Name != experiment.MetricErrorRate {
+			p.relative[info.Name] = true
+		}
 		if !ok || o.Reference != "" {
 			// A relative objective is judged on paired data, not on this
 			// version's interval; it still counts in the split above.
@@ -83,10 +99,14 @@ func ptr[T any](v T) *T { return &v }
 
 // level is the confidence of metric's interval for role.
 func (p *intervalPlan) level(role, metric string) float64 {
+	l := p.confidence
 	if role == bus.RoleDark && p.decision[metric] {
-		return p.split
+		l = p.split
 	}
-	return p.confidence
+	if p.relative[metric] {
+		l = max(l, 1-(1-p.split)/2)
+	}
+	return l
 }
 
 // aggStats is what an aggregate offers the interval methods.
@@ -139,11 +159,16 @@ func (p *intervalPlan) intervals(agg *sketch.Aggregate, role string) (map[string
 		out[metric] = e
 	}
 	c := p.level(role, experiment.MetricErrorRate)
-	iv, err := stats.Proportion(agg.Errors, agg.Count, c, stats.ClopperPearson)
-	add(experiment.MetricErrorRate, MethodClopperPearson, c, iv, err)
+	if p.sequence {
+		iv, err := stats.ProportionSequence(agg.Errors, agg.Count, c)
+		add(experiment.MetricErrorRate, MethodBetaBinomialSequence, c, iv, err)
+	} else {
+		iv, err := stats.Proportion(agg.Errors, agg.Count, c, stats.ClopperPearson)
+		add(experiment.MetricErrorRate, MethodClopperPearson, c, iv, err)
+	}
 
 	c = p.level(role, experiment.MetricMeanLatency)
-	iv, err = stats.MeanInterval(a.bins, a.rg, c)
+	iv, err := stats.MeanSequence(a.bins, a.rg, c) // the same as MeanInterval: anytime-valid
 	add(experiment.MetricMeanLatency, MethodBetting, c, iv, err)
 
 	for metric, q := range percentileLevels {
@@ -151,6 +176,11 @@ func (p *intervalPlan) intervals(agg *sketch.Aggregate, role string) (map[string
 			break
 		}
 		c := p.level(role, metric)
+		if p.sequence {
+			iv, err := stats.QuantileSequence(a.ranks, q, c, a.rg)
+			add(metric, MethodOrderStatisticSequence, c, iv, err)
+			continue
+		}
 		iv, err := stats.QuantileInterval(a.ranks, q, c, a.rg)
 		add(metric, MethodOrderStatistic, c, iv, err)
 	}
@@ -177,14 +207,18 @@ func (p *intervalPlan) needed(a *aggStats) []bus.Needed {
 		var err error
 		switch q, isQuantile := percentileLevels[o.metric]; {
 		case o.metric == experiment.MetricErrorRate:
-			n, err = stats.ProportionNeeded(a.agg.Errors, a.agg.Count, p.split, stats.ClopperPearson, o.limits)
+			if p.sequence {
+				n, err = stats.ProportionSequenceNeeded(a.agg.Errors, a.agg.Count, p.split, o.limits)
+			} else {
+				n, err = stats.ProportionNeeded(a.agg.Errors, a.agg.Count, p.split, stats.ClopperPearson, o.limits)
+			}
 		case a.unbounded:
 			out = append(out, bus.Needed{Objective: o.index, Reason: "no bound on the latency is known (the proxy's mirror timeout), so no sample size would bound the " + o.metric})
 			continue
 		case o.metric == experiment.MetricMeanLatency:
 			n, err = stats.MeanNeeded(a.bins, a.rg, p.split, o.limits)
 		case isQuantile:
-			n, err = stats.QuantileNeeded(a.ranks, q, p.split, a.rg, o.limits, false)
+			n, err = stats.QuantileNeeded(a.ranks, q, p.split, a.rg, o.limits, p.sequence)
 		default:
 			continue
 		}

@@ -246,3 +246,33 @@ func TestBusSourceIntervals(t *testing.T) {
 		t.Errorf("snapshot intervals %v, needed %v: want them from the measurement", snap.Intervals, snap.Needed)
 	}
 }
+
+// TestStopEarlyUsesSequences: with spec.criteria.stopEarly the rates and
+// percentiles get the anytime-valid confidence sequences, wider than the
+// one-look intervals at the same level; the mean's betting interval is
+// already one, and the same.
+func TestStopEarlyUsesSequences(t *testing.T) {
+	exp := seedRunning(t, "early", time.Now(), 0.95)
+	agg := aggregateOf(t, bus.RoleDark, latencies(300, 30), 6, 5000)
+	once, _ := newIntervalPlan(exp).intervals(agg, bus.RoleDark)
+	exp.Spec.Criteria.StopEarly = true
+	seq, _ := newIntervalPlan(exp).intervals(agg, bus.RoleDark)
+	for metric, method := range map[string]string{
+		experiment.MetricErrorRate:   MethodBetaBinomialSequence,
+		experiment.MetricP95Latency:  MethodOrderStatisticSequence,
+		experiment.MetricMeanLatency: MethodBetting,
+	} {
+		s, o := seq[metric], once[metric]
+		if s == nil || o == nil {
+			t.Fatalf("%s: no interval (sequence %v, once %v)", metric, s, o)
+		}
+		if s.Method != method || s.Confidence != o.Confidence {
+			t.Errorf("%s: method %s at %v, want %s at %v", metric, s.Method, s.Confidence, method, o.Confidence)
+		}
+		sl, sh := s.Bounds()
+		ol, oh := o.Bounds()
+		if sl > ol || sh < oh {
+			t.Errorf("%s: sequence [%v, %v] narrower than the one-look interval [%v, %v]", metric, sl, sh, ol, oh)
+		}
+	}
+}

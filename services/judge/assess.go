@@ -18,7 +18,7 @@ import (
 // 0 when unknown). With spec.criteria.confidence set, Satisfied is the
 // outcome's (satisfied, and nothing less), and the reason explains the
 // interval; without it, both stay Iter8's and the outcome is only reported.
-func Assess(crit *experiment.Criteria, snap *bus.Snapshot, rate float64) []experiment.ObjectiveResult {
+func Assess(crit *experiment.Criteria, snap *bus.Snapshot, rate float64, live liveView) []experiment.ObjectiveResult {
 	var objectives []experiment.Objective
 	if crit != nil {
 		objectives = crit.Objectives
@@ -36,7 +36,7 @@ func Assess(crit *experiment.Criteria, snap *bus.Snapshot, rate float64) []exper
 		r := &results[i]
 		r.Reference = o.Reference
 		if o.Reference != "" {
-			*r = relativeResult(o, *r, snap, level)
+			*r = relativeResult(o, *r, snap, level, live, confident)
 			continue
 		}
 		info, _ := experiment.LookupMetric(o.Metric)

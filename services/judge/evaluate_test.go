@@ -48,8 +48,10 @@ type caseIteration struct {
 	// Intervals and Needed are the snapshot's (docs/statistics.md);
 	// Seconds is the window's length, which sets the dark version's rate.
 	Intervals map[string]*experiment.Interval `json:"intervals"`
-	Needed    []bus.Needed                    `json:"needed"`
-	Seconds   float64                         `json:"seconds"`
+	// Paired is the dark snapshot's comparison with live (its sums).
+	Paired  *bus.Comparison `json:"paired"`
+	Needed  []bus.Needed    `json:"needed"`
+	Seconds float64         `json:"seconds"`
 	// Outcomes, one per objective, when given: satisfied, violated or
 	// inconclusive; NeededRequests likewise (0: none).
 	Outcomes       []string `json:"outcomes"`
@@ -101,7 +103,7 @@ func (it caseIteration) judged() (map[string]*float64, map[string]string) {
 // version's rate over its window.
 func (it caseIteration) snapshot() *bus.Snapshot {
 	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	snap := &bus.Snapshot{Values: it.values(), Errors: maps.Clone(it.Errors), Intervals: it.Intervals, Needed: it.Needed,
+	snap := &bus.Snapshot{Values: it.values(), Errors: maps.Clone(it.Errors), Intervals: it.Intervals, Needed: it.Needed, Paired: it.Paired,
 		Start: start, End: start.Add(time.Duration(it.Seconds * float64(time.Second)))}
 	snap.Canonicalize()
 	return snap
@@ -153,7 +155,7 @@ func TestEvaluateCases(t *testing.T) {
 			var results []experiment.ObjectiveResult
 			crit := &experiment.Criteria{Objectives: c.Objectives, Confidence: c.Confidence}
 			for i, it := range c.Iterations {
-				results = Assess(crit, it.snapshot(), it.rate())
+				results = Assess(crit, it.snapshot(), it.rate(), liveView{})
 				if c.Confidence == nil {
 					values, errs := it.judged()
 					if plain := Evaluate(c.Objectives, values, errs); !slices.Equal(Assessments(plain), Assessments(results)) {

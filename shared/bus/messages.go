@@ -160,6 +160,12 @@ type Verdict struct {
 	// Loss says what observations were lost, when any were (Reason says
 	// it too); it does not change the verdict.
 	Loss *experiment.ObservationLoss `json:"loss,omitempty"`
+	// StoppedEarly: spec.criteria.stopEarly ended the experiment at
+	// Iterations, before the last, as the verdict was conclusive there.
+	StoppedEarly bool `json:"stoppedEarly,omitempty"`
+	// Sample is what the dark version saw of the live traffic (local
+	// mode): when more than 5 % of its copies were dropped, Reason says so.
+	Sample *experiment.Sample `json:"sample,omitempty"`
 }
 
 // ObservationBatch is what the router's proxy saw of one version of one

@@ -260,9 +260,13 @@ type Analysis struct {
 	AggregatedIntervals map[string]map[string]*Interval `json:"aggregatedIntervals,omitempty"`
 	// Outcome (darklaunch) is the verdict on the last completed iteration:
 	// VerdictPass, VerdictFail or VerdictInconclusive.
-	Outcome  string             `json:"outcome,omitempty"`
-	Mirror   *MirrorStats       `json:"mirror,omitempty"`
-	Versions map[string]Version `json:"versions,omitempty"`
+	Outcome string `json:"outcome,omitempty"`
+	// StoppedEarly (darklaunch, spec.criteria.stopEarly): the verdict was
+	// conclusive before the last iteration, and the experiment completed
+	// there.
+	StoppedEarly bool               `json:"stoppedEarly,omitempty"`
+	Mirror       *MirrorStats       `json:"mirror,omitempty"`
+	Versions     map[string]Version `json:"versions,omitempty"`
 }
 
 // Version says which role a version name of the analysis plays.
