@@ -7,7 +7,6 @@ import (
 	"regexp"
 	"strings"
 
-	"github.com/darklaunch/darklaunch/shared/bus"
 	"github.com/darklaunch/darklaunch/shared/experiment"
 	"github.com/darklaunch/darklaunch/shared/stats"
 )
@@ -87,43 +86,20 @@ func splitHistogram(defs []MetricDefinition) ([]MetricDefinition, *MetricDefinit
 // objectives stays at most 1 − confidence. With stopEarly, every interval is
 // a confidence sequence (the judge looks after every iteration).
 type promLevels struct {
-	confidence float64
-	split      float64
-	judged     map[string]bool
-	sequence   bool
+	plan     *intervalPlan // the bus source's levels: one rule for both sources
+	sequence bool
 }
 
 func newPromLevels(exp *experiment.Experiment) promLevels {
-	p := promLevels{confidence: experiment.DefaultConfidence, judged: map[string]bool{}}
-	c := exp.Spec.Criteria
-	if c != nil && c.Confidence != nil && *c.Confidence > 0 && *c.Confidence < 1 {
-		p.confidence = *c.Confidence
-	}
-	p.split = p.confidence
-	if c == nil {
-		return p
-	}
-	p.sequence = c.StopEarly
-	if s, err := stats.Split(p.confidence, len(c.Objectives)); err == nil {
-		p.split = s
-	}
-	for _, o := range c.Objectives {
-		// A relative objective (reference: live) is judged on the two
-		// versions together; it still counts in the split above.
-		if info, ok := experiment.LookupMetric(o.Metric); ok && o.Reference == "" {
-			p.judged[info.Name] = true
-		}
-	}
+	p := promLevels{plan: newIntervalPlan(exp)}
+	p.sequence = p.plan.sequence
 	return p
 }
 
-// level is the confidence of metric's interval for role.
-func (p promLevels) level(role, metric string) float64 {
-	if role == bus.RoleDark && p.judged[metric] {
-		return p.split
-	}
-	return p.confidence
-}
+// level is the confidence of metric's interval for role (intervalPlan.level:
+// a relative objective's latency, judged unpaired here, raises both roles to
+// 1 − (1 − split)/2).
+func (p promLevels) level(role, metric string) float64 { return p.plan.level(role, metric) }
 
 func (p promLevels) method(m string) string {
 	if p.sequence {

@@ -241,7 +241,9 @@ func TestPromErrorRate(t *testing.T) {
 }
 
 // TestPromLevels: the dark version's metrics that absolute objectives judge
-// are at Split(confidence, objectives), the others at the confidence.
+// are at Split(confidence, objectives), the others at the confidence; a
+// relative objective's latency, judged unpaired, needs both versions'
+// intervals at 1 − (1 − split)/2.
 func TestPromLevels(t *testing.T) {
 	t.Parallel()
 	exp := seedExperiment(t, time.Now())
@@ -262,7 +264,8 @@ func TestPromLevels(t *testing.T) {
 		{bus.RoleDark, experiment.MetricMeanLatency, split},
 		{bus.RoleDark, experiment.MetricErrorRate, split},
 		{bus.RoleDark, experiment.MetricP99Latency, split},
-		{bus.RoleDark, experiment.MetricP95Latency, 0.9}, // relative: judged with live
+		{bus.RoleDark, experiment.MetricP95Latency, 1 - (1-split)/2}, // relative: judged with live
+		{bus.RoleLive, experiment.MetricP95Latency, 1 - (1-split)/2},
 		{bus.RoleDark, experiment.MetricP50Latency, 0.9},
 		{bus.RoleLive, experiment.MetricMeanLatency, 0.9},
 	} {
