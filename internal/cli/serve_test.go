@@ -240,7 +240,8 @@ func TestServeCollectorPrometheus(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut.String())
 	}
-	for _, want := range []string{"collector running", "source=prometheus", "prometheus=http://127.0.0.1:9", "metricsProvider=istio", "metrics=7"} {
+	// metrics=8: the seven metrics and the latency histogram.
+	for _, want := range []string{"collector running", "source=prometheus", "prometheus=http://127.0.0.1:9", "metricsProvider=istio", "metrics=8"} {
 		if !strings.Contains(errOut.String(), want) {
 			t.Errorf("log lacks %q:\n%s", want, errOut.String())
 		}

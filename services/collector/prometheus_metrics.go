@@ -45,7 +45,9 @@ var shippedMetrics embed.FS
 // substitutions.
 type MetricDefinition struct {
 	// Name is one of experiment.MetricNames(); Iter8's "namespace/name"
-	// spelling is accepted and stored as the bare name.
+	// spelling is accepted and stored as the bare name. The reserved name
+	// HistogramMetric defines the optional latency histogram the latency
+	// intervals are read from (prometheus_intervals.go).
 	Name string `json:"name"`
 	// Units, optional: when given it must be the metric's units
 	// ("milliseconds" for latencies, none for counts and rates), so a query
@@ -119,7 +121,7 @@ func ParseMetrics(data []byte) ([]MetricDefinition, error) {
 // ValidateMetrics checks every definition and reports every problem, each
 // naming the entry (index and metric) and the field.
 func ValidateMetrics(defs []MetricDefinition) error {
-	if len(defs) == 0 {
+	if !slices.ContainsFunc(defs, func(d MetricDefinition) bool { return d.Name != HistogramMetric }) {
 		return errors.New("no metric defined")
 	}
 	var errs []error
@@ -128,10 +130,17 @@ func ValidateMetrics(defs []MetricDefinition) error {
 		at := fmt.Sprintf("[%d]", i)
 		info, known := experiment.LookupMetric(d.Name)
 		switch {
+		case d.Name == HistogramMetric:
+			at = fmt.Sprintf("[%d] (%s)", i, HistogramMetric)
+			if j, dup := seen[HistogramMetric]; dup {
+				errs = append(errs, fmt.Errorf("%s.name: %s is already defined by entry [%d]", at, HistogramMetric, j))
+			}
+			seen[HistogramMetric] = i
+			errs = append(errs, validateHistogramDefinition(at, d)...)
 		case d.Name == "":
 			errs = append(errs, fmt.Errorf("%s.name: required (one of %s)", at, strings.Join(experiment.MetricNames(), ", ")))
 		case !known:
-			errs = append(errs, fmt.Errorf("%s.name: unknown metric %q (want one of %s)", at, d.Name, strings.Join(experiment.MetricNames(), ", ")))
+			errs = append(errs, fmt.Errorf("%s.name: unknown metric %q (want one of %s, or %s)", at, d.Name, strings.Join(experiment.MetricNames(), ", "), HistogramMetric))
 		default:
 			at = fmt.Sprintf("[%d] (%s)", i, info.Name)
 			if j, dup := seen[info.Name]; dup {
@@ -156,6 +165,9 @@ func ValidateMetrics(defs []MetricDefinition) error {
 // normalized stores the bare metric name and its units.
 func normalized(d MetricDefinition) MetricDefinition {
 	info, _ := experiment.LookupMetric(d.Name)
+	if d.Name == HistogramMetric {
+		info = experiment.MetricInfo{Name: HistogramMetric, Units: "milliseconds"}
+	}
 	d.Name, d.Units = info.Name, info.Units
 	d.Query = strings.TrimSpace(d.Query)
 	return d

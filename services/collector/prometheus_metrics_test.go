@@ -21,8 +21,15 @@ func TestShippedMetrics(t *testing.T) {
 		}
 		var names []string
 		for _, d := range defs {
-			names = append(names, d.Name)
 			info, _ := experiment.LookupMetric(d.Name)
+			if d.Name == HistogramMetric {
+				info = experiment.MetricInfo{Name: HistogramMetric, Units: "milliseconds"}
+				if !strings.HasSuffix(d.Query, ") by (le)") || !strings.Contains(d.Query, "_bucket{") {
+					t.Errorf("%s %s: want sum(increase(..._bucket{...}[${elapsedTime}s])) by (le): %s", provider, d.Name, d.Query)
+				}
+			} else {
+				names = append(names, d.Name)
+			}
 			if d.Units != info.Units {
 				t.Errorf("%s %s: units %q, want %q", provider, d.Name, d.Units, info.Units)
 			}
@@ -86,6 +93,23 @@ func TestParseMetricsErrors(t *testing.T) {
 			"[3] (error-rate).query: required",
 			"[4] (mean-latency).name: mean-latency is already defined by entry [0]",
 			`[5] (request-count).units: "milliseconds", but request-count is in none`,
+		}},
+		{"histogram alone", "- name: latency-histogram\n  query: sum(x_bucket) by (le)\n", []string{"no metric defined"}},
+		{"bad histogram", `
+- name: mean-latency
+  query: up
+- name: latency-histogram
+  units: seconds
+  query: sum(increase(x_bucket[${elapsedTime}s]))
+- name: latency-histogram
+- name: latency-histgram
+  query: up
+`, []string{
+			`[1] (latency-histogram).units: "seconds", but the bucket edges of latency-histogram are in "milliseconds"`,
+			"[1] (latency-histogram).query: latency-histogram must return cumulative counts by bucket, e.g. sum(increase(..._bucket{...}[${elapsedTime}s])) by (le); this query never names le",
+			"[2] (latency-histogram).name: latency-histogram is already defined by entry [1]",
+			"[2] (latency-histogram).query: required",
+			`[3].name: unknown metric "latency-histgram" (want one of request-count, mean-latency, 50th-percentile-tail-latency, 95th-percentile-tail-latency, 99th-percentile-tail-latency, error-count, error-rate, or latency-histogram)`,
 		}},
 	}
 	for _, c := range cases {

@@ -41,8 +41,10 @@ type PrometheusSource struct {
 	api     v1.API
 	address string
 	metrics []MetricDefinition
-	timeout time.Duration
-	log     *slog.Logger
+	// histogram is the HistogramMetric definition, nil without one.
+	histogram *MetricDefinition
+	timeout   time.Duration
+	log       *slog.Logger
 }
 
 var _ Source = (*PrometheusSource)(nil)
@@ -71,12 +73,14 @@ func NewPrometheusSource(address string, metrics []MetricDefinition, queryTimeou
 	for i, d := range metrics {
 		defs[i] = normalized(d)
 	}
+	defs, hist := splitHistogram(defs)
 	return &PrometheusSource{
-		api:     v1.NewAPI(downClient{client}),
-		address: address,
-		metrics: defs,
-		timeout: queryTimeout,
-		log:     log,
+		api:       v1.NewAPI(downClient{client}),
+		address:   address,
+		metrics:   defs,
+		histogram: hist,
+		timeout:   queryTimeout,
+		log:       log,
 	}, nil
 }
 
@@ -105,6 +109,7 @@ func (s *PrometheusSource) Open(_ context.Context, exp *experiment.Experiment) (
 		start:     exp.Status.StartTime.UTC(),
 		namespace: ns,
 		versions:  map[string]promVersion{},
+		levels:    newPromLevels(exp),
 	}
 	dark := promVersion{name: exp.BaselineName()}
 	if rev, ok := exp.BaselineVariable(experiment.RevisionVariable); ok && rev != "" {
@@ -135,6 +140,7 @@ type promWindow struct {
 	start     time.Time
 	namespace string
 	versions  map[string]promVersion
+	levels    promLevels
 	closed    atomic.Bool
 }
 
@@ -208,6 +214,10 @@ func (w *promWindow) Measure(ctx context.Context, role string, end time.Time) (M
 		}
 		wg.Go(func() { results[i] = w.query(ctx, query, end) })
 	}
+	var hist histogramResult
+	if w.src.histogram != nil {
+		wg.Go(func() { hist = w.queryHistogram(ctx, vars, end) })
+	}
 	wg.Wait()
 	if err := ctx.Err(); err != nil {
 		return Measurement{}, err
@@ -234,6 +244,7 @@ func (w *promWindow) Measure(ctx context.Context, role string, end time.Time) (M
 	if sent > 0 && len(down) == sent {
 		return Measurement{}, fmt.Errorf("prometheus %s unreachable: %w", w.src.address, down[0])
 	}
+	m.Intervals = w.intervals(role, m.Values, hist)
 	return m, nil
 }
 

@@ -133,6 +133,7 @@ var seedQueries = map[string]map[string]string{
 		experiment.MetricP50Latency:   `histogram_quantile(0.5, sum(rate(revision_app_request_latencies_bucket{revision_name='sample-app-v2',namespace_name='default'}[30s])) by (le))`,
 		experiment.MetricP95Latency:   `histogram_quantile(0.95, sum(rate(revision_app_request_latencies_bucket{revision_name='sample-app-v2',namespace_name='default'}[30s])) by (le))`,
 		experiment.MetricP99Latency:   `histogram_quantile(0.99, sum(rate(revision_app_request_latencies_bucket{revision_name='sample-app-v2',namespace_name='default'}[30s])) by (le))`,
+		HistogramMetric:               `sum(increase(revision_app_request_latencies_bucket{revision_name='sample-app-v2',namespace_name='default'}[30s])) by (le)`,
 	},
 	ProviderIstio: {
 		experiment.MetricRequestCount: `sum(increase(istio_requests_total{reporter='destination',destination_workload='sample-app-v2-deployment',destination_workload_namespace='default'}[30s])) or on() vector(0)`,
@@ -142,6 +143,7 @@ var seedQueries = map[string]map[string]string{
 		experiment.MetricP50Latency:   `histogram_quantile(0.5, sum(rate(istio_request_duration_milliseconds_bucket{reporter='destination',destination_workload='sample-app-v2-deployment',destination_workload_namespace='default'}[30s])) by (le))`,
 		experiment.MetricP95Latency:   `histogram_quantile(0.95, sum(rate(istio_request_duration_milliseconds_bucket{reporter='destination',destination_workload='sample-app-v2-deployment',destination_workload_namespace='default'}[30s])) by (le))`,
 		experiment.MetricP99Latency:   `histogram_quantile(0.99, sum(rate(istio_request_duration_milliseconds_bucket{reporter='destination',destination_workload='sample-app-v2-deployment',destination_workload_namespace='default'}[30s])) by (le))`,
+		HistogramMetric:               `sum(increase(istio_request_duration_milliseconds_bucket{reporter='destination',destination_workload='sample-app-v2-deployment',destination_workload_namespace='default'}[30s])) by (le)`,
 	},
 }
 
@@ -177,7 +179,7 @@ func TestPrometheusSourceSeedQueries(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var want []string
+			want := []string{seedQueries[provider][HistogramMetric]}
 			for i, name := range experiment.MetricNames() {
 				want = append(want, seedQueries[provider][name])
 				if got := val(t, dark.Values, name); got != float64(i+1) {
@@ -499,7 +501,7 @@ func TestCollectorWithPrometheus(t *testing.T) {
 			last = append(last, c.query)
 		}
 	}
-	if len(last) != 14 || !strings.Contains(last[0], "[2s]") {
-		t.Errorf("%d queries at iteration 2's end (want 14, over [2s]): %q", len(last), last)
+	if len(last) != 16 || !strings.Contains(last[0], "[2s]") {
+		t.Errorf("%d queries at iteration 2's end (want 16, over [2s]): %q", len(last), last)
 	}
 }
