@@ -122,6 +122,9 @@ func VerdictLine(e *experiment.Experiment) string {
 		return fmt.Sprintf("PENDING: no iteration of %s completed yet", baseline)
 	}
 	if line, ok := confidentVerdictLine(e); ok {
+		if st.Analysis.StoppedEarly && st.Terminal() {
+			line += fmt.Sprintf(" (stopped early after iteration %d of %d)", st.CompletedIterations, e.TotalIterations())
+		}
 		return line
 	}
 	n := len(criteria(e))
