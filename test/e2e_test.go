@@ -187,6 +187,7 @@ func (e *env) checkCompleted(x *experiment.Experiment) {
 	if x.Status.CompletedIterations != 7 {
 		e.t.Errorf("completed iterations = %d, want 7", x.Status.CompletedIterations)
 	}
+	e.awaitCompletedEvent(x.Metadata.Name)
 	its := e.events(x.Metadata.Name, bus.EventIteration)
 	if len(its) != 7 {
 		e.t.Errorf("%d iteration events, want 7 (one per iteration)", len(its))
@@ -202,6 +203,18 @@ func (e *env) checkCompleted(x *experiment.Experiment) {
 	}
 	if verdicts[0].Verdict.Passed != x.Passed() {
 		e.t.Errorf("verdict event passed=%v, status passed=%v", verdicts[0].Verdict.Passed, x.Passed())
+	}
+}
+
+// awaitCompletedEvent waits until the completed event of the experiment is
+// stored: the judge stores the final state first, then publishes the last
+// iteration's event, the verdict and the completed event, in that order.
+func (e *env) awaitCompletedEvent(name string) {
+	e.t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); len(e.events(name, bus.EventCompleted)) == 0; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			e.t.Fatalf("no completed event of %s 10 s after its completed state", name)
+		}
 	}
 }
 

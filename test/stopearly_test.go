@@ -82,6 +82,7 @@ func TestStopEarlyFailsAtOnce(t *testing.T) {
 	if !strings.Contains(x.Status.Message, "stopped early after iteration") {
 		t.Errorf("status message %q does not say it stopped early", x.Status.Message)
 	}
+	e.awaitCompletedEvent("stop-early")
 	vs := e.events("stop-early", bus.EventVerdict)
 	if len(vs) != 1 || !vs[0].Verdict.StoppedEarly || vs[0].Verdict.Outcome != experiment.VerdictFail ||
 		!strings.HasPrefix(vs[0].Verdict.Reason, "stopped early after iteration") {

@@ -122,6 +122,9 @@ func VerdictLine(e *experiment.Experiment) string {
 		return fmt.Sprintf("PENDING: no iteration of %s completed yet", baseline)
 	}
 	if line, ok := confidentVerdictLine(e); ok {
+		if st.Analysis.StoppedEarly && st.Terminal() {
+			line += fmt.Sprintf(" (stopped early after iteration %d of %d)", st.CompletedIterations, e.TotalIterations())
+		}
 		return line
 	}
 	n := len(criteria(e))
@@ -147,8 +150,18 @@ func VerdictLine(e *experiment.Experiment) string {
 }
 
 // ObjectiveLabel writes an objective as iter8ctl does: "[lower <= ]metric[ <= upper]".
+//
+// A relative objective names what its limit bounds: "mean-latency ÷ live <=
+// 1.100" (a latency's ratio), "error-rate − live <= 0.005" (a difference).
 func ObjectiveLabel(o experiment.Objective) string {
 	s := o.Metric
+	if o.Reference != "" {
+		op := " ÷ "
+		if info, _ := experiment.LookupMetric(o.Metric); info.Name == experiment.MetricErrorRate {
+			op = " − "
+		}
+		s += op + o.Reference
+	}
 	if o.LowerLimit != nil {
 		s = fmt.Sprintf("%.3f <= %s", o.LowerLimit.Float64(), s)
 	}

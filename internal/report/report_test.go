@@ -180,3 +180,20 @@ func TestDescribePassNotBacked(t *testing.T) {
 		}
 	}
 }
+
+// TestObjectiveLabelNamesTheReference: a relative objective's label says
+// what its limit bounds, a ratio for a latency, a difference for error-rate.
+func TestObjectiveLabelNamesTheReference(t *testing.T) {
+	for _, tc := range []struct {
+		o    experiment.Objective
+		want string
+	}{
+		{experiment.Objective{Metric: "mean-latency", UpperLimit: experiment.NewLimit("1.10"), Reference: "live"}, "mean-latency ÷ live <= 1.100"},
+		{experiment.Objective{Metric: "error-rate", UpperLimit: experiment.NewLimit("0.005"), Reference: "live"}, "error-rate − live <= 0.005"},
+		{experiment.Objective{Metric: "mean-latency", UpperLimit: experiment.NewLimit("50")}, "mean-latency <= 50.000"},
+	} {
+		if got := ObjectiveLabel(tc.o); got != tc.want {
+			t.Errorf("ObjectiveLabel(%+v) = %q, want %q", tc.o, got, tc.want)
+		}
+	}
+}

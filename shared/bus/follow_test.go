@@ -160,6 +160,16 @@ func (f *following) next(t *testing.T, stage experiment.Stage, iterations int32)
 			t.Fatalf("update %s after %d iterations, want %s after %d", e.Status.Stage, e.Status.CompletedIterations, stage, iterations)
 		}
 	case <-f.done:
+		// Follow may have passed on its last update and returned since:
+		// with both ready, select picks either.
+		select {
+		case e := <-f.updates:
+			if e.Status.Stage != stage || e.Status.CompletedIterations != iterations {
+				t.Fatalf("update %s after %d iterations, want %s after %d", e.Status.Stage, e.Status.CompletedIterations, stage, iterations)
+			}
+			return
+		default:
+		}
 		t.Fatalf("Follow returned (%v) before the update to %s after %d iterations", f.err, stage, iterations)
 	case <-time.After(10 * time.Second):
 		t.Fatalf("no update to %s after %d iterations", stage, iterations)
