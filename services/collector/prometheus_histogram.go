@@ -155,21 +155,47 @@ func (h promHistogram) meanInterval(confidence float64, sequence bool) (lo float
 	if h.total() == 0 {
 		return 0, nil, stats.ErrNoData
 	}
-	if len(h.edges) == 0 {
-		// Only the +Inf bucket: nothing is known but that latencies are at
-		// least 0.
-		return 0, nil, nil
-	}
-	top := h.edges[len(h.edges)-1]
-	inf := h.total() - h.cum[len(h.edges)-1] // requests above the last finite edge
-	if top == 0 && inf > 0 {
-		return 0, nil, nil
-	}
-	rg := stats.Range{Min: 0, Max: top}
-	if inf > 0 {
-		rg.Max = 2 * top
-	} else if top == 0 {
+	inf := h.inf()
+	if len(h.edges) == 0 || h.edges[len(h.edges)-1] == 0 {
+		// Only the +Inf bucket (nothing is known but that latencies are at
+		// least 0), or every finite edge at 0.
+		if inf > 0 {
+			return 0, nil, nil
+		}
 		return 0, promPtr(0), nil // every latency is 0
+	}
+	bins, rg := h.meanBins()
+	mean := stats.MeanInterval
+	if sequence {
+		mean = stats.MeanSequence
+	}
+	iv, err := mean(bins, rg, confidence)
+	if err != nil {
+		return 0, nil, err
+	}
+	if inf > 0 {
+		return iv.Lo, nil, nil
+	}
+	return iv.Lo, promPtr(iv.Hi), nil
+}
+
+// inf is the number of requests in the +Inf bucket, above the last finite
+// edge (all of them without one).
+func (h promHistogram) inf() int64 {
+	if len(h.edges) == 0 {
+		return h.total()
+	}
+	return h.total() - h.cum[len(h.edges)-1]
+}
+
+// meanBins are the buckets as bins, each from its lower to its upper edge,
+// and the range of meanInterval: [0, last finite edge], or twice that edge
+// (the +Inf bucket's upper end) when the +Inf bucket has counts. The last
+// finite edge must be above 0.
+func (h promHistogram) meanBins() ([]stats.Bin, stats.Range) {
+	rg := stats.Range{Min: 0, Max: h.edges[len(h.edges)-1]}
+	if h.inf() > 0 {
+		rg.Max *= 2
 	}
 	bins := make([]stats.Bin, 0, len(h.cum))
 	prev := int64(0)
@@ -183,18 +209,7 @@ func (h promHistogram) meanInterval(confidence float64, sequence bool) (lo float
 		}
 		prev = c
 	}
-	mean := stats.MeanInterval
-	if sequence {
-		mean = stats.MeanSequence
-	}
-	iv, err := mean(bins, rg, confidence)
-	if err != nil {
-		return 0, nil, err
-	}
-	if inf > 0 {
-		return iv.Lo, nil, nil
-	}
-	return iv.Lo, promPtr(iv.Hi), nil
+	return bins, rg
 }
 
 // histogramResult is the outcome of the histogram query: the histogram, or

@@ -13,6 +13,7 @@ import (
 	"github.com/darklaunch/darklaunch/internal/testenv/promtest"
 	"github.com/darklaunch/darklaunch/shared/bus"
 	"github.com/darklaunch/darklaunch/shared/experiment"
+	"github.com/darklaunch/darklaunch/shared/stats"
 )
 
 // TestPrometheusIntervalsInSnapshots: the collector with the shipped Istio
@@ -21,7 +22,8 @@ import (
 // percentiles between Envoy's bucket edges, around histogram_quantile's
 // value, the mean by betting on the buckets (unbounded above once a request
 // is beyond the last edge), the error rate by Clopper-Pearson, at
-// Split(confidence, objectives) for the dark version's judged metrics.
+// Split(confidence, objectives) for the dark version's judged metrics; the
+// dark snapshot carries the requests its inconclusive objectives need.
 func TestPrometheusIntervalsInSnapshots(t *testing.T) {
 	t.Parallel()
 	x := promtest.NewIstioExporter(t)
@@ -114,8 +116,31 @@ func TestPrometheusIntervalsInSnapshots(t *testing.T) {
 				}
 			}
 		}
+		t.Logf("%s: needed %+v", snap.Role, snap.Needed)
 		switch snap.Role {
 		case bus.RoleDark:
+			// 4 errors in 200 requests: [0.005, 0.053] or so at 96.7 %
+			// straddles 0.05; the estimate is the statistics' own on the
+			// rounded counts. The p95, within [.., 100], meets 200.
+			if iv := snap.Intervals[experiment.MetricErrorRate]; iv != nil && *iv.Hi > 0.05 {
+				// increase() extrapolates: 200.6 requests count as 201.
+				requests, _ := promCount(snap.Values[experiment.MetricRequestCount])
+				errs, _ := promCount(snap.Values[experiment.MetricErrorCount])
+				n, _ := stats.ProportionNeeded(errs, requests, split, stats.ClopperPearson, stats.Upper(0.05))
+				if got := neededOf(snap.Needed, 2); got == nil || got.Requests != n || n <= 0 {
+					t.Errorf("dark error-rate (%d errors in %d): needed %+v, want %d requests", errs, requests, got, n)
+				}
+			} else {
+				t.Errorf("dark error-rate: %+v, want an interval straddling 0.05", iv)
+			}
+			if got := neededOf(snap.Needed, 1); got != nil {
+				t.Errorf("dark p95 meets 200, but needs %+v", got)
+			}
+			// The mean's upper end, betting up to 3,600,000 ms, is far above
+			// 100: an estimate, many requests more.
+			if got := neededOf(snap.Needed, 0); mean != nil && *mean.Hi > 100 && (got == nil || got.Requests <= 0) {
+				t.Errorf("dark mean-latency [%s, %s] straddles 100: needed %+v, want some requests", fmtBound(mean.Lo), fmtBound(mean.Hi), got)
+			}
 			// Every request is below 100 ms: the median and p95 are bounded
 			// (p99's high rank, 202 of 201 at 90 %, is past the sample), and
 			// the mean, by betting in [0, 3,600,000 ms] (the last edge).
@@ -128,6 +153,9 @@ func TestPrometheusIntervalsInSnapshots(t *testing.T) {
 				t.Errorf("dark mean: upper bound %s, want one within the last edge", fmtBound(mean.Hi))
 			}
 		case bus.RoleLive:
+			if len(snap.Needed) != 0 {
+				t.Errorf("live: needed %+v, want none (only the dark version is judged)", snap.Needed)
+			}
 			// One request is beyond the last edge (+Inf bucket).
 			if mean != nil && (mean.Hi != nil || *mean.Lo <= 0) {
 				t.Errorf("live mean: [%s, %s], want a lower bound above 0 and none above", fmtBound(mean.Lo), fmtBound(mean.Hi))

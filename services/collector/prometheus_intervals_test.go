@@ -363,6 +363,7 @@ func TestPrometheusSourceIntervals(t *testing.T) {
 			if iv := m.Intervals[experiment.MetricErrorRate]; iv != nil && (*iv.Lo != 0 || *iv.Hi > 0.05 || *iv.Hi < 0.03) {
 				t.Errorf("%s error-rate: [%v, %v], want [0, about 0.037]", role, *iv.Lo, *iv.Hi)
 			}
+			checkSeedNeeded(t, role, stopEarly, m)
 		}
 		w.Close()
 	}
@@ -385,6 +386,51 @@ func TestPrometheusSourceIntervals(t *testing.T) {
 	}
 	if len(m.Intervals) != 1 || m.Intervals[experiment.MetricErrorRate] == nil {
 		t.Errorf("without a histogram: intervals %v, want error-rate's only", m.Intervals)
+	}
+}
+
+// checkSeedNeeded: on the seed's objectives (mean <= 50, p95 <= 100,
+// error-rate <= 0.01) with 0 errors in 100 requests and the histogram of
+// TestPrometheusSourceIntervals, the dark version's error-rate needs what
+// stats says on the rounded counts, and live nothing.
+func checkSeedNeeded(t *testing.T, role string, stopEarly bool, m Measurement) {
+	t.Helper()
+	t.Logf("%s stopEarly %v: needed %+v", role, stopEarly, m.Needed)
+	if role != bus.RoleDark {
+		if len(m.Needed) != 0 {
+			t.Errorf("%s: needed %+v, want none (only the dark version is judged)", role, m.Needed)
+		}
+		return
+	}
+	split, _ := stats.Split(experiment.DefaultConfidence, 3)
+	want, _ := stats.ProportionNeeded(0, 100, split, stats.ClopperPearson, stats.Upper(0.01))
+	if stopEarly {
+		want, _ = stats.ProportionSequenceNeeded(0, 100, split, stats.Upper(0.01))
+	}
+	byObjective := map[int]bus.Needed{}
+	for _, n := range m.Needed {
+		byObjective[n.Objective] = n
+	}
+	if n, ok := byObjective[2]; !ok || n.Requests != want || want <= 0 {
+		t.Errorf("dark error-rate (objective 2): needed %+v, want %d requests", n, want)
+	}
+	// The others: an estimate exactly when the interval is inconclusive
+	// (here the mean meets 50, and p95 meets 100 with the fixed-n ranks
+	// but not with the sequence's, whose high rank is past the sample).
+	for i, metric := range []string{experiment.MetricMeanLatency, experiment.MetricP95Latency} {
+		iv := m.Intervals[metric]
+		if iv == nil {
+			continue
+		}
+		lo, hi := iv.Bounds()
+		limit := []float64{50, 100}[i]
+		n, ok := byObjective[i]
+		switch inconclusive := lo <= limit && hi > limit; {
+		case inconclusive && (!ok || n.Requests <= 0):
+			t.Errorf("dark %s [%v, %v] straddles %v: needed %+v, want some requests", metric, lo, hi, limit, n)
+		case !inconclusive && ok:
+			t.Errorf("dark %s [%v, %v] is conclusive on %v: needed %+v, want none", metric, lo, hi, limit, n)
+		}
 	}
 }
 

@@ -245,6 +245,9 @@ func (w *promWindow) Measure(ctx context.Context, role string, end time.Time) (M
 		return Measurement{}, fmt.Errorf("prometheus %s unreachable: %w", w.src.address, down[0])
 	}
 	m.Intervals = w.intervals(role, m.Values, hist)
+	if role == bus.RoleDark {
+		m.Needed = w.levels.needed(m.Values, m.Intervals, hist.hist)
+	}
 	return m, nil
 }
 
