@@ -203,22 +203,25 @@ func (p *intervalPlan) needed(a *aggStats) []bus.Needed {
 		if outcome, err := stats.Judge(iv, o.limits); err != nil || outcome != stats.Inconclusive {
 			continue
 		}
+		// The level of the interval judged: the split, or higher when a
+		// relative objective on the same metric raised it.
+		c := p.level(bus.RoleDark, o.metric)
 		var n int64
 		var err error
 		switch q, isQuantile := percentileLevels[o.metric]; {
 		case o.metric == experiment.MetricErrorRate:
 			if p.sequence {
-				n, err = stats.ProportionSequenceNeeded(a.agg.Errors, a.agg.Count, p.split, o.limits)
+				n, err = stats.ProportionSequenceNeeded(a.agg.Errors, a.agg.Count, c, o.limits)
 			} else {
-				n, err = stats.ProportionNeeded(a.agg.Errors, a.agg.Count, p.split, stats.ClopperPearson, o.limits)
+				n, err = stats.ProportionNeeded(a.agg.Errors, a.agg.Count, c, stats.ClopperPearson, o.limits)
 			}
 		case a.unbounded:
 			out = append(out, bus.Needed{Objective: o.index, Reason: "no bound on the latency is known (the proxy's mirror timeout), so no sample size would bound the " + o.metric})
 			continue
 		case o.metric == experiment.MetricMeanLatency:
-			n, err = stats.MeanNeeded(a.bins, a.rg, p.split, o.limits)
+			n, err = stats.MeanNeeded(a.bins, a.rg, c, o.limits)
 		case isQuantile:
-			n, err = stats.QuantileNeeded(a.ranks, q, p.split, a.rg, o.limits, p.sequence)
+			n, err = stats.QuantileNeeded(a.ranks, q, c, a.rg, o.limits, p.sequence)
 		default:
 			continue
 		}
