@@ -25,7 +25,7 @@ func TestConfidenceValidation(t *testing.T) {
 		{"reference live", `{objectives: [{metric: mean-latency, reference: live, upperLimit: "1.10"}, {metric: error-rate, reference: live, upperLimit: "0.005"}]}`, ""},
 		{"reference other", `{objectives: [{metric: mean-latency, reference: baseline, upperLimit: "1.10"}]}`, `spec.criteria.objectives[0].reference: Unsupported value: "baseline"`},
 		{"reference on a count", `{objectives: [{metric: request-count, reference: live, lowerLimit: 1}]}`, `spec.criteria.objectives[0].reference: Invalid value: "live": request-count cannot be compared with live`},
-		{"negative relative limit", `{objectives: [{metric: error-rate, upperLimit: "0.01"}, {metric: mean-latency, reference: live, upperLimit: "-1.1"}]}`, `spec.criteria.objectives[1].upperLimit: Invalid value: "-1100m": must not be negative: relative to live`},
+		{"negative relative limit", `{objectives: [{metric: error-rate, upperLimit: "0.01"}, {metric: mean-latency, reference: live, upperLimit: "-1.1"}]}`, `spec.criteria.objectives[1].upperLimit: Invalid value: "-1.1": must not be negative: relative to live`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			doc := minimalDoc("\n  criteria: " + tc.criteria + "\n")

@@ -5,6 +5,7 @@ import (
 	"maps"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -233,7 +234,8 @@ func validateLimit(p *field.Path, l *Limit, relative bool, errs *field.ErrorList
 		if relative {
 			why = `must not be negative: relative to live, a latency's limit is a ratio dark ÷ live ("1.10": at most 10 % slower) and error-rate's a difference dark − live ("0.005")`
 		}
-		*errs = append(*errs, field.Invalid(p, l.String(), why))
+		// As a number, not the quantity's canonical form ("-10m" for "-0.01").
+		*errs = append(*errs, field.Invalid(p, strconv.FormatFloat(l.Float64(), 'f', -1, 64), why))
 		return false
 	}
 	return true
