@@ -48,6 +48,7 @@ type config struct {
 	install   bool
 	out       string
 	host      string
+	inflight  int
 
 	// The children's flags (-role backends|proxy).
 	role, natsURL, live, dark string
@@ -67,6 +68,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.BoolVar(&c.install, "install", true, "install nginx and wrk (apt-get, as root) and fortio (go install) if missing")
 	fs.StringVar(&c.out, "out", "", "also write the table into this file")
 	fs.StringVar(&c.host, "host", "customdomain.com", "Host of the requests (the experiment's host)")
+	fs.IntVar(&c.inflight, "mirror-inflight", 0, "the proxy's MirrorInflight (0: its default)")
 	fs.StringVar(&c.role, "role", "", "internal: run as the benchmark's backends or proxy process")
 	fs.StringVar(&c.natsURL, "nats", "", "internal: the proxy process's NATS")
 	fs.StringVar(&c.live, "live", "", "internal: the proxy process's live URL")
@@ -86,6 +88,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	}
 	if c.percent <= 0 || c.percent > 100 {
 		errs = append(errs, fmt.Errorf("-percent: %g is not in (0, 100]", c.percent))
+	}
+	if c.inflight < 0 {
+		errs = append(errs, fmt.Errorf("-mirror-inflight: %d is negative", c.inflight))
 	}
 	if c.darkDelay < 0 {
 		errs = append(errs, fmt.Errorf("-dark-delay: %s is negative", c.darkDelay))
@@ -107,7 +112,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "proxy":
 		ctx, cancel := untilStdinCloses(ctx)
 		defer cancel()
-		return runProxy(ctx, stdout, stderr, c.natsURL, c.live, c.dark, c.host, c.percent)
+		return runProxy(ctx, stdout, stderr, c.natsURL, c.live, c.dark, c.host, c.percent, c.inflight)
 	default:
 		return fmt.Errorf("-role: %q is not backends or proxy", c.role)
 	}
@@ -130,7 +135,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	defer backends.stop()
 	var pa proxyAddrs
 	px, err := startChild(ctx, stderr, &pa, "proxy", "-nats", ba.NATS, "-live", "http://"+ba.Live,
-		"-dark", "http://"+ba.Dark, "-host", c.host, "-percent", fmt.Sprint(c.percent))
+		"-dark", "http://"+ba.Dark, "-host", c.host, "-percent", fmt.Sprint(c.percent), "-mirror-inflight", fmt.Sprint(c.inflight))
 	if err != nil {
 		return err
 	}
@@ -252,12 +257,13 @@ func (b *bench) runAll(ctx context.Context) ([][]result, error) {
 func (b *bench) runOne(ctx context.Context, s scenario) (result, error) {
 	var r result
 	tg := b.targets[s.target]
-	if err := b.ctl.setDark(s.dark, b.cfg.darkDelay); err != nil {
-		return r, err
-	}
-	// measure runs one load generator with the counters reset before and
-	// read once the copies have arrived.
+	// measure runs one load generator with the dark mode set (hung requests
+	// of an earlier run released) and the counters reset before, and read
+	// once the copies have arrived.
 	measure := func(load func() error) (share float64, peak int64, err error) {
+		if err := b.ctl.setDark(s.dark, b.cfg.darkDelay); err != nil {
+			return 0, 0, err
+		}
 		if err := b.ctl.reset(); err != nil {
 			return 0, 0, err
 		}

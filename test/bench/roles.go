@@ -104,7 +104,7 @@ func runBackends(ctx context.Context, stdout io.Writer) error {
 		}
 		mu.Lock()
 		defer mu.Unlock()
-		if mode == modeHung && m != modeHung {
+		if mode == modeHung { // hung requests end, also when hung again: each run starts afresh
 			close(release)
 			release = make(chan struct{})
 		}
@@ -145,9 +145,10 @@ type proxyAddrs struct{ URL string }
 
 // runProxy starts darklaunch's proxy in this process, as the router's proxy
 // backend does (proxy.New and Run, its defaults, observations published to
-// JetStream), and routes one running experiment: every request for host to
+// JetStream; inflight 0 is MirrorInflight's default), and routes one
+// running experiment: every request for host to
 // live, percent of them copied to dark.
-func runProxy(ctx context.Context, stdout, stderr io.Writer, natsURL, live, dark, host string, percent float64) error {
+func runProxy(ctx context.Context, stdout, stderr io.Writer, natsURL, live, dark, host string, percent float64, inflight int) error {
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	nc, err := bus.Connect(bus.ConnConfig{URL: natsURL, Name: "bench-proxy"}, log)
 	if err != nil {
@@ -161,7 +162,7 @@ func runProxy(ctx context.Context, stdout, stderr io.Writer, natsURL, live, dark
 		return err
 	}
 	var js jetstream.JetStream = infra.JS
-	p, err := proxy.New(proxy.Config{Addr: "127.0.0.1:0"}, mirroring.Settings{}, js, nil, log)
+	p, err := proxy.New(proxy.Config{Addr: "127.0.0.1:0", MirrorInflight: inflight}, mirroring.Settings{}, js, nil, log)
 	if err != nil {
 		return err
 	}
