@@ -5,6 +5,7 @@
 package proxy
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -58,6 +59,10 @@ type Proxy struct {
 	// without a pool httputil.ReverseProxy allocates 32 KiB per request.
 	buffers bufferPool
 
+	// copyBytes is the memory the copies in flight hold, by their count
+	// (copyCost), against MirrorMemory.
+	copyBytes atomic.Int64
+
 	table atomic.Pointer[routeTable]
 	mu    sync.Mutex // serialises changes of the table and of retired
 	// retired are removed routes whose last batches are not published yet.
@@ -107,7 +112,7 @@ func New(cfg Config, set mirroring.Settings, js jetstream.JetStream, reg *promet
 		// Live carries every client request: keep plenty of idle
 		// connections so a burst does not pay a new dial per request.
 		live: newTransport(1024),
-		dark: newTransport(cfg.MirrorInflight),
+		dark: newTransport(cmp.Or(cfg.MirrorInflight, darkIdlePerHost)),
 	}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	p.table.Store(&routeTable{byHost: map[string]*route{}, byKey: map[string]*route{}})

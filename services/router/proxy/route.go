@@ -59,7 +59,8 @@ type route struct {
 
 	// n counts the requests seen, for the fractional accumulator.
 	n atomic.Uint64
-	// sem holds one slot per copy in flight.
+	// sem holds one slot per copy in flight when MirrorInflight bounds
+	// them per experiment; nil otherwise.
 	sem chan struct{}
 	// active counts requests and copies in flight, so a teardown can wait
 	// for them before the last flush.
@@ -92,7 +93,7 @@ func (p *Proxy) newRoute(exp *experiment.Experiment, spec routeSpec) *route {
 		spec:    spec,
 		methods: map[string]bool{},
 		log:     p.log.With("experiment", exp.Key()),
-		sem:     make(chan struct{}, p.cfg.MirrorInflight),
+		sem:     newSem(p.cfg.MirrorInflight),
 		rec:     p.newRecorders(exp),
 		prom:    p.prom.forExperiment(exp.Key()),
 		series:  nuid.Next(),
