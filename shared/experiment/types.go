@@ -155,7 +155,18 @@ type Mirroring struct {
 	// Methods that are mirrored. Default: GET, HEAD, OPTIONS, because
 	// mirroring a write duplicates it.
 	Methods []string `json:"methods,omitempty"`
+	// KeepHost (proxy backend) sends the copies with the request's own
+	// Host instead of Envoy's "<host>-shadow", which breaks routing where
+	// the dark version is reached by name; every copy is marked by the
+	// header MirrorHeader either way. Istio's mirror always appends the
+	// suffix, so the istio backend refuses it.
+	KeepHost bool `json:"keepHost,omitempty"`
 }
+
+// MirrorHeader marks every copy the proxy sends to the dark version, so
+// that the dark version (or what stands before it) can tell a copy from a
+// request of its own: "Darklaunch-Mirror: <namespace>/<name>".
+const MirrorHeader = "Darklaunch-Mirror"
 
 // Load is darklaunch's spec.load: open-loop traffic at a fixed rate.
 type Load struct {

@@ -122,6 +122,9 @@ func (b *Istio) resolve(exp *experiment.Experiment) (*target, error) {
 	if !b.namespaceAllowed(ns) {
 		return t, fmt.Errorf("target namespace %s is not one the router may act in (allowed: %s)", ns, strings.Join(b.cfg.Namespaces, ", "))
 	}
+	if m.KeepHost {
+		return t, fmt.Errorf("spec.mirroring.keepHost needs the proxy backend: Istio's mirror always sends the copies with the authority %s%s, which the mirroring VirtualService routes to the dark revision", t.Host, shadowSuffix)
+	}
 	if percentErr != nil {
 		return t, percentErr
 	}

@@ -114,6 +114,8 @@ type Spec struct {
 	Methods []string // the methods copied, upper case
 	// LiveRevision is spec.mirroring.liveRevision (istio), if any.
 	LiveRevision string
+	// KeepHost is spec.mirroring.keepHost (proxy).
+	KeepHost bool
 }
 
 // Status is the part of the routing status every backend reports.
@@ -129,7 +131,7 @@ func (s Settings) Resolve(exp *experiment.Experiment) (Spec, error) {
 	if m == nil {
 		m = &experiment.Mirroring{}
 	}
-	spec := Spec{Host: Host(m.Host), Percent: s.DefaultPercent, LiveRevision: m.LiveRevision}
+	spec := Spec{Host: Host(m.Host), Percent: s.DefaultPercent, LiveRevision: m.LiveRevision, KeepHost: m.KeepHost}
 	if spec.Host == "" {
 		spec.Host = Host(s.DefaultHost)
 	}

@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"context"
+	"github.com/darklaunch/darklaunch/shared/experiment"
 	"io"
 	"net/http"
 	"net/http/httputil"
@@ -202,8 +203,9 @@ type readCloser struct {
 }
 
 // copyRequest builds the copy the way Envoy shadows a request: same method,
-// path, query and end-to-end headers, Host "<host>-shadow", and a context of
-// its own that the live request's end does not cancel.
+// path, query and end-to-end headers, Host "<host>-shadow" (the request's
+// own with spec.mirroring.keepHost), the header experiment.MirrorHeader, and
+// a context of its own that the live request's end does not cancel.
 func (p *Proxy) copyRequest(rt *route, r *http.Request, body []byte) (*http.Request, context.CancelFunc) {
 	ctx, cancel := context.WithTimeout(rt.ctx, p.cfg.MirrorTimeout)
 	out := r.Clone(ctx)
@@ -216,6 +218,10 @@ func (p *Proxy) copyRequest(rt *route, r *http.Request, body []byte) (*http.Requ
 	pr.SetURL(rt.spec.dark)
 	pr.SetXForwarded()
 	out.Host = rt.host + "-shadow"
+	if rt.spec.KeepHost {
+		out.Host = r.Host
+	}
+	out.Header[experiment.MirrorHeader] = rt.mirrorMark
 	out.RequestURI = ""
 	out.Close = false
 	out.TransferEncoding = nil

@@ -77,26 +77,29 @@ type route struct {
 	flushMu sync.Mutex
 	// series and seq number the route's batches (bus.ObservationBatch);
 	// final is set once the last batch is made.
-	series  string
-	seq     uint64
-	final   bool
-	pending []pendingBatch
+	series string
+	// mirrorMark is the value of experiment.MirrorHeader on its copies.
+	mirrorMark []string
+	seq        uint64
+	final      bool
+	pending    []pendingBatch
 }
 
 func (p *Proxy) newRoute(exp *experiment.Experiment, spec routeSpec) *route {
 	rt := &route{
-		key:     exp.Key(),
-		uid:     exp.Metadata.UID,
-		ns:      exp.Metadata.Namespace,
-		name:    exp.Metadata.Name,
-		host:    spec.Host,
-		spec:    spec,
-		methods: map[string]bool{},
-		log:     p.log.With("experiment", exp.Key()),
-		sem:     newSem(p.cfg.MirrorInflight),
-		rec:     p.newRecorders(exp),
-		prom:    p.prom.forExperiment(exp.Key()),
-		series:  nuid.Next(),
+		key:        exp.Key(),
+		uid:        exp.Metadata.UID,
+		ns:         exp.Metadata.Namespace,
+		name:       exp.Metadata.Name,
+		host:       spec.Host,
+		spec:       spec,
+		methods:    map[string]bool{},
+		log:        p.log.With("experiment", exp.Key()),
+		sem:        newSem(p.cfg.MirrorInflight),
+		rec:        p.newRecorders(exp),
+		prom:       p.prom.forExperiment(exp.Key()),
+		series:     nuid.Next(),
+		mirrorMark: []string{exp.Key()},
 	}
 	rt.rec[roleDark].SetPairCap(pairCapMs(p.cfg.MirrorTimeout))
 	for _, m := range spec.Methods {
