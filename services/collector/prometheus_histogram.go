@@ -49,7 +49,7 @@ func (h promHistogram) upperEdge(i int) *float64 {
 	if i >= len(h.edges) {
 		return nil
 	}
-	return promPtr(h.edges[i])
+	return ptr(h.edges[i])
 }
 
 // parseHistogram reads a histogram query's answer, or says why it is none.
@@ -162,7 +162,7 @@ func (h promHistogram) meanInterval(confidence float64, sequence bool) (lo float
 		if inf > 0 {
 			return 0, nil, nil
 		}
-		return 0, promPtr(0), nil // every latency is 0
+		return 0, ptr(0.0), nil // every latency is 0
 	}
 	bins, rg := h.meanBins()
 	mean := stats.MeanInterval
@@ -176,7 +176,7 @@ func (h promHistogram) meanInterval(confidence float64, sequence bool) (lo float
 	if inf > 0 {
 		return iv.Lo, nil, nil
 	}
-	return iv.Lo, promPtr(iv.Hi), nil
+	return iv.Lo, ptr(iv.Hi), nil
 }
 
 // inf is the number of requests in the +Inf bucket, above the last finite

@@ -30,21 +30,9 @@ import (
 // metric of the snapshot: it only feeds the latency intervals.
 const HistogramMetric = "latency-histogram"
 
-// Interval methods of the prometheus source; with stopEarly the method
-// names end in promSequenceSuffix.
-const (
-	promMethodClopperPearson = "clopper-pearson"
-	promMethodBucketEdges    = "bucket-edges"
-	promMethodBetting        = "betting"
-	promSequenceSuffix       = "-sequence"
-)
-
-// promPercentiles are the percentile metrics and their levels.
-var promPercentiles = map[string]float64{
-	experiment.MetricP50Latency: 0.50,
-	experiment.MetricP95Latency: 0.95,
-	experiment.MetricP99Latency: 0.99,
-}
+// With stopEarly the prometheus source's method names (MethodClopperPearson,
+// MethodBucketEdges, MethodBetting) end in promSequenceSuffix.
+const promSequenceSuffix = "-sequence"
 
 // leToken finds `le` as a word in a query: a histogram query that does not
 // mention it cannot keep the buckets apart.
@@ -138,8 +126,6 @@ func promCount(v *float64) (int64, bool) {
 	return int64(math.Round(*v)), true
 }
 
-func promPtr(x float64) *float64 { return &x }
-
 // intervals computes the intervals of role's values: error-rate from the
 // counts, mean-latency and the percentiles from the histogram (none without
 // a HistogramMetric definition, or when its query gave no histogram). A
@@ -158,19 +144,19 @@ func (w *promWindow) intervals(role string, values map[string]*float64, hist his
 		if values[metric] == nil {
 			return // no value, no interval around it
 		}
-		out[metric] = &experiment.Interval{Lo: promPtr(lo), Hi: hi, Confidence: p.level(role, metric), Method: p.method(method)}
+		out[metric] = &experiment.Interval{Lo: ptr(lo), Hi: hi, Confidence: p.level(role, metric), Method: p.method(method)}
 	}
 	lo, hi, err := promErrorRate(values, p.level(role, experiment.MetricErrorRate), p.sequence)
-	add(experiment.MetricErrorRate, promMethodClopperPearson, lo, promPtr(hi), err)
+	add(experiment.MetricErrorRate, MethodClopperPearson, lo, ptr(hi), err)
 	if hist.err != nil {
 		w.log.Debug("no latency intervals", "role", role, "err", hist.err)
 	}
 	if h := hist.hist; h != nil {
 		lo, hi, err := h.meanInterval(p.level(role, experiment.MetricMeanLatency), p.sequence)
-		add(experiment.MetricMeanLatency, promMethodBetting, lo, hi, err)
-		for metric, q := range promPercentiles {
+		add(experiment.MetricMeanLatency, MethodBetting, lo, hi, err)
+		for metric, q := range percentileLevels {
 			lo, hi, err := h.quantileInterval(q, p.level(role, metric), p.sequence)
-			add(metric, promMethodBucketEdges, lo, hi, err)
+			add(metric, MethodBucketEdges, lo, hi, err)
 		}
 	}
 	if len(out) == 0 {

@@ -105,7 +105,7 @@ func TestPrometheusIntervalsInSnapshots(t *testing.T) {
 		}
 		check(experiment.MetricErrorRate, "clopper-pearson", float64(errs)/float64(len(lat)))
 		mean := check(experiment.MetricMeanLatency, "betting", avg(lat))
-		for metric, q := range promPercentiles {
+		for metric, q := range percentileLevels {
 			iv := check(metric, "bucket-edges", sorted[int(math.Ceil(q*float64(len(sorted))))-1])
 			if iv == nil {
 				continue

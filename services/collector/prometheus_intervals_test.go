@@ -102,9 +102,9 @@ func TestHistogramQuantileInterval(t *testing.T) {
 	}{
 		// QuantileRanks(100, 0.5, 0.95) = (40, 61): ranks 40 and 61 are in
 		// (10, 20] and (20, 50].
-		{"p50", full, 0.5, 0.95, false, 10, promPtr(50)},
+		{"p50", full, 0.5, 0.95, false, 10, ptr(50.0)},
 		// (90, 100): (20, 50] and (50, 100].
-		{"p95", full, 0.95, 0.95, false, 20, promPtr(100)},
+		{"p95", full, 0.95, 0.95, false, 20, ptr(100.0)},
 		// (96, 101): rank 101 is past the sample.
 		{"p99", full, 0.99, 0.95, false, 50, nil},
 		// Rank 100 is in the +Inf bucket.
@@ -112,13 +112,13 @@ func TestHistogramQuantileInterval(t *testing.T) {
 		// Every request in the +Inf bucket, the only bucket: nothing but 0.
 		{"only +Inf", histogramOf(nil, 100), 0.5, 0.95, false, 0, nil},
 		// One finite bucket holding everything.
-		{"single bucket", histogramOf([]float64{100}, 50, 50), 0.5, 0.95, false, 0, promPtr(100)},
+		{"single bucket", histogramOf([]float64{100}, 50, 50), 0.5, 0.95, false, 0, ptr(100.0)},
 		// 3 requests: ranks (0, 4), neither in the sample.
 		{"3 requests", histogramOf(edges, 1, 2, 3, 3, 3), 0.5, 0.95, false, 0, nil},
 		// 30 requests: ranks (10, 21).
-		{"30 requests", histogramOf(edges, 9, 10, 21, 30, 30), 0.5, 0.95, false, 10, promPtr(50)},
+		{"30 requests", histogramOf(edges, 9, 10, 21, 30, 30), 0.5, 0.95, false, 10, ptr(50.0)},
 		// The sequence is wider: QuantileSequenceRanks(100, 0.5, 0.95).
-		{"p50 sequence", full, 0.5, 0.95, true, 10, promPtr(50)},
+		{"p50 sequence", full, 0.5, 0.95, true, 10, ptr(50.0)},
 	} {
 		h := mustHistogram(t, c.v)
 		lo, hi, err := h.quantileInterval(c.q, c.conf, c.sequence)
@@ -193,7 +193,7 @@ func TestHistogramMeanInterval(t *testing.T) {
 	}{
 		{"empty window", histogramOf(edges, 0, 0, 0, 0, 0), 0, nil, true},
 		{"only +Inf", histogramOf(nil, 7), 0, nil, false},
-		{"all at 0", histogramOf([]float64{0}, 7, 7), 0, promPtr(0), false},
+		{"all at 0", histogramOf([]float64{0}, 7, 7), 0, ptr(0.0), false},
 		{"above 0 ms", histogramOf([]float64{0}, 0, 7), 0, nil, false},
 	} {
 		lo, hi, err := mustHistogram(t, c.v).meanInterval(0.95, false)
@@ -273,12 +273,12 @@ func TestPromLevels(t *testing.T) {
 			t.Errorf("%s %s: level %v, want %v", c.role, c.metric, got, c.want)
 		}
 	}
-	if p.sequence || p.method(promMethodBetting) != "betting" {
-		t.Errorf("no stopEarly: sequence %v, method %q", p.sequence, p.method(promMethodBetting))
+	if p.sequence || p.method(MethodBetting) != "betting" {
+		t.Errorf("no stopEarly: sequence %v, method %q", p.sequence, p.method(MethodBetting))
 	}
 	exp.Spec.Criteria.StopEarly = true
-	if p := newPromLevels(exp); !p.sequence || p.method(promMethodBucketEdges) != "bucket-edges-sequence" {
-		t.Errorf("stopEarly: sequence %v, method %q", p.sequence, p.method(promMethodBucketEdges))
+	if p := newPromLevels(exp); !p.sequence || p.method(MethodBucketEdges) != "bucket-edges-sequence" {
+		t.Errorf("stopEarly: sequence %v, method %q", p.sequence, p.method(MethodBucketEdges))
 	}
 	exp.Spec.Criteria = nil
 	if p := newPromLevels(exp); p.level(bus.RoleDark, experiment.MetricMeanLatency) != experiment.DefaultConfidence {

@@ -70,7 +70,7 @@ func (p promLevels) needed(values map[string]*float64, intervals map[string]*exp
 		c := iv.Confidence
 		var n int64
 		var err error
-		switch q, isQuantile := promPercentiles[o.metric]; {
+		switch q, isQuantile := percentileLevels[o.metric]; {
 		case o.metric == experiment.MetricErrorRate:
 			requests, rok := promCount(values[experiment.MetricRequestCount])
 			errs, eok := promCount(values[experiment.MetricErrorCount])

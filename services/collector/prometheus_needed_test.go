@@ -42,9 +42,9 @@ func neededOf(needed []bus.Needed, objective int) *bus.Needed {
 func TestPromNeededErrorRate(t *testing.T) {
 	t.Parallel()
 	values := map[string]*float64{
-		experiment.MetricRequestCount: promPtr(48.3), // increase() is rarely whole
-		experiment.MetricErrorCount:   promPtr(0.2),
-		experiment.MetricErrorRate:    promPtr(0.2 / 48.3),
+		experiment.MetricRequestCount: ptr(48.3), // increase() is rarely whole
+		experiment.MetricErrorCount:   ptr(0.2),
+		experiment.MetricErrorRate:    ptr(0.2 / 48.3),
 	}
 	for _, stopEarly := range []bool{false, true} {
 		w := neededWindow(0.95, stopEarly,
@@ -75,7 +75,7 @@ func TestPromNeededErrorRate(t *testing.T) {
 
 	// Without the counts there is no interval, hence no estimate.
 	w := neededWindow(0.95, false, experiment.Objective{Metric: experiment.MetricErrorRate, UpperLimit: experiment.NewLimit("0.01")})
-	if _, needed := measureNeeded(w, map[string]*float64{experiment.MetricErrorRate: promPtr(0)}, nil); len(needed) != 0 {
+	if _, needed := measureNeeded(w, map[string]*float64{experiment.MetricErrorRate: ptr(0.0)}, nil); len(needed) != 0 {
 		t.Errorf("no counts: needed %+v, want none", needed)
 	}
 }
@@ -87,7 +87,7 @@ func TestPromNeededMeanLatency(t *testing.T) {
 	t.Parallel()
 	edges := []float64{10, 20, 50, 100}
 	w := neededWindow(0.9, false, experiment.Objective{Metric: experiment.MetricMeanLatency, UpperLimit: experiment.NewLimit("40")})
-	values := map[string]*float64{experiment.MetricMeanLatency: promPtr(20)}
+	values := map[string]*float64{experiment.MetricMeanLatency: ptr(20.0)}
 
 	h := mustHistogram(t, histogramOf(edges, 10, 60, 90, 100, 100))
 	bins := []stats.Bin{{Lo: 0, Hi: 10, Count: 10}, {Lo: 10, Hi: 20, Count: 50}, {Lo: 20, Hi: 50, Count: 30}, {Lo: 50, Hi: 100, Count: 10}}
@@ -182,7 +182,7 @@ func TestPromNeededPercentile(t *testing.T) {
 	edges := []float64{10, 20, 50, 100}
 	cum := []float64{10, 60, 90, 100, 100} // p95 in [50, 100]
 	h := mustHistogram(t, histogramOf(edges, cum...))
-	values := map[string]*float64{experiment.MetricP95Latency: promPtr(75)}
+	values := map[string]*float64{experiment.MetricP95Latency: ptr(75.0)}
 	for _, stopEarly := range []bool{false, true} {
 		// p95 <= 40: shown violated once the low rank reaches the bucket
 		// [50, 100].

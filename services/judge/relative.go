@@ -74,8 +74,8 @@ func relativeResult(o experiment.Objective, r experiment.ObjectiveResult, snap *
 	if rel.iv != nil {
 		out.Interval = rel.iv
 		lo, hi := rel.iv.Bounds()
-		if o, err := stats.Judge(stats.Interval{Estimate: *rel.value, Lo: lo, Hi: hi}, stats.Limits{Upper: r.UpperLimit, Lower: r.LowerLimit}); err == nil {
-			out.Outcome = o.String()
+		if outcome, err := stats.Judge(stats.Interval{Estimate: *rel.value, Lo: lo, Hi: hi}, stats.Limits{Upper: r.UpperLimit, Lower: r.LowerLimit}); err == nil {
+			out.Outcome = outcome.String()
 		}
 	}
 	if !confident {
