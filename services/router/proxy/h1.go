@@ -244,6 +244,16 @@ func readOneHead(br *bufio.Reader, scratch *[]byte, budget *int, dst http.Header
 	http10 := line[7] == '0'
 	res.close = http10
 	var connTokens [][]byte // headers the Connection header names: hop-by-hop too
+	// The values are kept in one string, and the keys' slices in one
+	// array, as textproto.ReadMIMEHeader does: two allocations per answer
+	// instead of two per header.
+	type field struct {
+		key      string
+		from, to int
+	}
+	var fieldsArr [16]field
+	var valuesArr [1024]byte
+	fields, values := fieldsArr[:0], valuesArr[:0]
 	for {
 		line, err := readLine(br, scratch, budget)
 		if err != nil {
@@ -290,7 +300,20 @@ func readOneHead(br *bufio.Reader, scratch *[]byte, budget *int, dst http.Header
 			continue
 		}
 		if dst != nil {
-			dst[key] = append(dst[key], string(value))
+			fields = append(fields, field{key, len(values), len(values) + len(value)})
+			values = append(values, value...)
+		}
+	}
+	if len(fields) > 0 {
+		all := string(values)
+		strs := make([]string, len(fields))
+		for i, f := range fields {
+			strs[i] = all[f.from:f.to]
+			if old := dst[f.key]; old != nil {
+				dst[f.key] = append(old, strs[i])
+			} else {
+				dst[f.key] = strs[i : i+1 : i+1]
+			}
 		}
 	}
 	for _, t := range connTokens {

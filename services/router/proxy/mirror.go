@@ -157,6 +157,16 @@ const copyOverhead = 48 << 10
 // CopyOverhead is copyOverhead, for the documentation of MirrorMemory.
 const CopyOverhead = copyOverhead
 
+// darkIdle is the idle connections kept to a dark version by the forwarder:
+// as many as there may be copies in flight (one connection each), so that a
+// slow dark version's connections are not closed and dialled again.
+func darkIdle(cfg Config) int {
+	if cfg.MirrorInflight > 0 {
+		return cfg.MirrorInflight
+	}
+	return int(min(cfg.MirrorMemory/copyOverhead, 1<<16))
+}
+
 // darkIdlePerHost is the dark transport's idle connections kept per host
 // when no MirrorInflight bounds the copies: enough for 2,000 copies a
 // second at 250 ms to reuse their connections.

@@ -122,7 +122,7 @@ func New(cfg Config, set mirroring.Settings, js jetstream.JetStream, reg *promet
 		dark: newTransport(cmp.Or(cfg.MirrorInflight, darkIdlePerHost)),
 	}
 	p.h1live.maxIdle = liveIdlePerHost
-	p.h1dark.maxIdle = cmp.Or(cfg.MirrorInflight, darkIdlePerHost)
+	p.h1dark.maxIdle = darkIdle(cfg)
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	p.table.Store(&routeTable{byHost: map[string]*route{}, byKey: map[string]*route{}})
 	routes := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
