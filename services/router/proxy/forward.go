@@ -212,21 +212,42 @@ func writeRequest(c *h1Conn, head []byte, r *http.Request) error {
 	return nil
 }
 
-// writeBody writes a request body of n bytes (-1: chunked) to bw.
+// writeBody writes a request body of n bytes (-1: chunked) to bw, as it
+// comes, as http.Transport does: the head is flushed first (the version may
+// need it before the body, which may be slow to come), and each chunk of a
+// chunked body is flushed as it is read.
 func writeBody(bw *bufio.Writer, body io.Reader, n int64) error {
-	switch {
-	case n == 0 || body == nil || body == http.NoBody:
+	if n == 0 || body == nil || body == http.NoBody {
 		return nil
-	case n > 0:
-		m, err := bw.ReadFrom(io.LimitReader(body, n))
+	}
+	if err := bw.Flush(); err != nil {
+		return err
+	}
+	if n > 0 {
+		m, err := bw.ReadFrom(io.LimitReader(body, n)) // straight to the connection: bw is empty
 		if err == nil && m < n {
 			err = io.ErrUnexpectedEOF
 		}
 		return err
 	}
 	cw := newChunkedWriter(bw)
-	if _, err := io.Copy(cw, body); err != nil {
-		return err
+	buf := make([]byte, 16<<10)
+	for {
+		m, err := body.Read(buf)
+		if m > 0 {
+			if _, werr := cw.Write(buf[:m]); werr != nil {
+				return werr
+			}
+			if werr := bw.Flush(); werr != nil {
+				return werr
+			}
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return err
+		}
 	}
 	if err := cw.Close(); err != nil {
 		return err

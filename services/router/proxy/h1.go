@@ -103,11 +103,7 @@ func (c *h1Conn) alive() bool {
 	if c.br.Buffered() > 0 {
 		return false
 	}
-	_ = c.SetReadDeadline(time.Now())
-	_, err := c.br.Peek(1)
-	_ = c.SetReadDeadline(time.Time{})
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
+	return peekAlive(c.Conn)
 }
 
 // put gives back a connection whose last answer was read to its end; it is
