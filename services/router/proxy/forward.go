@@ -49,6 +49,9 @@ func fastPath(rt *route, r *http.Request) bool {
 // aLongTimeAgo is a deadline in the past: it ends any I/O on a connection.
 var aLongTimeAgo = time.Unix(1, 0)
 
+// copyBuffers are the buffers answers are copied through.
+var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
 // headBuffers are request heads being written.
 var headBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
 
@@ -169,7 +172,7 @@ func (p *Proxy) forwardH1(rt *route, sw *statusWriter, r *http.Request) {
 			p.liveFailed(rt, sw, r, err)
 			return
 		}
-		stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(aLongTimeAgo) })
+		stop := context.AfterFunc(ctx, c.abort)
 		if err := writeRequest(c, head, r); err != nil {
 			stop()
 			c.Close()
@@ -276,8 +279,16 @@ func (p *Proxy) copyAnswer(rt *route, sw *statusWriter, br *bufio.Reader, r *htt
 	if r.Method == http.MethodHead || res.status == http.StatusNoContent || res.status == http.StatusNotModified {
 		return !res.close
 	}
-	buf := p.buffers.Get()
-	defer p.buffers.Put(buf)
+	if res.contentLength >= 0 && res.contentLength <= int64(br.Buffered()) {
+		// The whole body came with the head (most answers): no buffer.
+		if err := copyN(sw, br, res.contentLength, nil); err != nil {
+			panic(http.ErrAbortHandler)
+		}
+		return !res.close
+	}
+	bp := copyBuffers.Get().(*[]byte)
+	defer copyBuffers.Put(bp)
+	buf := *bp
 	switch {
 	case res.chunked:
 		if err := copyFlushing(sw, newChunkedReader(br), buf); err != nil {

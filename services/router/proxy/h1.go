@@ -58,6 +58,9 @@ type h1Conn struct {
 	bw     *bufio.Writer
 	idleAt time.Time
 	reused bool // served a request before this one
+	// abort ends any I/O on the connection (for context.AfterFunc): made
+	// once per connection, not per request.
+	abort func()
 }
 
 func newH1Pool(addr string, maxIdle int) *h1Pool {
@@ -94,7 +97,9 @@ func (p *h1Pool) getBy(ctx context.Context, deadline time.Time) (*h1Conn, error)
 	if err != nil {
 		return nil, err
 	}
-	return &h1Conn{Conn: nc, br: bufio.NewReaderSize(nc, 8<<10), bw: bufio.NewWriterSize(nc, 8<<10)}, nil
+	c := &h1Conn{Conn: nc, br: bufio.NewReaderSize(nc, 8<<10), bw: bufio.NewWriterSize(nc, 8<<10)}
+	c.abort = func() { _ = c.SetDeadline(aLongTimeAgo) }
+	return c, nil
 }
 
 // alive reports whether an idle connection is still open: nothing to read
@@ -433,7 +438,7 @@ func (p *Proxy) roundTripCopyH1(rt *route, head, body []byte) (int, bool, error)
 			return 0, !time.Now().Before(deadline), err
 		}
 		_ = c.SetDeadline(deadline)
-		stop := context.AfterFunc(rt.ctx, func() { _ = c.SetDeadline(aLongTimeAgo) })
+		stop := context.AfterFunc(rt.ctx, c.abort)
 		status, reuse, err := exchange(c, head, body)
 		if !stop() {
 			reuse = false
