@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime/pprof"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -150,6 +151,18 @@ type proxyAddrs struct{ URL string }
 // live, percent of them copied to dark.
 func runProxy(ctx context.Context, stdout, stderr io.Writer, natsURL, live, dark, host string, percent float64, inflight int) error {
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	if path := os.Getenv("DARKLAUNCH_BENCH_CPUPROFILE"); path != "" {
+		// The proxy process's own CPU profile, over every scenario it serves.
+		f, err := os.Create(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	nc, err := bus.Connect(bus.ConnConfig{URL: natsURL, Name: "bench-proxy"}, log)
 	if err != nil {
 		return err

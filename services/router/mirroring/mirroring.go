@@ -200,8 +200,11 @@ func ParseBaseURL(s string) (*url.URL, error) {
 // Host turns a Host header or configured host into the mirrored host: lower
 // case, without port or trailing dot.
 func Host(h string) string {
-	if host, _, err := net.SplitHostPort(h); err == nil {
-		h = host
+	// Most Host headers have no port: SplitHostPort would allocate its error.
+	if strings.LastIndexByte(h, ':') >= 0 {
+		if host, _, err := net.SplitHostPort(h); err == nil {
+			h = host
+		}
 	}
 	return strings.TrimSuffix(strings.ToLower(h), ".")
 }

@@ -73,7 +73,7 @@ func TestCopiesInFlightStopAtTheMemoryBound(t *testing.T) {
 	}
 }
 
-func waitIdle(t *testing.T, rt *route) {
+func waitIdle(t testing.TB, rt *route) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for rt.active.Load() != 0 {

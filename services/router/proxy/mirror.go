@@ -52,40 +52,98 @@ func (rt *route) drop(reason int, arrived time.Time) {
 	rt.prom.dropped[reason].Inc()
 }
 
-// mirror sends a copy of r to the dark version in the background, or counts
-// why it does not. It may replace r.Body (see below); everything else about
-// r is left for live untouched. A copy sent returns the pair that joins its
-// answer with live's (nil: no copy, no pair).
-func (p *Proxy) mirror(rt *route, r *http.Request, arrived time.Time) *pair {
+// mirror decides whether r gets a copy for the dark version, and takes
+// what the copy needs, or counts why it gets none. A request without a body
+// is copied at once; one with a body once live has read it: r.Body is then
+// a teeBody, whose abandon the handler calls when live is done. Everything
+// else about r is left for live untouched. A copy returns the pair that
+// joins its answer with live's (nil: no copy, no pair).
+func (p *Proxy) mirror(rt *route, r *http.Request, arrived time.Time) (*pair, *teeBody) {
 	if !rt.methods[r.Method] {
 		rt.drop(dropMethod, arrived)
-		return nil
+		return nil, nil
 	}
 	// Non-blocking: a full budget means the dark version is slow or
 	// hanging, and live must not wait for it. The body is reserved at its
 	// declared length (the most it may be when unknown) and settled once
 	// read.
-	reserve := copyOverhead + headerBytes(r.Header) + bodyReserve(r.ContentLength, p.cfg.MirrorMaxBody)
+	body := bodyReserve(r.ContentLength, p.cfg.MirrorMaxBody)
+	reserve := copyOverhead + headerBytes(r.Header) + body
 	if !p.takeCopy(rt, reserve) {
 		rt.drop(dropInflight, arrived)
-		return nil
+		return nil, nil
 	}
-	body, ok := p.copyBody(r)
-	if !ok {
+	if r.ContentLength > p.cfg.MirrorMaxBody {
 		p.releaseCopy(rt, reserve)
-		rt.drop(dropBody, arrived)
-		return nil
+		rt.drop(dropBody, arrived) // too large: not even read
+		return nil, nil
 	}
-	cost := reserve - bodyReserve(r.ContentLength, p.cfg.MirrorMaxBody) + int64(len(body))
-	p.copyBytes.Add(cost - reserve)
-	out, cancel := p.copyRequest(rt, r, body)
-	rt.rec[roleDark].Tally(arrived, tallyMirrored)
+	cp := &mirrorCopy{p: p, rt: rt, pair: newPair(), arrived: arrived, method: r.Method, reserve: reserve, bodyReserve: body}
+	if rt.darkH1 != nil && r.ProtoMajor == 1 {
+		hb := headBuffers.Get().(*[]byte)
+		*hb = appendHead((*hb)[:0], r, p.copyHost(rt, r), experiment.MirrorHeader, rt.mirrorMark)
+		cp.head = hb
+	} else {
+		cp.out = p.copyRequest(rt, r)
+	}
+	if r.ContentLength == 0 {
+		cp.send(nil)
+		return cp.pair, nil
+	}
+	t := &teeBody{src: r.Body, max: p.cfg.MirrorMaxBody, want: r.ContentLength, cp: cp}
+	if r.ContentLength > 0 {
+		t.buf = make([]byte, 0, r.ContentLength)
+	}
+	r.Body = t
+	return cp.pair, t
+}
+
+// mirrorCopy is a copy taken, waiting for its body.
+type mirrorCopy struct {
+	p                    *Proxy
+	rt                   *route
+	pair                 *pair
+	arrived              time.Time
+	method               string
+	reserve, bodyReserve int64
+	head                 *[]byte       // the head to write, framing aside (h1.go); or
+	out                  *http.Request // the copy for http.Transport, without its body
+}
+
+// send counts the copy mirrored and sends it in the background.
+func (cp *mirrorCopy) send(body []byte) {
+	p, rt := cp.p, cp.rt
+	cost := cp.reserve - cp.bodyReserve + int64(len(body))
+	p.copyBytes.Add(cost - cp.reserve)
+	rt.rec[roleDark].Tally(cp.arrived, tallyMirrored)
 	// Counted here, while the request's own count is held, so a teardown
 	// waiting for zero cannot miss the copy.
 	rt.active.Add(1)
-	c := newPair()
-	go p.sendCopy(rt, out, cancel, c, cost)
-	return c
+	go p.sendCopy(cp, body, cost)
+}
+
+// drop counts the copy dropped for reason, and voids its pair.
+func (cp *mirrorCopy) drop(reason int) {
+	cp.p.releaseCopy(cp.rt, cp.reserve)
+	cp.rt.drop(reason, cp.arrived)
+	cp.pair.dark(cp.rt, 0, false, false)
+	cp.freeHead()
+}
+
+func (cp *mirrorCopy) freeHead() {
+	if cp.head != nil {
+		headBuffers.Put(cp.head)
+		cp.head = nil
+	}
+}
+
+// copyHost is the Host of r's copy: "<host>-shadow" as Envoy's, or the
+// request's own with spec.mirroring.keepHost.
+func (p *Proxy) copyHost(rt *route, r *http.Request) string {
+	if rt.spec.KeepHost {
+		return r.Host
+	}
+	return rt.shadowHost
 }
 
 // copyOverhead is what one copy in flight is counted for besides its
@@ -98,6 +156,16 @@ const copyOverhead = 48 << 10
 
 // CopyOverhead is copyOverhead, for the documentation of MirrorMemory.
 const CopyOverhead = copyOverhead
+
+// darkIdle is the idle connections kept to a dark version by the forwarder:
+// as many as there may be copies in flight (one connection each), so that a
+// slow dark version's connections are not closed and dialled again.
+func darkIdle(cfg Config) int {
+	if cfg.MirrorInflight > 0 {
+		return cfg.MirrorInflight
+	}
+	return int(min(cfg.MirrorMemory/copyOverhead, 1<<16))
+}
 
 // darkIdlePerHost is the dark transport's idle connections kept per host
 // when no MirrorInflight bounds the copies: enough for 2,000 copies a
@@ -179,36 +247,12 @@ func isUpgrade(r *http.Request) bool {
 	return false
 }
 
-// copyBody reads up to MirrorMaxBody bytes of the request body for the copy.
-// Live always gets the whole body: what was read, then the rest. It reports
-// false when the body is too large (or unreadable) to copy.
-func (p *Proxy) copyBody(r *http.Request) ([]byte, bool) {
-	if r.ContentLength == 0 {
-		return nil, true // net/http guarantees an empty body
-	}
-	if r.ContentLength > p.cfg.MirrorMaxBody {
-		return nil, false // too large: do not even read it
-	}
-	buf, err := io.ReadAll(io.LimitReader(r.Body, p.cfg.MirrorMaxBody+1))
-	r.Body = readCloser{Reader: io.MultiReader(bytes.NewReader(buf), r.Body), Closer: r.Body}
-	if err != nil || int64(len(buf)) > p.cfg.MirrorMaxBody {
-		return nil, false
-	}
-	return buf, true
-}
-
-type readCloser struct {
-	io.Reader
-	io.Closer
-}
-
-// copyRequest builds the copy the way Envoy shadows a request: same method,
-// path, query and end-to-end headers, Host "<host>-shadow" (the request's
-// own with spec.mirroring.keepHost), the header experiment.MirrorHeader, and
-// a context of its own that the live request's end does not cancel.
-func (p *Proxy) copyRequest(rt *route, r *http.Request, body []byte) (*http.Request, context.CancelFunc) {
-	ctx, cancel := context.WithTimeout(rt.ctx, p.cfg.MirrorTimeout)
-	out := r.Clone(ctx)
+// copyRequest builds the copy for http.Transport the way Envoy shadows a
+// request: same method, path, query and end-to-end headers, Host
+// copyHost, the header experiment.MirrorHeader, and a context of its own
+// (the route's) that the live request's end does not cancel.
+func (p *Proxy) copyRequest(rt *route, r *http.Request) *http.Request {
+	out := r.Clone(rt.ctx)
 	removeHopByHop(out.Header)
 	// The same forwarding headers live gets (see the live Rewrite).
 	for _, h := range []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
@@ -217,22 +261,14 @@ func (p *Proxy) copyRequest(rt *route, r *http.Request, body []byte) (*http.Requ
 	pr := &httputil.ProxyRequest{In: r, Out: out}
 	pr.SetURL(rt.spec.dark)
 	pr.SetXForwarded()
-	out.Host = rt.host + "-shadow"
-	if rt.spec.KeepHost {
-		out.Host = r.Host
-	}
+	out.Host = p.copyHost(rt, r)
 	out.Header[experiment.MirrorHeader] = rt.mirrorMark
 	out.RequestURI = ""
 	out.Close = false
 	out.TransferEncoding = nil
 	out.Trailer = nil
-	out.ContentLength = int64(len(body))
 	out.Body, out.GetBody = nil, nil
-	if len(body) > 0 {
-		out.Body = io.NopCloser(bytes.NewReader(body))
-		out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
-	}
-	return out, cancel
+	return out
 }
 
 // hopHeaders are meaningful for one connection only (RFC 9110 §7.6.1).
@@ -252,26 +288,27 @@ func removeHopByHop(h http.Header) {
 }
 
 // sendCopy sends one copy, reads and discards the response, and records
-// the dark version's latency and status, alone and in its pair c.
-func (p *Proxy) sendCopy(rt *route, out *http.Request, cancel context.CancelFunc, c *pair, cost int64) {
+// the dark version's latency and status, alone and in its pair.
+func (p *Proxy) sendCopy(cp *mirrorCopy, body []byte, cost int64) {
+	rt, c := cp.rt, cp.pair
 	defer func() {
-		cancel()
+		cp.freeHead()
 		p.releaseCopy(rt, cost)
 		rt.active.Add(-1)
 	}()
 	start := time.Now()
-	resp, err := p.dark.RoundTrip(out)
+	var status int
+	var timedOut bool
+	var err error
+	if cp.head != nil {
+		*cp.head = appendFraming(*cp.head, cp.method, int64(len(body)))
+		status, timedOut, err = p.roundTripCopyH1(rt, *cp.head, body)
+	} else {
+		status, timedOut, err = p.roundTripCopy(cp.out, body)
+	}
 	class := classError
 	if err == nil {
-		_, err = io.CopyN(io.Discard, resp.Body, maxDrain)
-		if err == io.EOF {
-			err = nil
-		}
-		resp.Body.Close()
-		class = codeClass(resp.StatusCode)
-		if err != nil {
-			class = classError // the body broke off: no whole response, as for live
-		}
+		class = codeClass(status)
 	}
 	if rt.ctx.Err() != nil {
 		// Torn down (the experiment ended) or shutting down: the copy was
@@ -284,11 +321,35 @@ func (p *Proxy) sendCopy(rt *route, out *http.Request, cancel context.CancelFunc
 		rt.log.Debug("mirrored copy failed", "dark", rt.spec.dark.String(), "err", err)
 	}
 	ms := rt.observe(roleDark, start, failed)
-	if out.Context().Err() == context.DeadlineExceeded {
+	if timedOut {
 		// Timed out: the copy took the whole timeout, which started when
-		// it was made, a little before start.
+		// it was sent, a little before start.
 		ms = pairCapMs(p.cfg.MirrorTimeout)
 	}
 	c.dark(rt, ms, failed, true)
 	rt.prom.request(roleDark, class)
+}
+
+// roundTripCopy sends out with body by http.Transport and discards the
+// answer (up to maxDrain): its status, whether it timed out, or why it
+// failed (the body broke off: no whole response, as for live).
+func (p *Proxy) roundTripCopy(out *http.Request, body []byte) (int, bool, error) {
+	ctx, cancel := context.WithTimeout(out.Context(), p.cfg.MirrorTimeout)
+	defer cancel()
+	out = out.WithContext(ctx)
+	out.ContentLength = int64(len(body))
+	if len(body) > 0 {
+		out.Body = io.NopCloser(bytes.NewReader(body))
+		out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+	}
+	resp, err := p.dark.RoundTrip(out)
+	if err != nil {
+		return 0, ctx.Err() == context.DeadlineExceeded, err
+	}
+	_, err = io.CopyN(io.Discard, resp.Body, maxDrain)
+	if err == io.EOF {
+		err = nil
+	}
+	resp.Body.Close()
+	return resp.StatusCode, ctx.Err() == context.DeadlineExceeded, err
 }

@@ -30,6 +30,10 @@ import (
 // status it reports.
 const Name = "proxy"
 
+// liveIdlePerHost is the idle connections kept to a live version: plenty,
+// so that a burst does not pay a new dial per request.
+const liveIdlePerHost = 1024
+
 // ShutdownTimeout bounds Run's graceful shutdown of the HTTP server: a
 // request still running then is cut off.
 const ShutdownTimeout = 5 * time.Second
@@ -54,6 +58,9 @@ type Proxy struct {
 	// can only exhaust its own connections, never live's.
 	live *http.Transport
 	dark *http.Transport
+	// h1live and h1dark are the forwarder's connections (forward.go), as
+	// separate as live and dark.
+	h1live, h1dark h1Pools
 
 	// buffers are the live responses' copy buffers, shared by every route:
 	// without a pool httputil.ReverseProxy allocates 32 KiB per request.
@@ -111,9 +118,11 @@ func New(cfg Config, set mirroring.Settings, js jetstream.JetStream, reg *promet
 		prom: prom,
 		// Live carries every client request: keep plenty of idle
 		// connections so a burst does not pay a new dial per request.
-		live: newTransport(1024),
+		live: newTransport(liveIdlePerHost),
 		dark: newTransport(cmp.Or(cfg.MirrorInflight, darkIdlePerHost)),
 	}
+	p.h1live.maxIdle = liveIdlePerHost
+	p.h1dark.maxIdle = darkIdle(cfg)
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	p.table.Store(&routeTable{byHost: map[string]*route{}, byKey: map[string]*route{}})
 	routes := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -180,6 +189,8 @@ func (p *Proxy) Close(ctx context.Context) error {
 	err := p.Flush(ctx)
 	p.live.CloseIdleConnections()
 	p.dark.CloseIdleConnections()
+	p.h1live.closeIdle()
+	p.h1dark.closeIdle()
 	if err != nil {
 		return fmt.Errorf("last observations not published: %w", err)
 	}

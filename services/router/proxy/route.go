@@ -55,7 +55,11 @@ type route struct {
 	spec      routeSpec
 	methods   map[string]bool
 	liveProxy *httputil.ReverseProxy
-	log       *slog.Logger
+	// liveH1 and darkH1 are the versions' connections for the forwarder
+	// (forward.go); nil for a version it cannot reach.
+	liveH1, darkH1 *h1Pool
+	shadowHost     string // host + "-shadow"
+	log            *slog.Logger
 
 	// n counts the requests seen, for the fractional accumulator.
 	n atomic.Uint64
@@ -106,6 +110,13 @@ func (p *Proxy) newRoute(exp *experiment.Experiment, spec routeSpec) *route {
 		rt.methods[m] = true
 	}
 	rt.ctx, rt.cancel = context.WithCancel(p.ctx)
+	rt.shadowHost = rt.host + "-shadow"
+	if a := h1Target(spec.live); a != "" {
+		rt.liveH1 = p.h1live.pool(a)
+	}
+	if a := h1Target(spec.dark); a != "" {
+		rt.darkH1 = p.h1dark.pool(a)
+	}
 	live, host := spec.live, spec.Host
 	rt.liveProxy = &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {

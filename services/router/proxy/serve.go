@@ -54,15 +54,18 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	defer rt.active.Add(-1)
 
-	var c *pair // the mirrored copy's pair, if one was sent
+	var c *pair      // the mirrored copy's pair, if one was taken
+	var tee *teeBody // the body the copy waits for, if it has one
 	if rt.selected() {
-		c = p.mirror(rt, r, start)
+		c, tee = p.mirror(rt, r, start)
 	}
+	defer tee.abandon() // live is done with the body
 
 	sw := &statusWriter{ResponseWriter: w}
 	defer func() {
-		// ReverseProxy panics with http.ErrAbortHandler when the response
-		// breaks after its headers were sent: record how it ended first.
+		// The forwarder and ReverseProxy panic with http.ErrAbortHandler
+		// when the response breaks after its headers were sent: record how
+		// it ended first.
 		if v := recover(); v != nil {
 			if r.Context().Err() != nil {
 				rt.prom.request(roleLive, classCanceled) // the client hung up
@@ -74,7 +77,11 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			panic(v)
 		}
 	}()
-	rt.liveProxy.ServeHTTP(sw, r)
+	if fastPath(rt, r) {
+		p.forwardH1(rt, sw, r)
+	} else {
+		rt.liveProxy.ServeHTTP(sw, r)
+	}
 	if sw.canceled {
 		rt.prom.request(roleLive, classCanceled)
 		c.live(rt, 0, false, false)
@@ -144,6 +151,13 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 }
 
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// Flush sends what was written so far, if the writer can.
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
 
 // bufferPool is an httputil.BufferPool of 32 KiB buffers.
 type bufferPool struct{ pool sync.Pool }
