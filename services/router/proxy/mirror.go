@@ -61,6 +61,9 @@ func (p *Proxy) mirror(rt *route, r *http.Request, arrived time.Time) *pair {
 		rt.drop(dropMethod, arrived)
 		return nil
 	}
+	if isGRPC(r) {
+		return p.mirrorGRPC(rt, r, arrived) // its body is a stream (grpc.go)
+	}
 	// Non-blocking: a full budget means the dark version is slow or
 	// hanging, and live must not wait for it. The body is reserved at its
 	// declared length (the most it may be when unknown) and settled once
@@ -260,15 +263,15 @@ func (p *Proxy) sendCopy(rt *route, out *http.Request, cancel context.CancelFunc
 		rt.active.Add(-1)
 	}()
 	start := time.Now()
-	resp, err := p.dark.RoundTrip(out)
+	resp, err := p.darkTransport(out).RoundTrip(out)
 	class := classError
 	if err == nil {
-		_, err = io.CopyN(io.Discard, resp.Body, maxDrain)
+		_, err = io.CopyN(io.Discard, resp.Body, drainLimit(resp))
 		if err == io.EOF {
 			err = nil
 		}
 		resp.Body.Close()
-		class = codeClass(resp.StatusCode)
+		class = codeClass(grpcOutcome(resp.StatusCode, resp.Header, resp.Trailer))
 		if err != nil {
 			class = classError // the body broke off: no whole response, as for live
 		}

@@ -7,6 +7,7 @@ package proxy
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -54,6 +55,13 @@ type Proxy struct {
 	// can only exhaust its own connections, never live's.
 	live *http.Transport
 	dark *http.Transport
+	// live2 and dark2 carry the requests that came in over HTTP/2 (h2.go).
+	live2, dark2 *http.Transport
+
+	// tlsLn serves TLS with tlsConf, given a certificate (tls.go).
+	tlsLn   net.Listener
+	tlsConf *tls.Config
+	tlsURL  string
 
 	// buffers are the live responses' copy buffers, shared by every route:
 	// without a pool httputil.ReverseProxy allocates 32 KiB per request.
@@ -111,8 +119,10 @@ func New(cfg Config, set mirroring.Settings, js jetstream.JetStream, reg *promet
 		prom: prom,
 		// Live carries every client request: keep plenty of idle
 		// connections so a burst does not pay a new dial per request.
-		live: newTransport(1024),
-		dark: newTransport(cmp.Or(cfg.MirrorInflight, darkIdlePerHost)),
+		live:  newTransport(1024),
+		dark:  newTransport(cmp.Or(cfg.MirrorInflight, darkIdlePerHost)),
+		live2: newH2Transport(),
+		dark2: newH2Transport(),
 	}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	p.table.Store(&routeTable{byHost: map[string]*route{}, byKey: map[string]*route{}})
@@ -127,6 +137,10 @@ func New(cfg Config, set mirroring.Settings, js jetstream.JetStream, reg *promet
 		return nil, fmt.Errorf("proxy: %w", err)
 	}
 	p.url = "http://" + p.ln.Addr().String()
+	if err := p.listenTLS(); err != nil {
+		p.ln.Close()
+		return nil, err
+	}
 	return p, nil
 }
 
@@ -139,22 +153,17 @@ func (p *Proxy) URL() string { return p.url }
 // It returns early with an error if serving fails. Call it once; Close
 // afterwards publishes the last observations.
 func (p *Proxy) Run(ctx context.Context) error {
-	srv := &http.Server{
-		Handler:           p,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),
-	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(p.ln) }()
+	srv := p.newServer()
+	serving, served := p.serve(srv)
 	go p.runFlusher(ctx)
-	p.log.Info("proxy listening", "url", p.url, "instance", p.cfg.Instance)
+	p.log.Info("proxy listening", "url", p.url, "tls", p.tlsURL, "instance", p.cfg.Instance)
 
 	var err error
 	select {
 	case <-ctx.Done():
 	case err = <-served:
 		err = fmt.Errorf("proxy: %w", err)
+		serving--
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)
 	defer cancel()
@@ -162,7 +171,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 		p.log.Warn("proxy shutdown cut short", "err", serr)
 		srv.Close()
 	}
-	if err == nil {
+	for range serving {
 		<-served
 	}
 	return err
@@ -173,6 +182,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 // instead of Run); the last flush is bounded by ctx.
 func (p *Proxy) Close(ctx context.Context) error {
 	p.ln.Close() // already closed when Run ran
+	p.closeTLS()
 	p.cancel()
 	for _, rt := range p.table.Load().byKey {
 		rt.waitIdle(ctx)
@@ -180,6 +190,7 @@ func (p *Proxy) Close(ctx context.Context) error {
 	err := p.Flush(ctx)
 	p.live.CloseIdleConnections()
 	p.dark.CloseIdleConnections()
+	p.closeIdleH2()
 	if err != nil {
 		return fmt.Errorf("last observations not published: %w", err)
 	}
