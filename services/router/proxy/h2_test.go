@@ -15,6 +15,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -42,6 +43,8 @@ type protoVersion struct {
 	*httptest.Server
 	mu  sync.Mutex
 	got []seen
+	// hang, when set, holds every request until it is closed.
+	hang chan struct{}
 }
 
 func (v *protoVersion) handler(w http.ResponseWriter, r *http.Request) {
@@ -49,6 +52,12 @@ func (v *protoVersion) handler(w http.ResponseWriter, r *http.Request) {
 	v.mu.Lock()
 	v.got = append(v.got, seen{proto: r.ProtoMajor, tls: r.TLS != nil, host: r.Host, mark: r.Header.Get(experiment.MirrorHeader), xfp: r.Header.Get("X-Forwarded-Proto"), body: string(b)})
 	v.mu.Unlock()
+	if v.hang != nil {
+		select {
+		case <-v.hang:
+		case <-r.Context().Done():
+		}
+	}
 	io.WriteString(w, "proto "+r.Proto)
 }
 
@@ -65,8 +74,12 @@ func (v *protoVersion) wait(t *testing.T, n int) []seen {
 }
 
 // newH2CVersion serves HTTP/1.1 and h2c with prior knowledge.
-func newH2CVersion(t *testing.T) *protoVersion {
-	v := &protoVersion{}
+func newH2CVersion(t *testing.T) *protoVersion { return newH2CVersionHanging(t, nil) }
+
+// newH2CVersionHanging is newH2CVersion holding every request until hang
+// is closed (nil: none).
+func newH2CVersionHanging(t *testing.T, hang chan struct{}) *protoVersion {
+	v := &protoVersion{hang: hang}
 	v.Server = httptest.NewUnstartedServer(http.HandlerFunc(v.handler))
 	v.Config.Protocols = serverProtocols()
 	v.Start()
@@ -171,6 +184,52 @@ func TestProxyH2C(t *testing.T) {
 	sendWith(t, h1, base, "GET", "")
 	if l := live.wait(t, 11)[10]; l.proto != 1 {
 		t.Errorf("an HTTP/1.1 request reached live over HTTP/%d, want HTTP/1.1", l.proto)
+	}
+}
+
+// TestProxyH2ZeroImpact: over HTTP/2 too, a hanging dark version does not
+// slow live: its copies wait on dark's own HTTP/2 connections, and those
+// over the bound are dropped and counted.
+func TestProxyH2ZeroImpact(t *testing.T) {
+	live, healthy := newH2CVersion(t), newH2CVersion(t)
+	release := make(chan struct{})
+	hanging := newH2CVersionHanging(t, release)
+	t.Cleanup(func() { close(release) }) // runs before the servers close
+	p, base := newTestProxy(t, Config{MirrorInflight: 16, MirrorTimeout: 2 * time.Second}, nil)
+	setup(t, p, routertest.Experiment("healthy", "healthy.example.com", live.URL, healthy.URL, 100, experiment.StageRunning))
+	setup(t, p, routertest.Experiment("hanging", "hanging.example.com", live.URL, hanging.URL, 100, experiment.StageRunning))
+
+	h2c := client(t, protocols(false, false, true), nil)
+	const n = 200
+	lat := map[string][]time.Duration{}
+	for range n {
+		for _, name := range []string{"healthy", "hanging"} {
+			req, _ := http.NewRequest("GET", base+"/", nil)
+			req.Host = name + ".example.com"
+			start := time.Now()
+			resp, err := h2c.Do(req)
+			if err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			lat[name] = append(lat[name], time.Since(start))
+			if resp.StatusCode != 200 || resp.ProtoMajor != 2 {
+				t.Fatalf("%s: %s %d", name, resp.Proto, resp.StatusCode)
+			}
+		}
+	}
+	p99 := func(name string) time.Duration {
+		slices.Sort(lat[name])
+		return lat[name][n*99/100]
+	}
+	p99Healthy, p99Hanging := p99("healthy"), p99("hanging")
+	t.Logf("live p99 over h2c: healthy dark %v, hanging dark %v", p99Healthy, p99Hanging)
+	if p99Hanging > 3*p99Healthy+20*time.Millisecond {
+		t.Errorf("live p99 with a hanging dark %v > 3×%v+20ms (healthy dark)", p99Hanging, p99Healthy)
+	}
+	if got := dropped(t, p, "default/hanging", DropInflight); got < n-16 {
+		t.Errorf("dropped{reason=inflight} = %v, want at least %d", got, n-16)
 	}
 }
 
