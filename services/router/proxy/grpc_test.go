@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/darklaunch/darklaunch/internal/testenv"
+	"github.com/darklaunch/darklaunch/services/router/mirroring"
 	"github.com/darklaunch/darklaunch/services/router/routertest"
 	"github.com/darklaunch/darklaunch/shared/bus"
 	"github.com/darklaunch/darklaunch/shared/experiment"
@@ -244,5 +245,16 @@ func TestProxyGRPCStreamNotHeld(t *testing.T) {
 	testenv.Until(t, 5*time.Second, "the copy's outcome", func() bool { return recorded(rt, roleDark).Count == 1 })
 	if l := recorded(rt, roleLive); l.Count != 1 || l.Errors != 0 {
 		t.Errorf("live observed %d calls, %d failed; want 1 and 0", l.Count, l.Errors)
+	}
+}
+
+// TestInitCheckAcceptsGRPCVersions: a gRPC server answers only HTTP/2; the
+// init check of a new experiment accepts its answer.
+func TestInitCheckAcceptsGRPCVersions(t *testing.T) {
+	live, dark := newHealthVersion(t, codes.OK), newHealthVersion(t, codes.OK)
+	p, _ := newTestProxyWith(t, Config{}, mirroring.Settings{InitTimeout: time.Second, InitInterval: 50 * time.Millisecond}, nil)
+	e := routertest.Experiment("grpcinit", "customdomain.com", "http://"+live.addr, "http://"+dark.addr, 40, experiment.StageInitializing)
+	if _, err := p.Setup(context.Background(), e); err != nil {
+		t.Fatalf("init check of two gRPC versions: %v", err)
 	}
 }

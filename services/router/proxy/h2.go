@@ -103,3 +103,14 @@ func (p *Proxy) closeIdleH2() {
 	p.live2.CloseIdleConnections()
 	p.dark2.CloseIdleConnections()
 }
+
+// initClientH2 is the init check's HTTP/2 client (see waitAnswer): its own
+// connections, none kept, like the HTTP/1.1 one.
+func initClientH2() *http.Client {
+	t := newH2Transport()
+	t.DisableKeepAlives = true
+	return &http.Client{
+		Transport:     t,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+}
