@@ -139,6 +139,11 @@ func (p *Proxy) mirrorGRPC(rt *route, r *http.Request, arrived time.Time) *pair 
 	t.mu.Lock() // the timer's settle waits for t.timer
 	t.timer = time.AfterFunc(p.cfg.MirrorTimeout, func() { t.settle(false) })
 	t.mu.Unlock()
+	if r.ContentLength == 0 {
+		// No body, which live's proxy will not read: the copy is whole.
+		t.settle(true)
+		return t.c
+	}
 	r.Body = t
 	return t.c
 }

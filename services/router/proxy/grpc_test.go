@@ -248,6 +248,60 @@ func TestProxyGRPCStreamNotHeld(t *testing.T) {
 	}
 }
 
+// TestProxyGRPCStreamCopyDropped: a stream whose body outgrows
+// MirrorMaxBody, or that does not end within MirrorTimeout, is not copied
+// (dropped, "body"), and live does not notice.
+func TestProxyGRPCStreamCopyDropped(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		msg   int           // bytes per message
+		pause time.Duration // between the messages
+	}{
+		{"over MirrorMaxBody", 600, 0},
+		{"longer than MirrorTimeout", 10, 600 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			live, dark := newEchoVersion(t), newEchoVersion(t)
+			p, base := newTestProxy(t, Config{MirrorMaxBody: 1 << 10, MirrorTimeout: 300 * time.Millisecond}, nil)
+			e := routertest.Experiment("dropped", "customdomain.com", "http://"+live.addr, "http://"+dark.addr, 100, experiment.StageRunning)
+			e.Spec.Mirroring.Methods = []string{"POST"}
+			setup(t, p, e)
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			desc := &grpc.StreamDesc{StreamName: "Chat", ServerStreams: true, ClientStreams: true}
+			cs, err := dialProxy(t, base).NewStream(ctx, desc, "/test.Echo/Chat", grpc.ForceCodec(rawCodec{}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range 3 {
+				time.Sleep(tc.pause)
+				m := []byte(strings.Repeat("x", tc.msg))
+				if err := cs.SendMsg(&m); err != nil {
+					t.Fatalf("send %d: %v", i, err)
+				}
+				var got []byte
+				if err := cs.RecvMsg(&got); err != nil || len(got) != tc.msg {
+					t.Fatalf("echo %d: %d bytes, %v", i, len(got), err)
+				}
+			}
+			cs.CloseSend()
+			var m []byte
+			if err := cs.RecvMsg(&m); !errors.Is(err, io.EOF) {
+				t.Fatalf("end of the stream: %v", err)
+			}
+			testenv.Until(t, 5*time.Second, "the copy dropped", func() bool { return dropped(t, p, "default/dropped", DropBody) == 1 })
+			rt := p.table.Load().byKey["default/dropped"]
+			testenv.Until(t, 5*time.Second, "nothing in flight", func() bool { return rt.active.Load() == 0 && p.copyBytes.Load() == 0 })
+			if n := len(dark.calls()); n != 0 {
+				t.Errorf("dark got %d calls, want none", n)
+			}
+			if l := recorded(rt, roleLive); l.Count != 1 || l.Errors != 0 {
+				t.Errorf("live observed %d calls, %d failed; want 1 and 0", l.Count, l.Errors)
+			}
+		})
+	}
+}
+
 // TestInitCheckAcceptsGRPCVersions: a gRPC server answers only HTTP/2; the
 // init check of a new experiment accepts its answer.
 func TestInitCheckAcceptsGRPCVersions(t *testing.T) {
