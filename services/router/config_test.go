@@ -24,6 +24,7 @@ func TestConfigValidatesTheBackendInUse(t *testing.T) {
 		{"istio ignores the proxy's", Config{Backend: BackendIstio, Proxy: badProxy}, nil},
 		{"proxy", Config{Proxy: badProxy}, []string{"config Proxy.MirrorInflight=-1: must not be negative"}},
 		{"istio", Config{Backend: BackendIstio, Istio: badIstio}, []string{"config Istio.Gateways=a/b/c"}},
+		{"proxy TLS", Config{Proxy: proxy.Config{TLSCert: "/nonexistent/cert.pem"}}, []string{"config Proxy.TLSKey=: --proxy-tls-key: missing"}},
 		{"shared and the backend's", Config{Settings: mirroring.Settings{DefaultPercent: 150}, Proxy: badProxy},
 			[]string{"config DefaultPercent=150: must be greater than 0 and at most 100", "Proxy.MirrorInflight"}},
 	} {

@@ -3,7 +3,10 @@ package experiment
 // Mirroring is darklaunch's spec.mirroring.
 type Mirroring struct {
 	// Host is the HTTP host (authority) whose traffic is mirrored; the copies
-	// carry Host "<host>-shadow" as Envoy sends them.
+	// carry Host "<host>-shadow" as Envoy sends them. With the proxy backend
+	// a copy takes the protocol its request came in with (HTTP/1.1, or
+	// HTTP/2 over h2c or TLS), as live does; a gRPC call's outcome, live's
+	// and dark's, is its grpc-status (non-zero: failed).
 	Host string `json:"host,omitempty"`
 	// Percent of the host's requests copied to the dark version, in (0, 100].
 	Percent *float64 `json:"percent,omitempty"`
@@ -14,7 +17,8 @@ type Mirroring struct {
 	// default the one serving 100 % of the traffic.
 	LiveRevision string `json:"liveRevision,omitempty"`
 	// Methods that are mirrored. Default: GET, HEAD, OPTIONS, because
-	// mirroring a write duplicates it.
+	// mirroring a write duplicates it. Every gRPC call is a POST: mirroring
+	// gRPC needs POST here.
 	Methods []string `json:"methods,omitempty"`
 	// KeepHost (proxy backend) sends the copies with the request's own
 	// Host instead of Envoy's "<host>-shadow", which breaks routing where

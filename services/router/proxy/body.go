@@ -3,15 +3,17 @@ package proxy
 import (
 	"io"
 	"sync"
+	"time"
 )
 
 // teeBody is a request body that live reads as it comes, and that keeps
 // what live read for the copy: the copy is sent once the body is whole
 // (its declared length read, or EOF for a chunked one), so live is never
 // delayed by the copy, not even by the time to read the body first. A body
-// over MirrorMaxBody, or one that breaks off, drops the copy ("body"); so
-// does one live did not read to its end (the handler calls abandon when
-// live is done).
+// over MirrorMaxBody, one that breaks off or takes longer than
+// MirrorTimeout, drops the copy ("body"); so does one live did not read to
+// its end (the handler calls abandon when live is done). A gRPC stream's
+// body is one too (grpc.go).
 type teeBody struct {
 	src  io.ReadCloser
 	max  int64
@@ -53,9 +55,14 @@ func (t *teeBody) Read(b []byte) (int, error) {
 
 func (t *teeBody) Close() error { return t.src.Close() }
 
-// finish sends or drops the copy; t.mu is held.
+// finish sends or drops the copy; t.mu is held. A body that took longer
+// than MirrorTimeout to come (a long client stream) is dropped too: its
+// copy would reach dark long after live's request.
 func (t *teeBody) finish(ok bool) {
 	t.done = true
+	if ok && time.Since(t.cp.arrived) > t.cp.p.cfg.MirrorTimeout {
+		ok = false
+	}
 	if ok {
 		t.cp.send(t.buf)
 	} else {

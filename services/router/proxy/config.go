@@ -16,8 +16,16 @@ import (
 // Config configures the proxy backend (router.Config.Proxy). Every zero
 // value takes the default written next to the field (Default).
 type Config struct {
-	// Addr is where the proxy listens. Default "127.0.0.1:8080".
+	// Addr is where the proxy listens: HTTP/1.1 and h2c (HTTP/2 with prior
+	// knowledge, as gRPC clients send it). Default "127.0.0.1:8080".
 	Addr string
+	// TLSCert and TLSKey are PEM files of a certificate (its chain after
+	// it) and of its key. Given both, the proxy also serves TLS on TLSAddr,
+	// with ALPN h2 and http/1.1. Default none: no TLS listener.
+	TLSCert, TLSKey string
+	// TLSAddr is where the proxy serves TLS, given TLSCert and TLSKey.
+	// Default "127.0.0.1:8443".
+	TLSAddr string
 
 	// MirrorMemory bounds the memory the copies in flight may hold, every
 	// experiment together: each copy counts as CopyOverhead plus its
@@ -59,6 +67,7 @@ const (
 // Default replaces every zero value with its default.
 func (c *Config) Default() {
 	c.Addr = cmp.Or(c.Addr, DefaultAddr)
+	c.TLSAddr = cmp.Or(c.TLSAddr, DefaultTLSAddr)
 	c.MirrorMemory = cmp.Or(c.MirrorMemory, DefaultMirrorMemory)
 	c.MirrorMaxBody = cmp.Or(c.MirrorMaxBody, DefaultMirrorMaxBody)
 	c.MirrorTimeout = cmp.Or(c.MirrorTimeout, DefaultMirrorTimeout)
@@ -87,12 +96,16 @@ func (c Config) Validate() error {
 			errs = append(errs, mirroring.Problem("Proxy.", d.field, d.d, "must not be negative"))
 		}
 	}
+	errs = append(errs, c.tlsProblems()...)
 	return errors.Join(errs...)
 }
 
 // AddFlags binds the flags of `darklaunch serve router` that set c.
 func (c *Config) AddFlags(fs *pflag.FlagSet) {
-	fs.StringVar(&c.Addr, "proxy-addr", DefaultAddr, "where the mirroring proxy listens (proxy backend)")
+	fs.StringVar(&c.Addr, "proxy-addr", DefaultAddr, "where the mirroring proxy listens: HTTP/1.1 and h2c (proxy backend)")
+	fs.StringVar(&c.TLSCert, flagTLSCert, "", "PEM file of the certificate (chain after it) the proxy serves TLS with, on --"+flagTLSAddr+", ALPN h2 and http/1.1; needs --"+flagTLSKey+" (proxy backend)")
+	fs.StringVar(&c.TLSKey, flagTLSKey, "", "PEM file of the key of --"+flagTLSCert+" (proxy backend)")
+	fs.StringVar(&c.TLSAddr, flagTLSAddr, DefaultTLSAddr, "where the proxy serves TLS, given --"+flagTLSCert+" and --"+flagTLSKey+" (proxy backend)")
 	c.MirrorMemory = DefaultMirrorMemory // the flag's default, as the other flags set theirs
 	fs.Var(bytesFlag{&c.MirrorMemory}, "mirror-memory", "memory the copies in flight to dark versions may hold, as a quantity (64Mi, 1Gi); a copy over it is dropped and counted (proxy backend)")
 	fs.IntVar(&c.MirrorInflight, "mirror-inflight", 0, "copies in flight to one experiment's dark version at most, besides --mirror-memory; 0: no such bound (proxy backend)")

@@ -134,10 +134,12 @@ func connectionNames(conn []string, k string) bool {
 	return false
 }
 
+// hasToken tells whether a comma-separated header lists token (its
+// parameters aside: "trailers;q=1").
 func hasToken(vs []string, token string) bool {
 	for _, v := range vs {
 		for f := range strings.SplitSeq(v, ",") {
-			if strings.EqualFold(textproto.TrimString(f), token) {
+			if f, _, _ = strings.Cut(f, ";"); strings.EqualFold(textproto.TrimString(f), token) {
 				return true
 			}
 		}

@@ -36,9 +36,14 @@ func newTestProxyWith(t testing.TB, cfg Config, set mirroring.Settings, js jetst
 		t.Fatal(err)
 	}
 	srv := httptest.NewUnstartedServer(p)
+	srv.Config = p.newServer() // HTTP/1.1 and h2c, as Run serves
 	srv.Listener.Close()
 	srv.Listener = p.ln
 	srv.Start()
+	if p.tlsLn != nil {
+		// Served by the same server: srv.Close ends its connections too.
+		go srv.Config.ServeTLS(p.tlsLn, "", "")
+	}
 	t.Cleanup(func() {
 		srv.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -29,12 +29,14 @@ func (p *Proxy) initCheck(ctx context.Context, spec routeSpec) error {
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
 	defer client.CloseIdleConnections()
+	h2 := initClientH2()
+	defer h2.CloseIdleConnections()
 	errc := make(chan error, 2)
 	for _, v := range []struct {
 		role string
 		u    *url.URL
 	}{{"live", spec.live}, {"dark", spec.dark}} {
-		go func() { errc <- p.waitAnswer(ctx, client, v.role, v.u, spec.Host) }()
+		go func() { errc <- p.waitAnswer(ctx, client, h2, v.role, v.u, spec.Host) }()
 	}
 	var errs []string
 	for range 2 {
@@ -53,8 +55,9 @@ func (p *Proxy) initCheck(ctx context.Context, spec routeSpec) error {
 }
 
 // waitAnswer GETs u with Host host until it answers, every InitInterval,
-// until ctx ends.
-func (p *Proxy) waitAnswer(ctx context.Context, client *http.Client, role string, u *url.URL, host string) error {
+// until ctx ends. An answer over HTTP/1.1 or, failing that, over HTTP/2
+// (h2 client; a gRPC server speaks only that) counts.
+func (p *Proxy) waitAnswer(ctx context.Context, client, h2 *http.Client, role string, u *url.URL, host string) error {
 	var last error
 	err := retry.Do(ctx, retry.Policy{First: p.set.InitInterval, Max: p.set.InitInterval}, func(ctx context.Context) error {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
@@ -63,6 +66,11 @@ func (p *Proxy) waitAnswer(ctx context.Context, client *http.Client, role string
 		}
 		req.Host = host
 		resp, err := client.Do(req)
+		if err != nil {
+			if r2, err2 := h2.Do(req); err2 == nil {
+				resp, err = r2, nil
+			}
+		}
 		if err == nil {
 			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxDrain))
 			resp.Body.Close()

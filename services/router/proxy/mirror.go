@@ -263,6 +263,9 @@ func (p *Proxy) copyRequest(rt *route, r *http.Request) *http.Request {
 	pr.SetXForwarded()
 	out.Host = p.copyHost(rt, r)
 	out.Header[experiment.MirrorHeader] = rt.mirrorMark
+	if hasToken(r.Header["Te"], "trailers") {
+		out.Header.Set("Te", "trailers") // as live gets it; gRPC servers may require it
+	}
 	out.RequestURI = ""
 	out.Close = false
 	out.TransferEncoding = nil
@@ -342,14 +345,14 @@ func (p *Proxy) roundTripCopy(out *http.Request, body []byte) (int, bool, error)
 		out.Body = io.NopCloser(bytes.NewReader(body))
 		out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
 	}
-	resp, err := p.dark.RoundTrip(out)
+	resp, err := p.darkTransport(out).RoundTrip(out)
 	if err != nil {
 		return 0, ctx.Err() == context.DeadlineExceeded, err
 	}
-	_, err = io.CopyN(io.Discard, resp.Body, maxDrain)
+	_, err = io.CopyN(io.Discard, resp.Body, drainLimit(resp))
 	if err == io.EOF {
 		err = nil
 	}
-	resp.Body.Close()
-	return resp.StatusCode, ctx.Err() == context.DeadlineExceeded, err
+	resp.Body.Close() // before reading the trailers, which it fills in
+	return grpcOutcome(resp.StatusCode, resp.Header, resp.Trailer), ctx.Err() == context.DeadlineExceeded, err
 }

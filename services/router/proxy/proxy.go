@@ -7,6 +7,7 @@ package proxy
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -61,6 +62,13 @@ type Proxy struct {
 	// h1live and h1dark are the forwarder's connections (forward.go), as
 	// separate as live and dark.
 	h1live, h1dark h1Pools
+	// live2 and dark2 carry the requests that came in over HTTP/2 (h2.go).
+	live2, dark2 *http.Transport
+
+	// tlsLn serves TLS with tlsConf, given a certificate (tls.go).
+	tlsLn   net.Listener
+	tlsConf *tls.Config
+	tlsURL  string
 
 	// buffers are the live responses' copy buffers, shared by every route:
 	// without a pool httputil.ReverseProxy allocates 32 KiB per request.
@@ -118,8 +126,10 @@ func New(cfg Config, set mirroring.Settings, js jetstream.JetStream, reg *promet
 		prom: prom,
 		// Live carries every client request: keep plenty of idle
 		// connections so a burst does not pay a new dial per request.
-		live: newTransport(liveIdlePerHost),
-		dark: newTransport(cmp.Or(cfg.MirrorInflight, darkIdlePerHost)),
+		live:  newTransport(liveIdlePerHost),
+		dark:  newTransport(cmp.Or(cfg.MirrorInflight, darkIdlePerHost)),
+		live2: newH2Transport(),
+		dark2: newH2Transport(),
 	}
 	p.h1live.maxIdle = liveIdlePerHost
 	p.h1dark.maxIdle = darkIdle(cfg)
@@ -136,6 +146,10 @@ func New(cfg Config, set mirroring.Settings, js jetstream.JetStream, reg *promet
 		return nil, fmt.Errorf("proxy: %w", err)
 	}
 	p.url = "http://" + p.ln.Addr().String()
+	if err := p.listenTLS(); err != nil {
+		p.ln.Close()
+		return nil, err
+	}
 	return p, nil
 }
 
@@ -148,22 +162,17 @@ func (p *Proxy) URL() string { return p.url }
 // It returns early with an error if serving fails. Call it once; Close
 // afterwards publishes the last observations.
 func (p *Proxy) Run(ctx context.Context) error {
-	srv := &http.Server{
-		Handler:           p,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),
-	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(p.ln) }()
+	srv := p.newServer()
+	serving, served := p.serve(srv)
 	go p.runFlusher(ctx)
-	p.log.Info("proxy listening", "url", p.url, "instance", p.cfg.Instance)
+	p.log.Info("proxy listening", "url", p.url, "tls", p.tlsURL, "instance", p.cfg.Instance)
 
 	var err error
 	select {
 	case <-ctx.Done():
 	case err = <-served:
 		err = fmt.Errorf("proxy: %w", err)
+		serving--
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)
 	defer cancel()
@@ -171,7 +180,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 		p.log.Warn("proxy shutdown cut short", "err", serr)
 		srv.Close()
 	}
-	if err == nil {
+	for range serving {
 		<-served
 	}
 	return err
@@ -182,6 +191,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 // instead of Run); the last flush is bounded by ctx.
 func (p *Proxy) Close(ctx context.Context) error {
 	p.ln.Close() // already closed when Run ran
+	p.closeTLS()
 	p.cancel()
 	for _, rt := range p.table.Load().byKey {
 		rt.waitIdle(ctx)
@@ -191,6 +201,7 @@ func (p *Proxy) Close(ctx context.Context) error {
 	p.dark.CloseIdleConnections()
 	p.h1live.closeIdle()
 	p.h1dark.closeIdle()
+	p.closeIdleH2()
 	if err != nil {
 		return fmt.Errorf("last observations not published: %w", err)
 	}

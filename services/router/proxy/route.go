@@ -126,7 +126,7 @@ func (p *Proxy) newRoute(exp *experiment.Experiment, spec routeSpec) *route {
 			pr.Out.Host = host
 			pr.SetXForwarded()
 		},
-		Transport:  p.live,
+		Transport:  p.liveTransport(), // HTTP/1.1 or HTTP/2, as the request came (h2.go)
 		BufferPool: &p.buffers,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			if r.Context().Err() != nil {

@@ -27,7 +27,7 @@ func newTransport(idlePerHost int) *http.Transport {
 		IdleConnTimeout:       90 * time.Second,
 		TLSHandshakeTimeout:   10 * time.Second,
 		ExpectContinueTimeout: time.Second,
-		ForceAttemptHTTP2:     true,
+		Protocols:             http1Only(), // HTTP/2 requests take the HTTP/2 transports (h2.go)
 	}
 }
 
@@ -90,6 +90,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	status := sw.status
 	if status == 0 {
 		status = http.StatusOK // nothing written: net/http sends 200
+	}
+	if r.ProtoMajor == 2 {
+		status = grpcOutcome(status, sw.Header(), nil) // gRPC: grpc-status (grpc.go)
 	}
 	failed := status < 200 || status > 299
 	c.live(rt, rt.observe(roleLive, start, failed), failed, true)
