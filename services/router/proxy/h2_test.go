@@ -289,6 +289,7 @@ func TestProxyTLS(t *testing.T) {
 	if resp.ProtoMajor != 2 || resp.TLS == nil || resp.TLS.NegotiatedProtocol != "h2" {
 		t.Fatalf("TLS client offering h2 got %s, ALPN %v", resp.Proto, resp.TLS)
 	}
+	dark.wait(t, 1) // copies are sent in the background: one at a time, so that they arrive in order
 	resp = sendWith(t, client(t, protocols(true, false, false), roots), p.TLSURL(), "GET", "")
 	if resp.ProtoMajor != 1 {
 		t.Fatalf("TLS client offering http/1.1 got %s", resp.Proto)
@@ -322,6 +323,7 @@ func TestProxyTLSVersionsFollowTheClient(t *testing.T) {
 	setup(t, p, routertest.Experiment("https", "customdomain.com", live.URL, dark.URL, 100, experiment.StageRunning))
 
 	sendWith(t, client(t, protocols(false, false, true), nil), base, "GET", "")
+	dark.wait(t, 1) // copies are sent in the background: one at a time, so that they arrive in order
 	sendWith(t, client(t, protocols(true, false, false), nil), base, "GET", "")
 	l, d := live.wait(t, 2), dark.wait(t, 2)
 	for i, want := range []int{2, 1} {
