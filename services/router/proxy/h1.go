@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"net"
@@ -38,6 +39,7 @@ var errH1Header = errors.New("response header too large or malformed")
 type h1Pool struct {
 	addr    string
 	maxIdle int
+	bufSize int // of each connection's reader and writer
 	dialer  net.Dialer
 
 	mu     sync.Mutex
@@ -56,8 +58,8 @@ type h1Conn struct {
 	abort func()
 }
 
-func newH1Pool(addr string, maxIdle int) *h1Pool {
-	return &h1Pool{addr: addr, maxIdle: max(maxIdle, 2), dialer: net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}}
+func newH1Pool(addr string, maxIdle, bufSize int) *h1Pool {
+	return &h1Pool{addr: addr, maxIdle: max(maxIdle, 2), bufSize: cmp.Or(bufSize, 4<<10), dialer: net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}}
 }
 
 // get returns an idle connection, checked if it was idle long enough to be
@@ -90,7 +92,7 @@ func (p *h1Pool) getBy(ctx context.Context, deadline time.Time) (*h1Conn, error)
 	if err != nil {
 		return nil, err
 	}
-	c := &h1Conn{Conn: nc, br: bufio.NewReaderSize(nc, 8<<10), bw: bufio.NewWriterSize(nc, 8<<10)}
+	c := &h1Conn{Conn: nc, br: bufio.NewReaderSize(nc, p.bufSize), bw: bufio.NewWriterSize(nc, p.bufSize)}
 	c.abort = func() { _ = c.SetDeadline(aLongTimeAgo) }
 	return c, nil
 }
@@ -144,6 +146,7 @@ func (p *h1Pool) close() {
 // every route: two experiments with the same version share its connections.
 type h1Pools struct {
 	maxIdle int
+	bufSize int
 	mu      sync.Mutex
 	byAddr  map[string]*h1Pool
 }
@@ -156,7 +159,7 @@ func (ps *h1Pools) pool(addr string) *h1Pool {
 	}
 	p := ps.byAddr[addr]
 	if p == nil {
-		p = newH1Pool(addr, ps.maxIdle)
+		p = newH1Pool(addr, ps.maxIdle, ps.bufSize)
 		ps.byAddr[addr] = p
 	}
 	return p

@@ -131,8 +131,10 @@ func New(cfg Config, set mirroring.Settings, js jetstream.JetStream, reg *promet
 		live2: newH2Transport(),
 		dark2: newH2Transport(),
 	}
-	p.h1live.maxIdle = liveIdlePerHost
-	p.h1dark.maxIdle = darkIdle(cfg)
+	// Dark's connections read answers only to throw them away, and there
+	// may be a thousand of them held by a slow dark version: small buffers.
+	p.h1live.maxIdle, p.h1live.bufSize = liveIdlePerHost, 8<<10
+	p.h1dark.maxIdle, p.h1dark.bufSize = darkIdle(cfg), 4<<10
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	p.table.Store(&routeTable{byHost: map[string]*route{}, byKey: map[string]*route{}})
 	routes := prometheus.NewGaugeFunc(prometheus.GaugeOpts{

@@ -143,7 +143,7 @@ func BenchmarkServeHTTP(b *testing.B) {
 	b.Cleanup(live.Close)
 	b.Cleanup(dark.Close)
 	b.Run("backend alone", func(b *testing.B) {
-		pool := newH1Pool(live.Listener.Addr().String(), 4)
+		pool := newH1Pool(live.Listener.Addr().String(), 4, 8<<10)
 		defer pool.close()
 		head := []byte("GET / HTTP/1.1\r\nHost: customdomain.com\r\n\r\n")
 		b.ReportAllocs()
