@@ -21,7 +21,7 @@ func TestPaceOpenLoopBound(t *testing.T) {
 	s := schedule{Start: start, Rate: rate, End: start.Add(500 * time.Millisecond)}
 	var mu sync.Mutex
 	var fired []time.Time
-	n := pace(t.Context(), s, 4, func(_ context.Context, due time.Time) {
+	n := pace(t.Context(), s, 4, func(_ context.Context, _ int, due time.Time) {
 		now := time.Now()
 		if now.Before(due) {
 			t.Errorf("request due at %v fired early at %v", due, now)
@@ -47,7 +47,7 @@ func TestPaceStopsOnCancel(t *testing.T) {
 	var count atomic.Int64
 	s := schedule{Start: time.Now(), Rate: 1000} // no end
 	done := make(chan int64)
-	go func() { done <- pace(ctx, s, 8, func(context.Context, time.Time) { count.Add(1) }) }()
+	go func() { done <- pace(ctx, s, 8, func(context.Context, int, time.Time) { count.Add(1) }) }()
 	testenv.Until(t, 2*time.Second, "20 dispatches", func() bool { return count.Load() >= 20 })
 	cancel()
 	select {
@@ -75,18 +75,21 @@ func TestNoCoordinatedOmission(t *testing.T) {
 	}))
 	defer srv.Close()
 
-	req := newRequester(plan{URL: srv.URL, Host: "customdomain.com", Method: "GET", Concurrency: 1, Timeout: 5 * time.Second})
+	req, err := newRequester(plan{URL: srv.URL, Host: "customdomain.com", Method: "GET", Concurrency: 1, Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer req.close()
-	counts := newTally(windows{})
+	counts := newTally(windows{}, 1)
 	start := time.Now().Add(20 * time.Millisecond)
 	s := schedule{Start: start, Rate: rate, End: start.Add(time.Second)}
 	var mu sync.Mutex
 	latency := map[int64]time.Duration{} // by request index
-	n := pace(t.Context(), s, 1, func(ctx context.Context, due time.Time) {
-		counts.dispatched()
-		a, err := req.do(ctx)
+	n := pace(t.Context(), s, 1, func(ctx context.Context, w int, due time.Time) {
+		counts.dispatched(w)
+		a, err := req.do(ctx, w)
 		lat := time.Since(due)
-		counts.finished(lat, err == nil && a.code == 200)
+		counts.finished(w, lat, err == nil && a.code == 200)
 		mu.Lock()
 		latency[int64(due.Sub(start).Seconds()*rate+0.5)] = lat
 		mu.Unlock()

@@ -1,0 +1,94 @@
+package loadgen
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"net"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// cannedServer answers every request on 127.0.0.1 with the same bytes,
+// without allocating per request, so that a benchmark's allocations are the
+// client's.
+func cannedServer(tb testing.TB) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { ln.Close() })
+	resp := []byte("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Type: text/plain\r\n\r\nhello")
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				r := bufio.NewReaderSize(c, 4096)
+				for {
+					line, err := r.ReadSlice('\n')
+					if err != nil {
+						return
+					}
+					if len(bytes.TrimRight(line, "\r\n")) == 0 {
+						if _, err := c.Write(resp); err != nil {
+							return
+						}
+					}
+				}
+			}()
+		}
+	}()
+	tb.Cleanup(func() { ln.Close() })
+	return "http://" + ln.Addr().String() + "/"
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkTraffic is the traffic's whole path per request (pacer, request,
+// tally, metrics) as fast as it goes: every ticket due at once, 50 in
+// flight, against a canned local server.
+func BenchmarkTraffic(b *testing.B) {
+	url := cannedServer(b)
+	p := plan{URL: url, Host: "customdomain.com", Method: "GET", Concurrency: 50, Timeout: 5 * time.Second}
+	req, err := newRequester(p)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer req.close()
+	prom, err := newPromMetrics(prometheus.NewRegistry())
+	if err != nil {
+		b.Fatal(err)
+	}
+	counts := newTally(windows{start: time.Now(), interval: time.Second, total: 1000}, p.Concurrency)
+	var sent atomic.Int64
+	send := sender{req, counts, prom, &sent}.send
+	ctx, cancel := context.WithCancel(b.Context())
+	defer cancel()
+	var n atomic.Int64
+	target := int64(b.N)
+	b.ReportAllocs()
+	b.ResetTimer()
+	cpu0, t0 := cpuTime(), time.Now()
+	pace(ctx, schedule{Start: time.Now(), Rate: 1e9}, p.Concurrency, func(ctx context.Context, w int, due time.Time) {
+		if n.Add(1) == target {
+			defer cancel()
+		}
+		send(ctx, w, due)
+	})
+	el := time.Since(t0)
+	b.StopTimer()
+	b.ReportMetric(float64(n.Load())/el.Seconds(), "req/s")
+	b.ReportMetric(float64(cpuTime()-cpu0)/float64(time.Microsecond)/float64(n.Load()), "cpu-µs/req")
+}
