@@ -2,6 +2,7 @@ package loadgen
 
 import (
 	"context"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"sort"
@@ -126,5 +127,136 @@ func TestNoCoordinatedOmission(t *testing.T) {
 	// machine adds to every request.
 	if p.P50Ms >= 100 {
 		t.Errorf("p50 %.1f ms, want the median untouched by one stall (< 100 ms)", p.P50Ms)
+	}
+}
+
+// TestPaceRateWithinOnePercent: 3,000 req/s for 2 s against a local server
+// fire the schedule's 6,000 requests within 1 %, every one answered, in
+// about the 2 s (a looser bound: the machine is shared).
+func TestPaceRateWithinOnePercent(t *testing.T) {
+	const rate, window, concurrency = 3000.0, 2 * time.Second, 16
+	var served atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		served.Add(1)
+		w.Write([]byte("ok"))
+	}))
+	defer srv.Close()
+	req, err := newRequester(plan{URL: srv.URL, Host: "customdomain.com", Method: "GET", Concurrency: concurrency, Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer req.close()
+	counts := newTally(windows{}, concurrency)
+	var ok atomic.Int64
+	start := time.Now().Add(20 * time.Millisecond)
+	s := schedule{Start: start, Rate: rate, End: start.Add(window)}
+	n := pace(t.Context(), s, concurrency, func(ctx context.Context, w int, due time.Time) {
+		counts.dispatched(w)
+		a, err := req.do(ctx, w)
+		if err == nil && a.code == 200 {
+			ok.Add(1)
+		}
+		counts.finished(w, time.Since(due), err == nil && a.code == 200)
+	})
+	took := time.Since(start)
+	const want = rate * 2
+	if math.Abs(float64(n)-want) > want/100 {
+		t.Errorf("fired %d, want %v ± 1 %%", n, want)
+	}
+	if ok.Load() != n || served.Load() != n {
+		t.Errorf("fired %d, %d answered 200, %d served: want every one", n, ok.Load(), served.Load())
+	}
+	p := counts.progress(rate, window, true, time.Now())
+	if math.Abs(p.AchievedRate-rate) > rate/100 {
+		t.Errorf("achieved rate %.1f, want %v ± 1 %%", p.AchievedRate, rate)
+	}
+	if took < window || took > window+time.Second {
+		t.Errorf("the run took %v, want about %v", took, window)
+	}
+}
+
+// TestPaceStopsAtEndWhenBehind: a generator that cannot keep up (one
+// worker, a server taking 20 ms, 200 req/s due) stops at the schedule's end
+// with fewer requests sent, which its achieved rate shows, instead of sending
+// the backlog after the end.
+func TestPaceStopsAtEndWhenBehind(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(20 * time.Millisecond)
+		w.Write([]byte("ok"))
+	}))
+	defer srv.Close()
+	req, err := newRequester(plan{URL: srv.URL, Host: "customdomain.com", Method: "GET", Concurrency: 1, Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer req.close()
+	start := time.Now()
+	s := schedule{Start: start, Rate: 200, End: start.Add(500 * time.Millisecond)} // 100 due
+	n := pace(t.Context(), s, 1, func(ctx context.Context, w int, due time.Time) { _, _ = req.do(ctx, w) })
+	if took := time.Since(start); took > 800*time.Millisecond {
+		t.Errorf("pace returned after %v, want about the schedule's 500ms: the backlog was sent after the end", took)
+	}
+	if n > 30 {
+		t.Errorf("fired %d of the 100 due, want at most 500ms ÷ 20ms + 1 ≈ 26", n)
+	}
+}
+
+// TestNoCoordinatedOmissionStall: four workers at 500 req/s and a server
+// that stalls every request for 200 ms once: every request due during the
+// stall is still sent, and reports at least its lateness (from its due time
+// to the stall's end) as latency.
+func TestNoCoordinatedOmissionStall(t *testing.T) {
+	const rate, concurrency, stall = 500.0, 4, 200 * time.Millisecond
+	var mu sync.Mutex
+	var stallFrom, stallTo time.Time // set by the 100th request
+	var served atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		now := time.Now()
+		mu.Lock()
+		if served.Add(1) == 100 {
+			stallFrom, stallTo = now, now.Add(stall)
+		}
+		until := stallTo
+		mu.Unlock()
+		if d := time.Until(until); d > 0 {
+			time.Sleep(d)
+		}
+		w.Write([]byte("ok"))
+	}))
+	defer srv.Close()
+	req, err := newRequester(plan{URL: srv.URL, Host: "customdomain.com", Method: "GET", Concurrency: concurrency, Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer req.close()
+	type rec struct{ due, done time.Time }
+	var recs []rec
+	start := time.Now().Add(20 * time.Millisecond)
+	s := schedule{Start: start, Rate: rate, End: start.Add(time.Second)}
+	n := pace(t.Context(), s, concurrency, func(ctx context.Context, w int, due time.Time) {
+		_, err := req.do(ctx, w)
+		if err != nil {
+			t.Errorf("request due at %v: %v", due.Sub(start), err)
+		}
+		done := time.Now()
+		mu.Lock()
+		recs = append(recs, rec{due, done})
+		mu.Unlock()
+	})
+	if n != 500 || served.Load() != 500 {
+		t.Fatalf("fired %d, served %d; want all 500 due despite the stall", n, served.Load())
+	}
+	during := 0
+	for _, r := range recs {
+		if r.due.Before(stallFrom) || !r.due.Before(stallTo) {
+			continue
+		}
+		during++
+		if lat, late := r.done.Sub(r.due), stallTo.Sub(r.due); lat < late {
+			t.Errorf("request due %v into the stall: latency %v, less than its lateness %v", r.due.Sub(stallFrom), lat, late)
+		}
+	}
+	if during < 90 {
+		t.Errorf("%d requests due during the 200 ms stall, want about 100", during)
 	}
 }
