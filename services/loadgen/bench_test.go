@@ -14,9 +14,10 @@ import (
 )
 
 // cannedServer answers every request on 127.0.0.1 with the same bytes,
-// without allocating per request, so that a benchmark's allocations are the
-// client's.
-func cannedServer(tb testing.TB) string {
+// without allocating per request, so that a benchmark's allocations and
+// most of its CPU are the client's; served counts the answers.
+func cannedServer(tb testing.TB) (url string, served *atomic.Int64) {
+	served = new(atomic.Int64)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
@@ -38,6 +39,7 @@ func cannedServer(tb testing.TB) string {
 						return
 					}
 					if len(bytes.TrimRight(line, "\r\n")) == 0 {
+						served.Add(1)
 						if _, err := c.Write(resp); err != nil {
 							return
 						}
@@ -46,8 +48,7 @@ func cannedServer(tb testing.TB) string {
 			}()
 		}
 	}()
-	tb.Cleanup(func() { ln.Close() })
-	return "http://" + ln.Addr().String() + "/"
+	return "http://" + ln.Addr().String() + "/", served
 }
 
 func cpuTime() time.Duration {
@@ -60,7 +61,7 @@ func cpuTime() time.Duration {
 // tally, metrics) as fast as it goes: every ticket due at once, 50 in
 // flight, against a canned local server.
 func BenchmarkTraffic(b *testing.B) {
-	url := cannedServer(b)
+	url, _ := cannedServer(b)
 	p := plan{URL: url, Host: "customdomain.com", Method: "GET", Concurrency: 50, Timeout: 5 * time.Second}
 	req, err := newRequester(p)
 	if err != nil {
@@ -81,7 +82,7 @@ func BenchmarkTraffic(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	cpu0, t0 := cpuTime(), time.Now()
-	pace(ctx, schedule{Start: time.Now(), Rate: 1e9}, p.Concurrency, func(ctx context.Context, w int, due time.Time) {
+	_, _ = pace(ctx, schedule{Start: time.Now(), Rate: 1e9}, p.Concurrency, func(ctx context.Context, w int, due time.Time) {
 		if n.Add(1) == target {
 			defer cancel()
 		}

@@ -21,9 +21,15 @@ func (s schedule) due(i int64) time.Time {
 	return s.Start.Add(time.Duration(float64(i) / s.Rate * float64(time.Second)))
 }
 
+// lateGrace is how long after the schedule's end the requests due before it
+// are still sent by a generator running late: a moment of a busy machine
+// at the end costs no request, and one that cannot keep up at all stops
+// soon after the end instead of sending its whole backlog.
+const lateGrace = time.Second
+
 // pace sends the schedule's requests with concurrency workers until ctx ends
-// or the schedule does, then returns how many it fired once every worker is
-// done.
+// or the schedule does, then returns, once every worker is done, how many
+// it fired and when it fired the last one.
 //
 // The workers take tickets from one counter: a worker that takes ticket i
 // waits until it is due and calls fire with its own index w (0 ≤ w <
@@ -36,11 +42,13 @@ func (s schedule) due(i int64) time.Time {
 // timer coarser than 1/rate only adds to latency, never takes away from the
 // rate.
 //
-// A ticket still untaken at End is not sent: a generator that cannot keep
-// up sends fewer requests, which its achieved rate then shows, instead of
-// sending the backlog after the traffic's end.
-func pace(ctx context.Context, s schedule, concurrency int, fire func(ctx context.Context, w int, due time.Time)) int64 {
-	var next, fired atomic.Int64
+// Every request due before End is sent, unless it is still untaken
+// lateGrace after End: a generator that cannot keep up then sends fewer,
+// and the time it took, up to its last request, shows it (the achieved
+// rate is to be computed over that time, not over the schedule's).
+func pace(ctx context.Context, s schedule, concurrency int, fire func(ctx context.Context, w int, due time.Time)) (fired int64, last time.Time) {
+	var next, n atomic.Int64
+	lasts := make([]time.Time, concurrency) // by worker
 	var wg sync.WaitGroup
 	for w := range concurrency {
 		wg.Go(func() {
@@ -48,7 +56,7 @@ func pace(ctx context.Context, s schedule, concurrency int, fire func(ctx contex
 			timer.Stop()
 			for ctx.Err() == nil {
 				due, now := s.due(next.Add(1)-1), time.Now()
-				if !s.End.IsZero() && (!due.Before(s.End) || !now.Before(s.End)) {
+				if !s.End.IsZero() && (!due.Before(s.End) || now.Sub(s.End) > lateGrace) {
 					return
 				}
 				if d := due.Sub(now); d > 0 {
@@ -63,11 +71,15 @@ func pace(ctx context.Context, s schedule, concurrency int, fire func(ctx contex
 				if ctx.Err() != nil {
 					return
 				}
-				fired.Add(1)
+				n.Add(1)
+				lasts[w] = time.Now()
 				fire(ctx, w, due)
 			}
 		})
 	}
 	wg.Wait()
-	return fired.Load()
+	for _, t := range lasts {
+		last = later(last, t)
+	}
+	return n.Load(), last
 }

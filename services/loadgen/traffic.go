@@ -66,9 +66,15 @@ func (r *runner) traffic(ctx context.Context, exp *experiment.Experiment) {
 		log.Info("traffic resumed", "sentBefore", last.Sent)
 	}
 	cpu := r.cpuSince()
-	fired := make(chan int64, 1)
+	type paced struct {
+		n    int64
+		last time.Time
+	}
+	fired := make(chan paced, 1)
 	go func() {
-		fired <- pace(ctx, schedule{Start: t0, Rate: p.Rate, End: end}, p.Concurrency, sender{req, counts, r.prom, &r.sent}.send)
+		var d paced
+		d.n, d.last = pace(ctx, schedule{Start: t0, Rate: p.Rate, End: end}, p.Concurrency, sender{req, counts, r.prom, &r.sent}.send)
+		fired <- d
 	}()
 
 	elapsed := func() time.Duration { return earlier(time.Now(), end).Sub(since) }
@@ -82,17 +88,18 @@ func (r *runner) traffic(ctx context.Context, exp *experiment.Experiment) {
 			lp := counts.progress(p.Rate, elapsed(), false, time.Now())
 			lp.CPUPerRequestUs = cpu()
 			r.publishLoad(ctx, log, exp, n, lp)
-		case total := <-fired:
+		case done := <-fired:
 			if r.service.Err() != nil {
 				return
 			}
 			n++
 			pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finalPublishTimeout)
-			final := counts.progress(p.Rate, elapsed(), true, time.Now())
+			// Requests sent late, after the end, took that long too.
+			final := counts.progress(p.Rate, later(done.last, earlier(time.Now(), end)).Sub(since), true, time.Now())
 			final.CPUPerRequestUs = cpu()
 			r.publishLoad(pctx, log, exp, n, final)
 			cancel()
-			log.Info("traffic stopped", "sent", total, "succeeded", final.Succeeded, "failed", final.Failed,
+			log.Info("traffic stopped", "sent", done.n, "succeeded", final.Succeeded, "failed", final.Failed,
 				"achievedRate", final.AchievedRate, "p95Ms", final.P95Ms,
 				"cpuPerRequestUs", final.CPUPerRequestUs)
 			return

@@ -253,7 +253,7 @@ func TestWireTimeoutAndStop(t *testing.T) {
 // connection allocate nothing (the request is built once, the answer parsed
 // in the read buffer); net/http's client allocated 64 per request.
 func TestWireNoAllocations(t *testing.T) {
-	url := cannedServer(t)
+	url, _ := cannedServer(t)
 	r := testRequester(t, url, "GET", 5*time.Second)
 	ctx := t.Context()
 	if _, err := r.do(ctx, 0); err != nil { // dial
