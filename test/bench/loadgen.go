@@ -44,7 +44,7 @@ var lgFractions = []float64{0.9, 0.5, 1.5}
 type lgRow struct {
 	name                   string
 	target, achieved       []float64 // req/s; target 0 for fortio's maximum
-	received               []float64 // req/s the backend counted (loadgen rows)
+	received               []float64 // requests the backend counted ÷ requests sent (loadgen rows)
 	p50, p99, cpu, reports []float64 // ms, ms, µs of CPU per request; reports: the loadgen's own CPU figure
 	errors                 int64
 	loadgen                bool
@@ -314,9 +314,10 @@ func runLoadgen(ctx context.Context, infra *bus.Infra, ctl control, pid int, tar
 	if err != nil {
 		return r, err
 	}
-	r = lgResult{achieved: final.AchievedRate, received: float64(n.Live) / d.Seconds(), p50: final.P50Ms, p99: final.P99Ms,
+	r = lgResult{achieved: final.AchievedRate, p50: final.P50Ms, p99: final.P99Ms,
 		report: final.CPUPerRequestUs, errors: final.Failed}
 	if final.Sent > 0 {
+		r.received = float64(n.Live) / float64(final.Sent)
 		r.cpu = float64(cpu1-cpu0) / float64(time.Microsecond) / float64(final.Sent)
 	}
 	return r, nil
@@ -353,7 +354,7 @@ func reportLoadgen(w io.Writer, c config, rows []*lgRow) {
 	fmt.Fprintf(w, "Medians of %d runs of %s each (min–max); against the live backend directly (Go net/http on 127.0.0.1), Host `%s`, %d connections each; "+
 		"every target is a fraction of fortio's maximum in the same run; darklaunch's loadgen in its own process (loadgen.New + Run, the experiment from the state bucket, the figures from its final load event).\n\n",
 		c.runs, c.duration, c.host, lgConcurrency)
-	fmt.Fprintln(w, "| generator | target req/s | achieved req/s | \\|achieved − target\\| ÷ target | received by the backend req/s | p50 ms | p99 ms | CPU µs per request | loadgen's own CPU figure µs | errors |")
+	fmt.Fprintln(w, "| generator | target req/s | achieved req/s | \\|achieved − target\\| ÷ target | received by the backend ÷ sent | p50 ms | p99 ms | CPU µs per request | loadgen's own CPU figure µs | errors |")
 	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, r := range rows {
 		target, off, received, own := "—", "—", "—", "—"
@@ -366,7 +367,7 @@ func reportLoadgen(w io.Writer, c config, rows []*lgRow) {
 			off = statOfValues(gap).format(func(x float64) string { return fmt.Sprintf("%.2f", 100*x) }, " %")
 		}
 		if r.loadgen {
-			received = statOfValues(r.received).format(thousands, "")
+			received = statOfValues(r.received).format(pct, " %")
 			own = statOfValues(r.reports).format(us, "")
 		}
 		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %d |\n", r.name, target,

@@ -21,8 +21,9 @@ func statOf(rs []result, f func(result) float64) stat {
 	return statOfValues(v)
 }
 
-// statOfValues is the median and spread of v (sorted in place).
+// statOfValues is the median and spread of v.
 func statOfValues(v []float64) stat {
+	v = slices.Clone(v)
 	slices.Sort(v)
 	n := len(v)
 	med := v[n/2]
