@@ -93,3 +93,35 @@ func BenchmarkTraffic(b *testing.B) {
 	b.ReportMetric(float64(n.Load())/el.Seconds(), "req/s")
 	b.ReportMetric(float64(cpuTime()-cpu0)/float64(time.Microsecond)/float64(n.Load()), "cpu-µs/req")
 }
+
+// BenchmarkTrafficPaced is BenchmarkTraffic at a fixed 30,000 req/s: b.N
+// requests over b.N ÷ 30,000 s, the workers sleeping until each ticket is
+// due.
+func BenchmarkTrafficPaced(b *testing.B) {
+	const rate = 30000.0
+	url, _ := cannedServer(b)
+	p := plan{URL: url, Host: "customdomain.com", Method: "GET", Concurrency: 50, Timeout: 5 * time.Second}
+	req, err := newRequester(p)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer req.close()
+	prom, err := newPromMetrics(prometheus.NewRegistry())
+	if err != nil {
+		b.Fatal(err)
+	}
+	counts := newTally(windows{start: time.Now(), interval: time.Second, total: 1000}, p.Concurrency)
+	var sent atomic.Int64
+	b.ReportAllocs()
+	b.ResetTimer()
+	cpu0, t0 := cpuTime(), time.Now()
+	s := schedule{Start: t0, Rate: rate, End: t0.Add(time.Duration(float64(b.N) / rate * float64(time.Second)))}
+	n, _ := pace(b.Context(), s, p.Concurrency, sender{req, counts, prom, &sent}.send)
+	el := time.Since(t0)
+	b.StopTimer()
+	b.ReportMetric(float64(n)/el.Seconds(), "req/s")
+	b.ReportMetric(float64(cpuTime()-cpu0)/float64(time.Microsecond)/float64(n), "cpu-µs/req")
+	lp := counts.progress(rate, el, true, time.Now())
+	b.ReportMetric(lp.P50Ms, "p50-ms")
+	b.ReportMetric(lp.P99Ms, "p99-ms")
+}
