@@ -187,8 +187,6 @@ func TestLimitFloat64IsNearest(t *testing.T) {
 	}
 }
 
-// minimalDoc is the smallest valid experiment, named x, with more of its
-// spec (indented two spaces) after the strategy.
 // TestLoadRateLimit: spec.load.rate is accepted up to MaxLoadRate, 100,000
 // req/s (about what one loadgen sends from 2 cores; 10,000 before), and
 // refused above it with the field and the bound named.
@@ -222,6 +220,8 @@ func TestLoadRateLimit(t *testing.T) {
 	}
 }
 
+// minimalDoc is the smallest valid experiment, named x, with more of its
+// spec (indented two spaces) after the strategy.
 func minimalDoc(spec string) string {
 	return `apiVersion: iter8.tools/v2alpha1
 kind: Experiment
