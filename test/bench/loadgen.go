@@ -154,6 +154,7 @@ func benchLoadgen(ctx context.Context, c config, fortio, dir string, ba backendA
 			return err
 		}
 		rows[0].add(0, top)
+		fmt.Fprintf(stderr, "  fortio's maximum: %.0f req/s, %.1f µs CPU per request\n", top.achieved, top.cpu)
 		i := 1
 		for _, f := range lgFractions {
 			rate := math.Min(math.Round(f*top.achieved), experiment.MaxLoadRate)
@@ -165,6 +166,7 @@ func benchLoadgen(ctx context.Context, c config, fortio, dir string, ba backendA
 				}
 				rows[i].add(rate, r)
 				i++
+				fmt.Fprintf(stderr, "  fortio: %.0f req/s of %.0f, p99 %.2f ms, %.1f µs CPU per request\n", r.achieved, rate, r.p99, r.cpu)
 			}
 			fmt.Fprintf(stderr, "loadgen scenario, run %d/%d: loadgen at %.0f req/s\n", round+1, c.runs, rate)
 			r, err := runLoadgen(ctx, infra, ctl, lg.cmd.Process.Pid, live, c.host, rate, c.duration)
@@ -173,6 +175,7 @@ func benchLoadgen(ctx context.Context, c config, fortio, dir string, ba backendA
 			}
 			rows[i].add(rate, r)
 			i++
+			fmt.Fprintf(stderr, "  loadgen: %.0f req/s of %.0f, p99 %.2f ms, %.1f µs CPU per request\n", r.achieved, rate, r.p99, r.cpu)
 		}
 	}
 	reportLoadgen(w, c, rows)
