@@ -22,10 +22,10 @@ const (
 	MaxIterationsPerLoop = 10000
 	MaxLoops             = 100
 	MaxTotalDuration     = 7 * 24 * time.Hour
-	// MaxLoadRate is about what one loadgen sends from 2 cores: 96,000 req/s
-	// to a local server that costs next to nothing, 59,000 to a Go net/http
-	// backend on the same 2 cores (fortio: 58,000), measured in 2026-12
-	// (services/loadgen BenchmarkTraffic, test/bench -only loadgen).
+	// MaxLoadRate is about what one loadgen sends from 2 cores: 81,000-119,000
+	// req/s to a local server that costs next to nothing, 55,000-70,000 to a
+	// Go net/http backend on the same 2 cores (as much as fortio), measured
+	// in 2026-12 (services/loadgen BenchmarkTraffic, test/bench -only loadgen).
 	MaxLoadRate        = 100000
 	MaxLoadConcurrency = 10000
 	MaxLoadTimeout     = 10 * time.Minute
