@@ -29,7 +29,9 @@ type Config struct {
 	// Delay before the first request, counted from the experiment's start.
 	// Default 10s (the seed's `sleep 10.0`); a negative value means none.
 	Delay time.Duration
-	// Concurrency bounds the requests in flight. Default 16.
+	// Concurrency is the workers sending an experiment's requests, each
+	// over one kept-alive connection with one request in flight: it bounds
+	// the requests in flight. Default 16.
 	Concurrency int
 	// Timeout of one request, body included. Default 5s.
 	Timeout time.Duration

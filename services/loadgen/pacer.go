@@ -3,6 +3,7 @@ package loadgen
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -20,48 +21,65 @@ func (s schedule) due(i int64) time.Time {
 	return s.Start.Add(time.Duration(float64(i) / s.Rate * float64(time.Second)))
 }
 
-// pace fires one request per due time until ctx ends or the schedule does,
-// with at most concurrency requests in flight, then waits for those in
-// flight and returns how many it fired.
+// lateGrace is how long after the schedule's end the requests due before it
+// are still sent by a generator running late: a moment of a busy machine
+// at the end costs no request, and one that cannot keep up at all stops
+// soon after the end instead of sending its whole backlog.
+const lateGrace = time.Second
+
+// pace sends the schedule's requests with concurrency workers until ctx ends
+// or the schedule does, then returns, once every worker is done, how many
+// it fired and when it fired the last one.
 //
-// fire gets the request's due time, and latency is measured from it: when a
-// stalled server holds every slot, the dispatcher waits, and that wait shows
-// up as latency of the requests that were due meanwhile instead of as
-// requests never sent (no coordinated omission, as in wrk2).
-func pace(ctx context.Context, s schedule, concurrency int, fire func(ctx context.Context, due time.Time)) int64 {
-	slots := make(chan struct{}, concurrency)
-	var inflight sync.WaitGroup
-	defer inflight.Wait()
-	timer := time.NewTimer(time.Hour)
-	defer timer.Stop()
-	var i int64
-	for ; ; i++ {
-		due := s.due(i)
-		if !s.End.IsZero() && !due.Before(s.End) {
-			return i
-		}
-		if d := time.Until(due); d > 0 {
-			timer.Reset(d)
-			select {
-			case <-ctx.Done():
-				return i
-			case <-timer.C:
+// The workers take tickets from one counter: a worker that takes ticket i
+// waits until it is due and calls fire with its own index w (0 ≤ w <
+// concurrency, for state of its own: a connection, a latency shard) and
+// due(i), from which latency is measured. When a stalled server holds every
+// worker, the tickets that fall due meanwhile are taken late, when a worker
+// is free again, and fired at once: the wait shows up as their latency
+// instead of as requests never sent (no coordinated omission, as in wrk2 or
+// fortio -uniform). A worker does not sleep for a ticket already due, so a
+// timer coarser than 1/rate only adds to latency, never takes away from the
+// rate.
+//
+// Every request due before End is sent, unless it is still untaken
+// lateGrace after End: a generator that cannot keep up then sends fewer,
+// and the time it took, up to its last request, shows it (the achieved
+// rate is to be computed over that time, not over the schedule's).
+func pace(ctx context.Context, s schedule, concurrency int, fire func(ctx context.Context, w int, due time.Time)) (fired int64, last time.Time) {
+	var next, n atomic.Int64
+	lasts := make([]time.Time, concurrency) // by worker
+	var wg sync.WaitGroup
+	for w := range concurrency {
+		wg.Go(func() {
+			timer := time.NewTimer(time.Hour)
+			timer.Stop()
+			for ctx.Err() == nil {
+				due, now := s.due(next.Add(1)-1), time.Now()
+				if !s.End.IsZero() && (!due.Before(s.End) || now.Sub(s.End) > lateGrace) {
+					return
+				}
+				if d := due.Sub(now); d > 0 {
+					timer.Reset(d)
+					select {
+					case <-ctx.Done():
+						timer.Stop()
+						return
+					case <-timer.C:
+					}
+				}
+				if ctx.Err() != nil {
+					return
+				}
+				n.Add(1)
+				lasts[w] = time.Now()
+				fire(ctx, w, due)
 			}
-		}
-		select {
-		case <-ctx.Done():
-			return i
-		case slots <- struct{}{}:
-		}
-		if ctx.Err() != nil { // select picks at random when both are ready
-			<-slots
-			return i
-		}
-		inflight.Add(1)
-		go func() {
-			defer inflight.Done()
-			defer func() { <-slots }()
-			fire(ctx, due)
-		}()
+		})
 	}
+	wg.Wait()
+	for _, t := range lasts {
+		last = later(last, t)
+	}
+	return n.Load(), last
 }

@@ -2,6 +2,7 @@ package loadgen
 
 import (
 	"context"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"sort"
@@ -21,7 +22,7 @@ func TestPaceOpenLoopBound(t *testing.T) {
 	s := schedule{Start: start, Rate: rate, End: start.Add(500 * time.Millisecond)}
 	var mu sync.Mutex
 	var fired []time.Time
-	n := pace(t.Context(), s, 4, func(_ context.Context, due time.Time) {
+	n, _ := pace(t.Context(), s, 4, func(_ context.Context, _ int, due time.Time) {
 		now := time.Now()
 		if now.Before(due) {
 			t.Errorf("request due at %v fired early at %v", due, now)
@@ -47,7 +48,10 @@ func TestPaceStopsOnCancel(t *testing.T) {
 	var count atomic.Int64
 	s := schedule{Start: time.Now(), Rate: 1000} // no end
 	done := make(chan int64)
-	go func() { done <- pace(ctx, s, 8, func(context.Context, time.Time) { count.Add(1) }) }()
+	go func() {
+		n, _ := pace(ctx, s, 8, func(context.Context, int, time.Time) { count.Add(1) })
+		done <- n
+	}()
 	testenv.Until(t, 2*time.Second, "20 dispatches", func() bool { return count.Load() >= 20 })
 	cancel()
 	select {
@@ -75,18 +79,21 @@ func TestNoCoordinatedOmission(t *testing.T) {
 	}))
 	defer srv.Close()
 
-	req := newRequester(plan{URL: srv.URL, Host: "customdomain.com", Method: "GET", Concurrency: 1, Timeout: 5 * time.Second})
+	req, err := newRequester(plan{URL: srv.URL, Host: "customdomain.com", Method: "GET", Concurrency: 1, Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer req.close()
-	counts := newTally(windows{})
+	counts := newTally(windows{}, 1)
 	start := time.Now().Add(20 * time.Millisecond)
 	s := schedule{Start: start, Rate: rate, End: start.Add(time.Second)}
 	var mu sync.Mutex
 	latency := map[int64]time.Duration{} // by request index
-	n := pace(t.Context(), s, 1, func(ctx context.Context, due time.Time) {
-		counts.dispatched()
-		a, err := req.do(ctx)
+	n, _ := pace(t.Context(), s, 1, func(ctx context.Context, w int, due time.Time) {
+		counts.dispatched(w)
+		a, err := req.do(ctx, w)
 		lat := time.Since(due)
-		counts.finished(lat, err == nil && a.code == 200)
+		counts.finished(w, lat, err == nil && a.code == 200)
 		mu.Lock()
 		latency[int64(due.Sub(start).Seconds()*rate+0.5)] = lat
 		mu.Unlock()
@@ -123,5 +130,136 @@ func TestNoCoordinatedOmission(t *testing.T) {
 	// machine adds to every request.
 	if p.P50Ms >= 100 {
 		t.Errorf("p50 %.1f ms, want the median untouched by one stall (< 100 ms)", p.P50Ms)
+	}
+}
+
+// TestPaceRateWithinOnePercent: 2,500 req/s for 2 s against a local server
+// fire the schedule's 5,000 requests within 1 %, every one answered, in
+// about the 2 s (a looser bound: the machine is shared). The server costs
+// next to nothing, so that a busy machine's -race run keeps up.
+func TestPaceRateWithinOnePercent(t *testing.T) {
+	const rate, window, concurrency = 2500.0, 2 * time.Second, 16
+	url, served := cannedServer(t)
+	req, err := newRequester(plan{URL: url, Host: "customdomain.com", Method: "GET", Concurrency: concurrency, Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer req.close()
+	counts := newTally(windows{}, concurrency)
+	var ok atomic.Int64
+	start := time.Now().Add(20 * time.Millisecond)
+	s := schedule{Start: start, Rate: rate, End: start.Add(window)}
+	n, _ := pace(t.Context(), s, concurrency, func(ctx context.Context, w int, due time.Time) {
+		counts.dispatched(w)
+		a, err := req.do(ctx, w)
+		if err == nil && a.code == 200 {
+			ok.Add(1)
+		}
+		counts.finished(w, time.Since(due), err == nil && a.code == 200)
+	})
+	took := time.Since(start)
+	const want = rate * 2
+	if math.Abs(float64(n)-want) > want/100 {
+		t.Errorf("fired %d, want %v ± 1 %%", n, want)
+	}
+	if ok.Load() != n || served.Load() != n {
+		t.Errorf("fired %d, %d answered 200, %d served: want every one", n, ok.Load(), served.Load())
+	}
+	p := counts.progress(rate, window, true, time.Now())
+	if math.Abs(p.AchievedRate-rate) > rate/100 {
+		t.Errorf("achieved rate %.1f, want %v ± 1 %%", p.AchievedRate, rate)
+	}
+	if took < window-50*time.Millisecond || took > window+time.Second {
+		t.Errorf("the run took %v, want about %v", took, window)
+	}
+}
+
+// TestPaceStopsAtEndWhenBehind: a generator that cannot keep up (one
+// worker, a server taking 25 ms, 200 req/s due for 500 ms) stops lateGrace
+// after the schedule's end with fewer requests sent, and says when it sent
+// the last one, instead of sending its whole backlog (2.5 s of it).
+func TestPaceStopsAtEndWhenBehind(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(25 * time.Millisecond)
+		w.Write([]byte("ok"))
+	}))
+	defer srv.Close()
+	req, err := newRequester(plan{URL: srv.URL, Host: "customdomain.com", Method: "GET", Concurrency: 1, Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer req.close()
+	start := time.Now()
+	s := schedule{Start: start, Rate: 200, End: start.Add(500 * time.Millisecond)} // 100 due
+	n, last := pace(t.Context(), s, 1, func(ctx context.Context, w int, due time.Time) { _, _ = req.do(ctx, w) })
+	took := time.Since(start)
+	if limit := 500*time.Millisecond + lateGrace + 400*time.Millisecond; took > limit {
+		t.Errorf("pace returned after %v, want within %v: the backlog was sent", took, limit)
+	}
+	if n > 70 {
+		t.Errorf("fired %d of the 100 due, want at most (500ms + lateGrace) ÷ 25ms + 1 = 61", n)
+	}
+	if last.Before(s.End) || last.After(start.Add(took)) {
+		t.Errorf("last request at %v, want after the end (%v) and before pace returned (%v)", last.Sub(start), s.End.Sub(start), took)
+	}
+}
+
+// TestNoCoordinatedOmissionStall: four workers at 500 req/s and a server
+// that stalls every request for 200 ms once: every request due during the
+// stall is still sent, and reports at least its lateness (from its due time
+// to the stall's end) as latency.
+func TestNoCoordinatedOmissionStall(t *testing.T) {
+	const rate, concurrency, stall = 500.0, 4, 200 * time.Millisecond
+	var mu sync.Mutex
+	var stallFrom, stallTo time.Time // set by the 100th request
+	var served atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		now := time.Now()
+		mu.Lock()
+		if served.Add(1) == 100 {
+			stallFrom, stallTo = now, now.Add(stall)
+		}
+		until := stallTo
+		mu.Unlock()
+		if d := time.Until(until); d > 0 {
+			time.Sleep(d)
+		}
+		w.Write([]byte("ok"))
+	}))
+	defer srv.Close()
+	req, err := newRequester(plan{URL: srv.URL, Host: "customdomain.com", Method: "GET", Concurrency: concurrency, Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer req.close()
+	type rec struct{ due, done time.Time }
+	var recs []rec
+	start := time.Now().Add(20 * time.Millisecond)
+	s := schedule{Start: start, Rate: rate, End: start.Add(time.Second)}
+	n, _ := pace(t.Context(), s, concurrency, func(ctx context.Context, w int, due time.Time) {
+		_, err := req.do(ctx, w)
+		if err != nil {
+			t.Errorf("request due at %v: %v", due.Sub(start), err)
+		}
+		done := time.Now()
+		mu.Lock()
+		recs = append(recs, rec{due, done})
+		mu.Unlock()
+	})
+	if n != 500 || served.Load() != 500 {
+		t.Fatalf("fired %d, served %d; want all 500 due despite the stall", n, served.Load())
+	}
+	during := 0
+	for _, r := range recs {
+		if r.due.Before(stallFrom) || !r.due.Before(stallTo) {
+			continue
+		}
+		during++
+		if lat, late := r.done.Sub(r.due), stallTo.Sub(r.due); lat < late {
+			t.Errorf("request due %v into the stall: latency %v, less than its lateness %v", r.due.Sub(stallFrom), lat, late)
+		}
+	}
+	if during < 90 {
+		t.Errorf("%d requests due during the 200 ms stall, want about 100", during)
 	}
 }

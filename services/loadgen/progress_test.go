@@ -14,9 +14,9 @@ func TestTallyWindows(t *testing.T) {
 	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	w := windows{start: start, interval: time.Second, total: 3}
 	at := func(ms int) time.Time { return start.Add(time.Duration(ms) * time.Millisecond) }
-	c := newTally(w)
+	c := newTally(w, 2)
 	for _, ms := range []int{10, 500, 999, 1000, 1500, 2500, 3200} {
-		c.answered(at(ms))
+		c.answered(int(ms)%2, at(ms))
 	}
 	for _, tc := range []struct {
 		now  int
@@ -44,10 +44,10 @@ func TestTallyWindows(t *testing.T) {
 	}
 
 	// A restarted loadgen: the last report counted 3 by iteration 1.
-	r := newTally(w)
+	r := newTally(w, 2)
 	r.resume(experiment.LoadStatus{Answered: 4, Window: &experiment.WindowCount{Iteration: 1, Requests: 3}})
-	r.answered(at(1800))
-	r.answered(at(2100))
+	r.answered(0, at(1800))
+	r.answered(1, at(2100))
 	if p := r.progress(1, time.Second, false, at(2200)); p.Answered != 6 || p.Window == nil || *p.Window != (experiment.WindowCount{Iteration: 2, Requests: 4}) {
 		t.Errorf("resumed: answered %d, window %+v; want 6 and 4 by iteration 2", p.Answered, p.Window)
 	}

@@ -1,14 +1,15 @@
 package loadgen
 
 import (
+	"cmp"
 	"context"
+	"crypto/tls"
+	"errors"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
+	"net/url"
+	"strings"
 	"time"
-
-	"github.com/darklaunch/darklaunch/shared/bus"
 )
 
 // maxDrain bounds how much of a response body is read. Reading the body to
@@ -16,39 +17,77 @@ import (
 // a load test is about, and closing that connection is cheaper.
 const maxDrain = 4 << 20
 
-// requester sends the requests of one experiment through one keep-alive
-// client sized for its concurrency.
+// requester sends the requests of one experiment: one keep-alive HTTP/1.1
+// connection per worker (conn, in wire.go), over which the same request,
+// built once, goes again and again.
+//
+// It is not net/http's client: that one's pool of idle connections is
+// shared by every worker behind one mutex, each request hands over to the
+// connection's writing and reading goroutines, and every answer's headers
+// are parsed into a map, which costs about twice the CPU per request of
+// fortio's own HTTP/1.1 client; on the cores it shares with its target, the
+// loadgen could then send only about 60 % of what fortio sends (the profile
+// is in test/bench/README.md). A loadgen sends no body and needs of an
+// answer only its status and the Darklaunch-Unrouted header.
 type requester struct {
-	client *http.Client
-	url    string
-	host   string
-	method string
+	addr    string      // host:port dialled
+	tls     *tls.Config // nil: plain HTTP
+	wire    []byte      // the request's bytes: request line and headers
+	head    bool        // HEAD: no answer has a body
+	replay  bool        // may be sent again after a reused connection failed before any answer (as net/http does)
+	timeout time.Duration
+	dialer  net.Dialer
+	conns   []conn // by worker
 }
 
-func newRequester(p plan) *requester {
-	tr := &http.Transport{
+// newRequester builds the request of plan p for its concurrency's workers.
+func newRequester(p plan) (*requester, error) {
+	u, err := url.Parse(p.URL)
+	if err != nil {
+		return nil, fmt.Errorf("url %q: %w", p.URL, err)
+	}
+	port := u.Port()
+	r := &requester{
+		head:    p.Method == "HEAD",
+		replay:  p.Method == "GET" || p.Method == "HEAD" || p.Method == "OPTIONS",
+		timeout: p.Timeout,
 		// No proxy from the environment: loadgen sends to the router's proxy
-		// (or the mesh) directly, and a corporate HTTP_PROXY would measure the
-		// wrong thing.
-		Proxy:                 nil,
-		DialContext:           (&net.Dialer{Timeout: p.Timeout, KeepAlive: 30 * time.Second}).DialContext,
-		MaxIdleConns:          p.Concurrency,
-		MaxIdleConnsPerHost:   p.Concurrency,
-		IdleConnTimeout:       90 * time.Second,
-		ResponseHeaderTimeout: p.Timeout,
+		// (or the mesh) directly, and a corporate HTTP_PROXY would measure
+		// the wrong thing.
+		dialer: net.Dialer{Timeout: p.Timeout, KeepAlive: 30 * time.Second},
+		conns:  make([]conn, max(p.Concurrency, 1)),
 	}
-	return &requester{
-		client: &http.Client{
-			Transport: tr,
-			Timeout:   p.Timeout,
-			// A redirect is the answer; following it would send more than
-			// the rate says.
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-		},
-		url:    p.URL,
-		host:   p.Host,
-		method: p.Method,
+	switch u.Scheme {
+	case "http":
+		port = cmp.Or(port, "80")
+	case "https":
+		port = cmp.Or(port, "443")
+		r.tls = &tls.Config{ServerName: u.Hostname(), NextProtos: []string{"http/1.1"}, MinVersion: tls.VersionTLS12}
+	default:
+		return nil, fmt.Errorf("url %q: want an http:// or https:// URL", p.URL)
 	}
+	if u.Hostname() == "" {
+		return nil, fmt.Errorf("url %q: no host", p.URL)
+	}
+	r.addr = net.JoinHostPort(u.Hostname(), port)
+	host := cmp.Or(p.Host, u.Host)
+	target := u.RequestURI()
+	for _, f := range []struct{ name, v string }{{"method", p.Method}, {"host", host}, {"url", target}} {
+		if f.v == "" || strings.ContainsAny(f.v, " \t\r\n") {
+			return nil, fmt.Errorf("%s %q: empty or with a space or a line break, which would change the request", f.name, f.v)
+		}
+	}
+	var b strings.Builder
+	b.WriteString(p.Method + " " + target + " HTTP/1.1\r\nHost: " + host + "\r\nUser-Agent: darklaunch-loadgen\r\n")
+	if p.Method == "POST" || p.Method == "PUT" || p.Method == "PATCH" {
+		b.WriteString("Content-Length: 0\r\n") // what net/http sends for a request without a body
+	}
+	b.WriteString("\r\n")
+	r.wire = []byte(b.String())
+	for i := range r.conns {
+		r.conns[i].r = r
+	}
+	return r, nil
 }
 
 // answer is what one request got back.
@@ -59,26 +98,27 @@ type answer struct {
 	routed bool
 }
 
-// do sends one request and reads its body.
-func (r *requester) do(ctx context.Context) (answer, error) {
-	req, err := http.NewRequestWithContext(ctx, r.method, r.url, nil)
-	if err != nil {
-		return answer{}, fmt.Errorf("build request: %w", err)
+// do sends the request on worker w's connection (dialled when there is
+// none) and reads the answer, body included, within the plan's timeout.
+// Only worker w may call it with w. When ctx ends, the request in flight
+// fails at once.
+func (r *requester) do(ctx context.Context, w int) (answer, error) {
+	c := &r.conns[w]
+	a, err, again := c.roundTrip(ctx)
+	if again && ctx.Err() == nil {
+		// The server closed the kept-alive connection before this request
+		// reached it (an idle timeout): a fresh one gets the answer.
+		a, err, _ = c.roundTrip(ctx)
 	}
-	req.Host = r.host
-	req.Header.Set("User-Agent", "darklaunch-loadgen")
-	resp, err := r.client.Do(req)
-	if err != nil {
-		return answer{}, err
-	}
-	a := answer{code: resp.StatusCode, routed: resp.Header.Get(bus.HeaderUnrouted) == ""}
-	_, err = io.Copy(io.Discard, io.LimitReader(resp.Body, maxDrain))
-	resp.Body.Close()
-	if err != nil {
-		return a, fmt.Errorf("read body: %w", err)
-	}
-	return a, nil
+	return a, err
 }
 
-// close releases the idle connections once the traffic has ended.
-func (r *requester) close() { r.client.CloseIdleConnections() }
+// close closes the connections once every worker is done.
+func (r *requester) close() {
+	for i := range r.conns {
+		r.conns[i].close()
+	}
+}
+
+// errMalformed is an answer that is not HTTP/1.x.
+var errMalformed = errors.New("malformed HTTP answer")

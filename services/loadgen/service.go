@@ -7,6 +7,7 @@ package loadgen
 import (
 	"context"
 	"log/slog"
+	"sync/atomic"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -56,6 +57,8 @@ type runner struct {
 	// service is Run's context: when it has ended the process is stopping,
 	// not the experiment.
 	service context.Context
+	// sent counts the requests of every traffic, for the CPU per request.
+	sent atomic.Int64
 }
 
 // Run sends traffic for every running experiment until ctx ends. It

@@ -174,7 +174,7 @@ func TestTrafficRateHostAndProgress(t *testing.T) {
 
 	// The Prometheus metrics agree with the target.
 	m := s.prom
-	if ok, failed := testutil.ToFloat64(m.requests.WithLabelValues("ok")), testutil.ToFloat64(m.requests.WithLabelValues("failed")); ok != float64(got) || failed != 0 {
+	if ok, failed := testutil.ToFloat64(m.ok), testutil.ToFloat64(m.failed); ok != float64(got) || failed != 0 {
 		t.Errorf("requests_total ok %v failed %v, want %d and 0", ok, failed, got)
 	}
 	if n, err := testutil.GatherAndCount(s.cfg.Registry, "darklaunch_loadgen_request_duration_seconds"); err != nil || n != 1 {
@@ -362,7 +362,7 @@ func TestStopDoesNotCountCanceledAsFailed(t *testing.T) {
 		t.Errorf("final progress: sent %d, succeeded %d, failed %d, canceled %d; want no failures, and the requests in flight at the stop canceled",
 			final.Sent, final.Succeeded, final.Failed, final.Canceled)
 	}
-	if got := testutil.ToFloat64(s.prom.requests.WithLabelValues("canceled")); got != float64(final.Canceled) {
+	if got := testutil.ToFloat64(s.prom.canceledN); got != float64(final.Canceled) {
 		t.Errorf("requests_total{result=canceled} %v, want %d", got, final.Canceled)
 	}
 }

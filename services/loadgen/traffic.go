@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/darklaunch/darklaunch/shared"
@@ -44,11 +45,15 @@ func (r *runner) traffic(ctx context.Context, exp *experiment.Experiment) {
 	log.Info("traffic started", "url", p.URL, "host", p.Host, "method", p.Method,
 		"rate", p.Rate, "concurrency", p.Concurrency, "until", end)
 
-	req := newRequester(p)
+	req, err := newRequester(p)
+	if err != nil {
+		log.Error("no traffic: the request cannot be built", "err", err)
+		return
+	}
 	defer req.close()
 	r.prom.active.Inc()
 	defer r.prom.active.Dec()
-	counts := newTally(windows{start: start, interval: exp.Interval(), total: exp.TotalIterations()})
+	counts := newTally(windows{start: start, interval: exp.Interval(), total: exp.TotalIterations()}, p.Concurrency)
 	// A loadgen that carries on after a restart (its own, or another
 	// instance's) goes on from the totals the last one reported, so that
 	// status.load counts the whole run; what was sent after that report is
@@ -60,25 +65,16 @@ func (r *runner) traffic(ctx context.Context, exp *experiment.Experiment) {
 		since = begin
 		log.Info("traffic resumed", "sentBefore", last.Sent)
 	}
-	fired := make(chan int64, 1)
+	cpu := r.cpuSince()
+	type paced struct {
+		n    int64
+		last time.Time
+	}
+	fired := make(chan paced, 1)
 	go func() {
-		fired <- pace(ctx, schedule{Start: t0, Rate: p.Rate, End: end}, p.Concurrency, func(ctx context.Context, due time.Time) {
-			counts.dispatched()
-			a, err := req.do(ctx)
-			if err != nil && ctx.Err() != nil {
-				// Cut short by the stop (the experiment ended): not a
-				// failure of the target.
-				counts.canceledByStop()
-				r.prom.canceled()
-				return
-			}
-			lat, ok := time.Since(due), err == nil && a.code >= 200 && a.code < 300
-			counts.finished(lat, ok)
-			if a.routed && a.code != 0 {
-				counts.answered(time.Now())
-			}
-			r.prom.request(lat.Seconds(), ok)
-		})
+		var d paced
+		d.n, d.last = pace(ctx, schedule{Start: t0, Rate: p.Rate, End: end}, p.Concurrency, sender{req, counts, r.prom, &r.sent}.send)
+		fired <- d
 	}()
 
 	elapsed := func() time.Duration { return earlier(time.Now(), end).Sub(since) }
@@ -89,21 +85,55 @@ func (r *runner) traffic(ctx context.Context, exp *experiment.Experiment) {
 		select {
 		case <-ticker.C:
 			n++
-			r.publishLoad(ctx, log, exp, n, counts.progress(p.Rate, elapsed(), false, time.Now()))
-		case total := <-fired:
+			lp := counts.progress(p.Rate, elapsed(), false, time.Now())
+			lp.CPUPerRequestUs = cpu()
+			r.publishLoad(ctx, log, exp, n, lp)
+		case done := <-fired:
 			if r.service.Err() != nil {
 				return
 			}
 			n++
 			pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finalPublishTimeout)
-			final := counts.progress(p.Rate, elapsed(), true, time.Now())
+			// Requests sent late, after the end, took that long too.
+			final := counts.progress(p.Rate, later(done.last, earlier(time.Now(), end)).Sub(since), true, time.Now())
+			final.CPUPerRequestUs = cpu()
 			r.publishLoad(pctx, log, exp, n, final)
 			cancel()
-			log.Info("traffic stopped", "sent", total, "succeeded", final.Succeeded, "failed", final.Failed,
-				"achievedRate", final.AchievedRate, "p95Ms", final.P95Ms)
+			log.Info("traffic stopped", "sent", done.n, "succeeded", final.Succeeded, "failed", final.Failed,
+				"achievedRate", final.AchievedRate, "p95Ms", final.P95Ms,
+				"cpuPerRequestUs", final.CPUPerRequestUs)
 			return
 		}
 	}
+}
+
+// sender sends one traffic's requests and records their outcomes.
+type sender struct {
+	req    *requester
+	counts *tally
+	prom   *promMetrics
+	sent   *atomic.Int64 // every traffic's, for the CPU per request
+}
+
+// send is one request of worker w, due at due (pace's fire).
+func (s sender) send(ctx context.Context, w int, due time.Time) {
+	s.counts.dispatched(w)
+	s.sent.Add(1)
+	a, err := s.req.do(ctx, w)
+	if err != nil && ctx.Err() != nil {
+		// Cut short by the stop (the experiment ended): not a failure of
+		// the target.
+		s.counts.canceledByStop(w)
+		s.prom.canceled()
+		return
+	}
+	now := time.Now()
+	lat, ok := now.Sub(due), err == nil && a.code >= 200 && a.code < 300
+	s.counts.finished(w, lat, ok)
+	if a.routed && a.code != 0 {
+		s.counts.answered(w, now)
+	}
+	s.prom.request(lat.Seconds(), ok)
 }
 
 // trafficEnd is when the traffic stops by itself: after spec.load.duration,
@@ -125,6 +155,24 @@ func (r *runner) publishLoad(ctx context.Context, log *slog.Logger, exp *experim
 	id := bus.MsgID(exp.Metadata.UID, bus.EventLoad, r.cfg.Instance, strconv.Itoa(n))
 	if err := bus.Publish(ctx, r.js, ev, id); err != nil {
 		log.Warn("publish load progress", "n", n, "err", err)
+	}
+}
+
+// cpuSince returns the CPU this process has used per request this loadgen
+// sent since now, in microseconds: the process's, so in the embedded stack
+// the other services' CPU is in it, and with several traffics at once it is
+// their average. 0 until a request was sent, or where the system does not
+// tell.
+func (r *runner) cpuSince() func() float64 {
+	cpu0, ok := processCPU()
+	sent0 := r.sent.Load()
+	return func() float64 {
+		cpu, _ := processCPU()
+		n := r.sent.Load() - sent0
+		if !ok || n <= 0 {
+			return 0
+		}
+		return float64(cpu-cpu0) / float64(time.Microsecond) / float64(n)
 	}
 }
 

@@ -83,6 +83,10 @@ type LoadProgress struct {
 	// resumes from the last report the judge stored (status.load).
 	Answered int64                   `json:"answered,omitempty"`
 	Window   *experiment.WindowCount `json:"window,omitempty"`
+	// CPUPerRequestUs is the CPU time (user and system) loadgen's process
+	// used since the traffic started, in microseconds per request it sent
+	// meanwhile; 0 where the system does not tell.
+	CPUPerRequestUs float64 `json:"cpuPerRequestUs,omitempty"`
 }
 
 // HeaderUnrouted marks the answers the router's proxy makes up itself when

@@ -187,6 +187,39 @@ func TestLimitFloat64IsNearest(t *testing.T) {
 	}
 }
 
+// TestLoadRateLimit: spec.load.rate is accepted up to MaxLoadRate, 100,000
+// req/s (about what one loadgen sends from 2 cores; 10,000 before), and
+// refused above it with the field and the bound named.
+func TestLoadRateLimit(t *testing.T) {
+	if experiment.MaxLoadRate != 100000 {
+		t.Errorf("MaxLoadRate %d, want 100000", experiment.MaxLoadRate)
+	}
+	for _, tc := range []struct {
+		rate string
+		ok   bool
+	}{
+		{"0", true}, {"2", true}, {"50000", true}, {"65000.5", true}, {"100000", true},
+		{"100000.5", false}, {"1e6", false}, {"-1", false},
+	} {
+		_, err := experiment.Parse([]byte(minimalDoc(`
+  criteria: {objectives: [{metric: error-rate, upperLimit: 1}]}
+  load: {rate: ` + tc.rate + `}
+`)))
+		switch {
+		case tc.ok && err != nil:
+			t.Errorf("rate %s: %v, want it accepted", tc.rate, err)
+		case !tc.ok && err == nil:
+			t.Errorf("rate %s accepted, want it refused", tc.rate)
+		case !tc.ok:
+			for _, want := range []string{"spec.load.rate: Invalid value: ", "between 0 and 100000"} {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("rate %s: error %q does not say %q", tc.rate, err, want)
+				}
+			}
+		}
+	}
+}
+
 // minimalDoc is the smallest valid experiment, named x, with more of its
 // spec (indented two spaces) after the strategy.
 func minimalDoc(spec string) string {

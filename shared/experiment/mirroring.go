@@ -42,13 +42,15 @@ type Load struct {
 	Host string `json:"host,omitempty"`
 	// Method of the requests; default GET.
 	Method string `json:"method,omitempty"`
-	// Rate in requests per second; 0 sends nothing (real traffic only).
+	// Rate in requests per second, up to MaxLoadRate; 0 sends nothing (real
+	// traffic only).
 	Rate *float64 `json:"rate,omitempty"`
 	// Delay before the first request, counted from the experiment's start.
 	Delay *Seconds `json:"delay,omitempty"`
 	// Duration of the traffic; by default until the experiment ends.
 	Duration *Seconds `json:"duration,omitempty"`
-	// Concurrency bounds the requests in flight.
+	// Concurrency bounds the requests in flight: loadgen's workers, each
+	// with one kept-alive connection.
 	Concurrency *int32 `json:"concurrency,omitempty"`
 	// Timeout of one request.
 	Timeout *Seconds `json:"timeout,omitempty"`

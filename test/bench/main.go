@@ -49,6 +49,7 @@ type config struct {
 	out       string
 	host      string
 	inflight  int
+	only      string
 
 	// The children's flags (-role backends|proxy).
 	role, natsURL, live, dark string
@@ -69,7 +70,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.out, "out", "", "also write the table into this file")
 	fs.StringVar(&c.host, "host", "customdomain.com", "Host of the requests (the experiment's host)")
 	fs.IntVar(&c.inflight, "mirror-inflight", 0, "the proxy's MirrorInflight (0: its default)")
-	fs.StringVar(&c.role, "role", "", "internal: run as the benchmark's backends or proxy process")
+	fs.StringVar(&c.only, "only", "", "run only these scenarios: peers (the proxy beside nginx, with wrk and fortio) or loadgen (darklaunch's loadgen beside fortio); empty: both")
+	fs.StringVar(&c.role, "role", "", "internal: run as the benchmark's backends, proxy or loadgen process")
 	fs.StringVar(&c.natsURL, "nats", "", "internal: the proxy process's NATS")
 	fs.StringVar(&c.live, "live", "", "internal: the proxy process's live URL")
 	fs.StringVar(&c.dark, "dark", "", "internal: the proxy process's dark URL")
@@ -92,6 +94,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	if c.inflight < 0 {
 		errs = append(errs, fmt.Errorf("-mirror-inflight: %d is negative", c.inflight))
 	}
+	if c.only != "" && c.only != "peers" && c.only != "loadgen" {
+		errs = append(errs, fmt.Errorf("-only: %q is not peers or loadgen", c.only))
+	}
 	if c.darkDelay < 0 {
 		errs = append(errs, fmt.Errorf("-dark-delay: %s is negative", c.darkDelay))
 	}
@@ -113,8 +118,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		ctx, cancel := untilStdinCloses(ctx)
 		defer cancel()
 		return runProxy(ctx, stdout, stderr, c.natsURL, c.live, c.dark, c.host, c.percent, c.inflight)
+	case "loadgen":
+		ctx, cancel := untilStdinCloses(ctx)
+		defer cancel()
+		return runLoadgenRole(ctx, stdout, stderr, c.natsURL)
 	default:
-		return fmt.Errorf("-role: %q is not backends or proxy", c.role)
+		return fmt.Errorf("-role: %q is not backends, proxy or loadgen", c.role)
+	}
+	if c.only == "loadgen" {
+		return runLoadgenOnly(ctx, c, stdout, stderr)
 	}
 
 	t, err := findTools(ctx, c.install, stderr)
@@ -163,6 +175,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	var sb strings.Builder
 	b.report(&sb, results)
+	if c.only == "" {
+		if err := benchLoadgen(ctx, c, t.fortio, dir, ba, &sb, stderr); err != nil {
+			return err
+		}
+	}
 	fmt.Fprint(stdout, sb.String())
 	if c.out != "" {
 		return os.WriteFile(c.out, []byte(sb.String()), 0o644)

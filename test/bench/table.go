@@ -18,6 +18,12 @@ func statOf(rs []result, f func(result) float64) stat {
 	for i, r := range rs {
 		v[i] = f(r)
 	}
+	return statOfValues(v)
+}
+
+// statOfValues is the median and spread of v.
+func statOfValues(v []float64) stat {
+	v = slices.Clone(v)
 	slices.Sort(v)
 	n := len(v)
 	med := v[n/2]
