@@ -146,8 +146,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	defer backends.stop()
 	var pa proxyAddrs
-	px, err := startChild(ctx, stderr, &pa, "proxy", "-nats", ba.NATS, "-live", "http://"+ba.Live,
-		"-dark", "http://"+ba.Dark, "-host", c.host, "-percent", fmt.Sprint(c.percent), "-mirror-inflight", fmt.Sprint(c.inflight))
+	proxyArgs := []string{"-nats", ba.NATS, "-live", "http://" + ba.Live,
+		"-dark", "http://" + ba.Dark, "-host", c.host, "-percent", fmt.Sprint(c.percent), "-mirror-inflight", fmt.Sprint(c.inflight)}
+	px, err := startChild(ctx, stderr, &pa, "proxy", proxyArgs...)
 	if err != nil {
 		return err
 	}
@@ -173,8 +174,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	px.stop() // the memory runs start proxies of their own
+	mem, err := b.measureMemory(ctx, proxyArgs, stderr)
+	if err != nil {
+		return err
+	}
 	var sb strings.Builder
 	b.report(&sb, results)
+	b.reportMemory(&sb, mem)
 	if c.only == "" {
 		if err := benchLoadgen(ctx, c, t.fortio, dir, ba, &sb, stderr); err != nil {
 			return err

@@ -15,6 +15,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -132,10 +133,11 @@ func toolVersion(path string, args ...string) string {
 
 // child is a process the benchmark started and stops.
 type child struct {
-	name  string
-	cmd   *exec.Cmd
-	stdin io.WriteCloser
-	done  chan error
+	name    string
+	cmd     *exec.Cmd
+	stdin   io.WriteCloser
+	done    chan error
+	stopped sync.Once
 }
 
 // startChild starts this program again as role; it prints one JSON line
@@ -186,7 +188,9 @@ func startChild(ctx context.Context, stderr io.Writer, into any, role string, ar
 
 // stop ends the child: its stdin closes (it shuts down), then after 15 s
 // it is killed.
-func (c *child) stop() {
+func (c *child) stop() { c.stopped.Do(c.stopOnce) }
+
+func (c *child) stopOnce() {
 	if c.stdin != nil {
 		c.stdin.Close()
 	}
