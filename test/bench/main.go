@@ -70,7 +70,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.out, "out", "", "also write the table into this file")
 	fs.StringVar(&c.host, "host", "customdomain.com", "Host of the requests (the experiment's host)")
 	fs.IntVar(&c.inflight, "mirror-inflight", 0, "the proxy's MirrorInflight (0: its default)")
-	fs.StringVar(&c.only, "only", "", "run only these scenarios: peers (the proxy beside nginx, with wrk and fortio) or loadgen (darklaunch's loadgen beside fortio); empty: both")
+	fs.StringVar(&c.only, "only", "", "run only these scenarios: peers (the proxy beside nginx, with wrk and fortio, and the memory of its copies), memory (only the latter) or loadgen (darklaunch's loadgen beside fortio); empty: all")
 	fs.StringVar(&c.role, "role", "", "internal: run as the benchmark's backends, proxy or loadgen process")
 	fs.StringVar(&c.natsURL, "nats", "", "internal: the proxy process's NATS")
 	fs.StringVar(&c.live, "live", "", "internal: the proxy process's live URL")
@@ -94,8 +94,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	if c.inflight < 0 {
 		errs = append(errs, fmt.Errorf("-mirror-inflight: %d is negative", c.inflight))
 	}
-	if c.only != "" && c.only != "peers" && c.only != "loadgen" {
-		errs = append(errs, fmt.Errorf("-only: %q is not peers or loadgen", c.only))
+	if c.only != "" && c.only != "peers" && c.only != "memory" && c.only != "loadgen" {
+		errs = append(errs, fmt.Errorf("-only: %q is not peers, memory or loadgen", c.only))
 	}
 	if c.darkDelay < 0 {
 		errs = append(errs, fmt.Errorf("-dark-delay: %s is negative", c.darkDelay))
@@ -170,9 +170,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		},
 	}
 	b.idleRSS, _ = rss(px.cmd.Process.Pid)
-	results, err := b.runAll(ctx)
-	if err != nil {
-		return err
+	var results [][]result
+	if c.only != "memory" {
+		if results, err = b.runAll(ctx); err != nil {
+			return err
+		}
 	}
 	px.stop() // the memory runs start proxies of their own
 	mem, err := b.measureMemory(ctx, proxyArgs, stderr)
@@ -180,7 +182,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	var sb strings.Builder
-	b.report(&sb, results)
+	if results != nil {
+		b.report(&sb, results)
+	}
 	b.reportMemory(&sb, mem)
 	if c.only == "" {
 		if err := benchLoadgen(ctx, c, t.fortio, dir, ba, &sb, stderr); err != nil {

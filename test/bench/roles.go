@@ -152,16 +152,17 @@ type proxyAddrs struct{ URL string }
 func runProxy(ctx context.Context, stdout, stderr io.Writer, natsURL, live, dark, host string, percent float64, inflight int) error {
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	if path := os.Getenv("DARKLAUNCH_BENCH_CPUPROFILE"); path != "" {
-		// The proxy process's own CPU profile, over every scenario it serves.
-		f, err := os.Create(path)
-		if err != nil {
-			return err
+		// The proxy process's own CPU profile, over every scenario it
+		// serves: the first proxy's (the table's); the memory runs' fresh
+		// proxies find the file there and leave it.
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+		if err == nil {
+			defer f.Close()
+			if err := pprof.StartCPUProfile(f); err != nil {
+				return err
+			}
+			defer pprof.StopCPUProfile()
 		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer pprof.StopCPUProfile()
 	}
 	nc, err := bus.Connect(bus.ConnConfig{URL: natsURL, Name: "bench-proxy"}, log)
 	if err != nil {

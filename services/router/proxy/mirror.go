@@ -147,12 +147,13 @@ func (p *Proxy) copyHost(rt *route, r *http.Request) string {
 }
 
 // copyOverhead is what one copy in flight is counted for besides its
-// headers and body: its goroutine's stack, the request and its context,
-// the dark connection it holds with its read and write buffers (4 KiB
-// each), the response's headers, and the garbage they leave. Measured with
-// test/bench (a hung dark version holding 2,048 copies): the proxy's RSS
-// grew from 27 to 120 MiB, about 46 KiB a copy.
-const copyOverhead = 48 << 10
+// headers and body: its goroutine's stack, its head, the dark connection
+// it holds with its read and write buffers (4 KiB each), and the garbage
+// they leave. Measured with test/bench (`-only memory`: a hung dark
+// version holding the 2,048 copies of the default bound): the proxy's RSS
+// grew from 16 to 62 MiB, about 23 KiB a copy (with http.Transport it
+// was 46 KiB).
+const copyOverhead = 32 << 10
 
 // CopyOverhead is copyOverhead, for the documentation of MirrorMemory.
 const CopyOverhead = copyOverhead
