@@ -4,8 +4,8 @@ import (
 	"cmp"
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
+	"github.com/darklaunch/darklaunch/internal/h1"
 	"net"
 	"net/url"
 	"strings"
@@ -121,4 +121,4 @@ func (r *requester) close() {
 }
 
 // errMalformed is an answer that is not HTTP/1.x.
-var errMalformed = errors.New("malformed HTTP answer")
+var errMalformed = h1.ErrMalformed

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"cmp"
 	"context"
-	"errors"
 	"net"
 	"sync"
 	"time"
@@ -32,8 +31,6 @@ const h1Stale = time.Second
 // h1MaxHeader bounds a response's status line and headers, as
 // http.Transport's default MaxResponseHeaderBytes does (there 10 MB).
 const h1MaxHeader = 1 << 20
-
-var errH1Header = errors.New("response header too large or malformed")
 
 // h1Pool keeps idle keep-alive connections to one address.
 type h1Pool struct {
