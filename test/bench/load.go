@@ -60,6 +60,7 @@ type fortioResult struct {
 	p50, p99 float64
 	qps      float64
 	errors   int64 // answers other than 200, and failed requests
+	calls    int64 // timed by fortio
 }
 
 // runFortio is `fortio load -uniform -qps qps -c 50` against target for d.
@@ -71,6 +72,13 @@ func runFortio(ctx context.Context, path, dir, target, host string, qps int, d t
 	if msg, err := exec.CommandContext(ctx, path, args...).CombinedOutput(); err != nil {
 		return r, fmt.Errorf("fortio %s: %w\n%s", strings.Join(args, " "), err, msg)
 	}
+	return readFortio(out)
+}
+
+// readFortio reads fortio's -json output: its achieved rate, p50 and p99,
+// answers other than 200, and how many calls it timed.
+func readFortio(out string) (fortioResult, error) {
+	var r fortioResult
 	raw, err := os.ReadFile(out)
 	if err != nil {
 		return r, err
@@ -81,13 +89,12 @@ func runFortio(ctx context.Context, path, dir, target, host string, qps int, d t
 			Count       int64
 			Percentiles []struct{ Percentile, Value float64 }
 		}
-		RetCodes                map[string]int64
-		ErrorsDurationHistogram struct{ Count int64 }
+		RetCodes map[string]int64
 	}
 	if err := json.Unmarshal(raw, &res); err != nil {
 		return r, fmt.Errorf("fortio's %s: %w", out, err)
 	}
-	r.qps = res.ActualQPS
+	r.qps, r.calls = res.ActualQPS, res.DurationHistogram.Count
 	for _, p := range res.DurationHistogram.Percentiles {
 		switch p.Percentile {
 		case 50:

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -214,38 +213,14 @@ func runFortioLoad(ctx context.Context, path, dir, target, host string, qps floa
 	if msg, err := cmd.CombinedOutput(); err != nil {
 		return r, fmt.Errorf("fortio %s: %w\n%s", strings.Join(args, " "), err, msg)
 	}
-	raw, err := os.ReadFile(out)
+	f, err := readFortio(out)
 	if err != nil {
 		return r, err
 	}
-	var res struct {
-		ActualQPS         float64
-		DurationHistogram struct {
-			Count       int64
-			Percentiles []struct{ Percentile, Value float64 }
-		}
-		RetCodes map[string]int64
-	}
-	if err := json.Unmarshal(raw, &res); err != nil {
-		return r, fmt.Errorf("fortio's %s: %w", out, err)
-	}
-	r.achieved = res.ActualQPS
-	for _, p := range res.DurationHistogram.Percentiles {
-		switch p.Percentile {
-		case 50:
-			r.p50 = p.Value * 1000
-		case 99:
-			r.p99 = p.Value * 1000
-		}
-	}
-	for code, n := range res.RetCodes {
-		if code != "200" {
-			r.errors += n
-		}
-	}
-	if n := res.DurationHistogram.Count; n > 0 {
+	r.achieved, r.p50, r.p99, r.errors = f.qps, f.p50, f.p99, f.errors
+	if f.calls > 0 {
 		st := cmd.ProcessState
-		r.cpu = float64(st.UserTime()+st.SystemTime()) / float64(time.Microsecond) / float64(n)
+		r.cpu = float64(st.UserTime()+st.SystemTime()) / float64(time.Microsecond) / float64(f.calls)
 	}
 	return r, nil
 }
