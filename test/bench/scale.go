@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/darklaunch/darklaunch/shared/bus"
 )
@@ -172,6 +173,7 @@ func scaleRun(ctx context.Context, sc scaleConfig, n int, stderr io.Writer) (sca
 		return res, err
 	}
 	t0 := time.Now()
+	bl := sampleBacklog(nc)
 	client := &bus.Client{NC: nc}
 	lastSubmit, err := submitAll(ctx, client, sc, n)
 	if err != nil {
@@ -194,6 +196,7 @@ func scaleRun(ctx context.Context, sc scaleConfig, n int, stderr io.Writer) (sca
 		return res, err
 	}
 	res.cpu = cpu1 - cpu0
+	res.backlog, res.judgeRate = bl.end()
 	res.wall = time.Since(t0)
 	res.peakRSS, _ = hwm(pid)
 	tr.summarize(&res, sc, lastSubmit)
@@ -291,3 +294,60 @@ func hwm(pid int) (int64, error) {
 
 // msgHandler is what the tracker gives nats.Subscribe.
 var _ nats.MsgHandler = (*tracker)(nil).onMsg
+
+// backlogSampler reads the judge's consumer every second: the largest
+// backlog (events stored, not yet acked) and the fastest handling rate over
+// 5 s (events acked per second: what one event in flight at a time allows).
+type backlogSampler struct {
+	stop, done chan struct{}
+	max        uint64
+	rate       float64
+}
+
+func sampleBacklog(nc *nats.Conn) *backlogSampler {
+	b := &backlogSampler{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(b.done)
+		js, err := jetstream.New(nc)
+		if err != nil {
+			return
+		}
+		type point struct {
+			at    time.Time
+			acked uint64
+		}
+		var pts []point
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			if c, err := js.Consumer(ctx, bus.StreamEvents, bus.JudgeConsumer); err == nil {
+				if info, err := c.Info(ctx); err == nil {
+					b.max = max(b.max, info.NumPending+uint64(info.NumAckPending))
+					now := point{time.Now(), info.AckFloor.Consumer}
+					pts = append(pts, now)
+					for len(pts) > 1 && now.at.Sub(pts[0].at) > 5*time.Second {
+						pts = pts[1:]
+					}
+					if d := now.at.Sub(pts[0].at).Seconds(); d >= 4 {
+						b.rate = max(b.rate, float64(now.acked-pts[0].acked)/d)
+					}
+				}
+			}
+			cancel()
+			select {
+			case <-b.stop:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return b
+}
+
+// end stops sampling: the largest backlog, the fastest rate.
+func (b *backlogSampler) end() (uint64, float64) {
+	close(b.stop)
+	<-b.done
+	return b.max, b.rate
+}

@@ -100,6 +100,8 @@ type scaleResult struct {
 	cpu                        time.Duration
 	idleRSS, peakRSS           int64
 	badEvents                  int
+	backlog                    uint64  // the judge's largest backlog
+	judgeRate                  float64 // its fastest rate, events/s
 }
 
 // summarize fills r from the arrivals.
@@ -164,8 +166,8 @@ func secs(x float64) string {
 func reportScale(w io.Writer, sc scaleConfig, rows []scaleResult) {
 	fmt.Fprintf(w, "Scale: N overlapping experiments on the embedded stack (one process), %d iterations of %d s, %g req/s each, %g %% mirrored, submitted %d at a time through the API; %s, %s.\n\n",
 		sc.iterations, sc.interval, sc.rate, sc.percent, sc.submitters, goVersion(), time.Now().UTC().Format("2006-01-02 15:04 UTC"))
-	fmt.Fprintln(w, "| N | complete (every iteration) | snapshot lag p50 / p99 / max s | iteration lag p50 / p99 / max s | verdict latency p50 / p99 s | submit s | last submit → last verdict s | CPU s per experiment (cores) | peak RSS MiB (idle) |")
-	fmt.Fprintln(w, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	fmt.Fprintln(w, "| N | complete (every iteration) | snapshot lag p50 / p99 / max s | iteration lag p50 / p99 / max s | verdict latency p50 / p99 s | submit s | last submit → last verdict s | CPU s per experiment (cores) | peak RSS MiB (idle) | judge backlog max | judge events/s max |")
+	fmt.Fprintln(w, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, r := range rows {
 		complete := fmt.Sprintf("%d / %d", r.complete, r.n)
 		if r.failed > 0 || r.ended < r.n {
@@ -174,14 +176,15 @@ func reportScale(w io.Writer, sc scaleConfig, rows []scaleResult) {
 		lag := func(v []float64) string {
 			return fmt.Sprintf("%s / %s / %s", secs(quantile(v, 0.5)), secs(quantile(v, 0.99)), secs(quantile(v, 1)))
 		}
-		fmt.Fprintf(w, "| %d | %s | %s | %s | %s / %s | %.1f | %.1f | %.3f (%.2f) | %.0f (%.0f) |\n",
+		fmt.Fprintf(w, "| %d | %s | %s | %s | %s / %s | %.1f | %.1f | %.3f (%.2f) | %.0f (%.0f) | %d | %.0f |\n",
 			r.n, complete, lag(r.snapLag), lag(r.iterLag), secs(quantile(r.verdict, 0.5)), secs(quantile(r.verdict, 0.99)),
 			r.submit.Seconds(), r.lastVerdict.Seconds(), r.cpu.Seconds()/float64(r.n), r.cpu.Seconds()/r.wall.Seconds(),
-			float64(r.peakRSS)/(1<<20), float64(r.idleRSS)/(1<<20))
+			float64(r.peakRSS)/(1<<20), float64(r.idleRSS)/(1<<20), r.backlog, r.judgeRate)
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, strings.TrimSpace(`
 - lag: arrival of experiment k's event at the benchmark's subscriber − (status.startTime + k × interval); the snapshot is the collector's dark metrics event, the iteration the judge's iteration event. The collector measures an iteration its Grace (1.5 s by default) after its end, so 1.5 s is the floor of both.
 - verdict latency: the verdict event's arrival − (startTime + iterations × interval).
-- CPU: the stack process's user + system time from the first submit to the last completed event (or the wait's end), ÷ N; in parentheses ÷ that wall time (cores busy). Peak RSS: its VmHWM; idle: its RSS before the first submit.`))
+- CPU: the stack process's user + system time from the first submit to the last completed event (or the wait's end), ÷ N; in parentheses ÷ that wall time (cores busy). Peak RSS: its VmHWM; idle: its RSS before the first submit.
+- judge backlog: the largest number of events stored for the judge's consumer and not yet acked (sampled every second); events/s: its fastest acking rate over 5 s (it handles one event at a time).`))
 }
