@@ -6,9 +6,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"runtime"
 	"runtime/pprof"
+	"slices"
+	"sync"
 
 	"github.com/darklaunch/darklaunch/internal/stack"
 )
@@ -41,7 +44,9 @@ func runStackRole(ctx context.Context, stdout, stderr io.Writer, sc scaleConfig)
 			}()
 		}
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	counts := &logCounts{next: slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelError}), counter: &counter{n: map[string]int{}}}
+	defer counts.print(stderr)
+	log := slog.New(counts)
 	st, err := stack.Start(ctx, stack.Config{Log: log})
 	if err != nil {
 		return err
@@ -52,6 +57,47 @@ func runStackRole(ctx context.Context, stdout, stderr io.Writer, sc scaleConfig)
 	}
 	<-ctx.Done()
 	return nil
+}
+
+// logCounts counts the stack's warnings by message (at 500 experiments
+// there are thousands a second) and passes its errors on.
+type logCounts struct {
+	next slog.Handler
+	*counter
+}
+
+type counter struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (h *logCounts) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelWarn }
+
+func (h *logCounts) Handle(ctx context.Context, r slog.Record) error {
+	if r.Level >= slog.LevelError {
+		return h.next.Handle(ctx, r)
+	}
+	h.mu.Lock()
+	h.n[r.Message]++
+	h.mu.Unlock()
+	return nil
+}
+
+func (h *logCounts) WithAttrs(as []slog.Attr) slog.Handler {
+	return &logCounts{next: h.next.WithAttrs(as), counter: h.counter}
+}
+
+func (h *logCounts) WithGroup(g string) slog.Handler {
+	return &logCounts{next: h.next.WithGroup(g), counter: h.counter}
+}
+
+func (h *logCounts) print(w io.Writer) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	msgs := slices.Sorted(maps.Keys(h.n))
+	for _, m := range msgs {
+		fmt.Fprintf(w, "  stack warnings: %d × %q\n", h.n[m], m)
+	}
 }
 
 func writeProfile(name, path string) error {
