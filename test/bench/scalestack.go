@@ -12,6 +12,7 @@ import (
 	"runtime/pprof"
 	"slices"
 	"sync"
+	"syscall"
 
 	"github.com/darklaunch/darklaunch/internal/stack"
 )
@@ -47,6 +48,7 @@ func runStackRole(ctx context.Context, stdout, stderr io.Writer, sc scaleConfig)
 	counts := &logCounts{next: slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelError}), counter: &counter{n: map[string]int{}}}
 	defer counts.print(stderr)
 	log := slog.New(counts)
+	raiseFileLimit(stderr)
 	st, err := stack.Start(ctx, stack.Config{Log: log})
 	if err != nil {
 		return err
@@ -98,6 +100,27 @@ func (h *logCounts) print(w io.Writer) {
 	for _, m := range msgs {
 		fmt.Fprintf(w, "  stack warnings: %d × %q\n", h.n[m], m)
 	}
+}
+
+// scaleFiles is the open files the stack process asks for: loadgen keeps up
+// to 16 connections per experiment and the proxy the other end of each, in
+// the same process, so 1,000 experiments take over 32,000 descriptors.
+const scaleFiles = 1 << 18
+
+// raiseFileLimit raises the process's open-file limit to scaleFiles where
+// it may (root raises the hard limit too), and says what it got.
+func raiseFileLimit(stderr io.Writer) {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return
+	}
+	want := syscall.Rlimit{Cur: max(lim.Cur, scaleFiles), Max: max(lim.Max, scaleFiles)}
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &want); err != nil {
+		want = syscall.Rlimit{Cur: lim.Max, Max: lim.Max}
+		_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &want)
+	}
+	_ = syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim)
+	fmt.Fprintf(stderr, "  stack: open files limit %d\n", lim.Cur)
 }
 
 func writeProfile(name, path string) error {
