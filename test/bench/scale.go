@@ -39,6 +39,7 @@ type scaleConfig struct {
 	rate       float64
 	percent    float64
 	submitters int
+	conc       int // spec.load.concurrency; 0: loadgen's default
 	wait       time.Duration
 	profile    string // a folder: the stack's profiles, one set per N
 	contention bool   // also mutex and block profiles
@@ -54,6 +55,7 @@ func addScaleFlags(fs *flag.FlagSet, c *scaleConfig) {
 	fs.IntVar(&c.interval, "scale-interval", 1, "-only scale: intervalSeconds of each experiment")
 	fs.Float64Var(&c.rate, "scale-rate", 2, "-only scale: spec.load.rate of each experiment, requests per second")
 	fs.Float64Var(&c.percent, "scale-percent", 40, "-only scale: spec.mirroring.percent of each experiment")
+	fs.IntVar(&c.conc, "scale-concurrency", 0, "-only scale: spec.load.concurrency of each experiment (0: loadgen's default, 16 connections each; the stack process holds both ends of each, so 1,000 experiments at 16 need over 32,000 open files)")
 	fs.IntVar(&c.submitters, "scale-submitters", 8, "-only scale: API requests in flight while submitting")
 	fs.DurationVar(&c.wait, "scale-wait", 0, "-only scale: how long to wait for the verdicts after the last submit (0: twice an experiment's duration + 60s)")
 	fs.StringVar(&c.profile, "scale-profile", "", "-only scale: write the stack process's CPU profile for each N into this folder (scale-<N>.cpu.pprof)")
@@ -84,6 +86,9 @@ func (c *scaleConfig) check() error {
 	}
 	if c.percent <= 0 || c.percent > 100 {
 		errs = append(errs, fmt.Errorf("-scale-percent: %g is not in (0, 100]", c.percent))
+	}
+	if c.conc < 0 || c.conc > 64 {
+		errs = append(errs, fmt.Errorf("-scale-concurrency: %d is not in [0, 64]", c.conc))
 	}
 	if c.submitters < 1 || c.submitters > 256 {
 		errs = append(errs, fmt.Errorf("-scale-submitters: %d is not in [1, 256]", c.submitters))
@@ -248,6 +253,10 @@ func scaleName(i int) string { return fmt.Sprintf("scale-%04d", i) }
 // scaleDocument is experiment i: the local example's conformance
 // experiment, with the scenario's duration and load, traffic from the start.
 func scaleDocument(sc scaleConfig, i int) string {
+	conc := ""
+	if sc.conc > 0 {
+		conc = fmt.Sprintf("    concurrency: %d\n", sc.conc)
+	}
 	return fmt.Sprintf(`apiVersion: iter8.tools/v2alpha1
 kind: Experiment
 metadata:
@@ -274,7 +283,7 @@ spec:
   load:
     rate: %g
     delay: 0s
-`, scaleName(i), sc.interval, sc.iterations, scaleName(i), sc.percent, sc.rate)
+`, scaleName(i), sc.interval, sc.iterations, scaleName(i), sc.percent, sc.rate) + conc
 }
 
 // hwm is pid's VmHWM (peak resident set) in bytes.

@@ -164,8 +164,8 @@ func secs(x float64) string {
 
 // reportScale writes the scale table.
 func reportScale(w io.Writer, sc scaleConfig, rows []scaleResult) {
-	fmt.Fprintf(w, "Scale: N overlapping experiments on the embedded stack (one process), %d iterations of %d s, %g req/s each, %g %% mirrored, submitted %d at a time through the API; %s, %s.\n\n",
-		sc.iterations, sc.interval, sc.rate, sc.percent, sc.submitters, goVersion(), time.Now().UTC().Format("2006-01-02 15:04 UTC"))
+	fmt.Fprintf(w, "Scale: N overlapping experiments on the embedded stack (one process), %d iterations of %d s, %g req/s each, %g %% mirrored, load concurrency %s, submitted %d at a time through the API; %s, %s.\n\n",
+		sc.iterations, sc.interval, sc.rate, sc.percent, concName(sc.conc), sc.submitters, goVersion(), time.Now().UTC().Format("2006-01-02 15:04 UTC"))
 	fmt.Fprintln(w, "| N | complete (every iteration) | snapshot lag p50 / p99 / max s | iteration lag p50 / p99 / max s | verdict latency p50 / p99 s | submit s | last submit → last verdict s | CPU s per experiment (cores) | peak RSS MiB (idle) | judge backlog max | judge events/s max |")
 	fmt.Fprintln(w, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, r := range rows {
@@ -187,4 +187,11 @@ func reportScale(w io.Writer, sc scaleConfig, rows []scaleResult) {
 - verdict latency: the verdict event's arrival − (startTime + iterations × interval).
 - CPU: the stack process's user + system time from the first submit to the last completed event (or the wait's end), ÷ N; in parentheses ÷ that wall time (cores busy). Peak RSS: its VmHWM; idle: its RSS before the first submit.
 - judge backlog: the largest number of events stored for the judge's consumer and not yet acked (sampled every second); events/s: its fastest acking rate over 5 s (it handles one event at a time).`))
+}
+
+func concName(c int) string {
+	if c == 0 {
+		return "loadgen's default (16)"
+	}
+	return fmt.Sprint(c)
 }
