@@ -34,8 +34,8 @@ func runStackRole(ctx context.Context, stdout, stderr io.Writer, sc scaleConfig)
 		}
 		defer pprof.StopCPUProfile()
 		if sc.contention {
-			runtime.SetMutexProfileFraction(10)
-			runtime.SetBlockProfileRate(100_000) // one blocking event per 100 µs blocked
+			// The rates are set once the stack runs: starting, nats-server
+			// sets the block profile's to its own option (0: off).
 			defer func() {
 				for _, name := range []string{"mutex", "block"} {
 					if werr := writeProfile(name, sc.childProfile+"."+name+".pprof"); werr != nil && err == nil {
@@ -54,6 +54,10 @@ func runStackRole(ctx context.Context, stdout, stderr io.Writer, sc scaleConfig)
 		return err
 	}
 	defer st.Close()
+	if sc.childProfile != "" && sc.contention {
+		runtime.SetMutexProfileFraction(10)
+		runtime.SetBlockProfileRate(100_000) // one blocking event per 100 µs blocked
+	}
 	if err := json.NewEncoder(stdout).Encode(stackAddrs{NATS: st.URL}); err != nil {
 		return err
 	}
