@@ -58,7 +58,7 @@ func addScaleFlags(fs *flag.FlagSet, c *scaleConfig) {
 	fs.IntVar(&c.conc, "scale-concurrency", 0, "-only scale: spec.load.concurrency of each experiment (0: loadgen's default, 16 connections each; the stack process holds both ends of each, so 1,000 experiments at 16 need over 32,000 open files)")
 	fs.IntVar(&c.submitters, "scale-submitters", 8, "-only scale: API requests in flight while submitting")
 	fs.DurationVar(&c.wait, "scale-wait", 0, "-only scale: how long to wait for the verdicts after the last submit (0: twice an experiment's duration + 60s)")
-	fs.StringVar(&c.profile, "scale-profile", "", "-only scale: write the stack process's CPU profile for each N into this folder (scale-<N>.cpu.pprof)")
+	fs.StringVar(&c.profile, "scale-profile", "", "-only scale: write the stack process's CPU profile (and its heap at the end) for each N into this folder (scale-<N>.cpu.pprof, .heap.pprof)")
 	fs.BoolVar(&c.contention, "scale-contention", false, "-only scale, with -scale-profile: also the mutex and block profiles (scale-<N>.mutex.pprof, .block.pprof)")
 	fs.StringVar(&c.childProfile, "profile-prefix", "", "internal: the stack process's profiles")
 }

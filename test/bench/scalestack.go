@@ -20,7 +20,7 @@ import (
 // runStackRole is -role stack: the embedded stack as `darklaunch dev` runs
 // it (stack.Start with its defaults: embedded nats-server, the sample app as
 // live and dark, the four services), printing its NATS URL, until stdin
-// closes. With -profile-prefix it writes its CPU profile (and, with
+// closes. With -profile-prefix it writes its CPU and heap profiles (and, with
 // -scale-contention, its mutex and block profiles) there.
 func runStackRole(ctx context.Context, stdout, stderr io.Writer, sc scaleConfig) (err error) {
 	if sc.childProfile != "" {
@@ -62,6 +62,10 @@ func runStackRole(ctx context.Context, stdout, stderr io.Writer, sc scaleConfig)
 		return err
 	}
 	<-ctx.Done()
+	if sc.childProfile != "" {
+		// The heap as the run ends, before the stack lets go of it.
+		return writeProfile("heap", sc.childProfile+".heap.pprof")
+	}
 	return nil
 }
 
