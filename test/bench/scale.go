@@ -301,9 +301,6 @@ func hwm(pid int) (int64, error) {
 	return 0, errors.New("no VmHWM")
 }
 
-// msgHandler is what the tracker gives nats.Subscribe.
-var _ nats.MsgHandler = (*tracker)(nil).onMsg
-
 // backlogSampler reads the judge's consumer every second: the largest
 // backlog (events stored, not yet acked) and the fastest handling rate over
 // 5 s (events acked per second: what one event in flight at a time allows).
