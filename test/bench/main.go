@@ -50,6 +50,7 @@ type config struct {
 	host      string
 	inflight  int
 	only      string
+	scale     scaleConfig
 
 	// The children's flags (-role backends|proxy).
 	role, natsURL, live, dark string
@@ -70,7 +71,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.out, "out", "", "also write the table into this file")
 	fs.StringVar(&c.host, "host", "customdomain.com", "Host of the requests (the experiment's host)")
 	fs.IntVar(&c.inflight, "mirror-inflight", 0, "the proxy's MirrorInflight (0: its default)")
-	fs.StringVar(&c.only, "only", "", "run only these scenarios: peers (the proxy beside nginx, with wrk and fortio, and the memory of its copies), memory (only the latter) or loadgen (darklaunch's loadgen beside fortio); empty: all")
+	fs.StringVar(&c.only, "only", "", "run only these scenarios: peers (the proxy beside nginx, with wrk and fortio, and the memory of its copies), memory (only the latter) or loadgen (darklaunch's loadgen beside fortio), or scale (N overlapping experiments on the embedded stack, never with the others); empty: all but scale")
+	addScaleFlags(fs, &c.scale)
 	fs.StringVar(&c.role, "role", "", "internal: run as the benchmark's backends, proxy or loadgen process")
 	fs.StringVar(&c.natsURL, "nats", "", "internal: the proxy process's NATS")
 	fs.StringVar(&c.live, "live", "", "internal: the proxy process's live URL")
@@ -94,8 +96,11 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	if c.inflight < 0 {
 		errs = append(errs, fmt.Errorf("-mirror-inflight: %d is negative", c.inflight))
 	}
-	if c.only != "" && c.only != "peers" && c.only != "memory" && c.only != "loadgen" {
-		errs = append(errs, fmt.Errorf("-only: %q is not peers, memory or loadgen", c.only))
+	if c.only != "" && c.only != "peers" && c.only != "memory" && c.only != "loadgen" && c.only != "scale" {
+		errs = append(errs, fmt.Errorf("-only: %q is not peers, memory, loadgen or scale", c.only))
+	}
+	if c.only == "scale" || c.role == "stack" {
+		errs = append(errs, c.scale.check())
 	}
 	if c.darkDelay < 0 {
 		errs = append(errs, fmt.Errorf("-dark-delay: %s is negative", c.darkDelay))
@@ -122,8 +127,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		ctx, cancel := untilStdinCloses(ctx)
 		defer cancel()
 		return runLoadgenRole(ctx, stdout, stderr, c.natsURL)
+	case "stack":
+		ctx, cancel := untilStdinCloses(ctx)
+		defer cancel()
+		return runStackRole(ctx, stdout, stderr, c.scale)
 	default:
-		return fmt.Errorf("-role: %q is not backends, proxy or loadgen", c.role)
+		return fmt.Errorf("-role: %q is not backends, proxy, loadgen or stack", c.role)
+	}
+	if c.only == "scale" {
+		return runScale(ctx, c, stdout, stderr)
 	}
 	if c.only == "loadgen" {
 		return runLoadgenOnly(ctx, c, stdout, stderr)
