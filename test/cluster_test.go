@@ -20,7 +20,8 @@ import (
 // TestClusterNodeKilledMidExperiment is issue 10's "on a NATS cluster": the
 // stack on a 3-node JetStream cluster, its streams and bucket at 3
 // replicas, every client given every node's URL. After iteration 2 the
-// node that leads the events stream is shut down: the experiment completes
+// node that leads the events stream is shut down (made beforehand the meta
+// leader and the leader of every stream and of the judge's consumer): the experiment completes
 // with every iteration once and the verdict of a single server (the
 // healthy dark version passes, TestHealthyDarkPassesAndMirrorsFortyPercent).
 func TestClusterNodeKilledMidExperiment(t *testing.T) {
@@ -35,6 +36,13 @@ func TestClusterNodeKilledMidExperiment(t *testing.T) {
 		},
 	})
 	e.checkReplicas(3)
+	// The hardest node to lose: the meta leader, leading also both streams,
+	// the bucket and the judge's consumer.
+	target := c.MetaLeader()
+	for _, stream := range []string{bus.StreamEvents, bus.StreamObs, "KV_" + bus.BucketExperiments} {
+		c.Lead(e.nc, target, stream, "")
+	}
+	c.Lead(e.nc, target, bus.StreamEvents, judge.ConsumerName)
 
 	killed := -1
 	x := e.run("cluster", func(cur *experiment.Experiment) {
@@ -45,8 +53,9 @@ func TestClusterNodeKilledMidExperiment(t *testing.T) {
 		if killed < 0 {
 			t.Fatalf("no node leads stream %s", bus.StreamEvents)
 		}
-		t.Logf("shutting down %s, leader of stream %s (meta leader: %v) after iteration %d",
-			c.Servers[killed].Name(), bus.StreamEvents, c.MetaLeader() == killed, cur.Status.CompletedIterations)
+		t.Logf("shutting down %s after iteration %d, leader of stream %s; also meta leader: %v, leader of the judge's consumer: %v",
+			c.Servers[killed].Name(), cur.Status.CompletedIterations, bus.StreamEvents, c.MetaLeader() == killed,
+			c.ConsumerLeader(bus.StreamEvents, judge.ConsumerName) == killed)
 		c.Shutdown(killed)
 	})
 	if killed < 0 {

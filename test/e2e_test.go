@@ -116,8 +116,16 @@ func (e *env) run(name string, during func(*experiment.Experiment)) *experiment.
 	ref := bus.Ref{Namespace: "default", Name: name}
 	for {
 		cur, err := e.client.Get(ctx, ref)
-		if err != nil {
+		var apiErr *bus.APIError
+		switch {
+		case errors.As(err, &apiErr) || (err != nil && ctx.Err() != nil):
 			e.t.Fatalf("get: %v", err)
+		case err != nil:
+			// The connection failing over to another NATS node, say: a
+			// request in flight is lost.
+			e.t.Logf("get: %v; asking again", err)
+			time.Sleep(100 * time.Millisecond) // not a wait for anything: a pause between requests
+			continue
 		}
 		if during != nil {
 			during(cur)

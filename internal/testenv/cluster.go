@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 )
 
 // Cluster is a JetStream cluster of in-process nats-servers on loopback,
@@ -129,4 +130,47 @@ func (c *Cluster) Shutdown(i int) {
 	c.Servers[i] = nil
 	s.Shutdown()
 	s.WaitForShutdown()
+}
+
+// ConsumerLeader is the index of the running node that leads consumer of
+// stream (in the default account), or -1.
+func (c *Cluster) ConsumerLeader(stream, consumer string) int {
+	for i, s := range c.Servers {
+		if s != nil && s.JetStreamIsConsumerLeader(server.DEFAULT_GLOBAL_ACCOUNT, stream, consumer) {
+			return i
+		}
+	}
+	return -1
+}
+
+// Lead makes node to the leader of stream or, with a consumer name, of
+// that consumer of stream (JetStream's leader step-down with a preferred
+// node), through nc, and waits until it is.
+func (c *Cluster) Lead(nc *nats.Conn, to int, stream, consumer string) {
+	c.t.Helper()
+	subject, leader := "$JS.API.STREAM.LEADER.STEPDOWN."+stream, func() int { return c.StreamLeader(stream) }
+	what := "stream " + stream
+	if consumer != "" {
+		subject, leader = "$JS.API.CONSUMER.LEADER.STEPDOWN."+stream+"."+consumer, func() int { return c.ConsumerLeader(stream, consumer) }
+		what = "consumer " + stream + "/" + consumer
+	}
+	req := fmt.Sprintf(`{"placement":{"preferred":%q}}`, c.Servers[to].Name())
+	EventuallyWithin(c.t, ClusterFormsWithin, c.Servers[to].Name()+" leading "+what, func() (bool, string) {
+		if leader() == to {
+			return true, ""
+		}
+		if leader() < 0 {
+			return false, "an election under way"
+		}
+		reply, err := nc.Request(subject, []byte(req), 5*time.Second)
+		if err != nil {
+			return false, err.Error()
+		}
+		// Give the election the step-down starts time to end before
+		// asking again.
+		for deadline := time.Now().Add(5 * time.Second); leader() != to && time.Now().Before(deadline); {
+			time.Sleep(10 * time.Millisecond)
+		}
+		return leader() == to, fmt.Sprintf("leader %d after a step-down answered %s", leader(), reply.Data)
+	})
 }
