@@ -46,7 +46,7 @@ func TestClusterNodeKilledMidExperiment(t *testing.T) {
 
 	killed := -1
 	x := e.run("cluster", func(cur *experiment.Experiment) {
-		if killed >= 0 || cur.Status.CompletedIterations < 2 {
+		if killed >= 0 || cur.Status.CompletedIterations < 2 || cur.Status.Terminal() {
 			return
 		}
 		killed = c.StreamLeader(bus.StreamEvents)
