@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -36,6 +37,20 @@ func TestClusterNodeKilledMidExperiment(t *testing.T) {
 		},
 	})
 	e.checkReplicas(3)
+	// Leaders moved while a service opens the streams would hold it up for
+	// its request's timeout (5 s), late for the experiment: first the
+	// router, loadgen and collector watching the bucket, which they do once
+	// they have opened everything.
+	testenv.EventuallyWithin(t, 30*time.Second, "the router, loadgen and collector watching the bucket", func() (bool, string) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		s, err := e.js.Stream(ctx, "KV_"+bus.BucketExperiments)
+		if err != nil {
+			return false, err.Error()
+		}
+		info := s.CachedInfo()
+		return info.State.Consumers >= 3, fmt.Sprintf("%d consumers", info.State.Consumers)
+	})
 	// The hardest node to lose: the meta leader, leading also both streams,
 	// the bucket and the judge's consumer.
 	target := c.MetaLeader()
@@ -68,6 +83,14 @@ func TestClusterNodeKilledMidExperiment(t *testing.T) {
 	if got := assessments(x); len(got) != 3 || !got[0] || !got[1] || !got[2] {
 		t.Errorf("assessments = %v, want three true", got)
 	}
+	// Every observation counted across the failover, as on one server.
+	dark, live := value(x, experiment.MetricRequestCount, "current"), value(x, experiment.MetricRequestCount, "live")
+	if live < 100 {
+		t.Errorf("live saw %v requests, want ≥ 100 (7 s at 25 req/s)", live)
+	}
+	if share := dark / live; share < 0.35 || share > 0.45 {
+		t.Errorf("mirrored share = %.3f (%v of %v), want 0.40 ± 0.05", share, dark, live)
+	}
 	if metrics := e.events(x.Metadata.Name, bus.EventMetrics); len(metrics) != 14 {
 		t.Errorf("%d metrics events, want 14 (live and dark × 7, duplicates dropped)", len(metrics))
 	}
@@ -92,4 +115,16 @@ func (e *env) checkReplicas(replicas int) {
 			e.t.Errorf("stream %s: %d replicas configured, cluster %+v; want %d, on %d nodes", name, info.Config.Replicas, info.Cluster, replicas, replicas)
 		}
 	}
+	// The judge's consumer has the stream's replicas (it is created
+	// asynchronously, once the API answers).
+	testenv.EventuallyWithin(e.t, 20*time.Second, "the judge's consumer on every node", func() (bool, string) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		cons, err := e.js.Consumer(ctx, bus.StreamEvents, judge.ConsumerName)
+		if err != nil {
+			return false, err.Error()
+		}
+		info := cons.CachedInfo()
+		return info.Cluster != nil && len(info.Cluster.Replicas) == replicas-1, fmt.Sprintf("cluster %+v", info.Cluster)
+	})
 }
