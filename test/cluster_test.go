@@ -21,10 +21,11 @@ import (
 // TestClusterNodeKilledMidExperiment is issue 10's "on a NATS cluster": the
 // stack on a 3-node JetStream cluster, its streams and bucket at 3
 // replicas, every client given every node's URL. After iteration 2 the
-// node that leads the events stream is shut down (made beforehand the meta
-// leader and the leader of every stream and of the judge's consumer): the experiment completes
-// with every iteration once and the verdict of a single server (the
-// healthy dark version passes, TestHealthyDarkPassesAndMirrorsFortyPercent).
+// node that leads the events stream is shut down, made beforehand the
+// meta leader and the leader of both streams, the bucket and the judge's
+// consumer: the experiment completes with every iteration once, every
+// observation counted and the verdict of a single server (the healthy dark
+// version passes, TestHealthyDarkPassesAndMirrorsFortyPercent).
 func TestClusterNodeKilledMidExperiment(t *testing.T) {
 	t.Parallel()
 	c := testenv.StartCluster(t, 3)
