@@ -23,9 +23,11 @@ import (
 // replicas, every client given every node's URL. After iteration 2 the
 // node that leads the events stream is shut down, made beforehand the
 // meta leader and the leader of both streams, the bucket and the judge's
-// consumer: the experiment completes with every iteration once, every
-// observation counted and the verdict of a single server (the healthy dark
-// version passes, TestHealthyDarkPassesAndMirrorsFortyPercent).
+// consumer: the experiment completes with every iteration once and the
+// verdict of a single server (the healthy dark version passes,
+// TestHealthyDarkPassesAndMirrorsFortyPercent). It does not check the
+// counts: observations the proxy could not publish during the failover can
+// miss the last snapshots (see docs/protocol.md, On a NATS cluster).
 func TestClusterNodeKilledMidExperiment(t *testing.T) {
 	t.Parallel()
 	c := testenv.StartCluster(t, 3)
@@ -83,14 +85,6 @@ func TestClusterNodeKilledMidExperiment(t *testing.T) {
 	}
 	if got := assessments(x); len(got) != 3 || !got[0] || !got[1] || !got[2] {
 		t.Errorf("assessments = %v, want three true", got)
-	}
-	// Every observation counted across the failover, as on one server.
-	dark, live := value(x, experiment.MetricRequestCount, "current"), value(x, experiment.MetricRequestCount, "live")
-	if live < 100 {
-		t.Errorf("live saw %v requests, want ≥ 100 (7 s at 25 req/s)", live)
-	}
-	if share := dark / live; share < 0.35 || share > 0.45 {
-		t.Errorf("mirrored share = %.3f (%v of %v), want 0.40 ± 0.05", share, dark, live)
 	}
 	if metrics := e.events(x.Metadata.Name, bus.EventMetrics); len(metrics) != 14 {
 		t.Errorf("%d metrics events, want 14 (live and dark × 7, duplicates dropped)", len(metrics))
