@@ -6,6 +6,7 @@ package e2e
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"strings"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/darklaunch/darklaunch/internal/sampleapp"
 	"github.com/darklaunch/darklaunch/internal/stack"
+	"github.com/darklaunch/darklaunch/internal/testenv"
 	"github.com/darklaunch/darklaunch/services"
 	"github.com/darklaunch/darklaunch/services/collector"
 	"github.com/darklaunch/darklaunch/services/router"
@@ -116,8 +118,16 @@ func (e *env) run(name string, during func(*experiment.Experiment)) *experiment.
 	ref := bus.Ref{Namespace: "default", Name: name}
 	for {
 		cur, err := e.client.Get(ctx, ref)
-		if err != nil {
+		var apiErr *bus.APIError
+		switch {
+		case errors.As(err, &apiErr) || (err != nil && ctx.Err() != nil):
 			e.t.Fatalf("get: %v", err)
+		case err != nil:
+			// The connection failing over to another NATS node, say: a
+			// request in flight is lost.
+			e.t.Logf("get: %v; asking again", err)
+			time.Sleep(100 * time.Millisecond) // not a wait for anything: a pause between requests
+			continue
 		}
 		if during != nil {
 			during(cur)
@@ -133,32 +143,44 @@ func (e *env) run(name string, during func(*experiment.Experiment)) *experiment.
 	}
 }
 
-// events returns the experiment's events of one type from the stream.
+// events returns the experiment's events of one type from the stream. It
+// asks again while JetStream does not answer: on a cluster, while a new
+// meta leader is elected.
 func (e *env) events(name, typ string) []*bus.Event {
 	e.t.Helper()
+	var out []*bus.Event
+	testenv.EventuallyWithin(e.t, 30*time.Second, "the "+typ+" events of "+name, func() (bool, string) {
+		var err error
+		out, err = e.readEvents(name, typ)
+		return err == nil, fmt.Sprint(err)
+	})
+	return out
+}
+
+func (e *env) readEvents(name, typ string) ([]*bus.Event, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	cons, err := e.js.OrderedConsumer(ctx, bus.StreamEvents, jetstream.OrderedConsumerConfig{FilterSubjects: []string{bus.EventSubject("default", name, typ)}})
 	if err != nil {
-		e.t.Fatal(err)
+		return nil, err
 	}
 	info, err := cons.Info(ctx)
 	if err != nil {
-		e.t.Fatal(err)
+		return nil, err
 	}
 	var out []*bus.Event
 	for range info.NumPending {
 		m, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
 		if err != nil {
-			e.t.Fatal(err)
+			return nil, err
 		}
 		var ev bus.Event
 		if err := bus.DecodeMsg(&nats.Msg{Data: m.Data(), Header: m.Headers()}, &ev); err != nil {
-			e.t.Fatal(err)
+			e.t.Fatal(err) // not a failover: a bug
 		}
 		out = append(out, &ev)
 	}
-	return out
+	return out, nil
 }
 
 // assessments returns the dark version's objective assessments.
