@@ -86,13 +86,33 @@ func Until(t testing.TB, within time.Duration, what string, cond func() bool) {
 // for a server a test starts later, or not at all.
 func FreeAddr(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	// The kernel may give a port it gave a moment ago once its listener is
+	// closed: two services of one test then got the same address (the
+	// chaos test's collector once found its health port taken by the
+	// router's). An address is handed out once per test process.
+	for range 100 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		freeMu.Lock()
+		_, dup := handedOut[addr]
+		handedOut[addr] = struct{}{}
+		freeMu.Unlock()
+		if !dup {
+			return addr
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	t.Fatal("no free loopback port not handed out already in 100 tries")
+	return ""
 }
+
+var (
+	freeMu    sync.Mutex
+	handedOut = map[string]struct{}{}
+)
 
 // Buffer is a bytes.Buffer that a program under test may write while the
 // test reads it (a service's log).
