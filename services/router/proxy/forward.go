@@ -49,9 +49,6 @@ func fastPath(rt *route, r *http.Request) bool {
 // aLongTimeAgo is a deadline in the past: it ends any I/O on a connection.
 var aLongTimeAgo = time.Unix(1, 0)
 
-// copyBuffers are the buffers answers are copied through.
-var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
-
 // headBuffers are request heads being written.
 var headBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
 
@@ -77,7 +74,7 @@ func appendHead(b []byte, r *http.Request, host, markKey string, mark []string) 
 			"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto":
 			continue
 		}
-		if k == markKey || (conn != nil && connectionNames(conn, k)) {
+		if k == markKey || (conn != nil && hasToken(conn, k)) {
 			continue
 		}
 		for _, v := range vs {
@@ -120,18 +117,6 @@ func appendFraming(b []byte, method string, n int64) []byte {
 		b = append(b, "\r\n"...)
 	}
 	return append(b, "\r\n"...)
-}
-
-// connectionNames reports whether the Connection header values name k.
-func connectionNames(conn []string, k string) bool {
-	for _, v := range conn {
-		for f := range strings.SplitSeq(v, ",") {
-			if strings.EqualFold(textproto.TrimString(f), k) {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 // hasToken tells whether a comma-separated header lists token (its
@@ -272,39 +257,38 @@ func (p *Proxy) copyAnswer(rt *route, sw *statusWriter, br *bufio.Reader, r *htt
 		p.liveFailed(rt, sw, r, err)
 		return false
 	}
-	if res.status == http.StatusSwitchingProtocols {
+	if res.Status == http.StatusSwitchingProtocols {
 		clear(h)
 		p.liveFailed(rt, sw, r, errors.New("101 Switching Protocols to a request that asked for no upgrade"))
 		return false
 	}
-	sw.WriteHeader(res.status)
-	if r.Method == http.MethodHead || res.status == http.StatusNoContent || res.status == http.StatusNotModified {
-		return !res.close
+	sw.WriteHeader(res.Status)
+	if r.Method == http.MethodHead || res.Status == http.StatusNoContent || res.Status == http.StatusNotModified {
+		return !res.Close
 	}
-	if res.contentLength >= 0 && res.contentLength <= int64(br.Buffered()) {
+	if res.ContentLength >= 0 && res.ContentLength <= int64(br.Buffered()) {
 		// The whole body came with the head (most answers): no buffer.
-		if err := copyN(sw, br, res.contentLength, nil); err != nil {
+		if err := copyN(sw, br, res.ContentLength, nil); err != nil {
 			panic(http.ErrAbortHandler)
 		}
-		return !res.close
+		return !res.Close
 	}
-	bp := copyBuffers.Get().(*[]byte)
-	defer copyBuffers.Put(bp)
-	buf := *bp
+	buf := p.buffers.Get() // ReverseProxy's pool: one set of copy buffers
+	defer p.buffers.Put(buf)
 	switch {
-	case res.chunked:
+	case res.Chunked:
 		if err := copyFlushing(sw, newChunkedReader(br), buf); err != nil {
 			panic(http.ErrAbortHandler)
 		}
 		if err := readTrailer(br, h, http.TrailerPrefix); err != nil {
 			panic(http.ErrAbortHandler)
 		}
-		return !res.close
-	case res.contentLength >= 0:
-		if err := copyN(sw, br, res.contentLength, buf); err != nil {
+		return !res.Close
+	case res.ContentLength >= 0:
+		if err := copyN(sw, br, res.ContentLength, buf); err != nil {
 			panic(http.ErrAbortHandler)
 		}
-		return !res.close
+		return !res.Close
 	default:
 		if err := copyFlushing(sw, br, buf); err != nil {
 			panic(http.ErrAbortHandler)

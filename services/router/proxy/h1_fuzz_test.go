@@ -28,18 +28,18 @@ func FuzzReadHead(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if res.status < 100 || res.status > 999 {
-			t.Fatalf("status %d from %q", res.status, data)
+		if res.Status < 100 || res.Status > 999 {
+			t.Fatalf("status %d from %q", res.Status, data)
 		}
-		if res.chunked && res.contentLength != -1 {
-			t.Fatalf("chunked with a length %d", res.contentLength)
+		if res.Chunked && res.ContentLength != -1 {
+			t.Fatalf("chunked with a length %d", res.ContentLength)
 		}
 		for _, k := range []string{"Connection", "Transfer-Encoding", "Keep-Alive", "Te"} {
 			if h[k] != nil {
 				t.Fatalf("hop-by-hop %s kept: %v", k, h)
 			}
 		}
-		if res.chunked || res.contentLength >= 0 {
+		if res.Chunked || res.ContentLength >= 0 {
 			_, _ = discardBody(br, res, 1<<20)
 		}
 	})

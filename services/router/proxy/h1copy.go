@@ -61,12 +61,12 @@ func exchange(c *h1Conn, head, body []byte) (status int, reuse bool, err error) 
 	if err != nil {
 		return 0, false, err
 	}
-	if res.status == http.StatusSwitchingProtocols {
+	if res.Status == http.StatusSwitchingProtocols {
 		return 0, false, errors.New("101 Switching Protocols to a request that asked for no upgrade")
 	}
-	if bytes.HasPrefix(head, []byte("HEAD ")) || res.status == http.StatusNoContent || res.status == http.StatusNotModified {
-		return res.status, !res.close, nil
+	if bytes.HasPrefix(head, []byte("HEAD ")) || res.Status == http.StatusNoContent || res.Status == http.StatusNotModified {
+		return res.Status, !res.Close, nil
 	}
 	reuse, err = discardBody(c.br, res, maxDrain)
-	return res.status, reuse, err
+	return res.Status, reuse, err
 }

@@ -16,20 +16,12 @@ import (
 // Reading a version's answers for the forwarder (h1.go), with internal/h1,
 // which the loadgen reads its answers with too.
 
-// h1Response is the head of an answer, as the forwarder uses it.
-type h1Response struct {
-	status        int
-	contentLength int64 // -1: not given
-	chunked       bool
-	close         bool // the connection ends with this answer
-}
-
 // readHead reads an answer's status line and headers into dst (nil: they
 // are read and dropped), without the hop-by-hop ones. Interim answers (1xx
 // but 101) are written to sw when it is not nil, as ReverseProxy passes
 // them on, except 100 Continue: the client's Expect is the server's to
 // answer, and the forwarder sends none.
-func readHead(br *bufio.Reader, dst http.Header, sw *statusWriter) (h1Response, error) {
+func readHead(br *bufio.Reader, dst http.Header, sw *statusWriter) (h1.Head, error) {
 	var v h1.Visitor
 	var s *headSink
 	if dst != nil {
@@ -40,15 +32,15 @@ func readHead(br *bufio.Reader, dst http.Header, sw *statusWriter) (h1Response, 
 	}
 	h, _, err := h1.ReadHead(br, v)
 	if err != nil {
-		return h1Response{}, err
+		return h, err
 	}
 	if h.Coded {
-		return h1Response{}, fmt.Errorf("%w: a transfer coding other than chunked", h1.ErrMalformed)
+		return h, fmt.Errorf("%w: a transfer coding other than chunked", h1.ErrMalformed)
 	}
 	if s != nil {
 		s.commit()
 	}
-	return h1Response{status: h.Status, contentLength: h.ContentLength, chunked: h.Chunked, close: h.Close}, nil
+	return h, nil
 }
 
 // headSink keeps the end-to-end headers of an answer for the client's
@@ -146,10 +138,9 @@ func readTrailer(br *bufio.Reader, dst http.Header, prefix string) error {
 
 // discardBody reads an answer's body to its end, up to limit bytes: it
 // reports whether the connection can serve another request.
-func discardBody(br *bufio.Reader, res h1Response, limit int64) (bool, error) {
-	h := h1.Head{Status: res.status, ContentLength: res.contentLength, Chunked: res.chunked, Close: res.close}
+func discardBody(br *bufio.Reader, h h1.Head, limit int64) (bool, error) {
 	complete, err := h1.DiscardBody(br, h, limit)
-	return complete && !res.close, err
+	return complete && !h.Close, err
 }
 
 // commonKeys are header keys as most servers send them: looked up without

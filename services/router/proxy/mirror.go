@@ -235,17 +235,7 @@ func (p *Proxy) releaseCopy(rt *route, cost int64) {
 // Envoy does not shadow upgrades either: they go to serveUpgrade, and the
 // ones in the mirrored share count as dropped ("upgrade").
 func isUpgrade(r *http.Request) bool {
-	if r.Header.Get("Upgrade") == "" {
-		return false
-	}
-	for _, v := range r.Header["Connection"] {
-		for f := range strings.SplitSeq(v, ",") {
-			if strings.EqualFold(textproto.TrimString(f), "upgrade") {
-				return true
-			}
-		}
-	}
-	return false
+	return r.Header.Get("Upgrade") != "" && hasToken(r.Header["Connection"], "upgrade")
 }
 
 // copyRequest builds the copy for http.Transport the way Envoy shadows a
