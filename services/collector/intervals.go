@@ -225,14 +225,19 @@ func (p *intervalPlan) needed(a *aggStats) []bus.Needed {
 		default:
 			continue
 		}
-		switch {
-		case errors.Is(err, stats.ErrNeverConclusive):
-			out = append(out, bus.Needed{Objective: o.index, Reason: "not conclusive at any sample size: the observed value is on the limit"})
-		case err != nil:
-			out = append(out, bus.Needed{Objective: o.index, Reason: fmt.Sprintf("not computed: %v", err)})
-		default:
-			out = append(out, bus.Needed{Objective: o.index, Requests: n})
-		}
+		out = append(out, neededFrom(o.index, n, err))
 	}
 	return out
+}
+
+// neededFrom is the requests objective index needs, as a sample-size
+// function answered (n, err): both sources, the bus's and Prometheus's.
+func neededFrom(index int, n int64, err error) bus.Needed {
+	switch {
+	case errors.Is(err, stats.ErrNeverConclusive):
+		return bus.Needed{Objective: index, Reason: "not conclusive at any sample size: the observed value is on the limit"}
+	case err != nil:
+		return bus.Needed{Objective: index, Reason: fmt.Sprintf("not computed: %v", err)}
+	}
+	return bus.Needed{Objective: index, Requests: n}
 }

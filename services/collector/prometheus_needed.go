@@ -102,14 +102,7 @@ func (p promLevels) needed(values map[string]*float64, intervals map[string]*exp
 		default:
 			continue
 		}
-		switch {
-		case errors.Is(err, stats.ErrNeverConclusive):
-			out = append(out, bus.Needed{Objective: o.index, Reason: "not conclusive at any sample size: the observed value is on the limit"})
-		case err != nil:
-			out = append(out, bus.Needed{Objective: o.index, Reason: fmt.Sprintf("not computed: %v", err)})
-		default:
-			out = append(out, bus.Needed{Objective: o.index, Requests: n})
-		}
+		out = append(out, neededFrom(o.index, n, err))
 	}
 	return out
 }
