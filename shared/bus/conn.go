@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/darklaunch/darklaunch/shared/members"
 	"github.com/darklaunch/darklaunch/shared/retry"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -173,6 +174,9 @@ type StreamLimits struct {
 	ObsMaxBytes int64
 	// Replicas for clustered NATS. Default 1.
 	Replicas int
+	// MemberTTL is how long a service instance that stopped heartbeating
+	// keeps its share of the work (members.DefaultTTL if zero).
+	MemberTTL time.Duration
 }
 
 // Infra is the JetStream side of the bus: the two streams and the state bucket.
@@ -181,6 +185,9 @@ type Infra struct {
 	Events jetstream.Stream
 	Obs    jetstream.Stream
 	Store  *Store
+	// Members is the bucket of the service instances' leases
+	// (shared/members).
+	Members jetstream.KeyValue
 }
 
 // EnsureInfra creates or updates the streams and the KV bucket. Every service
@@ -244,6 +251,10 @@ func EnsureInfra(ctx context.Context, nc *nats.Conn, lim StreamLimits) (*Infra, 
 			return fmt.Errorf("kv bucket %s: %w", BucketExperiments, err)
 		}
 		infra.Store = &Store{KV: kv, Conn: nc}
+		infra.Members, err = js.CreateOrUpdateKeyValue(ctx, members.BucketConfig(lim.MemberTTL, lim.Replicas))
+		if err != nil {
+			return fmt.Errorf("kv bucket %s: %w", members.BucketMembers, err)
+		}
 		return nil
 	})
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/darklaunch/darklaunch/shared/members"
 	"github.com/darklaunch/darklaunch/shared/retry"
 )
 
@@ -42,6 +43,9 @@ func OpenInfra(ctx context.Context, nc *nats.Conn, log *slog.Logger) (*Infra, er
 			return fmt.Errorf("kv bucket %s: %w", BucketExperiments, err)
 		}
 		infra.Store = &Store{KV: kv, Conn: nc}
+		if infra.Members, err = js.KeyValue(ctx, members.BucketMembers); err != nil {
+			return fmt.Errorf("kv bucket %s: %w", members.BucketMembers, err)
+		}
 		return nil
 	}, func(err error, wait time.Duration) {
 		if errors.Is(err, jetstream.ErrStreamNotFound) || errors.Is(err, jetstream.ErrBucketNotFound) {

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/darklaunch/darklaunch/shared/members"
 )
 
 // Roles on the bus: one per service, and two for people. Each connects as
@@ -66,8 +68,10 @@ const judgeConsumerName = JudgeConsumer
 
 // The streams' names as JetStream's API subjects know them.
 var (
-	kvStream = "KV_" + BucketExperiments
-	kvPrefix = "$KV." + BucketExperiments
+	kvStream      = "KV_" + BucketExperiments
+	kvPrefix      = "$KV." + BucketExperiments
+	membersStream = "KV_" + members.BucketMembers
+	membersPrefix = "$KV." + members.BucketMembers
 )
 
 // api is a JetStream API subject.
@@ -101,6 +105,12 @@ func Permissions(role string) (Permission, error) {
 		// asks for before some calls.
 		api("INFO"))
 	p.Subscribe = []string{InboxPrefix(role) + ".>"}
+	// A service's instances divide their work by leases (shared/members):
+	// each writes its own role's keys only; everyone may see who is there.
+	p.Publish = append(p.Publish, readStream(membersStream)...)
+	if isService(role) {
+		p.Publish = append(p.Publish, membersPrefix+"."+role+".>")
+	}
 	readEvents := func() {
 		p.Publish = append(p.Publish, readStream(StreamEvents)...)
 	}
@@ -129,7 +139,7 @@ func Permissions(role string) (Permission, error) {
 		// others publish with its durable consumer. It serves the API as
 		// RoleAPI, and receives no request on this connection.
 		readEvents()
-		for _, s := range []string{StreamEvents, StreamObs, kvStream} {
+		for _, s := range []string{StreamEvents, StreamObs, kvStream, membersStream} {
 			p.Publish = append(p.Publish, api("STREAM.CREATE", s), api("STREAM.UPDATE", s))
 		}
 		p.Publish = append(p.Publish, kvPrefix+".>",
