@@ -54,13 +54,15 @@ func TestClusterNodeKilledMidExperiment(t *testing.T) {
 		info := s.CachedInfo()
 		return info.State.Consumers >= 3, fmt.Sprintf("%d consumers", info.State.Consumers)
 	})
-	// The hardest node to lose: the meta leader, leading also both streams,
-	// the bucket and the judge's consumer.
+	// The hardest node to lose: the meta leader, leading also the streams,
+	// the bucket and the judge's consumers.
 	target := c.MetaLeader()
-	for _, stream := range []string{bus.StreamEvents, bus.StreamObs, "KV_" + bus.BucketExperiments} {
+	for _, stream := range []string{bus.StreamEvents, bus.StreamObs, "KV_" + bus.BucketExperiments, bus.StreamJudge} {
 		c.Lead(e.nc, target, stream, "")
 	}
-	c.Lead(e.nc, target, bus.StreamEvents, judge.ConsumerName)
+	for p := range bus.JudgePartitions {
+		c.Lead(e.nc, target, bus.StreamJudge, bus.JudgeConsumer(p))
+	}
 
 	killed := -1
 	x := e.run("cluster", func(cur *experiment.Experiment) {
@@ -71,9 +73,15 @@ func TestClusterNodeKilledMidExperiment(t *testing.T) {
 		if killed < 0 {
 			t.Fatalf("no node leads stream %s", bus.StreamEvents)
 		}
-		t.Logf("shutting down %s after iteration %d, leader of stream %s; also meta leader: %v, leader of the judge's consumer: %v",
+		led := 0
+		for p := range bus.JudgePartitions {
+			if c.ConsumerLeader(bus.StreamJudge, bus.JudgeConsumer(p)) == killed {
+				led++
+			}
+		}
+		t.Logf("shutting down %s after iteration %d, leader of stream %s; also meta leader: %v, leader of %d of the judge's %d consumers, of its queue: %v",
 			c.Servers[killed].Name(), cur.Status.CompletedIterations, bus.StreamEvents, c.MetaLeader() == killed,
-			c.ConsumerLeader(bus.StreamEvents, judge.ConsumerName) == killed)
+			led, bus.JudgePartitions, c.StreamLeader(bus.StreamJudge) == killed)
 		c.Shutdown(killed)
 	})
 	if killed < 0 {
@@ -97,7 +105,7 @@ func (e *env) checkReplicas(replicas int) {
 	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	for _, name := range []string{bus.StreamEvents, bus.StreamObs, "KV_" + bus.BucketExperiments} {
+	for _, name := range []string{bus.StreamEvents, bus.StreamObs, "KV_" + bus.BucketExperiments, bus.StreamJudge} {
 		s, err := e.js.Stream(ctx, name)
 		if err != nil {
 			e.t.Fatalf("stream %s: %v", name, err)
@@ -110,12 +118,12 @@ func (e *env) checkReplicas(replicas int) {
 			e.t.Errorf("stream %s: %d replicas configured, cluster %+v; want %d, on %d nodes", name, info.Config.Replicas, info.Cluster, replicas, replicas)
 		}
 	}
-	// The judge's consumer has the stream's replicas (it is created
+	// The judge's consumers have the queue's replicas (they are created
 	// asynchronously, once the API answers).
-	testenv.EventuallyWithin(e.t, 20*time.Second, "the judge's consumer on every node", func() (bool, string) {
+	testenv.EventuallyWithin(e.t, 20*time.Second, "the judge's consumers on every node", func() (bool, string) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		cons, err := e.js.Consumer(ctx, bus.StreamEvents, judge.ConsumerName)
+		cons, err := e.js.Consumer(ctx, bus.StreamJudge, bus.JudgeConsumer(bus.JudgePartitions-1))
 		if err != nil {
 			return false, err.Error()
 		}

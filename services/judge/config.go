@@ -25,9 +25,6 @@ const (
 	DefaultWatchdogInterval = 5 * time.Second
 	// DefaultMaxDeliveries: about a minute of retries with the backoff.
 	DefaultMaxDeliveries = 8
-	// ConsumerName is the judge's durable consumer on the events stream,
-	// shared by every judge instance.
-	ConsumerName = bus.JudgeConsumer
 	// Name is the judge's name: `darklaunch serve judge`, and the source
 	// of its events.
 	Name   = "judge"

@@ -3,6 +3,7 @@ package judge
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -31,8 +32,9 @@ const (
 	// without a reconnect (nats.go re-pulls at once after one) is noticed
 	// within pullExpiry (nats.go's default: 30s).
 	pullExpiry = 5 * time.Second
-	// Consuming is the judge's part of readiness: its consumer set up on
-	// the connection as it is now.
+	// Consuming names the judge's parts of readiness, one per partition
+	// (consumingPart): each partition's consumer set up on the connection
+	// as it is now.
 	Consuming = "events consumer"
 )
 
@@ -45,18 +47,16 @@ var eventRetry = retry.Policy{First: 500 * time.Millisecond, Max: 30 * time.Seco
 // not answer.
 var consumerRetry = retry.Policy{First: 100 * time.Millisecond, Max: time.Second}
 
-// consumerConfig is the judge's durable consumer: only the events it acts
-// on, one in flight at a time across every judge instance, because order
-// matters (routing before metrics, live snapshot k before dark k).
-func consumerConfig() jetstream.ConsumerConfig {
+// consumerConfig is the durable consumer of partition p of the judge's
+// queue (bus.StreamJudge), shared by every judge instance: one event in
+// flight at a time across them all, because order matters within an
+// experiment (routing before metrics, live snapshot k before dark k), and
+// an experiment's events are all on one partition.
+func consumerConfig(p int) jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
-		Durable:     ConsumerName,
-		Description: "darklaunch judge: routing, metrics and load events",
-		FilterSubjects: []string{
-			bus.EventTypeFilter(bus.EventRouting),
-			bus.EventTypeFilter(bus.EventMetrics),
-			bus.EventTypeFilter(bus.EventLoad),
-		},
+		Durable:       bus.JudgeConsumer(p),
+		Description:   fmt.Sprintf("darklaunch judge: routing, metrics and load events of partition %d", p),
+		FilterSubject: bus.JudgeFilter(p),
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       ackWait,
@@ -64,26 +64,62 @@ func consumerConfig() jetstream.ConsumerConfig {
 	}
 }
 
-// consume handles the judge's events until ctx ends. It sets the consumer
-// up again (creating it if it went away: deleted, NATS restarted without
-// it) whenever consuming stops, and at once whenever the connection is
-// re-established, since what a restarted server had of it may be gone.
+// consumingPart is partition p's part of the judge's readiness.
+func consumingPart(p int) string { return fmt.Sprintf("%s %d", Consuming, p) }
+
+// consumingParts are the readiness parts of every partition.
+func consumingParts() []string {
+	parts := make([]string, bus.JudgePartitions)
+	for p := range parts {
+		parts[p] = consumingPart(p)
+	}
+	return parts
+}
+
+// partition is this judge's consumer of one partition. Its goroutine is
+// the only user of retries.
+type partition struct {
+	*Service
+	p       int
+	part    string
+	retries retryBudget
+}
+
+// consume handles the judge's events, every partition in parallel, until
+// ctx ends.
 func (s *Service) consume(ctx context.Context) {
+	var wg sync.WaitGroup
+	for p := range bus.JudgePartitions {
+		pt := &partition{Service: s, p: p, part: consumingPart(p),
+			retries: retryBudget{max: s.cfg.MaxDeliveries, failures: map[uint64]int{}}}
+		wg.Go(func() { pt.consume(ctx) })
+	}
+	wg.Wait()
+}
+
+// consume handles the partition's events until ctx ends. It sets the
+// consumer up again (creating it if it went away: deleted, NATS restarted
+// without it) whenever consuming stops, and at once whenever the
+// connection is re-established, since what a restarted server had of it
+// may be gone.
+func (s *partition) consume(ctx context.Context) {
 	for ctx.Err() == nil {
 		cctx, cancel := bus.UntilReconnect(ctx, s.nc)
 		cons, err := retry.Value(cctx, consumerRetry, func(ctx context.Context) (jetstream.Consumer, error) {
-			return s.js.CreateOrUpdateConsumer(ctx, bus.StreamEvents, consumerConfig())
+			return s.js.CreateOrUpdateConsumer(ctx, bus.StreamJudge, consumerConfig(s.p))
 		}, func(err error, _ time.Duration) {
-			s.ready.Down(Consuming, err)
-			s.log.Warn("create events consumer; retrying", "err", err)
+			s.ready.Down(s.part, err)
+			s.log.Warn("create events consumer; retrying", "partition", s.p, "err", err)
 		})
 		if err == nil {
 			s.consumeFrom(ctx, cctx, cons)
 		}
 		cancel()
 		if bus.Reconnected(cctx) && ctx.Err() == nil {
-			s.ready.Down(Consuming, bus.ErrReconnected)
-			s.log.Info("NATS reconnected; consuming events again")
+			s.ready.Down(s.part, bus.ErrReconnected)
+			if s.p == 0 {
+				s.log.Info("NATS reconnected; consuming events again")
+			}
 		}
 	}
 }
@@ -91,16 +127,16 @@ func (s *Service) consume(ctx context.Context) {
 // consumeFrom handles events from cons until cctx ends (ctx ended, or the
 // connection was re-established) or the consumer is lost. An event in hand
 // is handled under ctx whatever cctx does.
-func (s *Service) consumeFrom(ctx, cctx context.Context, cons jetstream.Consumer) {
+func (s *partition) consumeFrom(ctx, cctx context.Context, cons jetstream.Consumer) {
 	it, err := cons.Messages(jetstream.PullExpiry(pullExpiry))
 	if err != nil {
-		s.ready.Down(Consuming, err)
-		s.log.Warn("consume events; retrying", "err", err)
+		s.ready.Down(s.part, err)
+		s.log.Warn("consume events; retrying", "partition", s.p, "err", err)
 		shared.Sleep(cctx, time.Second)
 		return
 	}
 	defer it.Stop()
-	s.ready.Up(Consuming)
+	s.ready.Up(s.part)
 	for {
 		msg, err := it.Next(jetstream.NextContext(cctx))
 		if cctx.Err() != nil {
@@ -112,13 +148,13 @@ func (s *Service) consumeFrom(ctx, cctx context.Context, cons jetstream.Consumer
 		}
 		if errors.Is(err, jetstream.ErrMsgIteratorClosed) || errors.Is(err, jetstream.ErrConsumerDeleted) ||
 			errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrNoHeartbeat) {
-			s.ready.Down(Consuming, err)
-			s.log.Warn("events consumer lost; setting it up again", "err", err)
+			s.ready.Down(s.part, err)
+			s.log.Warn("events consumer lost; setting it up again", "partition", s.p, "err", err)
 			shared.Sleep(cctx, eventRetry.First)
 			return
 		}
 		if err != nil {
-			s.log.Warn("next event", "err", err)
+			s.log.Warn("next event", "partition", s.p, "err", err)
 			continue
 		}
 		s.handleMsg(ctx, msg)
@@ -165,7 +201,7 @@ func release(it jetstream.MessagesContext) {
 
 // handleMsg handles one event and acks it; a failed handling is retried as
 // retries says. A shutdown does not interrupt the event in hand.
-func (s *Service) handleMsg(ctx context.Context, msg jetstream.Msg) {
+func (s *partition) handleMsg(ctx context.Context, msg jetstream.Msg) {
 	ev, err := bus.DecodeEvent(msg.Headers().Get(bus.HeaderContentType), msg.Data())
 	if err != nil {
 		s.log.Error("undecodable event dropped", "subject", msg.Subject(), "err", err)
@@ -173,7 +209,7 @@ func (s *Service) handleMsg(ctx context.Context, msg jetstream.Msg) {
 		_ = msg.Term()
 		return
 	}
-	if ev.Subject() != msg.Subject() {
+	if ev.Subject() != bus.EventSubjectOf(msg.Subject()) {
 		// Only the subject is the publisher's right (bus.Permissions): an
 		// event that claims another type or experiment than its subject's
 		// is a forgery, or a bug; either way it is not a fact.
@@ -226,7 +262,7 @@ func (s *Service) handleMsg(ctx context.Context, msg jetstream.Msg) {
 // judge hands an event back unhandled (release), which is no failure; and
 // the delivery count still drops an event at twice max, because several
 // judges share the failures of one event and each sees only its own. Only
-// the consumer's goroutine uses it.
+// its partition's goroutine uses it.
 type retryBudget struct {
 	max      int
 	failures map[uint64]int

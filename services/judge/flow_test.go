@@ -180,15 +180,19 @@ func (e *env) waitConsumed() {
 	e.waitFor("the judge to handle every event", func() (bool, string) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		c, err := e.js.Consumer(ctx, bus.StreamEvents, ConsumerName)
+		q, err := e.js.Stream(ctx, bus.StreamJudge)
 		if err != nil {
 			return false, err.Error()
 		}
-		info, err := c.Info(ctx)
+		info, err := q.Info(ctx)
 		if err != nil {
 			return false, err.Error()
 		}
-		return info.NumPending == 0 && info.NumAckPending == 0, fmt.Sprintf("pending %d, ack pending %d", info.NumPending, info.NumAckPending)
+		lag := uint64(0)
+		for _, src := range info.Sources {
+			lag += src.Lag
+		}
+		return info.State.Msgs == 0 && lag == 0, fmt.Sprintf("%d events in the queue, %d to source", info.State.Msgs, lag)
 	})
 }
 
@@ -358,26 +362,32 @@ func TestCasesThroughService(t *testing.T) {
 	}
 }
 
-// TestConsumer checks the consumer the judge relies on for ordering.
+// TestConsumer checks the consumers the judge relies on for ordering: one
+// per partition, one event in flight, and the queue they read.
 func TestConsumer(t *testing.T) {
 	e := newEnv(t)
 	e.startJudge(Config{})
-	var info *jetstream.ConsumerInfo
-	e.waitFor("the judge's consumer", func() (bool, string) {
-		c, err := e.js.Consumer(context.Background(), bus.StreamEvents, ConsumerName)
-		if err != nil {
-			return false, err.Error()
+	for p := range bus.JudgePartitions {
+		var info *jetstream.ConsumerInfo
+		e.waitFor("the judge's consumer", func() (bool, string) {
+			c, err := e.js.Consumer(context.Background(), bus.StreamJudge, bus.JudgeConsumer(p))
+			if err != nil {
+				return false, err.Error()
+			}
+			info, err = c.Info(context.Background())
+			return err == nil, fmt.Sprint(err)
+		})
+		cfg := info.Config
+		if cfg.MaxAckPending != 1 || cfg.AckPolicy != jetstream.AckExplicitPolicy || cfg.Durable != bus.JudgeConsumer(p) || cfg.FilterSubject != bus.JudgeFilter(p) {
+			t.Errorf("consumer %d: %+v", p, cfg)
 		}
-		info, err = c.Info(context.Background())
-		return err == nil, fmt.Sprint(err)
-	})
-	cfg := info.Config
-	if cfg.MaxAckPending != 1 || cfg.AckPolicy != jetstream.AckExplicitPolicy || cfg.Durable != ConsumerName {
-		t.Errorf("consumer %+v", cfg)
 	}
-	want := []string{bus.EventTypeFilter(bus.EventRouting), bus.EventTypeFilter(bus.EventMetrics), bus.EventTypeFilter(bus.EventLoad)}
-	if !slices.Equal(cfg.FilterSubjects, want) {
-		t.Errorf("filters %v, want %v", cfg.FilterSubjects, want)
+	q, err := e.js.Stream(context.Background(), bus.StreamJudge)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg := q.CachedInfo().Config; cfg.Retention != jetstream.WorkQueuePolicy || len(cfg.Sources) != 1 || cfg.Sources[0].Name != bus.StreamEvents {
+		t.Errorf("queue %+v", cfg)
 	}
 }
 
@@ -409,7 +419,8 @@ func TestNATSRestartMidway(t *testing.T) {
 
 // TestPoisonEventDropped: an event whose handling fails at every attempt (its
 // experiment's stored state is corrupt) is dropped after MaxDeliveries, so
-// it does not hold back the other experiments' events behind it.
+// it holds back the events behind it on its partition for a while only;
+// an experiment on another partition is not held back at all.
 func TestPoisonEventDropped(t *testing.T) {
 	e := newEnv(t)
 	s, _ := e.runJudge(Config{MaxDeliveries: 3})
@@ -420,20 +431,30 @@ func TestPoisonEventDropped(t *testing.T) {
 	corrupt.Metadata.Namespace, corrupt.Metadata.UID = "default", "uid-of-corrupt"
 	e.routing(corrupt, true, "")
 
-	after := e.create(e.doc("after", 1))
-	e.routing(after, true, "")
-	e.waitStatus("after", "Running behind the poison event", running)
+	behind := e.create(e.doc(sharingPartition("behind", "corrupt"), 1))
+	other := "other"
+	for i := 0; e.partitionOf(other) == e.partitionOf("corrupt"); i++ {
+		other = fmt.Sprintf("other-%d", i)
+	}
+	beside := e.create(e.doc(other, 1))
+	e.routing(behind, true, "")
+	e.routing(beside, true, "")
+	e.waitStatus(other, "Running beside the poison event", running)
+	if got := testutil.ToFloat64(s.prom.eventsDropped); got != 0 {
+		t.Errorf("events dropped %v before the other partition's experiment ran, want 0: it was held back", got)
+	}
+	e.waitStatus(behind.Metadata.Name, "Running behind the poison event", running)
 	if got := testutil.ToFloat64(s.prom.eventsDropped); got != 1 {
 		t.Errorf("events dropped %v, want 1", got)
 	}
 	// The damaged entry hides nothing else: the list and the watchdog
 	// skip it.
-	if items, err := e.api.List(context.Background(), ""); err != nil || len(items) != 1 || items[0].Metadata.Name != "after" {
-		t.Errorf("list with a damaged entry: %d items, %v; want only after", len(items), err)
+	if items, err := e.api.List(context.Background(), ""); err != nil || len(items) != 2 {
+		t.Errorf("list with a damaged entry: %d items, %v; want the two others", len(items), err)
 	}
 	s.failStuck(context.Background())
-	if got := testutil.ToFloat64(s.prom.experiments.WithLabelValues(string(experiment.StageRunning))); got != 1 {
-		t.Errorf("watchdog pass with a damaged entry: running %v, want 1", got)
+	if got := testutil.ToFloat64(s.prom.experiments.WithLabelValues(string(experiment.StageRunning))); got != 2 {
+		t.Errorf("watchdog pass with a damaged entry: running %v, want 2", got)
 	}
 }
 
@@ -451,7 +472,7 @@ func (m *fakeMsg) Data() []byte { return m.data }
 func (m *fakeMsg) Headers() nats.Header {
 	return nats.Header{bus.HeaderContentType: {bus.ContentTypeMsgpack}}
 }
-func (m *fakeMsg) Subject() string                 { return "darklaunch.events.default.poison.routing" }
+func (m *fakeMsg) Subject() string                 { return "darklaunch.judge.3.default.poison.routing" }
 func (m *fakeMsg) Reply() string                   { return "" }
 func (m *fakeMsg) Ack() error                      { return nil }
 func (m *fakeMsg) DoubleAck(context.Context) error { return nil }
@@ -488,9 +509,10 @@ func TestDropBudgetCountsOwnFailures(t *testing.T) {
 	}
 	// Delivered 9 times already (8 of them handed back by restarts): the
 	// first failure here is not the last attempt.
+	budget := map[uint64]int{}
 	for attempt := 1; attempt <= 8; attempt++ {
 		m := &fakeMsg{data: data, delivered: uint64(8 + attempt)}
-		s.handleMsg(context.Background(), m)
+		(&partition{Service: s, retries: retryBudget{max: 8, failures: budget}}).handleMsg(context.Background(), m)
 		if last := attempt == 8; m.term != last || m.nak == last {
 			t.Fatalf("attempt %d (delivery %d): nak %v, term %v; want a retry until the 8th failure, then the drop", attempt, m.delivered, m.nak, m.term)
 		}

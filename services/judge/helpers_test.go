@@ -266,3 +266,17 @@ func slow(k int32) map[string]*float64 {
 	v[experiment.MetricMeanLatency] = f64(62.1)
 	return v
 }
+
+// partitionOf is the partition of the judge's queue that experiment
+// name's events are on.
+func (e *env) partitionOf(name string) int { return bus.JudgePartition("default", name) }
+
+// sharingPartition is a name, beginning with prefix, of an experiment
+// whose events are on the same partition as name's.
+func sharingPartition(prefix, name string) string {
+	for i := 0; ; i++ {
+		if n := fmt.Sprintf("%s-%d", prefix, i); bus.JudgePartition("default", n) == bus.JudgePartition("default", name) {
+			return n
+		}
+	}
+}

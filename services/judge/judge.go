@@ -21,18 +21,19 @@ import (
 )
 
 // Service is one judge instance. Several may run on one NATS: API requests
-// are spread by the queue group and events by the shared durable consumer.
+// are spread by the queue group and events by the partitions' shared
+// durable consumers (consume.go).
 type Service struct {
-	cfg     Config
-	nc      *nats.Conn
-	log     *slog.Logger
-	prom    *promMetrics
-	retries retryBudget
-	ready   *service.Readiness
+	cfg   Config
+	nc    *nats.Conn
+	log   *slog.Logger
+	prom  *promMetrics
+	ready *service.Readiness
 
 	// Set by Run, before any handler runs.
 	js     jetstream.JetStream
 	events jetstream.Stream
+	queue  jetstream.Stream
 	store  *bus.Store
 }
 
@@ -43,12 +44,11 @@ func New(cfg Config, nc *nats.Conn, log *slog.Logger) (*Service, error) {
 		return nil, err
 	}
 	return &Service{
-		cfg:     cfg,
-		nc:      nc,
-		log:     log.With("service", Name, "instance", cfg.Instance),
-		prom:    prom,
-		retries: retryBudget{max: cfg.MaxDeliveries, failures: map[uint64]int{}},
-		ready:   service.NewReadiness(nc, Consuming),
+		cfg:   cfg,
+		nc:    nc,
+		log:   log.With("service", Name, "instance", cfg.Instance),
+		prom:  prom,
+		ready: service.NewReadiness(nc, consumingParts()...),
 	}, nil
 }
 
@@ -69,7 +69,7 @@ func (s *Service) Run(ctx context.Context) error {
 	if err != nil {
 		return service.Exit(ctx, Name, err)
 	}
-	s.js, s.events, s.store = infra.JS, infra.Events, infra.Store
+	s.js, s.events, s.queue, s.store = infra.JS, infra.Events, infra.Judge, infra.Store
 
 	// Handlers get a context that outlives ctx by the time micro needs to
 	// drain: a request that arrived before the shutdown still gets its reply.

@@ -34,8 +34,8 @@ func TestConsumerSetUpAgainAtAReconnect(t *testing.T) {
 
 	e.srv.Stop()
 	e.waitFor("the judge not ready while NATS is down", readyIs(s, false))
-	dir := filepath.Join(e.srv.StoreDir, "jetstream", "$G", "streams", bus.StreamEvents, "obs", ConsumerName)
-	if _, err := os.Stat(dir); err != nil {
+	dir := filepath.Join(e.srv.StoreDir, "jetstream", "$G", "streams", bus.StreamJudge, "obs")
+	if _, err := os.Stat(filepath.Join(dir, bus.JudgeConsumer(0))); err != nil {
 		t.Fatalf("the consumer's state: %v", err)
 	}
 	if err := os.RemoveAll(dir); err != nil {
@@ -64,7 +64,7 @@ func TestEventLeftPendingAtARestartIsDeliveredAgainAtOnce(t *testing.T) {
 	// The holder takes the routing event while no judge runs, and never
 	// acks it.
 	e.routing(x, true, "")
-	cons, err := e.js.Consumer(context.Background(), bus.StreamEvents, ConsumerName)
+	cons, err := e.js.Consumer(context.Background(), bus.StreamJudge, bus.JudgeConsumer(e.partitionOf("held")))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +76,7 @@ func TestEventLeftPendingAtARestartIsDeliveredAgainAtOnce(t *testing.T) {
 	for m := range batch.Messages() {
 		held = append(held, m.Subject())
 	}
-	if len(held) != 1 || held[0] != bus.EventSubject("default", "held", bus.EventRouting) {
+	if len(held) != 1 || bus.EventSubjectOf(held[0]) != bus.EventSubject("default", "held", bus.EventRouting) {
 		t.Fatalf("the holder got %v (%v), want the routing event", held, batch.Error())
 	}
 

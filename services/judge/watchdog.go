@@ -29,25 +29,14 @@ func (s *Service) failStuck(ctx context.Context) {
 		return
 	}
 	s.prom.countStages(list)
-	var ackFloor *uint64 // read once per pass, when needed
 	for _, e := range list {
 		ref := bus.Ref{Namespace: e.Metadata.Namespace, Name: e.Metadata.Name}
 		log := s.expLog(ref.Namespace, ref.Name)
 		tick := Tick{Run: Run{e.Metadata.UID}}
 		if !Step(e, tick, s.now(), s.limits()).Changed() {
-			continue // not stuck: no need to look at the consumer
+			continue // not stuck: no need to look at the queue
 		}
-		if ackFloor == nil {
-			floor, err := s.eventsAckFloor(ctx)
-			if err != nil {
-				if ctx.Err() == nil {
-					s.log.Warn("watchdog: read the events consumer; no experiment failed this pass", "err", err)
-				}
-				return
-			}
-			ackFloor = &floor
-		}
-		waiting, err := s.eventsWaiting(ctx, e, *ackFloor)
+		waiting, err := s.eventsWaiting(ctx, e)
 		if err != nil {
 			if ctx.Err() == nil {
 				log.Warn("watchdog: look for unhandled events", "err", err)
@@ -63,35 +52,37 @@ func (s *Service) failStuck(ctx context.Context) {
 	}
 }
 
-// eventsAckFloor is the stream sequence up to which the judge's consumer
-// has handled every event.
-func (s *Service) eventsAckFloor(ctx context.Context) (uint64, error) {
-	cons, err := s.events.Consumer(ctx, ConsumerName)
-	if err != nil {
-		return 0, err
-	}
-	info, err := cons.Info(ctx)
-	if err != nil {
-		return 0, err
-	}
-	return info.AckFloor.Stream, nil
-}
-
 // eventsWaiting reports whether the event that would move e on (its routing
 // event while Initializing, a metrics event while Running) is stored but not
 // handled yet: the judge is behind (a backlog after a restart, or an event
-// being retried), not the router or collector.
-func (s *Service) eventsWaiting(ctx context.Context, e *experiment.Experiment, ackFloor uint64) (bool, error) {
+// being retried), not the router or collector. An event is handled once it
+// is gone from the judge's queue (a work queue: acked is deleted); one
+// stored on the events stream but not in the queue is waiting still while
+// the queue's source lags behind the events stream.
+func (s *Service) eventsWaiting(ctx context.Context, e *experiment.Experiment) (bool, error) {
 	typ := bus.EventMetrics
 	if e.Status.Stage == experiment.StageInitializing {
 		typ = bus.EventRouting
 	}
-	last, err := s.events.GetLastMsgForSubject(ctx, bus.EventSubject(e.Metadata.Namespace, e.Metadata.Name, typ))
-	switch {
-	case errors.Is(err, jetstream.ErrMsgNotFound):
+	ns, name := e.Metadata.Namespace, e.Metadata.Name
+	if _, err := s.events.GetLastMsgForSubject(ctx, bus.EventSubject(ns, name, typ)); errors.Is(err, jetstream.ErrMsgNotFound) {
 		return false, nil
-	case err != nil:
+	} else if err != nil {
 		return false, err
 	}
-	return last.Sequence > ackFloor, nil
+	if _, err := s.queue.GetLastMsgForSubject(ctx, bus.JudgeSubject(ns, name, typ)); err == nil {
+		return true, nil
+	} else if !errors.Is(err, jetstream.ErrMsgNotFound) {
+		return false, err
+	}
+	info, err := s.queue.Info(ctx)
+	if err != nil {
+		return false, err
+	}
+	for _, src := range info.Sources {
+		if src.Lag > 0 {
+			return true, nil
+		}
+	}
+	return false, nil
 }

@@ -111,7 +111,8 @@ func TestWatchdogFailsMissingMetrics(t *testing.T) {
 }
 
 // TestWatchdogWaitsForUnhandledEvents: while a poison event holds the judge's
-// one-at-a-time consumer, another experiment's snapshots wait in the stream.
+// one-at-a-time consumer of its partition, the snapshots of another
+// experiment on that partition wait in the queue.
 // The watchdog must not fail that experiment as if no collector ran: the
 // judge is behind, not the collector. Once the poison event is dropped, the
 // experiment completes.
@@ -124,10 +125,11 @@ func TestWatchdogWaitsForUnhandledEvents(t *testing.T) {
 	e.routing(x, true, "")
 	e.waitStatus("behind", "Running", running)
 
-	if _, err := e.store.KV.Put(context.Background(), bus.Key("default", "poison"), []byte{0xc1}); err != nil {
+	name := sharingPartition("poison", "behind")
+	if _, err := e.store.KV.Put(context.Background(), bus.Key("default", name), []byte{0xc1}); err != nil {
 		t.Fatal(err)
 	}
-	poison := e.doc("poison", 1)
+	poison := e.doc(name, 1)
 	poison.Metadata.Namespace, poison.Metadata.UID = "default", "uid-of-poison"
 	e.routing(poison, true, "")
 	e.snapshot(x, bus.RoleLive, 1, good(1))

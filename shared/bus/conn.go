@@ -188,6 +188,9 @@ type Infra struct {
 	// Members is the bucket of the service instances' leases
 	// (shared/members).
 	Members jetstream.KeyValue
+	// Judge is the judge's work queue (partitions.go); EnsureInfra only:
+	// nobody else reads it.
+	Judge jetstream.Stream
 }
 
 // EnsureInfra creates or updates the streams and the KV bucket. Every service
@@ -254,6 +257,9 @@ func EnsureInfra(ctx context.Context, nc *nats.Conn, lim StreamLimits) (*Infra, 
 		infra.Members, err = js.CreateOrUpdateKeyValue(ctx, members.BucketConfig(lim.MemberTTL, lim.Replicas))
 		if err != nil {
 			return fmt.Errorf("kv bucket %s: %w", members.BucketMembers, err)
+		}
+		if infra.Judge, err = ensureJudgeStream(ctx, js, lim); err != nil {
+			return fmt.Errorf("stream %s: %w", StreamJudge, err)
 		}
 		return nil
 	})

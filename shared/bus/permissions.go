@@ -60,12 +60,6 @@ func isService(role string) bool {
 	return slices.Contains([]string{RoleJudge, RoleAPI, RoleRouter, RoleLoadgen, RoleCollector}, role)
 }
 
-// JudgeConsumer is the judge's durable consumer on the events stream,
-// shared by every judge instance.
-const JudgeConsumer = "darklaunch-judge"
-
-const judgeConsumerName = JudgeConsumer
-
 // The streams' names as JetStream's API subjects know them.
 var (
 	kvStream      = "KV_" + BucketExperiments
@@ -114,18 +108,20 @@ func Permissions(role string) (Permission, error) {
 	readEvents := func() {
 		p.Publish = append(p.Publish, readStream(StreamEvents)...)
 	}
-	// People's readers of the events must keep off the judge's durable
-	// consumer: pulling from it would hold events back from the judge, and
-	// a create naming it would change its configuration. The unnamed create
+	// People's readers of the events must keep off the legacy judge's
+	// durable consumer (a judge from before the partitions may still use
+	// it): pulling from it would hold events back from that judge, and a
+	// create naming it would change its configuration. The unnamed create
 	// ($JS.API.CONSUMER.CREATE.<stream>) takes its name from the request's
 	// body, where no subject permission can see it: people, whose nats.go
 	// names every consumer in the subject, may not use it on the events.
+	// The judge's queue (StreamJudge) they cannot read at all.
 	judgeConsumer := []string{
-		api("CONSUMER.MSG.NEXT", StreamEvents, judgeConsumerName),
+		api("CONSUMER.MSG.NEXT", StreamEvents, legacyJudgeConsumer),
 		api("CONSUMER.CREATE", StreamEvents),
-		api("CONSUMER.CREATE", StreamEvents, judgeConsumerName),
-		api("CONSUMER.CREATE", StreamEvents, judgeConsumerName, ">"),
-		api("CONSUMER.DELETE", StreamEvents, judgeConsumerName),
+		api("CONSUMER.CREATE", StreamEvents, legacyJudgeConsumer),
+		api("CONSUMER.CREATE", StreamEvents, legacyJudgeConsumer, ">"),
+		api("CONSUMER.DELETE", StreamEvents, legacyJudgeConsumer),
 	}
 	event := func(types ...string) {
 		for _, t := range types {
@@ -136,15 +132,18 @@ func Permissions(role string) (Permission, error) {
 	case RoleJudge:
 		// It owns the streams and the bucket: it creates them, writes the
 		// state, publishes the lifecycle events and consumes what the
-		// others publish with its durable consumer. It serves the API as
-		// RoleAPI, and receives no request on this connection.
+		// others publish from its queue, with the partitions' durable
+		// consumers. It serves the API as RoleAPI, and receives no request
+		// on this connection. It may look up and delete the legacy
+		// consumer (ensureJudgeStream).
 		readEvents()
-		for _, s := range []string{StreamEvents, StreamObs, kvStream, membersStream} {
+		p.Publish = append(p.Publish, readStream(StreamJudge)...)
+		for _, s := range []string{StreamEvents, StreamObs, kvStream, membersStream, StreamJudge} {
 			p.Publish = append(p.Publish, api("STREAM.CREATE", s), api("STREAM.UPDATE", s))
 		}
 		p.Publish = append(p.Publish, kvPrefix+".>",
-			api("CONSUMER.DURABLE.CREATE", StreamEvents, judgeConsumerName),
-			"$JS.ACK."+StreamEvents+"."+judgeConsumerName+".>")
+			api("CONSUMER.DURABLE.CREATE", StreamJudge, ">"),
+			"$JS.ACK."+StreamJudge+".>")
 		event(EventCreated, EventIteration, EventVerdict, EventCompleted, EventFailed, EventDeleted)
 	case RoleAPI:
 		// Only what micro needs: the requests, and answers in people's

@@ -143,19 +143,22 @@ func TestRolesPublishOnlyWhatTheyOwn(t *testing.T) {
 	})
 	ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := judgeJS(t, judge).CreateOrUpdateConsumer(ctx, bus.StreamEvents, jetstream.ConsumerConfig{Durable: bus.JudgeConsumer, AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
+	judgeConsumer := bus.JudgeConsumer(0)
+	if _, err := judgeJS(t, judge).CreateOrUpdateConsumer(ctx, bus.StreamJudge, jetstream.ConsumerConfig{Durable: judgeConsumer, FilterSubject: bus.JudgeFilter(0), AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
 		t.Fatal(err)
 	}
 	// The unnamed create names its consumer in the body, where no subject
 	// permission sees it: a viewer's, naming the judge's, would change its
-	// configuration.
-	rewrite := []byte(`{"stream_name":"` + bus.StreamEvents + `","config":{"name":"` + bus.JudgeConsumer + `","ack_policy":"explicit","filter_subject":"darklaunch.nothing"}}`)
-	if m, err := s.as(t, bus.RoleViewer).Request("$JS.API.CONSUMER.CREATE."+bus.StreamEvents, rewrite, 500*time.Millisecond); err == nil {
-		t.Errorf("a viewer's unnamed consumer create was answered: %s", m.Data)
+	// configuration; on the events stream, the legacy judge's.
+	for stream, name := range map[string]string{bus.StreamJudge: judgeConsumer, bus.StreamEvents: "darklaunch-judge"} {
+		rewrite := []byte(`{"stream_name":"` + stream + `","config":{"name":"` + name + `","ack_policy":"explicit","filter_subject":"darklaunch.nothing"}}`)
+		if m, err := s.as(t, bus.RoleViewer).Request("$JS.API.CONSUMER.CREATE."+stream, rewrite, 500*time.Millisecond); err == nil {
+			t.Errorf("a viewer's unnamed consumer create on %s was answered: %s", stream, m.Data)
+		}
 	}
-	if ci, err := judgeJS(t, judge).Consumer(ctx, bus.StreamEvents, bus.JudgeConsumer); err != nil {
+	if ci, err := judgeJS(t, judge).Consumer(ctx, bus.StreamJudge, judgeConsumer); err != nil {
 		t.Fatal(err)
-	} else if cfg := ci.CachedInfo().Config; cfg.FilterSubject != "" || cfg.AckPolicy != jetstream.AckExplicitPolicy {
+	} else if cfg := ci.CachedInfo().Config; cfg.FilterSubject != bus.JudgeFilter(0) || cfg.AckPolicy != jetstream.AckExplicitPolicy {
 		t.Errorf("the judge's consumer was changed: %+v", cfg)
 	}
 	// The API's identity answers in people's inboxes, and nowhere else.
@@ -172,7 +175,7 @@ func TestRolesPublishOnlyWhatTheyOwn(t *testing.T) {
 	viewer := judgeJS(t, s.as(t, bus.RoleViewer))
 	fctx, fcancel := context.WithTimeout(ctx, time.Second)
 	defer fcancel()
-	if c, err := viewer.Consumer(fctx, bus.StreamEvents, bus.JudgeConsumer); err == nil {
+	if c, err := viewer.Consumer(fctx, bus.StreamJudge, judgeConsumer); err == nil {
 		if b, err := c.Fetch(1, jetstream.FetchMaxWait(500*time.Millisecond)); err == nil {
 			for m := range b.Messages() {
 				t.Errorf("a viewer pulled %s from the judge's consumer", m.Subject())

@@ -327,17 +327,31 @@ func sampleBacklog(nc *nats.Conn) *backlogSampler {
 		defer t.Stop()
 		for {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			if c, err := js.Consumer(ctx, bus.StreamEvents, bus.JudgeConsumer); err == nil {
-				if info, err := c.Info(ctx); err == nil {
-					b.max = max(b.max, info.NumPending+uint64(info.NumAckPending))
-					now := point{time.Now(), info.AckFloor.Consumer}
-					pts = append(pts, now)
-					for len(pts) > 1 && now.at.Sub(pts[0].at) > 5*time.Second {
-						pts = pts[1:]
-					}
-					if d := now.at.Sub(pts[0].at).Seconds(); d >= 4 {
-						b.rate = max(b.rate, float64(now.acked-pts[0].acked)/d)
-					}
+			var pending, acked uint64
+			ok := true
+			for p := range bus.JudgePartitions {
+				c, err := js.Consumer(ctx, bus.StreamJudge, bus.JudgeConsumer(p))
+				if err != nil {
+					ok = false
+					break
+				}
+				info, err := c.Info(ctx)
+				if err != nil {
+					ok = false
+					break
+				}
+				pending += info.NumPending + uint64(info.NumAckPending)
+				acked += info.AckFloor.Consumer
+			}
+			if ok {
+				b.max = max(b.max, pending)
+				now := point{time.Now(), acked}
+				pts = append(pts, now)
+				for len(pts) > 1 && now.at.Sub(pts[0].at) > 5*time.Second {
+					pts = pts[1:]
+				}
+				if d := now.at.Sub(pts[0].at).Seconds(); d >= 4 {
+					b.rate = max(b.rate, float64(now.acked-pts[0].acked)/d)
 				}
 			}
 			cancel()
