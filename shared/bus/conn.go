@@ -280,6 +280,9 @@ func retryJS(ctx context.Context, total time.Duration, fn func(context.Context) 
 		if errors.Is(last, jetstream.ErrJetStreamNotEnabled) || errors.Is(last, jetstream.ErrJetStreamNotEnabledForAccount) {
 			return retry.Permanent(fmt.Errorf("%w (darklaunch needs JetStream: start nats-server with -js)", last))
 		}
+		if errors.Is(last, nats.ErrConnectionClosed) {
+			return retry.Permanent(last) // closed for good: no retry can succeed
+		}
 		return last
 	}, nil)
 	switch {
