@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -125,12 +126,34 @@ func ensureJudgeStream(ctx context.Context, js jetstream.JetStream, lim StreamLi
 	default:
 		return nil, err
 	}
-	s, err := js.CreateOrUpdateStream(ctx, judgeStreamConfig(lim, start))
-	if err != nil {
-		return nil, err
+	want := judgeStreamConfig(lim, start)
+	s := existing
+	if s == nil || !sameJudgeStream(s.CachedInfo().Config, want) {
+		// An update as another judge creates its consumers races in the
+		// server (nats-server 2.15's fileStore.UpdateConfig against
+		// ConsumerStore, seen under -race): update only what changed.
+		if s, err = js.CreateOrUpdateStream(ctx, want); err != nil {
+			return nil, err
+		}
 	}
 	if err := js.DeleteConsumer(ctx, StreamEvents, legacyJudgeConsumer); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return nil, fmt.Errorf("delete the legacy consumer %s: %w", legacyJudgeConsumer, err)
 	}
 	return s, nil
+}
+
+// sameJudgeStream says whether the queue as configured, have, is want in
+// every setting judgeStreamConfig makes (the server fills in the others).
+func sameJudgeStream(have, want jetstream.StreamConfig) bool {
+	if have.Description != want.Description || have.Retention != want.Retention || have.Storage != want.Storage ||
+		have.MaxAge != want.MaxAge || have.Replicas != want.Replicas || len(have.Sources) != len(want.Sources) {
+		return false
+	}
+	for i, w := range want.Sources {
+		h := have.Sources[i]
+		if h.Name != w.Name || h.OptStartSeq != w.OptStartSeq || !slices.Equal(h.SubjectTransforms, w.SubjectTransforms) {
+			return false
+		}
+	}
+	return true
 }
