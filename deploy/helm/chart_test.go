@@ -1,7 +1,8 @@
 // Package chart_test checks what the darklaunch Helm chart renders with `helm template`:
 // least-privilege RBAC (the router's Roles only in the namespaces it may act in, nothing for the
 // other services, nothing cluster-wide), pod security, probes, and the flags each service gets.
-// Installing the chart into a real API server is tested elsewhere (test/k8s).
+// Installing the chart into a real API server, with 2 replicas of every service, is tested in
+// test/k8s (helm_test.go, replicas_test.go).
 package chart_test
 
 import (
