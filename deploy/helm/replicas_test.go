@@ -188,6 +188,7 @@ func TestReplicasInvalidValues(t *testing.T) {
 		"unknown strategy":    {[]string{"--set", "updateStrategy.type=BlueGreen"}, "updateStrategy"},
 		"pdb both":            {[]string{"--set", "judge.replicas=2", "--set", "podDisruptionBudget.minAvailable=1"}, "not both"},
 		"pdb bad percent":     {[]string{"--set-string", "podDisruptionBudget.maxUnavailable=half"}, "maxUnavailable"},
+		"dot in the names":    {[]string{"--set", "fullnameOverride=dl.example"}, "'.'"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := template(t, append([]string{"--set", "nats.url=" + natsURL}, tc.args...)...)

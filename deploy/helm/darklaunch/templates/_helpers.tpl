@@ -117,6 +117,7 @@ svc.extraArgs are added here.
 {{- $labels := dict "root" $root "component" .component }}
 {{- $creds := include "darklaunch.natsCredsSecret" $root }}
 {{- $token := include "darklaunch.natsTokenSecret" $root }}
+{{- include "darklaunch.checkInstanceName" . }}
 {{- $metricsCM := "" }}
 {{- if eq .component "collector" }}
 {{- $metricsCM = include "darklaunch.metricsConfigMap" $root }}

@@ -84,3 +84,15 @@ spec:
       {{- include "darklaunch.selectorLabels" $labels | nindent 6 }}
 {{- end }}
 {{- end }}
+
+{{/*
+Each pod's name is its instance name (DARKLAUNCH_INSTANCE), the last part of its key in the
+bucket darklaunch-members, where a '.' would split the key: the fullname the pods are named
+after must have none.
+*/}}
+{{- define "darklaunch.checkInstanceName" -}}
+{{- $name := include "darklaunch.fullname" .root }}
+{{- if contains "." $name }}
+{{- fail (printf "the resource names' prefix %q holds a '.', which the pods' names (each service instance's name in NATS) must not: set fullnameOverride, or use a release name without one" $name) }}
+{{- end }}
+{{- end }}
