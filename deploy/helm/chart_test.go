@@ -1,7 +1,8 @@
 // Package chart_test checks what the darklaunch Helm chart renders with `helm template`:
 // least-privilege RBAC (the router's Roles only in the namespaces it may act in, nothing for the
 // other services, nothing cluster-wide), pod security, probes, and the flags each service gets.
-// Installing the chart into a real API server is tested elsewhere (test/k8s).
+// Installing the chart into a real API server, with 2 replicas of every service, is tested in
+// test/k8s (helm_test.go, replicas_test.go).
 package chart_test
 
 import (
@@ -19,6 +20,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"sigs.k8s.io/yaml"
 )
@@ -210,7 +212,7 @@ func noFlag(t *testing.T, d object, name string) {
 }
 
 func TestLint(t *testing.T) {
-	for _, values := range []string{"", "testdata/two-namespaces.yaml", "testdata/custom-metrics.yaml", "testdata/creds.yaml", "testdata/disabled.yaml", "testdata/every-flag.yaml"} {
+	for _, values := range []string{"", "testdata/two-namespaces.yaml", "testdata/custom-metrics.yaml", "testdata/creds.yaml", "testdata/disabled.yaml", "testdata/every-flag.yaml", "testdata/replicas.yaml"} {
 		a := []string{"lint", "--strict", chartDir, "--set", "nats.url=" + natsURL}
 		if values != "" {
 			a = append(a, "--values", values)
@@ -266,8 +268,10 @@ func TestDefaults(t *testing.T) {
 		wantFlag(t, d, "log-format", "json")
 		wantFlag(t, d, "stream-replicas", "1")
 		noFlag(t, d, "creds")
-		if get(c, "env") != nil {
-			t.Errorf("%s: env %v without a token", svc, get(c, "env"))
+		// Only the instance's name, from the pod's (no token without one).
+		wantEnv := []any{map[string]any{"name": "DARKLAUNCH_INSTANCE", "valueFrom": map[string]any{"fieldRef": map[string]any{"fieldPath": "metadata.name"}}}}
+		if got := get(c, "env"); !reflect.DeepEqual(got, wantEnv) {
+			t.Errorf("%s: env %v, want only %v", svc, got, wantEnv)
 		}
 
 		if got := str(pod, "serviceAccountName"); got != prefix+svc {
@@ -331,9 +335,11 @@ func TestDefaults(t *testing.T) {
 				t.Errorf("%s: annotation %s = %q, want %q", svc, k, got, v)
 			}
 		}
-		if got := str(d, "spec", "strategy", "type"); got != "Recreate" {
-			t.Errorf("%s: strategy %q, want Recreate", svc, got)
+		checkRollingUpdate(t, d)
+		if got := get(d, "spec", "replicas"); got != float64(1) {
+			t.Errorf("%s: replicas %v, want 1 by default", svc, got)
 		}
+		checkSoftAntiAffinity(t, d, svc)
 	}
 
 	router := one(t, objs, "Deployment", prefix+"router")
@@ -546,7 +552,12 @@ func checkNATSSecrets(t *testing.T, d object, credsSecret, tokenSecret string) {
 	if got := str(d, "spec", "template", "spec", "volumes", 0, "secret", "secretName"); got != credsSecret {
 		t.Errorf("%s: creds volume from Secret %q, want %q", d.name(), got, credsSecret)
 	}
-	env := get(c, "env", 0)
+	var env any
+	for _, e := range get(c, "env").([]any) {
+		if str(e, "name") == "DARKLAUNCH_TOKEN" {
+			env = e
+		}
+	}
 	if str(env, "name") != "DARKLAUNCH_TOKEN" || str(env, "valueFrom", "secretKeyRef", "name") != tokenSecret || str(env, "valueFrom", "secretKeyRef", "key") != "token" {
 		t.Errorf("%s: env %v, want DARKLAUNCH_TOKEN from Secret %s key token", d.name(), get(c, "env"), tokenSecret)
 	}
@@ -839,7 +850,7 @@ func TestFlagsExistInBinary(t *testing.T) {
 		t.Skip("builds the darklaunch binary")
 	}
 	var rendered []object
-	for _, values := range []string{"testdata/every-flag.yaml", "testdata/custom-metrics.yaml"} {
+	for _, values := range []string{"testdata/every-flag.yaml", "testdata/custom-metrics.yaml", "testdata/creds.yaml"} {
 		rendered = append(rendered, mustTemplate(t, "--values", values)...)
 	}
 	bin := filepath.Join(t.TempDir(), "darklaunch")
@@ -874,6 +885,16 @@ func TestFlagsExistInBinary(t *testing.T) {
 					t.Errorf("the chart passes %s to `darklaunch serve %s`, which has no such flag", a, svc)
 				}
 			}
+			// DARKLAUNCH_<FLAG> in the environment sets --<flag>.
+			for _, e := range get(container(t, d), "env").([]any) {
+				name, ok := strings.CutPrefix(str(e, "name"), "DARKLAUNCH_")
+				if !ok {
+					continue
+				}
+				if f := strings.ReplaceAll(strings.ToLower(name), "_", "-"); !known[f] {
+					t.Errorf("the chart sets %s for `darklaunch serve %s`, which has no flag --%s", str(e, "name"), svc, f)
+				}
+			}
 		}
 		if seen == 0 {
 			t.Errorf("no flags rendered for %s", svc)
@@ -885,15 +906,16 @@ func TestFlagsExistInBinary(t *testing.T) {
 // field (which an API server would drop or reject) fails here without a server.
 func TestObjectsDecodeStrictly(t *testing.T) {
 	types := map[string]func() any{
-		"Deployment":     func() any { return &appsv1.Deployment{} },
-		"ServiceAccount": func() any { return &corev1.ServiceAccount{} },
-		"Secret":         func() any { return &corev1.Secret{} },
-		"ConfigMap":      func() any { return &corev1.ConfigMap{} },
-		"Role":           func() any { return &rbacv1.Role{} },
-		"RoleBinding":    func() any { return &rbacv1.RoleBinding{} },
+		"Deployment":          func() any { return &appsv1.Deployment{} },
+		"ServiceAccount":      func() any { return &corev1.ServiceAccount{} },
+		"Secret":              func() any { return &corev1.Secret{} },
+		"ConfigMap":           func() any { return &corev1.ConfigMap{} },
+		"Role":                func() any { return &rbacv1.Role{} },
+		"RoleBinding":         func() any { return &rbacv1.RoleBinding{} },
+		"PodDisruptionBudget": func() any { return &policyv1.PodDisruptionBudget{} },
 	}
 	seen := map[string]bool{}
-	for _, values := range []string{"testdata/every-flag.yaml", "testdata/custom-metrics.yaml", "testdata/creds.yaml", "testdata/two-namespaces.yaml"} {
+	for _, values := range []string{"testdata/every-flag.yaml", "testdata/custom-metrics.yaml", "testdata/creds.yaml", "testdata/two-namespaces.yaml", "testdata/replicas.yaml"} {
 		for _, o := range mustTemplate(t, "--values", values) {
 			newT, ok := types[o.kind()]
 			if !ok {

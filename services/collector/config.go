@@ -144,6 +144,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.MetricsFile, "metrics-file", "", "YAML file of metric definitions (PromQL templates) for --source prometheus; empty: the shipped set of --metrics-provider")
 	fs.StringVar(&c.MetricsProvider, "metrics-provider", ProviderKnative, "shipped metric definitions for --source prometheus: "+strings.Join(MetricsProviders, " or "))
 	fs.DurationVar(&c.QueryTimeout, "query-timeout", DefaultQueryTimeout, "timeout of one Prometheus query")
+	fs.StringVar(&c.Instance, "instance", c.Instance, "this instance's name among the service's replicas (default: a random NUID; the chart uses the pod's name)")
 }
 
 // Service names the collector.

@@ -113,6 +113,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.InitTimeout, "init-timeout", DefaultInitTimeout, "fail an experiment whose mirroring is not set up within this")
 	fs.DurationVar(&c.MetricsTimeout, "metrics-timeout", DefaultMetricsTimeout, "fail a running experiment that gets no metrics for this long past an iteration's end")
 	fs.StringVar(&c.APINKey, "api-nkey", "", "nkey seed file the experiments API signs in with, as the api role (darklaunch nats-config writes api.nk); required with --nkey")
+	fs.StringVar(&c.Instance, "instance", c.Instance, "this instance's name among the service's replicas (default: a random NUID; the chart uses the pod's name)")
 }
 
 // Service names the judge.

@@ -106,6 +106,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.Delay, "delay", DefaultDelay, "wait after the experiment starts when spec.load.delay is absent")
 	fs.IntVar(&c.Concurrency, "concurrency", DefaultConcurrency, "requests in flight at most")
 	fs.DurationVar(&c.Timeout, "timeout", DefaultTimeout, "timeout of one request")
+	fs.StringVar(&c.Instance, "instance", c.Instance, "this instance's name among the service's replicas (default: a random NUID; the chart uses the pod's name)")
 }
 
 // Service names loadgen.

@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"strings"
 
+	"github.com/nats-io/nuid"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/pflag"
 
@@ -38,6 +39,9 @@ type Config struct {
 	// deletion always removes it.
 	KeepRouting bool
 
+	// Instance names this router among several. Default a new NUID.
+	Instance string
+
 	// Registry receives the Prometheus counters. Default a new private one.
 	Registry *prometheus.Registry
 }
@@ -50,6 +54,7 @@ func (c *Config) Default() {
 	c.Settings.Default()
 	c.Proxy.Default()
 	c.Istio.Default()
+	c.Instance = cmp.Or(c.Instance, nuid.Next())
 	if c.Registry == nil {
 		c.Registry = prometheus.NewRegistry()
 	}
@@ -74,6 +79,7 @@ func (c *Config) Validate() error {
 func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.Backend, "backend", BackendProxy, "mirroring backend: "+strings.Join(Backends, " or ")+" (istio: the seed's VirtualServices on Kubernetes)")
 	fs.BoolVar(&c.KeepRouting, "keep-routing", false, "leave a completed experiment's mirroring in place until the experiment is deleted or a new experiment asks for its host")
+	fs.StringVar(&c.Instance, "instance", c.Instance, "this instance's name among the service's replicas (default: a random NUID; the chart uses the pod's name)")
 	c.Settings.AddFlags(fs)
 	c.Proxy.AddFlags(fs)
 	c.Istio.AddFlags(fs)

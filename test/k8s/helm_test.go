@@ -56,7 +56,7 @@ func runHelm(t *testing.T, helm string, args ...string) string {
 }
 
 // TestHelmChartOnRealAPIServer lints the chart, installs it into a real API
-// server, and proves its RBAC least-privilege by impersonating the chart's
+// server with two replicas of every service (checkReplicas), and proves its RBAC least-privilege by impersonating the chart's
 // ServiceAccounts: the router can do its whole job (the real istio backend,
 // run with the router's identity) in an allowed namespace, and is forbidden
 // in another namespace, cluster-wide and on Secrets; the other services can
@@ -93,9 +93,12 @@ func TestHelmChartOnRealAPIServer(t *testing.T) {
 	for _, ns := range []string{allowed, denied} {
 		admin.createNamespace(t, ns)
 	}
+	// Two replicas of every service (the instances divide the work over NATS).
 	runHelm(t, helm, "install", release, chartDir, "--kubeconfig", kcFile, "--namespace", system, "--create-namespace",
-		"--set", "nats.url=nats://nats.nats:4222", "--set", "router.namespaces={"+allowed+"}", "--wait=false", "--timeout", "1m")
+		"--set", "nats.url=nats://nats.nats:4222", "--set", "router.namespaces={"+allowed+"}", "--wait=false", "--timeout", "1m",
+		"--set", "router.replicas=2", "--set", "loadgen.replicas=2", "--set", "collector.replicas=2", "--set", "judge.replicas=2")
 	t.Cleanup(func() { runHelm(t, helm, "uninstall", release, "--kubeconfig", kcFile, "--namespace", system) })
+	checkReplicas(t, admin, system, release, 2)
 
 	// What the server now holds.
 	deps, err := admin.core.AppsV1().Deployments(system).List(ctx, metav1.ListOptions{})
@@ -172,6 +175,12 @@ func TestHelmChartOnRealAPIServer(t *testing.T) {
 	if _, err := b.Setup(ctx, seedExperiment(t, denied, "denied-uid")); err == nil {
 		t.Errorf("router setup in %s succeeded", denied)
 	}
+
+	// Back to one replica each: the upgrade removes the PodDisruptionBudgets.
+	runHelm(t, helm, "upgrade", release, chartDir, "--kubeconfig", kcFile, "--namespace", system, "--reuse-values",
+		"--set", "router.replicas=1", "--set", "loadgen.replicas=1", "--set", "collector.replicas=1", "--set", "judge.replicas=1",
+		"--wait=false", "--timeout", "1m")
+	checkReplicas(t, admin, system, release, 1)
 
 	for _, svc := range []string{"judge", "collector", "loadgen"} {
 		other := admin.as(t, sa(svc))

@@ -117,6 +117,7 @@ svc.extraArgs are added here.
 {{- $labels := dict "root" $root "component" .component }}
 {{- $creds := include "darklaunch.natsCredsSecret" $root }}
 {{- $token := include "darklaunch.natsTokenSecret" $root }}
+{{- include "darklaunch.checkInstanceName" . }}
 {{- $metricsCM := "" }}
 {{- if eq .component "collector" }}
 {{- $metricsCM = include "darklaunch.metricsConfigMap" $root }}
@@ -166,10 +167,10 @@ metadata:
   labels:
     {{- include "darklaunch.labels" $labels | nindent 4 }}
 spec:
-  replicas: 1
+  replicas: {{ include "darklaunch.replicas" . }}
   revisionHistoryLimit: 3
   strategy:
-    type: Recreate
+    {{- include "darklaunch.strategy" . | trim | nindent 4 }}
   selector:
     matchLabels:
       {{- include "darklaunch.selectorLabels" $labels | nindent 6 }}
@@ -205,8 +206,12 @@ spec:
           command: ["/darklaunch"]
           args:
             {{- toYaml $args | nindent 12 }}
-          {{- if or $token $svc.extraEnv }}
           env:
+            {{- /* --instance: each replica is named by its pod. */}}
+            - name: DARKLAUNCH_INSTANCE
+              valueFrom:
+                fieldRef:
+                  fieldPath: metadata.name
             {{- if $token }}
             - name: DARKLAUNCH_TOKEN
               valueFrom:
@@ -217,7 +222,6 @@ spec:
             {{- with $svc.extraEnv }}
             {{- toYaml . | nindent 12 }}
             {{- end }}
-          {{- end }}
           ports:
             - name: health
               containerPort: 8081
@@ -318,9 +322,9 @@ spec:
       tolerations:
         {{- toYaml . | nindent 8 }}
       {{- end }}
-      {{- with ($svc.affinity | default $v.affinity) }}
+      {{- with (include "darklaunch.affinity" .) }}
       affinity:
-        {{- toYaml . | nindent 8 }}
+        {{- . | nindent 8 }}
       {{- end }}
 {{- end }}
 
