@@ -5,6 +5,7 @@ go 1.26.4
 require (
 	github.com/DataDog/sketches-go v1.4.8
 	github.com/cenkalti/backoff/v5 v5.0.3
+	github.com/google/pprof v0.0.0-20250403155104-27863c87afa6
 	github.com/nats-io/nats-server/v2 v2.15.2
 	github.com/nats-io/nats.go v1.55.0
 	github.com/nats-io/nkeys v0.4.16

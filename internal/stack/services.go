@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"runtime/pprof"
 	"strings"
 	"time"
 
@@ -121,7 +122,10 @@ func (s *Stack) run(name string, r *running) {
 	r.cancel, r.done, r.exited = cancel, make(chan error, 1), make(chan struct{})
 	log := s.log.With("service", name)
 	go func() {
-		err := r.svc.Run(ctx)
+		// Under a pprof label: a CPU profile of the process tells the
+		// services apart (the scale benchmark's CPU by service).
+		var err error
+		pprof.Do(ctx, pprof.Labels("service", name), func(ctx context.Context) { err = r.svc.Run(ctx) })
 		if err != nil && ctx.Err() == nil {
 			log.Error("service stopped", "err", err)
 		}

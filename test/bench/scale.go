@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -43,9 +42,12 @@ type scaleConfig struct {
 	wait       time.Duration
 	profile    string // a folder: the stack's profiles, one set per N
 	contention bool   // also mutex and block profiles
+	instances  int    // stack processes: each runs every service
 
-	// The stack child's: where to write its profiles (a file name prefix).
+	// The stack child's: where to write its profiles (a file name prefix),
+	// and the NATS of the first stack, for the others.
 	childProfile string
+	stackNATS    string
 }
 
 // addScaleFlags registers the scale scenario's flags on fs.
@@ -60,7 +62,9 @@ func addScaleFlags(fs *flag.FlagSet, c *scaleConfig) {
 	fs.DurationVar(&c.wait, "scale-wait", 0, "-only scale: how long to wait for the verdicts after the last submit (0: twice an experiment's duration + 60s)")
 	fs.StringVar(&c.profile, "scale-profile", "", "-only scale: write the stack process's CPU profile (and its heap at the end) for each N into this folder (scale-<N>.cpu.pprof, .heap.pprof)")
 	fs.BoolVar(&c.contention, "scale-contention", false, "-only scale, with -scale-profile: also the mutex and block profiles (scale-<N>.mutex.pprof, .block.pprof)")
+	fs.IntVar(&c.instances, "scale-instances", 1, "-only scale: instances of every service: stack processes on one NATS (the first's embedded server), each with its own router (proxy), loadgen, collector and judge")
 	fs.StringVar(&c.childProfile, "profile-prefix", "", "internal: the stack process's profiles")
+	fs.StringVar(&c.stackNATS, "stack-nats", "", "internal: the NATS of the first stack process, for the others")
 }
 
 // check parses -scale-n and checks the scale flags.
@@ -92,6 +96,9 @@ func (c *scaleConfig) check() error {
 	}
 	if c.submitters < 1 || c.submitters > 256 {
 		errs = append(errs, fmt.Errorf("-scale-submitters: %d is not in [1, 256]", c.submitters))
+	}
+	if c.instances < 1 || c.instances > 3 {
+		errs = append(errs, fmt.Errorf("-scale-instances: %d is not in [1, 3]", c.instances))
 	}
 	if c.wait < 0 {
 		errs = append(errs, fmt.Errorf("-scale-wait: %s is negative", c.wait))
@@ -138,20 +145,11 @@ func runScale(ctx context.Context, c config, stdout, stderr io.Writer) error {
 func scaleRun(ctx context.Context, sc scaleConfig, n int, stderr io.Writer) (scaleResult, error) {
 	var res scaleResult
 	res.n = n
-	var args []string
-	if sc.profile != "" {
-		args = append(args, "-profile-prefix", filepath.Join(sc.profile, fmt.Sprintf("scale-%d", n)))
-		if sc.contention {
-			args = append(args, "-scale-contention")
-		}
-	}
-	var sa stackAddrs
-	st, err := startChild(ctx, stderr, &sa, "stack", args...)
+	stacks, sa, err := startStacks(ctx, sc, n, stderr)
+	defer stacks.stop()
 	if err != nil {
 		return res, err
 	}
-	defer st.stop()
-	pid := st.cmd.Process.Pid
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	nc, err := bus.Connect(bus.ConnConfig{URL: sa.NATS, Name: "bench-scale"}, log)
 	if err != nil {
@@ -159,7 +157,7 @@ func scaleRun(ctx context.Context, sc scaleConfig, n int, stderr io.Writer) (sca
 	}
 	defer nc.Close()
 
-	tr := newTracker(n)
+	tr := newTracker(n, sc.iterations)
 	sub, err := nc.Subscribe(bus.EventSubject("*", "*", "*"), tr.onMsg)
 	if err != nil {
 		return res, err
@@ -172,8 +170,8 @@ func scaleRun(ctx context.Context, sc scaleConfig, n int, stderr io.Writer) (sca
 		return res, err
 	}
 
-	res.idleRSS, _ = rss(pid)
-	cpu0, err := procCPU(pid)
+	res.idleRSS = stacks.rss()
+	cpu0, err := stacks.cpu()
 	if err != nil {
 		return res, err
 	}
@@ -196,15 +194,17 @@ func scaleRun(ctx context.Context, sc scaleConfig, n int, stderr io.Writer) (sca
 	case <-ctx.Done():
 		return res, ctx.Err()
 	}
-	cpu1, err := procCPU(pid)
+	cpu1, err := stacks.cpu()
 	if err != nil {
 		return res, err
 	}
 	res.cpu = cpu1 - cpu0
 	res.backlog, res.judgeRate = bl.end()
 	res.wall = time.Since(t0)
-	res.peakRSS, _ = hwm(pid)
+	res.peakRSS = stacks.hwm()
 	tr.summarize(&res, sc, lastSubmit)
+	stacks.stop() // the profiles are written as the stacks end
+	res.byService = stacks.cpuByService(stderr)
 	return res, nil
 }
 

@@ -15,6 +15,7 @@ import (
 	"syscall"
 
 	"github.com/darklaunch/darklaunch/internal/stack"
+	"github.com/darklaunch/darklaunch/shared/bus"
 )
 
 // runStackRole is -role stack: the embedded stack as `darklaunch dev` runs
@@ -49,7 +50,11 @@ func runStackRole(ctx context.Context, stdout, stderr io.Writer, sc scaleConfig)
 	defer counts.print(stderr)
 	log := slog.New(counts)
 	raiseFileLimit(stderr)
-	st, err := stack.Start(ctx, stack.Config{Log: log})
+	cfg := stack.Config{Log: log}
+	if sc.stackNATS != "" {
+		cfg.NATS = bus.ConnConfig{URL: sc.stackNATS}
+	}
+	st, err := stack.Start(ctx, cfg)
 	if err != nil {
 		return err
 	}
