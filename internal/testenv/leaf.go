@@ -63,7 +63,7 @@ func StartLeaf(t testing.TB) *Leaf {
 		// through the plain API subjects (nats-server's
 		// default_js_domain): nothing of darklaunch needs to know.
 		JsAccDefaultDomain: map[string]string{server.DEFAULT_GLOBAL_ACCOUNT: "hub"},
-		LeafNode:   server.LeafNodeOpts{Remotes: []*server.RemoteLeafOpts{{URLs: []*url.URL{u}}}},
+		LeafNode:           server.LeafNodeOpts{Remotes: []*server.RemoteLeafOpts{{URLs: []*url.URL{u}}}},
 	})
 	EventuallyWithin(t, ClusterFormsWithin, "the leaf node connected to the hub", func() (bool, string) {
 		n := l.Hub.NumLeafNodes()
