@@ -8,18 +8,23 @@ import (
 	"context"
 	"log/slog"
 	"sync/atomic"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/darklaunch/darklaunch/shared/bus"
 	"github.com/darklaunch/darklaunch/shared/experiment"
+	"github.com/darklaunch/darklaunch/shared/members"
 	"github.com/darklaunch/darklaunch/shared/reconcile"
 	"github.com/darklaunch/darklaunch/shared/service"
 )
 
 // Name is loadgen's name: `darklaunch serve loadgen`, and the source of its events.
 const Name = "loadgen"
+
+// leaveTimeout bounds the deletion of this instance's lease at a stop.
+const leaveTimeout = 2 * time.Second
 
 // Service is the loadgen.
 type Service struct {
@@ -59,6 +64,9 @@ type runner struct {
 	service context.Context
 	// sent counts the requests of every traffic, for the CPU per request.
 	sent atomic.Int64
+	// group is the loadgen instances that share the rate (share.go); nil:
+	// this one sends all of it.
+	group *members.Group
 }
 
 // Run sends traffic for every running experiment until ctx ends. It
@@ -69,9 +77,16 @@ func (s *Service) Run(ctx context.Context) error {
 	if err != nil {
 		return service.Exit(ctx, Name, err)
 	}
-	r := &runner{cfg: s.cfg, log: s.log, js: infra.JS, prom: s.prom, service: ctx}
+	r := &runner{cfg: s.cfg, log: s.log, js: infra.JS, prom: s.prom, service: ctx, group: s.join(ctx, infra.Members)}
 	s.log.Info("loadgen running", "url", s.cfg.URL, "host", s.cfg.Host, "rate", s.cfg.Rate, "delay", s.cfg.Delay)
 	reconcile.Run(ctx, reconcile.Config{Store: infra.Store, Log: s.log, Ready: s.ready}, r)
+	if r.group != nil {
+		// Every traffic has stopped: the others take this one's share at
+		// once instead of after a TTL.
+		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), leaveTimeout)
+		r.group.Leave(lctx)
+		cancel()
+	}
 	return nil
 }
 

@@ -42,8 +42,9 @@ func (r *runner) traffic(ctx context.Context, exp *experiment.Experiment) {
 		return
 	}
 	t0 := later(time.Now(), begin)
+	index, shared := r.share()
 	log.Info("traffic started", "url", p.URL, "host", p.Host, "method", p.Method,
-		"rate", p.Rate, "concurrency", p.Concurrency, "until", end)
+		"rate", p.Rate, "concurrency", p.Concurrency, "until", end, "share", index, "of", shared)
 
 	req, err := newRequester(p)
 	if err != nil {
@@ -59,8 +60,11 @@ func (r *runner) traffic(ctx context.Context, exp *experiment.Experiment) {
 	// status.load counts the whole run; what was sent after that report is
 	// not known (at most an interval of requests), and the latencies are the
 	// new process's only. The achieved rate then covers the downtime too.
+	// With other instances sharing the rate, status.load is not this
+	// one's to go on from: each reports its own share's counts
+	// (bus.LoadProgress.Instances).
 	since := t0
-	if last := exp.Status.Load; last != nil {
+	if last := exp.Status.Load; last != nil && shared <= 1 {
 		counts.resume(*last)
 		since = begin
 		log.Info("traffic resumed", "sentBefore", last.Sent)
@@ -73,7 +77,12 @@ func (r *runner) traffic(ctx context.Context, exp *experiment.Experiment) {
 	fired := make(chan paced, 1)
 	go func() {
 		var d paced
-		d.n, d.last = pace(ctx, schedule{Start: t0, Rate: p.Rate, End: end}, p.Concurrency, sender{req, counts, r.prom, &r.sent}.send)
+		// Every instance numbers the slots from begin alike (share.go).
+		s := schedule{Start: begin, Rate: p.Rate, End: end, First: firstSlot(begin, t0, p.Rate)}
+		if r.group != nil {
+			s.Share = r.group.Share
+		}
+		d.n, d.last = pace(ctx, s, p.Concurrency, sender{req, counts, r.prom, &r.sent}.send)
 		fired <- d
 	}()
 
@@ -151,6 +160,8 @@ func trafficEnd(exp *experiment.Experiment, begin time.Time, p plan) time.Time {
 
 func (r *runner) publishLoad(ctx context.Context, log *slog.Logger, exp *experiment.Experiment, n int, lp *bus.LoadProgress) {
 	ev := bus.NewEvent(bus.EventLoad, Name, exp, time.Now())
+	_, members := r.share()
+	lp.Instance, lp.Instances = r.cfg.Instance, int32(members)
 	ev.Load = lp
 	id := bus.MsgID(exp.Metadata.UID, bus.EventLoad, r.cfg.Instance, strconv.Itoa(n))
 	if err := bus.Publish(ctx, r.js, ev, id); err != nil {
