@@ -33,6 +33,8 @@ type Service struct {
 	log   *slog.Logger
 	prom  *promMetrics
 	ready *service.Readiness
+	// group is Run's members.Group, once joined (for tests).
+	group atomic.Pointer[members.Group]
 }
 
 var _ service.Readier = (*Service)(nil)
@@ -78,6 +80,7 @@ func (s *Service) Run(ctx context.Context) error {
 		return service.Exit(ctx, Name, err)
 	}
 	r := &runner{cfg: s.cfg, log: s.log, js: infra.JS, prom: s.prom, service: ctx, group: s.join(ctx, infra.Members)}
+	s.group.Store(r.group)
 	s.log.Info("loadgen running", "url", s.cfg.URL, "host", s.cfg.Host, "rate", s.cfg.Rate, "delay", s.cfg.Delay)
 	reconcile.Run(ctx, reconcile.Config{Store: infra.Store, Log: s.log, Ready: s.ready}, r)
 	if r.group != nil {
