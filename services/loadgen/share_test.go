@@ -173,6 +173,7 @@ func TestSharedRateWithinOnePercent(t *testing.T) {
 					t.Fatalf("no final report of %s: %v", in.s.cfg.Instance, finals)
 				}
 				sum += lp.Sent
+				t.Logf("%s sent %d, canceled %d, achieved %.1f req/s, %d instances", lp.Instance, lp.Sent, lp.Canceled, lp.AchievedRate, lp.Instances)
 				if lp.Instances != int32(n) {
 					t.Errorf("%s reported %d instances, want %d", lp.Instance, lp.Instances, n)
 				}

@@ -37,14 +37,16 @@ func (r *runner) traffic(ctx context.Context, exp *experiment.Experiment) {
 		return
 	}
 	// After a restart only the remaining time is waited for, and the
-	// timetable starts now: requests "owed" for the downtime are not burst.
+	// timetable goes on from now: requests "owed" for the downtime are not
+	// burst. Every instance numbers the slots from begin alike (share.go).
+	first := firstSlot(begin, now, p.Rate)
 	if !shared.SleepUntil(ctx, begin) {
 		return
 	}
 	t0 := later(time.Now(), begin)
-	index, shared := r.share()
+	index, sharing := r.share()
 	log.Info("traffic started", "url", p.URL, "host", p.Host, "method", p.Method,
-		"rate", p.Rate, "concurrency", p.Concurrency, "until", end, "share", index, "of", shared)
+		"rate", p.Rate, "concurrency", p.Concurrency, "until", end, "share", index, "of", sharing)
 
 	req, err := newRequester(p)
 	if err != nil {
@@ -64,7 +66,7 @@ func (r *runner) traffic(ctx context.Context, exp *experiment.Experiment) {
 	// one's to go on from: each reports its own share's counts
 	// (bus.LoadProgress.Instances).
 	since := t0
-	if last := exp.Status.Load; last != nil && shared <= 1 {
+	if last := exp.Status.Load; last != nil && sharing <= 1 {
 		counts.resume(*last)
 		since = begin
 		log.Info("traffic resumed", "sentBefore", last.Sent)
@@ -77,8 +79,7 @@ func (r *runner) traffic(ctx context.Context, exp *experiment.Experiment) {
 	fired := make(chan paced, 1)
 	go func() {
 		var d paced
-		// Every instance numbers the slots from begin alike (share.go).
-		s := schedule{Start: begin, Rate: p.Rate, End: end, First: firstSlot(begin, t0, p.Rate)}
+		s := schedule{Start: begin, Rate: p.Rate, End: end, First: first}
 		if r.group != nil {
 			s.Share = r.group.Share
 		}
