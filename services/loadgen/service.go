@@ -66,9 +66,10 @@ type runner struct {
 	service context.Context
 	// sent counts the requests of every traffic, for the CPU per request.
 	sent atomic.Int64
-	// group is the loadgen instances that share the rate (share.go); nil:
-	// this one sends all of it.
-	group *members.Group
+	// group is the loadgen instances that share the rate (share.go), set
+	// before joined is closed; nil: this one sends all of it.
+	group  *members.Group
+	joined chan struct{}
 }
 
 // Run sends traffic for every running experiment until ctx ends. It
@@ -79,10 +80,17 @@ func (s *Service) Run(ctx context.Context) error {
 	if err != nil {
 		return service.Exit(ctx, Name, err)
 	}
-	r := &runner{cfg: s.cfg, log: s.log, js: infra.JS, prom: s.prom, service: ctx, group: s.join(ctx, infra.Members)}
-	s.group.Store(r.group)
+	r := &runner{cfg: s.cfg, log: s.log, js: infra.JS, prom: s.prom, service: ctx, joined: make(chan struct{})}
+	// Joining goes on beside the watch of the experiments, which it would
+	// otherwise hold back; a traffic waits for it before it sends.
+	go func() {
+		defer close(r.joined)
+		r.group = s.join(ctx, infra.Members)
+		s.group.Store(r.group)
+	}()
 	s.log.Info("loadgen running", "url", s.cfg.URL, "host", s.cfg.Host, "rate", s.cfg.Rate, "delay", s.cfg.Delay)
 	reconcile.Run(ctx, reconcile.Config{Store: infra.Store, Log: s.log, Ready: s.ready}, r)
+	<-r.joined
 	if r.group != nil {
 		// Every traffic has stopped: the others take this one's share at
 		// once instead of after a TTL.

@@ -27,7 +27,9 @@ import (
 // counted gone by the others after its TTL without a heartbeat (checked
 // every TTL/4), so its share is not sent for up to 1¼ TTL; one that joins
 // first waits (up to a TTL) until it sees the leases already there, so that
-// it does not send the whole rate meanwhile. Between two instances' views
+// it does not send the whole rate meanwhile (the join goes on beside
+// the watch of the experiments; a traffic due before it is done waits for
+// it, and then sends the slots due meanwhile at once). Between two instances' views
 // of one change (a watch's delivery apart) a slot can go twice or not at
 // all. A loadgen that cannot join (no bucket, a bad instance name) sends
 // the whole rate, as a single one does.
@@ -90,7 +92,7 @@ func settle(ctx context.Context, g *members.Group, kv jetstream.KeyValue, ttl ti
 }
 
 // share is this instance's share of the traffic now (index of n); 0 of 1
-// when it shares nothing.
+// when it shares nothing. Only once r.joined is closed.
 func (r *runner) share() (index, n int) {
 	if r.group == nil {
 		return 0, 1

@@ -43,6 +43,11 @@ func (r *runner) traffic(ctx context.Context, exp *experiment.Experiment) {
 	if !shared.SleepUntil(ctx, begin) {
 		return
 	}
+	select {
+	case <-r.joined: // r.group is set
+	case <-ctx.Done():
+		return
+	}
 	t0 := later(time.Now(), begin)
 	index, sharing := r.share()
 	log.Info("traffic started", "url", p.URL, "host", p.Host, "method", p.Method,
