@@ -263,3 +263,34 @@ func TestSharedRateTakeoverAndJoin(t *testing.T) {
 		}
 	}
 }
+
+// TestSharedRateStopLeaves: an instance that stops gracefully deletes its
+// lease, and the other takes its share at once, not after the TTL: the
+// rate holds through the stop.
+func TestSharedRateStopLeaves(t *testing.T) {
+	const rate = 300.0
+	tg := newTarget(t)
+	e := newEnv(t)
+	a, b := e.instance(t, "a"), e.instance(t, "b")
+	waitShared(t, 2, a, b)
+	start := time.Now()
+	exp := testenv.Experiment(testenv.Named("leave"), testenv.Every(2, 4), testenv.Running(start),
+		testenv.Load(&experiment.Load{URL: tg.URL, Rate: ptr(rate), Delay: experiment.Sec(300 * time.Millisecond), Duration: experiment.Sec(4 * time.Second)}))
+	e.create(t, exp)
+	time.Sleep(time.Until(start.Add(1500 * time.Millisecond)))
+	stopped := time.Now()
+	a.stop()
+	waitShared(t, 1, b)
+	took := time.Since(stopped)
+	t.Logf("the other instance took the stopped one's share %v after the stop began (the TTL is %v)", took, testMemberTTL)
+	if took > testMemberTTL/2 {
+		t.Errorf("the other instance took the stopped one's share %v after the stop, want at once (well within the TTL %v)", took, testMemberTTL)
+	}
+	time.Sleep(time.Until(stopped.Add(1500 * time.Millisecond)))
+	from, to := stopped.Add(-500*time.Millisecond), stopped.Add(1500*time.Millisecond)
+	got, want := float64(between(tg.arrivals(), from, to)), rate*to.Sub(from).Seconds()
+	t.Logf("through the stop: %.0f requests in %v, want %.0f (%+.2f %%)", got, to.Sub(from), want, (got-want)/want*100)
+	if !within(got, want, 3) {
+		t.Errorf("through the stop: %.0f requests in %v, want %.0f ± 3 %%", got, to.Sub(from), want)
+	}
+}
