@@ -294,3 +294,67 @@ func TestSharedRateStopLeaves(t *testing.T) {
 		t.Errorf("through the stop: %.0f requests in %v, want %.0f ± 3 %%", got, to.Sub(from), want)
 	}
 }
+
+// TestSharedRateOnASecuredBus: on a server that lets each role do only what
+// docs/protocol.md gives it, loadgen instances signed in as the loadgen
+// user join, list the leases there are (the join's wait) and see each
+// other.
+func TestSharedRateOnASecuredBus(t *testing.T) {
+	t.Parallel()
+	keys, err := bus.NewKeys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	users, err := bus.Users(keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := bus.StartEmbedded(bus.EmbeddedConfig{StoreDir: t.TempDir(), Users: users})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	as := func(role string) *nats.Conn {
+		for _, k := range keys {
+			if k.Role == role {
+				nc, err := bus.Connect(bus.ConnConfig{URL: srv.URL(), Name: role, NKeySeed: k.Seed, InboxPrefix: bus.InboxPrefix(role)}, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(nc.Close)
+				return nc
+			}
+		}
+		t.Fatalf("no key of role %s", role)
+		return nil
+	}
+	if _, err := bus.EnsureInfra(t.Context(), as(bus.RoleJudge), bus.StreamLimits{}); err != nil {
+		t.Fatal(err)
+	}
+	var ins []*instance
+	for _, name := range []string{"a", "b"} {
+		nc := as(bus.RoleLoadgen)
+		s, err := New(Config{Instance: name, MemberTTL: testMemberTTL}, nc, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ins = append(ins, &instance{s: s, nc: nc, stop: testenv.Run(t, s)})
+	}
+	waitShared(t, 2, ins...)
+
+	infra, err := bus.OpenInfra(t.Context(), as(bus.RoleLoadgen), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := infra.Members.ListKeysFiltered(t.Context(), bus.RoleLoadgen+".*")
+	if err != nil {
+		t.Fatalf("the loadgen user lists the leases: %v", err)
+	}
+	var got []string
+	for k := range l.Keys() {
+		got = append(got, k)
+	}
+	if len(got) != 2 {
+		t.Errorf("the loadgen user lists the leases %v, want loadgen.a and loadgen.b", got)
+	}
+}

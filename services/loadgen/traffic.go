@@ -166,8 +166,8 @@ func trafficEnd(exp *experiment.Experiment, begin time.Time, p plan) time.Time {
 
 func (r *runner) publishLoad(ctx context.Context, log *slog.Logger, exp *experiment.Experiment, n int, lp *bus.LoadProgress) {
 	ev := bus.NewEvent(bus.EventLoad, Name, exp, time.Now())
-	_, members := r.share()
-	lp.Instance, lp.Instances = r.cfg.Instance, int32(members)
+	_, sharing := r.share()
+	lp.Instance, lp.Instances = r.cfg.Instance, int32(sharing)
 	ev.Load = lp
 	id := bus.MsgID(exp.Metadata.UID, bus.EventLoad, r.cfg.Instance, strconv.Itoa(n))
 	if err := bus.Publish(ctx, r.js, ev, id); err != nil {
