@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/darklaunch/darklaunch/shared/bus"
+	"github.com/darklaunch/darklaunch/shared/experiment"
 	"github.com/darklaunch/darklaunch/shared/members"
 )
 
@@ -98,4 +99,32 @@ func (r *runner) share() (index, n int) {
 		return 0, 1
 	}
 	return r.group.Share()
+}
+
+// resumption is when a traffic goes on from status.load, the totals of the
+// last report the judge stored: at once when this instance sends the rate
+// alone; when it shares it, only if a report finds it alone by the first
+// report after until (1½ TTL after the start), since the others it saw at
+// the start were then the leases
+// of dead instances (a loadgen restarted under a new name sees its old
+// lease for up to a TTL), not instances that count their shares in reports
+// of their own.
+type resumption struct {
+	last  *experiment.LoadStatus
+	until time.Time
+}
+
+// ready returns, once, the totals to go on from, if it is time to.
+func (p *resumption) ready(alone bool, now time.Time) *experiment.LoadStatus {
+	last := p.last
+	switch {
+	case last == nil:
+		return nil
+	case alone:
+		p.last = nil
+		return last
+	case now.After(p.until):
+		p.last = nil
+	}
+	return nil
 }

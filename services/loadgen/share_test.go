@@ -358,3 +358,49 @@ func TestSharedRateOnASecuredBus(t *testing.T) {
 		t.Errorf("the loadgen user lists the leases %v, want loadgen.a and loadgen.b", got)
 	}
 }
+
+// TestSharedTrafficResumesOnlyAlone: status.load is the totals of a
+// loadgen's last report. Two live instances that share the rate do not go
+// on from it (each counts its own share); one that starts beside the lease
+// of a dead instance (a loadgen restarted under a new name) goes on from it
+// once that lease is counted gone.
+func TestSharedTrafficResumesOnlyAlone(t *testing.T) {
+	t.Parallel()
+	before := &experiment.LoadStatus{Sent: 300, Succeeded: 290, Failed: 10}
+	load := func(url string) *experiment.Load {
+		return &experiment.Load{URL: url, Rate: ptr(20.0), Delay: experiment.Sec(0), Duration: experiment.Sec(3 * time.Second)}
+	}
+	t.Run("shared", func(t *testing.T) {
+		t.Parallel()
+		tg := newTarget(t)
+		e := newEnv(t)
+		a, b := e.instance(t, "a"), e.instance(t, "b")
+		waitShared(t, 2, a, b)
+		exp := running("shared-resume", time.Now(), 10, load(tg.URL))
+		exp.Status.Load = before
+		e.create(t, exp)
+		finals := e.finals(t, exp, 2, 10*time.Second)
+		if sum := finals["a"].Sent + finals["b"].Sent; sum != int64(tg.count()) {
+			t.Errorf("the instances' final reports add up to %d sent, the target got %d: want no status.load in them", sum, tg.count())
+		}
+	})
+	t.Run("beside a dead lease", func(t *testing.T) {
+		t.Parallel()
+		tg := newTarget(t)
+		e := newEnv(t)
+		if _, err := e.Members.Put(t.Context(), bus.RoleLoadgen+".dead", []byte(time.Now().UTC().Format(time.RFC3339Nano))); err != nil {
+			t.Fatal(err)
+		}
+		a := e.instance(t, "a")
+		waitShared(t, 2, a)
+		exp := running("dead-resume", time.Now(), 10, load(tg.URL))
+		exp.Status.Load = before
+		e.create(t, exp)
+		final := e.finals(t, exp, 1, 10*time.Second)["a"]
+		got := int64(tg.count())
+		if final.Sent != 300+got || final.Succeeded != 290+got || final.Failed != 10 || final.Instances != 1 {
+			t.Errorf("final report sent %d, succeeded %d, failed %d, of %d instances; want the earlier 300/290/10 plus the %d sent now, alone",
+				final.Sent, final.Succeeded, final.Failed, final.Instances, got)
+		}
+	})
+}

@@ -67,14 +67,21 @@ func (r *runner) traffic(ctx context.Context, exp *experiment.Experiment) {
 	// status.load counts the whole run; what was sent after that report is
 	// not known (at most an interval of requests), and the latencies are the
 	// new process's only. The achieved rate then covers the downtime too.
-	// With other instances sharing the rate, status.load is not this
-	// one's to go on from: each reports its own share's counts
-	// (bus.LoadProgress.Instances).
+	// With other instances sharing the rate, only once alone (resumption).
 	since := t0
-	if last := exp.Status.Load; last != nil && sharing <= 1 {
-		counts.resume(*last)
-		since = begin
-		log.Info("traffic resumed", "sentBefore", last.Sent)
+	resume := resumption{last: exp.Status.Load, until: t0.Add(r.cfg.MemberTTL * 3 / 2)}
+	goOn := func(now time.Time) {
+		_, n := r.share()
+		if last := resume.ready(n <= 1, now); last != nil {
+			counts.resume(*last)
+			since = begin
+			log.Info("traffic resumed", "sentBefore", last.Sent)
+		}
+	}
+	goOn(t0)
+	if resume.last != nil {
+		log.Info("traffic shared: it goes on from status.load only if the others go within 1½ TTL (leases of dead instances)",
+			"share", index, "of", sharing)
 	}
 	cpu := r.cpuSince()
 	type paced struct {
@@ -99,6 +106,7 @@ func (r *runner) traffic(ctx context.Context, exp *experiment.Experiment) {
 	for {
 		select {
 		case <-ticker.C:
+			goOn(time.Now())
 			n++
 			lp := counts.progress(p.Rate, elapsed(), false, time.Now())
 			lp.CPUPerRequestUs = cpu()
@@ -107,6 +115,7 @@ func (r *runner) traffic(ctx context.Context, exp *experiment.Experiment) {
 			if r.service.Err() != nil {
 				return
 			}
+			goOn(time.Now())
 			n++
 			pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finalPublishTimeout)
 			// Requests sent late, after the end, took that long too.
