@@ -105,10 +105,9 @@ func (r *runner) share() (index, n int) {
 // last report the judge stored: at once when this instance sends the rate
 // alone; when it shares it, only if a report finds it alone by the first
 // report after until (1½ TTL after the start), since the others it saw at
-// the start were then the leases
-// of dead instances (a loadgen restarted under a new name sees its old
-// lease for up to a TTL), not instances that count their shares in reports
-// of their own.
+// the start were then the leases of dead instances (a loadgen restarted
+// under a new name sees its old lease for up to a TTL), not instances that
+// count their shares in reports of their own.
 type resumption struct {
 	last  *experiment.LoadStatus
 	until time.Time
