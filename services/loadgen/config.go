@@ -39,7 +39,9 @@ type Config struct {
 	// Method of the requests. Default "GET".
 	Method string
 	// Instance tells this loadgen's progress events apart from another
-	// instance's (and from its own before a restart). Default a new NUID.
+	// instance's (and from its own before a restart), and names its lease
+	// among the instances that share the rate (share.go): unique among
+	// them, without '.', '*', '>' or spaces. Default a new NUID.
 	Instance string
 	// MemberTTL is how long a loadgen instance that stopped heartbeating
 	// keeps its share of the rate (shared/members) before the others take
