@@ -26,6 +26,9 @@ const Name = "loadgen"
 // leaveTimeout bounds the deletion of this instance's lease at a stop.
 const leaveTimeout = 2 * time.Second
 
+// watchFirst bounds the join's wait for the watch of the experiments.
+const watchFirst = 2 * time.Second
+
 // Service is the loadgen.
 type Service struct {
 	cfg   Config
@@ -81,10 +84,12 @@ func (s *Service) Run(ctx context.Context) error {
 		return service.Exit(ctx, Name, err)
 	}
 	r := &runner{cfg: s.cfg, log: s.log, js: infra.JS, prom: s.prom, service: ctx, joined: make(chan struct{})}
-	// Joining goes on beside the watch of the experiments, which it would
-	// otherwise hold back; a traffic waits for it before it sends.
+	// Joining waits for the watch of the experiments, which it would hold
+	// back (before it, or beside it: by up to 100 ms under the suite's
+	// -race load); a traffic waits for the join before it sends.
 	go func() {
 		defer close(r.joined)
+		s.waitWatching(ctx, watchFirst)
 		r.group = s.join(ctx, infra.Members)
 		s.group.Store(r.group)
 	}()

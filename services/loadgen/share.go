@@ -28,9 +28,9 @@ import (
 // counted gone by the others after its TTL without a heartbeat (checked
 // every TTL/4), so its share is not sent for up to 1¼ TTL; one that joins
 // first waits (up to a TTL) until it sees the leases already there, so that
-// it does not send the whole rate meanwhile (the join goes on beside
-// the watch of the experiments; a traffic due before it is done waits for
-// it, and then sends the slots due meanwhile at once). Between two instances' views
+// it does not send the whole rate meanwhile (the join comes after the
+// watch of the experiments is up; a traffic due before it is done waits
+// for it, and then sends the slots due meanwhile at once). Between two instances' views
 // of one change (a watch's delivery apart) a slot can go twice or not at
 // all. A loadgen that cannot join (no bucket, a bad instance name) sends
 // the whole rate, as a single one does.
@@ -65,6 +65,23 @@ func (s *Service) join(ctx context.Context, kv jetstream.KeyValue) *members.Grou
 		}
 	}()
 	return g
+}
+
+// waitWatching waits, for up to max, until the watch of the experiments is
+// up.
+func (s *Service) waitWatching(ctx context.Context, max time.Duration) {
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(max)
+	for s.ready.Ready() != nil {
+		select {
+		case <-ctx.Done():
+			return
+		case <-deadline:
+			return
+		case <-tick.C:
+		}
+	}
 }
 
 // settle waits, for up to ttl, until g holds every lease of the role that
