@@ -28,12 +28,12 @@ import (
 // counted gone by the others after its TTL without a heartbeat (checked
 // every TTL/4), so its share is not sent for up to 1¼ TTL; one that joins
 // first waits (up to a TTL) until it sees the leases already there, so that
-// it does not send the whole rate meanwhile (the join comes after the
-// watch of the experiments is up; a traffic due before it is done waits
-// for it, and then sends the slots due meanwhile at once). Between two instances' views
-// of one change (a watch's delivery apart) a slot can go twice or not at
-// all. A loadgen that cannot join (no bucket, a bad instance name) sends
-// the whole rate, as a single one does.
+// it does not send the whole rate meanwhile. The join comes after the
+// watch of the experiments is up; a traffic due before the join is done
+// waits for it, and then sends the slots due meanwhile at once. Between two
+// instances' views of one change (a watch's delivery apart) a slot can go
+// twice or not at all. A loadgen that cannot join (no bucket, a bad
+// instance name) sends the whole rate, as a single one does.
 
 // join makes this loadgen one of the instances that share every
 // experiment's rate until ctx ends; nil when it cannot join.
