@@ -91,7 +91,8 @@ type LoadProgress struct {
 	// shared the traffic's rate when it reported (shared/members; 0 or 1:
 	// it sent the whole rate alone). With more than one, each reports the
 	// counts of its own share of the requests, which add up: the traffic's
-	// are the sum of every instance's latest report.
+	// are the sum of every instance's latest report. TargetRate is still
+	// the experiment's rate, which they share; AchievedRate this one's.
 	Instance  string `json:"instance,omitempty"`
 	Instances int32  `json:"instances,omitempty"`
 }
