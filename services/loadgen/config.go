@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/darklaunch/darklaunch/shared/experiment"
+	"github.com/darklaunch/darklaunch/shared/members"
 	"github.com/darklaunch/darklaunch/shared/service"
 )
 
@@ -38,8 +39,15 @@ type Config struct {
 	// Method of the requests. Default "GET".
 	Method string
 	// Instance tells this loadgen's progress events apart from another
-	// instance's (and from its own before a restart). Default a new NUID.
+	// instance's (and from its own before a restart), and names its lease
+	// among the instances that share the rate (share.go): unique among
+	// them, without '.', '*', '>' or spaces. Default a new NUID.
 	Instance string
+	// MemberTTL is how long a loadgen instance that stopped heartbeating
+	// keeps its share of the rate (shared/members) before the others take
+	// it. Default members.DefaultTTL; it should be the members bucket's
+	// (bus.StreamLimits.MemberTTL, set by the judge).
+	MemberTTL time.Duration
 	// Registry receives loadgen's Prometheus metrics. Default a new private
 	// one.
 	Registry *prometheus.Registry
@@ -87,6 +95,9 @@ func (c *Config) Default() {
 	}
 	if c.Instance == "" {
 		c.Instance = nuid.Next()
+	}
+	if c.MemberTTL <= 0 {
+		c.MemberTTL = members.DefaultTTL
 	}
 }
 

@@ -2,6 +2,7 @@ package loadgen
 
 import (
 	"context"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,6 +15,32 @@ type schedule struct {
 	Start time.Time
 	Rate  float64
 	End   time.Time
+	// First is the first request (slot) sent: those before it were due
+	// before this traffic began (a restart, a join) and are not burst.
+	First int64
+	// Share, when set, is this instance's place among the loadgens that
+	// share the traffic (members.Group.Share), asked at each slot's due
+	// time: slot i is this instance's when i mod n == index, and none is
+	// when n is 0 (the instance left). nil: every slot is.
+	Share func() (index, n int)
+}
+
+// mine says whether slot i is this instance's to send now.
+func (s schedule) mine(i int64) bool {
+	if s.Share == nil {
+		return true
+	}
+	index, n := s.Share()
+	return n > 0 && i%int64(n) == int64(index)
+}
+
+// firstSlot is the first slot of a timetable that started at start and is
+// joined at now: the first one due at or after now.
+func firstSlot(start, now time.Time, rate float64) int64 {
+	if !now.After(start) {
+		return 0
+	}
+	return int64(math.Ceil(now.Sub(start).Seconds() * rate))
 }
 
 // due is the intended send time of request i.
@@ -42,12 +69,19 @@ const lateGrace = time.Second
 // timer coarser than 1/rate only adds to latency, never takes away from the
 // rate.
 //
+// With a Share, a worker takes every slot as before but fires only this
+// instance's, decided when the slot is due (not when it is taken, which at
+// a low rate can be many slots ahead), so that a change of members moves
+// the slots due from then on: the instances' union is the schedule itself
+// whenever their views of the members agree.
+//
 // Every request due before End is sent, unless it is still untaken
 // lateGrace after End: a generator that cannot keep up then sends fewer,
 // and the time it took, up to its last request, shows it (the achieved
 // rate is to be computed over that time, not over the schedule's).
 func pace(ctx context.Context, s schedule, concurrency int, fire func(ctx context.Context, w int, due time.Time)) (fired int64, last time.Time) {
 	var next, n atomic.Int64
+	next.Store(s.First)
 	lasts := make([]time.Time, concurrency) // by worker
 	var wg sync.WaitGroup
 	for w := range concurrency {
@@ -55,7 +89,8 @@ func pace(ctx context.Context, s schedule, concurrency int, fire func(ctx contex
 			timer := time.NewTimer(time.Hour)
 			timer.Stop()
 			for ctx.Err() == nil {
-				due, now := s.due(next.Add(1)-1), time.Now()
+				i := next.Add(1) - 1
+				due, now := s.due(i), time.Now()
 				if !s.End.IsZero() && (!due.Before(s.End) || now.Sub(s.End) > lateGrace) {
 					return
 				}
@@ -70,6 +105,9 @@ func pace(ctx context.Context, s schedule, concurrency int, fire func(ctx contex
 				}
 				if ctx.Err() != nil {
 					return
+				}
+				if !s.mine(i) {
+					continue // another instance's
 				}
 				n.Add(1)
 				lasts[w] = time.Now()

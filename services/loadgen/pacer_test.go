@@ -263,3 +263,76 @@ func TestNoCoordinatedOmissionStall(t *testing.T) {
 		t.Errorf("%d requests due during the 200 ms stall, want about 100", during)
 	}
 }
+
+// TestPaceShareSplitsTheSchedule: n pacers on one timetable, each with its
+// own index of n, fire every slot once between them (the slots i mod n ==
+// index each), and a change of share moves the slots due from then on:
+// after 1 of 2 becomes 0 of 1, that pacer fires every slot.
+func TestPaceShareSplitsTheSchedule(t *testing.T) {
+	const rate = 400.0
+	start := time.Now().Add(20 * time.Millisecond)
+	end := start.Add(500 * time.Millisecond) // 200 slots
+	for _, n := range []int{1, 2, 3} {
+		var mu sync.Mutex
+		seen := map[time.Time]int{}
+		var wg sync.WaitGroup
+		for index := range n {
+			wg.Go(func() {
+				s := schedule{Start: start, Rate: rate, End: end, Share: func() (int, int) { return index, n }}
+				pace(t.Context(), s, 4, func(_ context.Context, _ int, due time.Time) {
+					mu.Lock()
+					seen[due]++
+					mu.Unlock()
+				})
+			})
+		}
+		wg.Wait()
+		if len(seen) != 200 {
+			t.Errorf("n=%d: %d slots fired, want 200", n, len(seen))
+		}
+		for due, c := range seen {
+			if c != 1 {
+				t.Errorf("n=%d: slot due %v fired %d times", n, due.Sub(start), c)
+			}
+		}
+	}
+
+	// A share that changes half-way: 1 of 2, then 0 of 1.
+	start = time.Now().Add(20 * time.Millisecond)
+	half := start.Add(250 * time.Millisecond)
+	s := schedule{Start: start, Rate: rate, End: start.Add(500 * time.Millisecond), Share: func() (int, int) {
+		if time.Now().Before(half) {
+			return 1, 2
+		}
+		return 0, 1
+	}}
+	var before, after atomic.Int64
+	pace(t.Context(), s, 4, func(_ context.Context, _ int, due time.Time) {
+		if due.Before(half) {
+			before.Add(1)
+		} else {
+			after.Add(1)
+		}
+	})
+	if b, a := before.Load(), after.Load(); math.Abs(float64(b)-50) > 2 || a != 100 {
+		t.Errorf("fired %d slots before the change and %d after, want 50 (every other of 100) and 100", b, a)
+	}
+
+	// 0 of 0 (left): none.
+	s = schedule{Start: time.Now(), Rate: rate, End: time.Now().Add(100 * time.Millisecond), Share: func() (int, int) { return 0, 0 }}
+	if n, _ := pace(t.Context(), s, 4, func(context.Context, int, time.Time) {}); n != 0 {
+		t.Errorf("a left instance fired %d", n)
+	}
+}
+
+func TestFirstSlot(t *testing.T) {
+	start := time.Now()
+	for _, c := range []struct {
+		after time.Duration
+		want  int64
+	}{{-time.Second, 0}, {0, 0}, {time.Second, 100}, {time.Second + time.Millisecond, 101}} {
+		if got := firstSlot(start, start.Add(c.after), 100); got != c.want {
+			t.Errorf("firstSlot after %v = %d, want %d", c.after, got, c.want)
+		}
+	}
+}

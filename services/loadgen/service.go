@@ -8,18 +8,26 @@ import (
 	"context"
 	"log/slog"
 	"sync/atomic"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/darklaunch/darklaunch/shared/bus"
 	"github.com/darklaunch/darklaunch/shared/experiment"
+	"github.com/darklaunch/darklaunch/shared/members"
 	"github.com/darklaunch/darklaunch/shared/reconcile"
 	"github.com/darklaunch/darklaunch/shared/service"
 )
 
 // Name is loadgen's name: `darklaunch serve loadgen`, and the source of its events.
 const Name = "loadgen"
+
+// leaveTimeout bounds the deletion of this instance's lease at a stop.
+const leaveTimeout = 2 * time.Second
+
+// watchFirst bounds the join's wait for the watch of the experiments.
+const watchFirst = 2 * time.Second
 
 // Service is the loadgen.
 type Service struct {
@@ -28,6 +36,8 @@ type Service struct {
 	log   *slog.Logger
 	prom  *promMetrics
 	ready *service.Readiness
+	// group is Run's members.Group, once joined (for tests).
+	group atomic.Pointer[members.Group]
 }
 
 var _ service.Readier = (*Service)(nil)
@@ -59,6 +69,10 @@ type runner struct {
 	service context.Context
 	// sent counts the requests of every traffic, for the CPU per request.
 	sent atomic.Int64
+	// group is the loadgen instances that share the rate (share.go), set
+	// before joined is closed; nil: this one sends all of it.
+	group  *members.Group
+	joined chan struct{}
 }
 
 // Run sends traffic for every running experiment until ctx ends. It
@@ -69,9 +83,26 @@ func (s *Service) Run(ctx context.Context) error {
 	if err != nil {
 		return service.Exit(ctx, Name, err)
 	}
-	r := &runner{cfg: s.cfg, log: s.log, js: infra.JS, prom: s.prom, service: ctx}
+	r := &runner{cfg: s.cfg, log: s.log, js: infra.JS, prom: s.prom, service: ctx, joined: make(chan struct{})}
+	// Joining waits for the watch of the experiments, which it would hold
+	// back (before it, or beside it: by up to 100 ms under the suite's
+	// -race load); a traffic waits for the join before it sends.
+	go func() {
+		defer close(r.joined)
+		s.waitWatching(ctx, watchFirst)
+		r.group = s.join(ctx, infra.Members)
+		s.group.Store(r.group)
+	}()
 	s.log.Info("loadgen running", "url", s.cfg.URL, "host", s.cfg.Host, "rate", s.cfg.Rate, "delay", s.cfg.Delay)
 	reconcile.Run(ctx, reconcile.Config{Store: infra.Store, Log: s.log, Ready: s.ready}, r)
+	<-r.joined
+	if r.group != nil {
+		// Every traffic has stopped: the others take this one's share at
+		// once instead of after a TTL.
+		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), leaveTimeout)
+		r.group.Leave(lctx)
+		cancel()
+	}
 	return nil
 }
 

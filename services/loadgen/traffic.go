@@ -37,13 +37,21 @@ func (r *runner) traffic(ctx context.Context, exp *experiment.Experiment) {
 		return
 	}
 	// After a restart only the remaining time is waited for, and the
-	// timetable starts now: requests "owed" for the downtime are not burst.
+	// timetable goes on from now: requests "owed" for the downtime are not
+	// burst. Every instance numbers the slots from begin alike (share.go).
+	first := firstSlot(begin, now, p.Rate)
 	if !shared.SleepUntil(ctx, begin) {
 		return
 	}
+	select {
+	case <-r.joined: // r.group is set
+	case <-ctx.Done():
+		return
+	}
 	t0 := later(time.Now(), begin)
+	index, sharing := r.share()
 	log.Info("traffic started", "url", p.URL, "host", p.Host, "method", p.Method,
-		"rate", p.Rate, "concurrency", p.Concurrency, "until", end)
+		"rate", p.Rate, "concurrency", p.Concurrency, "until", end, "share", index, "of", sharing)
 
 	req, err := newRequester(p)
 	if err != nil {
@@ -59,11 +67,21 @@ func (r *runner) traffic(ctx context.Context, exp *experiment.Experiment) {
 	// status.load counts the whole run; what was sent after that report is
 	// not known (at most an interval of requests), and the latencies are the
 	// new process's only. The achieved rate then covers the downtime too.
+	// With other instances sharing the rate, only once alone (resumption).
 	since := t0
-	if last := exp.Status.Load; last != nil {
-		counts.resume(*last)
-		since = begin
-		log.Info("traffic resumed", "sentBefore", last.Sent)
+	resume := resumption{last: exp.Status.Load, until: t0.Add(r.cfg.MemberTTL * 3 / 2)}
+	goOn := func(now time.Time) {
+		_, n := r.share()
+		if last := resume.ready(n <= 1, now); last != nil {
+			counts.resume(*last)
+			since = begin
+			log.Info("traffic resumed", "sentBefore", last.Sent)
+		}
+	}
+	goOn(t0)
+	if resume.last != nil {
+		log.Info("traffic shared: it goes on from status.load only if the others go within 1½ TTL (leases of dead instances)",
+			"share", index, "of", sharing)
 	}
 	cpu := r.cpuSince()
 	type paced struct {
@@ -73,7 +91,11 @@ func (r *runner) traffic(ctx context.Context, exp *experiment.Experiment) {
 	fired := make(chan paced, 1)
 	go func() {
 		var d paced
-		d.n, d.last = pace(ctx, schedule{Start: t0, Rate: p.Rate, End: end}, p.Concurrency, sender{req, counts, r.prom, &r.sent}.send)
+		s := schedule{Start: begin, Rate: p.Rate, End: end, First: first}
+		if r.group != nil {
+			s.Share = r.group.Share
+		}
+		d.n, d.last = pace(ctx, s, p.Concurrency, sender{req, counts, r.prom, &r.sent}.send)
 		fired <- d
 	}()
 
@@ -84,6 +106,7 @@ func (r *runner) traffic(ctx context.Context, exp *experiment.Experiment) {
 	for {
 		select {
 		case <-ticker.C:
+			goOn(time.Now())
 			n++
 			lp := counts.progress(p.Rate, elapsed(), false, time.Now())
 			lp.CPUPerRequestUs = cpu()
@@ -92,6 +115,7 @@ func (r *runner) traffic(ctx context.Context, exp *experiment.Experiment) {
 			if r.service.Err() != nil {
 				return
 			}
+			goOn(time.Now())
 			n++
 			pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finalPublishTimeout)
 			// Requests sent late, after the end, took that long too.
@@ -151,6 +175,8 @@ func trafficEnd(exp *experiment.Experiment, begin time.Time, p plan) time.Time {
 
 func (r *runner) publishLoad(ctx context.Context, log *slog.Logger, exp *experiment.Experiment, n int, lp *bus.LoadProgress) {
 	ev := bus.NewEvent(bus.EventLoad, Name, exp, time.Now())
+	_, sharing := r.share()
+	lp.Instance, lp.Instances = r.cfg.Instance, int32(sharing)
 	ev.Load = lp
 	id := bus.MsgID(exp.Metadata.UID, bus.EventLoad, r.cfg.Instance, strconv.Itoa(n))
 	if err := bus.Publish(ctx, r.js, ev, id); err != nil {

@@ -87,6 +87,14 @@ type LoadProgress struct {
 	// used since the traffic started, in microseconds per request it sent
 	// meanwhile; 0 where the system does not tell.
 	CPUPerRequestUs float64 `json:"cpuPerRequestUs,omitempty"`
+	// Instance is the loadgen instance that reports, and Instances how many
+	// shared the traffic's rate when it reported (shared/members; 0 or 1:
+	// it sent the whole rate alone). With more than one, each reports the
+	// counts of its own share of the requests, which add up: the traffic's
+	// are the sum of every instance's latest report. TargetRate is still
+	// the experiment's rate, which they share; AchievedRate this one's.
+	Instance  string `json:"instance,omitempty"`
+	Instances int32  `json:"instances,omitempty"`
 }
 
 // HeaderUnrouted marks the answers the router's proxy makes up itself when

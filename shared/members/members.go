@@ -279,6 +279,7 @@ func (g *Group) watch(ctx context.Context, w jetstream.KeyWatcher) {
 	defer func() { _ = w.Stop() }()
 	sweep := time.NewTicker(g.cfg.TTL / 4)
 	defer sweep.Stop()
+	initial := true // the watch delivers the current leases first, then nil
 	for {
 		select {
 		case <-ctx.Done():
@@ -294,25 +295,37 @@ func (g *Group) watch(ctx context.Context, w jetstream.KeyWatcher) {
 					return
 				}
 				_ = w.Stop()
-				w = nw
+				w, initial = nw, true
 				continue
 			}
-			if e != nil {
-				g.saw(e)
+			if e == nil {
+				initial = false
+				continue
 			}
+			g.saw(e, initial)
 		case <-sweep.C:
 			g.sweep(time.Now())
 		}
 	}
 }
 
-// saw records a watched heartbeat or deletion.
-func (g *Group) saw(e jetstream.KeyValueEntry) {
+// saw records a watched heartbeat or deletion. A heartbeat the watch
+// delivers among the current leases (initial) is as old as its entry: an
+// instance that died before this one watched is then counted gone when the
+// others, which watched it die, count it gone, not a TTL after this one
+// joined, which would divide the work differently meanwhile. The server's
+// clock is not this one's: the entry's time counts only within the last
+// TTL, and never as later than now.
+func (g *Group) saw(e jetstream.KeyValueEntry, initial bool) {
 	inst := strings.TrimPrefix(e.Key(), g.cfg.Role+".")
+	at := time.Now()
+	if c := e.Created(); initial && c.Before(at) {
+		at = later(c, at.Add(-g.cfg.TTL))
+	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if e.Operation() == jetstream.KeyValuePut {
-		g.seen[inst] = time.Now()
+		g.seen[inst] = at
 	} else if inst != g.cfg.Instance {
 		delete(g.seen, inst)
 	}
@@ -353,4 +366,11 @@ func (g *Group) update() {
 	g.members = ms
 	close(g.changed)
 	g.changed = make(chan struct{})
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }

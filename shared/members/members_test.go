@@ -181,3 +181,24 @@ func TestJoinRejectsBadNames(t *testing.T) {
 		}
 	}
 }
+
+// TestJoinerCountsADeadLeaseFromItsLastHeartbeat: a lease whose instance
+// died before a new one joined is counted from its last heartbeat, as the
+// instances that watched it die count it, not from the join: the joiner
+// counts it gone when they do, instead of a TTL after it joined.
+func TestJoinerCountsADeadLeaseFromItsLastHeartbeat(t *testing.T) {
+	_, kv := bucket(t)
+	if _, err := kv.Put(t.Context(), "loadgen.ghost", []byte(time.Now().UTC().Format(time.RFC3339Nano))); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(ttl / 2)
+	joined := time.Now()
+	a := join(t, t.Context(), kv, "loadgen", "a")
+	waitMembers(t, a, "a", "ghost")
+	waitMembers(t, a, "a")
+	// Gone at the ghost's heartbeat + TTL (+ a sweep of TTL/4): half a TTL
+	// or so after the join; a TTL at least if counted from the join.
+	if d := time.Since(joined); d >= ttl {
+		t.Errorf("the dead lease counted gone %v after the join, want by its own heartbeat + TTL (about %v)", d, ttl/2)
+	}
+}
