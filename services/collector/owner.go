@@ -3,7 +3,6 @@ package collector
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -11,7 +10,6 @@ import (
 	"github.com/darklaunch/darklaunch/shared"
 	"github.com/darklaunch/darklaunch/shared/bus"
 	"github.com/darklaunch/darklaunch/shared/experiment"
-	"github.com/darklaunch/darklaunch/shared/members"
 )
 
 // Any number of collectors may run; each experiment gets one clock among
@@ -26,33 +24,6 @@ import (
 // stream keep the first one only. Everything else a collector does (the
 // start-up purge, the purge of a deleted run) is idempotent and done by
 // every collector.
-
-// joinTimeout bounds the set-up of the lease at start-up.
-const joinTimeout = 10 * time.Second
-
-// joinMembers joins role's group in the members bucket with a lease of the
-// bucket's TTL, or returns nil (the instance then does all the work, as a
-// single instance always did) when it cannot: no bucket (a judge older
-// than the bucket), or an instance name the bucket cannot hold.
-func joinMembers(ctx context.Context, kv jetstream.KeyValue, role, instance string, log *slog.Logger) *members.Group {
-	if kv == nil {
-		log.Warn("no members bucket: this instance works alone, as if it were the only one")
-		return nil
-	}
-	jctx, cancel := context.WithTimeout(ctx, joinTimeout)
-	defer cancel()
-	var ttl time.Duration
-	if st, err := kv.Status(jctx); err == nil {
-		ttl = st.TTL()
-	}
-	g, err := members.Join(ctx, members.Config{KV: kv, Role: role, Instance: instance, TTL: ttl, Log: log})
-	if err != nil {
-		log.Warn("members bucket not joined: this instance works alone, as if it were the only one", "err", err)
-		return nil
-	}
-	log.Info("joined the instances of the service", "role", role, "ttl", ttl)
-	return g
-}
 
 // ownedClock runs exp's clock while this collector owns exp's UID, or
 // always without a group.

@@ -102,8 +102,11 @@ func (s *Service) Run(ctx context.Context) error {
 	if err != nil {
 		return service.Exit(ctx, Name, err)
 	}
+	if bs, ok := src.(*BusSource); ok && bs.Routers == nil && infra.Members != nil {
+		bs.Routers = watchRouterLeases(ctx, infra.Members, s.log)
+	}
 	r := &runner{cfg: s.cfg, log: s.log, js: infra.JS, obs: infra.Obs, store: infra.Store, source: src, prom: s.prom, events: infra.Events}
-	if r.group = joinMembers(ctx, infra.Members, bus.RoleCollector, s.cfg.Instance, s.log); r.group != nil {
+	if r.group = members.JoinOrAlone(ctx, infra.Members, bus.RoleCollector, s.cfg.Instance, s.log); r.group != nil {
 		defer func() {
 			// After the clocks have stopped: the lease's deletion hands
 			// them to the others at once.

@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"strings"
 
+	"github.com/nats-io/nuid"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/pflag"
 
@@ -40,6 +41,11 @@ type Config struct {
 
 	// Registry receives the Prometheus counters. Default a new private one.
 	Registry *prometheus.Registry
+
+	// Instance names this router among the others: its lease in the
+	// members bucket, and its proxy's observation batches (Proxy.Instance
+	// when that is empty). Default Proxy.Instance if set, else a new NUID.
+	Instance string
 }
 
 // Default replaces every zero value with its default.
@@ -48,6 +54,8 @@ func (c *Config) Default() {
 		c.Backend = BackendProxy
 	}
 	c.Settings.Default()
+	c.Instance = cmp.Or(c.Instance, c.Proxy.Instance, nuid.Next())
+	c.Proxy.Instance = cmp.Or(c.Proxy.Instance, c.Instance)
 	c.Proxy.Default()
 	c.Istio.Default()
 	if c.Registry == nil {

@@ -1,0 +1,75 @@
+package router
+
+import (
+	"context"
+	"time"
+
+	"github.com/darklaunch/darklaunch/services/router/mirroring"
+	"github.com/darklaunch/darklaunch/shared/experiment"
+)
+
+// Any number of routers may run side by side. They hold leases in the
+// members bucket (shared/members, role router, named by Config.Instance,
+// which also names their proxy's observation batches), so that the
+// collector tells a router that stopped from one that has no traffic, and
+// the routers can divide the work that is done once for all:
+//
+//   - With the proxy backend every router serves every experiment: a
+//     client (a load balancer) may send a request to any of them. Each sets
+//     up its own route, and each runs the init check of a new experiment;
+//     the routing event's Msg-Id (<uid>.routing) makes the stream keep the
+//     first router's and drop the others', so the judge sees one.
+//   - With the Istio backend the VirtualServices are the cluster's, one set
+//     for all the routers: the router that owns the experiment's UID
+//     (rendezvous hashing over the live routers) runs its init check, writes
+//     them and publishes the routing event; if it goes away before the
+//     event is stored, the next owner does (initializeOwned). Restoring a
+//     running experiment's routing is idempotent (the owner labels keep a
+//     router off other experiments' objects) and done by any router.
+//   - Teardown is done by every router that sees the run end, first come
+//     first served: the proxy's is each router's own route; Istio's deletes
+//     only objects that name the run's UID, and a second delete finds none.
+//
+// Without the bucket (a judge older than it) a router works as if alone,
+// which is what a single router always did.
+
+// sharedBackend says whether the backend's routing is one for all routers
+// (Istio), rather than each router's own (the proxy, which serves the
+// traffic itself).
+func (s *Service) sharedBackend() bool {
+	_, own := s.backend.(Endpoint)
+	return !own
+}
+
+// initTask is the task of a new experiment: initialize it, here, or, with
+// a shared backend among several routers, where its owner is.
+func (s *Service) initTask(e *experiment.Experiment) func(ctx context.Context) error {
+	if s.group == nil || !s.sharedBackend() {
+		return func(ctx context.Context) error { s.initialize(ctx, e); return nil }
+	}
+	return func(ctx context.Context) error { s.initializeOwned(ctx, e); return nil }
+}
+
+// initializeOwned initializes e if this router owns its UID; otherwise it
+// waits for the owner to report the routing, or for the ownership to move
+// here (the owner went away), or for ctx to end.
+func (s *Service) initializeOwned(ctx context.Context, e *experiment.Experiment) {
+	for ctx.Err() == nil {
+		changed := s.group.Changed()
+		if s.group.Owns(e.Metadata.UID) {
+			s.initialize(ctx, e)
+			return
+		}
+		t := time.NewTimer(s.cfg.InitInterval)
+		select {
+		case <-ctx.Done():
+		case <-changed:
+		case <-t.C:
+		}
+		t.Stop()
+		cur, _, err := s.store.Get(ctx, e.Metadata.Namespace, e.Metadata.Name)
+		if err == nil && (cur.Metadata.UID != e.Metadata.UID || !mirroring.NeedsInitCheck(cur)) {
+			return // reported by the owner, or the run is gone
+		}
+	}
+}

@@ -1,0 +1,213 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/darklaunch/darklaunch/internal/stack"
+	"github.com/darklaunch/darklaunch/internal/testenv"
+	"github.com/darklaunch/darklaunch/services/collector"
+	"github.com/darklaunch/darklaunch/services/judge"
+	"github.com/darklaunch/darklaunch/services/router"
+	"github.com/darklaunch/darklaunch/services/router/mirroring"
+	"github.com/darklaunch/darklaunch/services/router/proxy"
+	"github.com/darklaunch/darklaunch/shared/bus"
+	"github.com/darklaunch/darklaunch/shared/experiment"
+	"github.com/darklaunch/darklaunch/shared/service"
+)
+
+// TestTwoProxiesCountLikeOne: the same traffic, 30 req/s for the 3
+// iterations of 1 s of an experiment mirroring every request, sent
+// through one router's proxy, then split between two routers' proxies
+// (request i to proxy i mod 2) flushing at different paces (200 and
+// 300 ms): the collector's snapshots count every request once, live and
+// dark, iteration by iteration, and the two runs agree (± 1 a window: a
+// request that ends within a millisecond or so of an iteration's end may
+// fall on either side). No observation is reported lost. The judge,
+// collector and routers are real, on a real nats-server.
+func TestTwoProxiesCountLikeOne(t *testing.T) {
+	t.Parallel()
+	one := proxiesRun(t, "one-proxy", 1, split)
+	two := proxiesRun(t, "two-proxies", 2, split)
+	for _, role := range []string{bus.RoleLive, bus.RoleDark} {
+		for k := range one[role] {
+			if d := one[role][k] - two[role][k]; d < -1 || d > 1 {
+				t.Errorf("%s iteration %d: %v requests through two proxies, %v through one", role, k+1, two[role][k], one[role][k])
+			}
+		}
+	}
+}
+
+// TestProxyStopLosesNothing: of two routers' proxies sharing the traffic,
+// one is stopped in the middle of iteration 2 (the traffic then goes to
+// the other only): its last flush is published before it exits, so every
+// request still counts, and nothing is reported lost.
+func TestProxyStopLosesNothing(t *testing.T) {
+	t.Parallel()
+	proxiesRun(t, "proxy-stops", 2, stopSecond)
+}
+
+// TestIdleProxyIsNoLoss: of two routers' proxies, one gets every request
+// and the other none (a load balancer may do that): the idle one, which
+// publishes nothing after the first flush of its route (and flushes
+// faster, so that its first batch is stored before the busy one's first),
+// is not taken for one that stopped without its last flush.
+func TestIdleProxyIsNoLoss(t *testing.T) {
+	t.Parallel()
+	proxiesRun(t, "proxy-idle", 2, idleFirst)
+}
+
+// proxiesMode is how proxiesRun spreads the requests.
+type proxiesMode int
+
+const (
+	split      proxiesMode = iota // request i to proxy i mod n
+	stopSecond                    // split until the second one stops, 1.5 s in
+	idleFirst                     // every request to the second
+)
+
+// proxiesRun runs the experiment name through n routers' proxies, sending
+// rate × iterations requests (request i due at the start + (i + ½)/rate,
+// to proxy i mod n), and checks the snapshots' cumulative request counts
+// of every iteration: rate × k ± 1, the last one exactly every request.
+// It returns the counts by role.
+func proxiesRun(t *testing.T, name string, n int, mode proxiesMode) map[string][]float64 {
+	t.Helper()
+	const (
+		rate       = 30
+		iterations = 3
+	)
+	e := startStack(t, stack.Config{
+		Run:      []string{judge.Name, collector.Name},
+		Services: []service.Config{&collector.Config{Grace: 600 * time.Millisecond}},
+	})
+	var urls []string
+	var stops []func()
+	for i := range n {
+		nc, err := bus.Connect(bus.ConnConfig{URL: e.st.URL, Name: fmt.Sprintf("router-%d", i), InboxPrefix: bus.InboxPrefix(bus.RoleRouter)}, logger(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nc.Close)
+		r, err := router.New(router.Config{
+			Proxy: proxy.Config{Addr: testenv.FreeAddr(t), FlushInterval: time.Duration(200+100*i) * time.Millisecond},
+			Settings: mirroring.Settings{InitTimeout: 5 * time.Second, InitInterval: 100 * time.Millisecond,
+				DefaultLiveURL: e.st.LiveURL, DefaultDarkURL: e.st.DarkURL},
+		}, nc, logger(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		urls = append(urls, r.URL())
+		stops = append(stops, testenv.Run(t, r))
+	}
+
+	d := strings.Replace(string(doc(name)), "iterationsPerLoop: 7", fmt.Sprintf("iterationsPerLoop: %d", iterations), 1)
+	d = strings.Replace(d, "rate: 25", "rate: 0", 1) // the test sends the traffic
+	d += "  mirroring:\n    percent: 100\n"
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if _, err := e.client.Create(ctx, []byte(d)); err != nil {
+		t.Fatalf("create: %v", err)
+	}
+	ref := bus.Ref{Namespace: "default", Name: name}
+	var begin time.Time
+	for begin.IsZero() {
+		x, err := e.client.Get(ctx, ref)
+		if err != nil {
+			t.Fatalf("get: %v", err)
+		}
+		switch {
+		case x.Status.Terminal():
+			t.Fatalf("experiment ended before it ran: %s", x.Status.Message)
+		case x.Status.StartTime != nil:
+			begin = *x.Status.StartTime
+		default:
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+
+	var wg sync.WaitGroup
+	errs := make(chan error, rate*iterations)
+	sent := make([]int, n)
+	stopAt := begin.Add(1500 * time.Millisecond)
+	stopped := false
+	for i := range rate * iterations {
+		due := begin.Add(time.Duration((float64(i) + 0.5) / rate * float64(time.Second)))
+		if mode == stopSecond && !stopped && due.After(stopAt) {
+			// Every request sent to it so far has been answered; its
+			// copies and its last flush are the stop's to wait for.
+			wg.Wait()
+			stops[1]()
+			stopped = true
+		}
+		time.Sleep(time.Until(due))
+		to := i % n
+		switch {
+		case stopped:
+			to = 0
+		case mode == idleFirst:
+			to = 1
+		}
+		sent[to]++
+		wg.Go(func() { errs <- get(urls[to], "customdomain.com") })
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Error(err)
+		}
+	}
+
+	for {
+		x, err := e.client.Get(ctx, ref)
+		if err != nil {
+			t.Fatalf("get: %v", err)
+		}
+		if x.Status.Terminal() {
+			if x.Status.Failed() || x.Status.CompletedIterations != iterations {
+				t.Fatalf("experiment ended after %d iterations: %s", x.Status.CompletedIterations, x.Status.Message)
+			}
+			if x.Status.Loss != nil {
+				t.Errorf("status reports observations lost: %+v", x.Status.Loss)
+			}
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	counts := map[string][]float64{}
+	for _, ev := range e.events(name, bus.EventMetrics) {
+		s := ev.Snapshot
+		v := s.Values[experiment.MetricRequestCount]
+		if v == nil || int(s.Iteration) != len(counts[s.Role])+1 {
+			t.Fatalf("snapshot %+v: want iteration %d with a request-count", s, len(counts[s.Role])+1)
+		}
+		if s.Loss != nil {
+			t.Errorf("%s iteration %d: observations reported lost: %+v", s.Role, s.Iteration, s.Loss)
+		}
+		if s.Role == bus.RoleDark && s.Mirror != nil && len(s.Mirror.Dropped) > 0 {
+			t.Errorf("dark iteration %d: copies dropped %v", s.Iteration, s.Mirror.Dropped)
+		}
+		counts[s.Role] = append(counts[s.Role], *v)
+	}
+	t.Logf("%d proxies, requests sent to each %v; cumulative request-count by iteration: live %v, dark %v", n, sent, counts[bus.RoleLive], counts[bus.RoleDark])
+	for _, role := range []string{bus.RoleLive, bus.RoleDark} {
+		if len(counts[role]) != iterations {
+			t.Fatalf("%s: %d snapshots, want %d", role, len(counts[role]), iterations)
+		}
+		for k, got := range counts[role] {
+			want := float64(rate * (k + 1))
+			if got < want-1 || got > want+1 {
+				t.Errorf("%s iteration %d: request-count %v, want %v ± 1", role, k+1, got, want)
+			}
+		}
+		if got := counts[role][iterations-1]; got != rate*iterations {
+			t.Errorf("%s: %v requests counted in all, want every one of the %d sent", role, got, rate*iterations)
+		}
+	}
+	return counts
+}
