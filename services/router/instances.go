@@ -15,10 +15,16 @@ import (
 // the routers can divide the work that is done once for all:
 //
 //   - With the proxy backend every router serves every experiment: a
-//     client (a load balancer) may send a request to any of them. Each sets
-//     up its own route, and each runs the init check of a new experiment;
-//     the routing event's Msg-Id (<uid>.routing) makes the stream keep the
-//     first router's and drop the others', so the judge sees one.
+//     client (a load balancer) may send a request to any of them, so each
+//     sets up its own route. The router that owns the experiment's UID
+//     (rendezvous hashing over the live routers) runs the init check and
+//     publishes the routing event; the others route the host at once,
+//     without a check of their own, so that their routes are up by the
+//     time the owner's event has the judge start the run (a router that
+//     sees the new experiment only after that answers 404 meanwhile). If
+//     the owner goes away before its event is stored, the next owner checks
+//     and publishes. The event's Msg-Id (<uid>.routing) makes the stream
+//     keep one, whoever publishes it, however often.
 //   - With the Istio backend the VirtualServices are the cluster's, one set
 //     for all the routers: the router that owns the experiment's UID
 //     (rendezvous hashing over the live routers) runs its init check, writes
@@ -41,22 +47,41 @@ func (s *Service) sharedBackend() bool {
 	return !own
 }
 
-// initTask is the task of a new experiment: initialize it, here, or, with
-// a shared backend among several routers, where its owner is.
+// initTask is the task of a new experiment: initialize it here when alone,
+// else where its owner is (initializeOwned).
 func (s *Service) initTask(e *experiment.Experiment) func(ctx context.Context) error {
-	if s.group == nil || !s.sharedBackend() {
+	if s.group == nil {
 		return func(ctx context.Context) error { s.initialize(ctx, e); return nil }
 	}
 	return func(ctx context.Context) error { s.initializeOwned(ctx, e); return nil }
 }
 
-// initializeOwned initializes e if this router owns its UID; otherwise it
+// initializeOwned initializes e if this router owns its UID. Otherwise it
+// routes e at once if the routing is this router's own (the proxy), then
 // waits for the owner to report the routing, or for the ownership to move
-// here (the owner went away), or for ctx to end.
+// here (the owner went away: then it initializes), or for ctx to end.
 func (s *Service) initializeOwned(ctx context.Context, e *experiment.Experiment) {
+	unchecked := false
+	if !s.sharedBackend() && !s.group.Owns(e.Metadata.UID) {
+		// As a restored route: the owner's check stands for all.
+		routed := *e
+		routed.Status.Routing = &experiment.RoutingStatus{}
+		_, err := s.setup(ctx, &routed)
+		if err != nil && ctx.Err() == nil {
+			s.log.Warn("mirroring not set up here; the experiment's owner reports on it", "experiment", e.Key(), "owner", s.group.Owner(e.Metadata.UID), "err", err)
+		}
+		unchecked = err == nil
+	}
 	for ctx.Err() == nil {
 		changed := s.group.Changed()
 		if s.group.Owns(e.Metadata.UID) {
+			if unchecked {
+				// The owner went before its event: the check is this
+				// router's now, and Setup checks only a route it makes.
+				if err := s.backend.Teardown(ctx, e); err != nil && ctx.Err() == nil {
+					s.log.Warn("unchecked route not removed before the init check", "experiment", e.Key(), "err", err)
+				}
+			}
 			s.initialize(ctx, e)
 			return
 		}
