@@ -15,14 +15,28 @@ import (
 	"github.com/darklaunch/darklaunch/shared/retry"
 )
 
-// Leases says whether a router instance is alive, as its lease in the
-// members bucket shows (routers hold one under role router, named as
-// their proxy's observation batches name them). known is false for an
-// instance never seen there: a router older than the leases, or one gone
-// before this collector started.
+// Leases says how a router instance stands, as its lease in the members
+// bucket shows (routers hold one under role router, named as their proxy's
+// observation batches name them).
 type Leases interface {
-	Lease(instance string) (known, alive bool)
+	Lease(instance string) LeaseState
 }
+
+// LeaseState is what the members bucket says of a router.
+type LeaseState int
+
+const (
+	// LeaseUnknown: never seen there (a router older than the leases, or
+	// one gone before this collector started).
+	LeaseUnknown LeaseState = iota
+	// LeaseLive: heartbeating.
+	LeaseLive
+	// LeaseStale: two heartbeats missed (TTL/2), the lease not yet lapsed:
+	// a router killed a moment ago, or one on a slow bus.
+	LeaseStale
+	// LeaseGone: deleted (a stop) or lapsed (no heartbeat for a TTL).
+	LeaseGone
+)
 
 // routerLeases follows the routers' leases: an instance is alive while
 // its heartbeat was seen within the lease's TTL (the bucket drops an
@@ -99,9 +113,17 @@ func (l *routerLeases) saw(e jetstream.KeyValueEntry) {
 }
 
 // Lease implements Leases.
-func (l *routerLeases) Lease(instance string) (known, alive bool) {
+func (l *routerLeases) Lease(instance string) LeaseState {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	at, known := l.seen[instance]
-	return known, known && !at.IsZero() && time.Since(at) <= l.ttl
+	switch since := time.Since(at); {
+	case !known:
+		return LeaseUnknown
+	case at.IsZero() || since > l.ttl:
+		return LeaseGone
+	case since > l.ttl/2:
+		return LeaseStale
+	}
+	return LeaseLive
 }

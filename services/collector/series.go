@@ -23,9 +23,11 @@ import (
 // when a later series of the same router went on (restarted under the same
 // name). Any number of routers run side by side, and one may publish
 // nothing for long (no traffic reaches it), so another router's series
-// going on says nothing about it. Only of a router that holds no lease
-// (older than the leases, or gone before this collector started) is a
-// later series of any router taken for its end, as with a single router.
+// going on says nothing of a router whose lease is live. Of one whose
+// lease is stale (heartbeats missed: killed a moment ago, and maybe
+// restarted under another name) or that holds none (older than the
+// leases, or gone before this collector started), a later series of any
+// router is taken for its end, as with a single router.
 //
 // Batches without a series (routers before numbering) say nothing.
 type seriesLog struct {
@@ -74,18 +76,18 @@ func (l *seriesLog) loss(leases Leases) *experiment.ObservationLoss {
 		if s.final {
 			continue
 		}
-		known, alive := false, false
+		lease := LeaseUnknown
 		if leases != nil {
-			known, alive = leases.Lease(s.router)
+			lease = leases.Lease(s.router)
 		}
-		if known && !alive {
+		if lease == LeaseGone {
 			if !slices.Contains(out.Stopped, s.router) {
 				out.Stopped = append(out.Stopped, s.router)
 			}
 			continue
 		}
 		for _, t := range l.byID {
-			if t.first > s.last && (!known || t.router == s.router) {
+			if t.first > s.last && (lease != LeaseLive || t.router == s.router) {
 				if !slices.Contains(out.Stopped, s.router) {
 					out.Stopped = append(out.Stopped, s.router)
 				}

@@ -65,37 +65,37 @@ func TestBusSourceFindsLostBatches(t *testing.T) {
 	}
 }
 
-// fakeLeases are the routers' leases a test sets: absent, never seen;
-// false, gone; true, alive.
+// fakeLeases are the routers' leases a test sets (absent: never seen).
 type fakeLeases struct {
 	mu    sync.Mutex
-	alive map[string]bool
+	state map[string]LeaseState
 }
 
-func (f *fakeLeases) Lease(instance string) (known, alive bool) {
+func (f *fakeLeases) Lease(instance string) LeaseState {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	alive, known = f.alive[instance]
-	return known, alive
+	return f.state[instance]
 }
 
-func (f *fakeLeases) set(instance string, alive bool) {
+func (f *fakeLeases) set(instance string, st LeaseState) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.alive[instance] = alive
+	f.state[instance] = st
 }
 
 // TestBusSourceLeasesTellIdleFromStopped: routers side by side, with
 // leases. One that published its first batch only (no traffic since) while
 // another went on is alive, not stopped; it is stopped once its lease is
-// gone. A router restarted under its name (a new series of the same router)
-// stopped, lease or not. A router without a lease is judged by the later
-// series of any router, as before leases.
+// gone, or stale (heartbeats missed) with a later series of another router
+// gone on (killed, restarted under another name). A router restarted under
+// its name (a new series of the same router) stopped, lease or not. A
+// router without a lease is judged by the later series of any router, as
+// before leases.
 func TestBusSourceLeasesTellIdleFromStopped(t *testing.T) {
 	t.Parallel()
-	e, exp, start := newRunning(t, "leases", 0, 1, 4)
+	e, exp, start := newRunning(t, "leases", 0, 1, 5)
 	uid := exp.Metadata.UID
-	leases := &fakeLeases{alive: map[string]bool{"idle": true, "busy": true, "same": true, "other": true}}
+	leases := &fakeLeases{state: map[string]LeaseState{"idle": LeaseLive, "busy": LeaseLive, "same": LeaseLive, "other": LeaseLive, "killed": LeaseLive}}
 	w, err := (&BusSource{Stream: e.Obs, Routers: leases}).Open(t.Context(), exp)
 	if err != nil {
 		t.Fatal(err)
@@ -128,7 +128,7 @@ func TestBusSourceLeasesTellIdleFromStopped(t *testing.T) {
 	if got := measure(2); !slices.Equal(got, []string{"same"}) {
 		t.Fatalf("iteration 2: stopped %v, want the router restarted under its name", got)
 	}
-	leases.set("idle", false)
+	leases.set("idle", LeaseGone)
 	if got := measure(3); !slices.Equal(got, []string{"idle", "same"}) {
 		t.Fatalf("iteration 3: stopped %v, want the idle router too once its lease is gone", got)
 	}
@@ -136,5 +136,16 @@ func TestBusSourceLeasesTellIdleFromStopped(t *testing.T) {
 	batch("other", "s-other", 1, 3200*time.Millisecond)
 	if got := measure(4); !slices.Equal(got, []string{"idle", "nolease", "same"}) {
 		t.Fatalf("iteration 4: stopped %v, want the router without a lease, whose series another one's followed", got)
+	}
+	// Killed: its heartbeats stop, and its restart under another name
+	// starts a series before its lease has lapsed.
+	batch("killed", "s-killed", 1, 4100*time.Millisecond)
+	batch("restarted", "s-restarted", 1, 4200*time.Millisecond)
+	if got := measure(5); slices.Contains(got, "killed") {
+		t.Fatalf("iteration 5: stopped %v, want the killed router not yet: its lease is live", got)
+	}
+	leases.set("killed", LeaseStale)
+	if got := measure(5); !slices.Equal(got, []string{"idle", "killed", "nolease", "same"}) {
+		t.Fatalf("iteration 5: stopped %v, want the killed router, its lease stale and a later series gone on", got)
 	}
 }
