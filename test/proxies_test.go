@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/darklaunch/darklaunch/internal/stack"
 	"github.com/darklaunch/darklaunch/internal/testenv"
@@ -63,6 +64,76 @@ func TestProxyCutOffIsCounted(t *testing.T) {
 	proxiesRun(t, "proxy-cut-off", 2, cutSecond)
 }
 
+// TestTwoRoutersTwoCollectors: two routers' proxies share the traffic and
+// two collectors the experiment; the collector that runs the clock stops
+// after iteration 2 and the other takes over. Each iteration is measured
+// and judged once, in order (one iteration event each), every request
+// counted once.
+func TestTwoRoutersTwoCollectors(t *testing.T) {
+	t.Parallel()
+	proxiesRun(t, "two-of-each", 2, collectorStops)
+}
+
+// startCollectors runs two collectors on e's bus, and watches them until
+// the test ends: once the experiment has completed iteration 2 the one
+// running a clock is stopped. The returned func waits for that watch.
+func startCollectors(t *testing.T, e *env) (wait func()) {
+	t.Helper()
+	var regs []*prometheus.Registry
+	var stops []func()
+	for i := range 2 {
+		nc, err := bus.Connect(bus.ConnConfig{URL: e.st.URL, Name: fmt.Sprintf("collector-%d", i), InboxPrefix: bus.InboxPrefix(bus.RoleCollector)}, logger(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nc.Close)
+		reg := prometheus.NewRegistry()
+		c, err := collector.New(collector.Config{Grace: 600 * time.Millisecond, Instance: fmt.Sprintf("collector-%d", i), Registry: reg}, nc, logger(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		regs = append(regs, reg)
+		stops = append(stops, testenv.Run(t, c))
+	}
+	clocks := func(reg *prometheus.Registry) float64 {
+		fams, err := reg.Gather()
+		if err != nil {
+			t.Error(err)
+		}
+		for _, f := range fams {
+			if f.GetName() == "darklaunch_collector_clocks" && len(f.GetMetric()) == 1 {
+				return f.GetMetric()[0].GetGauge().GetValue()
+			}
+		}
+		return 0
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		deadline := time.Now().Add(30 * time.Second)
+		for time.Now().Before(deadline) {
+			x, err := e.client.Get(context.Background(), bus.Ref{Namespace: "default", Name: "two-of-each"})
+			if err == nil && x.Status.CompletedIterations >= 2 {
+				n := []float64{clocks(regs[0]), clocks(regs[1])}
+				if n[0]+n[1] != 1 {
+					t.Errorf("clocks %v, want one among the two collectors", n)
+					return
+				}
+				owner := 0
+				if n[1] == 1 {
+					owner = 1
+				}
+				t.Logf("collector-%d, which runs the clock, stopped after iteration %d", owner, x.Status.CompletedIterations)
+				stops[owner]()
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		t.Error("iteration 2 not completed within 30 s")
+	}()
+	return func() { <-done }
+}
+
 // TestIdleProxyIsNoLoss: of two routers' proxies, one gets every request
 // and the other none (a load balancer may do that): the idle one, which
 // publishes nothing after the first flush of its route (and flushes
@@ -77,10 +148,11 @@ func TestIdleProxyIsNoLoss(t *testing.T) {
 type proxiesMode int
 
 const (
-	split      proxiesMode = iota // request i to proxy i mod n
-	stopSecond                    // split until the second one stops, 1.5 s in
-	idleFirst                     // every request to the second
-	cutSecond                     // split until the second one is cut off from NATS, 1.5 s in
+	split          proxiesMode = iota // request i to proxy i mod n
+	stopSecond                        // split until the second one stops, 1.5 s in
+	idleFirst                         // every request to the second
+	cutSecond                         // split until the second one is cut off from NATS, 1.5 s in
+	collectorStops                    // split, two collectors, the clock's stopped after iteration 2
 )
 
 // proxiesRun runs the experiment name through n routers' proxies, sending
@@ -95,10 +167,19 @@ func proxiesRun(t *testing.T, name string, n int, mode proxiesMode) map[string][
 	if mode == cutSecond {
 		iterations = 6 // the cut-off router's lease lapses 3 s after the cut
 	}
+	run := []string{judge.Name, collector.Name}
+	if mode == collectorStops {
+		run = run[:1] // the test's own two
+		iterations = 5
+	}
 	e := startStack(t, stack.Config{
-		Run:      []string{judge.Name, collector.Name},
+		Run:      run,
 		Services: []service.Config{&collector.Config{Grace: 600 * time.Millisecond}},
 	})
+	if mode == collectorStops {
+		stopOwner := startCollectors(t, e)
+		defer stopOwner()
+	}
 	var urls []string
 	var stops []func()
 	var conns []*nats.Conn
@@ -238,6 +319,15 @@ func proxiesRun(t *testing.T, name string, n int, mode proxiesMode) map[string][
 		counts[s.Role] = append(counts[s.Role], *v)
 	}
 	t.Logf("%d proxies, requests sent to each %v; cumulative request-count by iteration: live %v, dark %v", n, sent, counts[bus.RoleLive], counts[bus.RoleDark])
+	its := e.events(name, bus.EventIteration)
+	for i, ev := range its {
+		if ev.Iteration == nil || ev.Iteration.Number != int32(i+1) {
+			t.Errorf("iteration event %d: %+v, want number %d", i, ev.Iteration, i+1)
+		}
+	}
+	if len(its) != iterations {
+		t.Errorf("%d iteration events, want %d (one per iteration)", len(its), iterations)
+	}
 	if routing := e.events(name, bus.EventRouting); len(routing) != 1 {
 		t.Errorf("%d routing events, want 1 whatever the number of routers", len(routing))
 	}
