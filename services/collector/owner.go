@@ -7,9 +7,9 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/darklaunch/darklaunch/shared"
 	"github.com/darklaunch/darklaunch/shared/bus"
 	"github.com/darklaunch/darklaunch/shared/experiment"
+	"github.com/darklaunch/darklaunch/shared/retry"
 )
 
 // Any number of collectors may run; each experiment gets one clock among
@@ -40,24 +40,39 @@ func (r *runner) ownedClock(ctx context.Context, exp *experiment.Experiment) {
 	r.group.While(ctx, exp.Metadata.UID, run)
 }
 
+// resumeTimeout bounds the search for the last snapshot stored; past it
+// the clock resumes where the state says (an older NATS configuration may
+// not let the collector read single events).
+const resumeTimeout = 5 * time.Second
+
 // resumeFrom is the first iteration exp's clock must measure now: after
-// the one the state says completed and after the last dark snapshot
-// stored (every iteration's last), so that a collector taking the clock
-// over from another one goes on where it stopped, however long ago that
-// was (the stream's duplicate window is 10 minutes). A live snapshot
+// the last dark snapshot stored (every iteration's last), so that a
+// collector taking the clock over from another one goes on where it
+// stopped, however long ago that was (the stream's duplicate window is 10
+// minutes), and after the one the state says completed. A live snapshot
 // stored without its dark one is measured again (the stream drops the
 // second). ok is false when ctx ended first.
 func (r *runner) resumeFrom(ctx context.Context, exp *experiment.Experiment) (int32, bool) {
 	from := exp.Status.CompletedIterations + 1
-	for ctx.Err() == nil {
-		k, err := r.lastStored(ctx, exp)
-		if err == nil {
-			return max(from, k+1), true
+	if r.store != nil {
+		// The task's exp is the state its clock started with.
+		if cur, _, err := r.store.Get(ctx, exp.Metadata.Namespace, exp.Metadata.Name); err == nil && cur.Metadata.UID == exp.Metadata.UID {
+			from = max(from, cur.Status.CompletedIterations+1)
 		}
-		r.log.Warn("last snapshot stored not readable; trying again", "experiment", exp.Key(), "err", err)
-		shared.SleepUntil(ctx, time.Now().Add(time.Second))
 	}
-	return 0, false
+	k, err := retry.Value(ctx, retry.Policy{First: 100 * time.Millisecond, Max: time.Second, Within: resumeTimeout}, func(ctx context.Context) (int32, error) {
+		return r.lastStored(ctx, exp)
+	}, func(err error, _ time.Duration) {
+		r.log.Debug("last snapshot stored not readable; trying again", "experiment", exp.Key(), "err", err)
+	})
+	switch {
+	case ctx.Err() != nil:
+		return 0, false
+	case err != nil:
+		r.log.Warn("last snapshot stored not readable: resuming after the iteration the state says completed", "experiment", exp.Key(), "from", from, "err", err)
+		return from, true
+	}
+	return max(from, k+1), true
 }
 
 // lastStored is the iteration of the last dark snapshot of exp's run
@@ -66,7 +81,7 @@ func (r *runner) lastStored(ctx context.Context, exp *experiment.Experiment) (in
 	if r.events == nil {
 		return 0, nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	m, err := r.events.GetLastMsgForSubject(ctx, bus.EventSubject(exp.Metadata.Namespace, exp.Metadata.Name, bus.EventMetrics))
 	switch {

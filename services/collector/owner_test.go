@@ -9,6 +9,7 @@ import (
 
 	"github.com/darklaunch/darklaunch/internal/testenv"
 	"github.com/darklaunch/darklaunch/shared/bus"
+	"github.com/darklaunch/darklaunch/shared/experiment"
 	"github.com/darklaunch/darklaunch/shared/members"
 )
 
@@ -132,4 +133,64 @@ func twoCollectors(t *testing.T, crash bool) {
 		t.Errorf("%d publications repeated, want at most 1", dups)
 	}
 	t.Logf("%d publications of %d snapshots", len(rec.got), 2*iterations)
+}
+
+// TestResumeFrom: a clock resumes after the last dark snapshot stored (a
+// live one without its dark one is measured again), after the iteration
+// the state says completed when that is later, and where the state says
+// when the events cannot be read (an older NATS configuration).
+func TestResumeFrom(t *testing.T) {
+	t.Parallel()
+	e, exp, _ := newRunning(t, "resume", 0, 1, 10)
+	exp.Status.CompletedIterations = 1
+	if _, err := e.Store.Create(t.Context(), exp); err != nil {
+		t.Fatal(err)
+	}
+	r := testRunner(e, &fakeSource{}, Config{})
+	r.events = e.Events
+	from := func() int32 {
+		t.Helper()
+		k, ok := r.resumeFrom(t.Context(), exp)
+		if !ok {
+			t.Fatal("resumeFrom: context ended")
+		}
+		return k
+	}
+	if k := from(); k != 2 {
+		t.Errorf("nothing stored, 1 completed: from %d, want 2", k)
+	}
+	publish := func(role string, k int32) {
+		t.Helper()
+		if !r.publish(t.Context(), r.log, exp, &bus.Snapshot{Iteration: k, Role: role}) {
+			t.Fatal("publish")
+		}
+	}
+	publish(bus.RoleLive, 4)
+	publish(bus.RoleDark, 4)
+	if k := from(); k != 5 {
+		t.Errorf("dark 4 stored: from %d, want 5", k)
+	}
+	publish(bus.RoleLive, 5)
+	if k := from(); k != 5 {
+		t.Errorf("live 5 stored without its dark one: from %d, want 5", k)
+	}
+	if _, err := e.Store.Update(t.Context(), "default", "resume", func(x *experiment.Experiment) error {
+		x.Status.CompletedIterations = 7
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if k := from(); k != 8 {
+		t.Errorf("7 completed: from %d, want 8", k)
+	}
+	if err := e.JS.DeleteStream(t.Context(), bus.StreamEvents); err != nil {
+		t.Fatal(err)
+	}
+	began := time.Now()
+	if k := from(); k != 8 {
+		t.Errorf("events unreadable, 7 completed: from %d, want 8", k)
+	}
+	if d := time.Since(began); d > resumeTimeout+3*time.Second {
+		t.Errorf("resumed %v after the events became unreadable, want about %v", d, resumeTimeout)
+	}
 }
