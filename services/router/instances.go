@@ -2,9 +2,12 @@ package router
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"time"
 
 	"github.com/darklaunch/darklaunch/services/router/mirroring"
+	"github.com/darklaunch/darklaunch/shared"
 	"github.com/darklaunch/darklaunch/shared/experiment"
 )
 
@@ -53,37 +56,62 @@ func (s *Service) initTask(e *experiment.Experiment) func(ctx context.Context) e
 	if s.group == nil {
 		return func(ctx context.Context) error { s.initialize(ctx, e); return nil }
 	}
-	return func(ctx context.Context) error { s.initializeOwned(ctx, e); return nil }
+	return func(ctx context.Context) error { return s.initializeOwned(ctx, e) }
 }
 
 // initializeOwned initializes e if this router owns its UID. Otherwise it
 // routes e at once if the routing is this router's own (the proxy), then
 // waits for the owner to report the routing, or for the ownership to move
-// here (the owner went away: then it initializes), or for ctx to end.
-func (s *Service) initializeOwned(ctx context.Context, e *experiment.Experiment) {
-	unchecked := false
-	if !s.sharedBackend() && !s.group.Owns(e.Metadata.UID) {
-		// As a restored route: the owner's check stands for all.
-		routed := *e
-		routed.Status.Routing = &experiment.RoutingStatus{}
-		_, err := s.setup(ctx, &routed)
-		if err != nil && ctx.Err() == nil {
-			s.log.Warn("mirroring not set up here; the experiment's owner reports on it", "experiment", e.Key(), "owner", s.group.Owner(e.Metadata.UID), "err", err)
-		}
-		unchecked = err == nil
-	}
+// here (the owner went away: then it initializes), or for ctx to end. A
+// route of its own it could not set up by the time the routing is
+// reported is an error: the loop tries again, as it restores a route.
+func (s *Service) initializeOwned(ctx context.Context, e *experiment.Experiment) error {
+	ns, name, uid := e.Metadata.Namespace, e.Metadata.Name, e.Metadata.UID
+	own := !s.sharedBackend()
+	unchecked := false // own route set up without the check
+	var routeErr error
 	for ctx.Err() == nil {
 		changed := s.group.Changed()
-		if s.group.Owns(e.Metadata.UID) {
+		// Afresh each time: a task tried again has the state it started
+		// with.
+		cur, _, err := s.store.Get(ctx, ns, name)
+		switch {
+		case errors.Is(err, shared.ErrNotFound):
+			return nil // deleted: Release tears down
+		case err != nil:
+			cur = e // not readable now: go by what is known
+		case cur.Metadata.UID != uid:
+			return nil // replaced
+		case !mirroring.NeedsInitCheck(cur):
+			// Reported (by the owner, or by this router before it was
+			// tried again): route here too, as a restore does.
+			if own && !unchecked {
+				if _, err := s.setup(ctx, cur); err != nil {
+					return fmt.Errorf("mirroring of %s not set up on this router: %w", e.Key(), err)
+				}
+			}
+			return nil
+		}
+		if s.group.Owns(uid) {
 			if unchecked {
 				// The owner went before its event: the check is this
 				// router's now, and Setup checks only a route it makes.
-				if err := s.backend.Teardown(ctx, e); err != nil && ctx.Err() == nil {
+				if err := s.backend.Teardown(ctx, cur); err != nil && ctx.Err() == nil {
 					s.log.Warn("unchecked route not removed before the init check", "experiment", e.Key(), "err", err)
 				}
 			}
-			s.initialize(ctx, e)
-			return
+			s.initialize(ctx, cur)
+			return nil
+		}
+		if own && !unchecked {
+			// As a restored route: the owner's check stands for all.
+			routed := *cur
+			routed.Status.Routing = &experiment.RoutingStatus{}
+			_, err := s.setup(ctx, &routed)
+			if err != nil && ctx.Err() == nil && (routeErr == nil || err.Error() != routeErr.Error()) {
+				s.log.Warn("mirroring not set up on this router yet; the experiment's owner reports on it", "experiment", e.Key(), "owner", s.group.Owner(uid), "err", err)
+			}
+			unchecked, routeErr = err == nil, err
 		}
 		t := time.NewTimer(s.cfg.InitInterval)
 		select {
@@ -92,9 +120,6 @@ func (s *Service) initializeOwned(ctx context.Context, e *experiment.Experiment)
 		case <-t.C:
 		}
 		t.Stop()
-		cur, _, err := s.store.Get(ctx, e.Metadata.Namespace, e.Metadata.Name)
-		if err == nil && (cur.Metadata.UID != e.Metadata.UID || !mirroring.NeedsInitCheck(cur)) {
-			return // reported by the owner, or the run is gone
-		}
 	}
+	return nil
 }

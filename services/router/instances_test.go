@@ -160,15 +160,32 @@ func TestRoutersInitializeOnce(t *testing.T) {
 // TestRouterTakesInitializationOver: the owner of a new experiment goes
 // away in the middle of its init check; the other router checks and
 // publishes the routing event instead, at once (the stop deletes the
-// owner's lease).
+// owner's lease). With routing per router, the other one had routed at
+// once without a check: it removes that route and checks.
 func TestRouterTakesInitializationOver(t *testing.T) {
 	t.Parallel()
+	for _, shared := range []bool{true, false} {
+		t.Run(map[bool]string{true: "shared routing", false: "routing per router"}[shared], func(t *testing.T) {
+			t.Parallel()
+			takeInitializationOver(t, shared)
+		})
+	}
+}
+
+func takeInitializationOver(t *testing.T, shared bool) {
 	b := testenv.NewBus(t)
 	var backends [2]*countingBackend
 	var stops [2]func()
 	for i := range backends {
-		backends[i] = &countingBackend{block: true}
-		_, stops[i] = startNamedRouter(t, b.NATS, fmt.Sprintf("router%d", i), backends[i])
+		var be Backend
+		if shared {
+			backends[i] = &countingBackend{block: true}
+			be = backends[i]
+		} else {
+			eb := &endpointBackend{countingBackend{block: true}}
+			backends[i], be = &eb.countingBackend, eb
+		}
+		_, stops[i] = startNamedRouter(t, b.NATS, fmt.Sprintf("router%d", i), be)
 	}
 	testenv.Eventually(t, "both routers' leases", func() (bool, string) {
 		ks, err := b.Members.Keys(t.Context())
@@ -189,6 +206,12 @@ func TestRouterTakesInitializationOver(t *testing.T) {
 		return owner >= 0, ""
 	})
 	other := 1 - owner
+	if !shared {
+		testenv.Eventually(t, "the other router's unchecked route", func() (bool, string) {
+			_, u, _ := backends[other].counts()
+			return u == 1, fmt.Sprint(u)
+		})
+	}
 	backends[other].mu.Lock()
 	backends[other].block = false
 	backends[other].mu.Unlock()
@@ -199,7 +222,12 @@ func TestRouterTakesInitializationOver(t *testing.T) {
 		return n == 1, fmt.Sprint(n)
 	})
 	t.Logf("router%d stopped in its check; router%d's event %v later", owner, other, time.Since(stopped).Round(time.Millisecond))
-	if c, _, _ := backends[other].counts(); c != 1 {
-		t.Errorf("router%d checked %d times, want once", other, c)
+	c, u, td := backends[other].counts()
+	wantU, wantTd := 1, 1
+	if shared {
+		wantU, wantTd = 0, 0
+	}
+	if c != 1 || u != wantU || td != wantTd {
+		t.Errorf("router%d: %d setups checked, %d unchecked, %d teardowns; want 1, %d, %d", other, c, u, td, wantU, wantTd)
 	}
 }
