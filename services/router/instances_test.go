@@ -11,6 +11,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/darklaunch/darklaunch/internal/testenv"
+	"github.com/darklaunch/darklaunch/services/router/istio"
+	"github.com/darklaunch/darklaunch/services/router/istio/istiotest"
 	"github.com/darklaunch/darklaunch/services/router/mirroring"
 	"github.com/darklaunch/darklaunch/services/router/routertest"
 	"github.com/darklaunch/darklaunch/shared/bus"
@@ -230,4 +232,62 @@ func takeInitializationOver(t *testing.T, shared bool) {
 	if c != 1 || u != wantU || td != wantTd {
 		t.Errorf("router%d: %d setups checked, %d unchecked, %d teardowns; want 1, %d, %d", other, c, u, td, wantU, wantTd)
 	}
+}
+
+// TestTwoRoutersIstio: two routers with the Istio backend on one cluster.
+// The seed experiment is checked and its two VirtualServices written once
+// (two creates in all), one routing event is stored, and on completion
+// both routers tear down: the VirtualServices are gone.
+func TestTwoRoutersIstio(t *testing.T) {
+	t.Parallel()
+	b := testenv.NewBus(t)
+	f := newIstioFixture(t, istiotest.KnativeService(t, istiotest.SeedTraffic(), nil))
+	for i := range 2 {
+		be, err := istio.New(istio.Config{}, mirroring.Settings{InitTimeout: 2 * time.Second, InitInterval: 10 * time.Millisecond}, f.Istio, f.Dynamic, routertest.Logger(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := Config{Backend: BackendIstio, Instance: fmt.Sprintf("router%d", i), Registry: prometheus.NewRegistry()}
+		svc, err := newService(cfg, b.NATS.Conn(t), routertest.Logger(t), be)
+		if err != nil {
+			t.Fatal(err)
+		}
+		testenv.Run(t, svc)
+	}
+	testenv.Eventually(t, "both routers' leases", func() (bool, string) {
+		ks, err := b.Members.Keys(t.Context())
+		return err == nil && len(ks) == 2, fmt.Sprint(ks, err)
+	})
+	time.Sleep(100 * time.Millisecond)
+	count := func() int { return len(f.VirtualServices(t, "default")) }
+	creates := func() int {
+		n := 0
+		for _, a := range f.Istio.Actions() {
+			if a.GetVerb() == "create" && a.GetResource().Resource == "virtualservices" {
+				n++
+			}
+		}
+		return n
+	}
+	e := istiotest.SeedExperiment(t)
+	if _, err := b.Store.Create(t.Context(), e); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, "the routing event", func() (bool, string) {
+		n := routingEvents(t, b.Infra, e)
+		return n > 0, fmt.Sprint(n)
+	})
+	if _, err := b.Store.Update(t.Context(), e.Metadata.Namespace, e.Metadata.Name, func(x *experiment.Experiment) error {
+		x.Status.Routing = &experiment.RoutingStatus{Backend: "istio"}
+		x.Status.Stage = experiment.StageRunning
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond) // a second router's writes would have come by now
+	if n, c, ev := count(), creates(), routingEvents(t, b.Infra, e); n != 2 || c != 2 || ev != 1 {
+		t.Errorf("%d VirtualServices after %d creates, %d routing events; want 2, 2, 1", n, c, ev)
+	}
+	setStage(t, b.Store, e, experiment.StageCompleted)
+	testenv.Until(t, 10*time.Second, "the VirtualServices to be removed", func() bool { return count() == 0 })
 }
