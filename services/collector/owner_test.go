@@ -2,6 +2,7 @@ package collector
 
 import (
 	"fmt"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -193,4 +194,56 @@ func TestResumeFrom(t *testing.T) {
 	if d := time.Since(began); d > resumeTimeout+3*time.Second {
 		t.Errorf("resumed %v after the events became unreadable, want about %v", d, resumeTimeout)
 	}
+}
+
+// TestRouterLeases: on a real members bucket, a router whose heartbeats
+// stop is stale after TTL/2 and gone after the TTL while another router's
+// heartbeats go on; once no heartbeat comes at all (the bucket lost in a
+// NATS restart) no router is gone, only stale; a deleted lease is gone.
+func TestRouterLeases(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	put := func(inst string) {
+		t.Helper()
+		if _, err := e.Members.Put(t.Context(), bus.RoleRouter+"."+inst, []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put("a")
+	put("b")
+	l := watchRouterLeases(t.Context(), e.Members, slog.New(slog.DiscardHandler))
+	ttl := l.ttl
+	for _, inst := range []string{"a", "b"} {
+		if st := l.Lease(inst); st != LeaseLive {
+			t.Fatalf("%s: %v, want live", inst, st)
+		}
+	}
+	if st := l.Lease("never"); st != LeaseUnknown {
+		t.Errorf("a router never seen: %v, want unknown", st)
+	}
+	// b heartbeats every TTL/4; a no more.
+	beat := func(until time.Time) {
+		for time.Now().Before(until) {
+			put("b")
+			time.Sleep(ttl / 4)
+		}
+	}
+	began := time.Now()
+	beat(began.Add(ttl * 3 / 4))
+	if st := l.Lease("a"); st != LeaseStale {
+		t.Errorf("a silent for 3/4 TTL: %v, want stale", st)
+	}
+	beat(began.Add(ttl + ttl/4))
+	if st, stb := l.Lease("a"), l.Lease("b"); st != LeaseGone || stb != LeaseLive {
+		t.Errorf("a silent for a TTL, b heartbeating: %v and %v, want gone and live", st, stb)
+	}
+	// Silence all round.
+	time.Sleep(ttl * 3 / 4)
+	if st, stb := l.Lease("a"), l.Lease("b"); st != LeaseStale || stb != LeaseStale {
+		t.Errorf("no heartbeat from anyone: a %v and b %v, want both stale", st, stb)
+	}
+	if err := e.Members.Delete(t.Context(), bus.RoleRouter+".b"); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, "b's deletion", func() (bool, string) { st := l.Lease("b"); return st == LeaseGone, fmt.Sprint(st) })
 }

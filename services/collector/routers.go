@@ -34,18 +34,23 @@ const (
 	// LeaseStale: two heartbeats missed (TTL/2), the lease not yet lapsed:
 	// a router killed a moment ago, or one on a slow bus.
 	LeaseStale
-	// LeaseGone: deleted (a stop) or lapsed (no heartbeat for a TTL).
+	// LeaseGone: deleted (a stop) or lapsed (no heartbeat for a TTL while
+	// other routers' heartbeats come).
 	LeaseGone
 )
 
 // routerLeases follows the routers' leases: an instance is alive while
 // its heartbeat was seen within the lease's TTL (the bucket drops an
 // expired key without a word) and it has not deleted its key (a stop).
+// While no router's heartbeat comes at all (the bucket lost in a restart
+// of NATS, which keeps it in memory; the watch broken) a silent router is
+// no more than stale: the bus is silent, not necessarily the router.
 type routerLeases struct {
 	ttl time.Duration
 
-	mu   sync.Mutex
-	seen map[string]time.Time // zero: deleted
+	mu      sync.Mutex
+	seen    map[string]time.Time // zero: deleted
+	lastAny time.Time            // the last heartbeat of any router
 }
 
 // leasesReadyTimeout bounds the wait for the leases stored at start-up.
@@ -107,6 +112,7 @@ func (l *routerLeases) saw(e jetstream.KeyValueEntry) {
 	defer l.mu.Unlock()
 	if e.Operation() == jetstream.KeyValuePut {
 		l.seen[inst] = time.Now()
+		l.lastAny = l.seen[inst]
 	} else {
 		l.seen[inst] = time.Time{}
 	}
@@ -120,10 +126,12 @@ func (l *routerLeases) Lease(instance string) LeaseState {
 	switch since := time.Since(at); {
 	case !known:
 		return LeaseUnknown
-	case at.IsZero() || since > l.ttl:
+	case at.IsZero():
 		return LeaseGone
-	case since > l.ttl/2:
-		return LeaseStale
+	case since <= l.ttl/2:
+		return LeaseLive
+	case since > l.ttl && time.Since(l.lastAny) <= l.ttl/2:
+		return LeaseGone
 	}
-	return LeaseLive
+	return LeaseStale
 }
