@@ -35,22 +35,23 @@ const (
 	// a router killed a moment ago, or one on a slow bus.
 	LeaseStale
 	// LeaseGone: deleted (a stop) or lapsed (no heartbeat for a TTL while
-	// other routers' heartbeats come).
+	// other instances' heartbeats come).
 	LeaseGone
 )
 
 // routerLeases follows the routers' leases: an instance is alive while
 // its heartbeat was seen within the lease's TTL (the bucket drops an
 // expired key without a word) and it has not deleted its key (a stop).
-// While no router's heartbeat comes at all (the bucket lost in a restart
-// of NATS, which keeps it in memory; the watch broken) a silent router is
-// no more than stale: the bus is silent, not necessarily the router.
+// While no heartbeat of any instance of any service comes (the bucket lost
+// in a restart of NATS, which keeps it in memory; the watch broken) a
+// silent router is no more than stale: the bus is silent, not necessarily
+// the router.
 type routerLeases struct {
 	ttl time.Duration
 
 	mu      sync.Mutex
 	seen    map[string]time.Time // zero: deleted
-	lastAny time.Time            // the last heartbeat of any router
+	lastAny time.Time            // the last heartbeat of any instance of any role
 }
 
 // leasesReadyTimeout bounds the wait for the leases stored at start-up.
@@ -71,7 +72,9 @@ func watchRouterLeases(ctx context.Context, kv jetstream.KeyValue, log *slog.Log
 	var once sync.Once
 	go func() {
 		_ = retry.Do(ctx, retry.Policy{First: 100 * time.Millisecond, Max: 5 * time.Second}, func(ctx context.Context) error {
-			w, err := kv.Watch(ctx, bus.RoleRouter+".*")
+			// Every role's: the others' heartbeats say that the bus
+			// delivers them.
+			w, err := kv.Watch(ctx, "*.*")
 			if err != nil {
 				return err
 			}
@@ -107,13 +110,18 @@ func watchRouterLeases(ctx context.Context, kv jetstream.KeyValue, log *slog.Log
 var errWatchEnded = errors.New("watch of the routers' leases ended")
 
 func (l *routerLeases) saw(e jetstream.KeyValueEntry) {
-	inst := strings.TrimPrefix(e.Key(), bus.RoleRouter+".")
+	role, inst, _ := strings.Cut(e.Key(), ".")
+	put := e.Operation() == jetstream.KeyValuePut
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if e.Operation() == jetstream.KeyValuePut {
-		l.seen[inst] = time.Now()
-		l.lastAny = l.seen[inst]
-	} else {
+	if put {
+		l.lastAny = time.Now()
+	}
+	switch {
+	case role != bus.RoleRouter:
+	case put:
+		l.seen[inst] = l.lastAny
+	default:
 		l.seen[inst] = time.Time{}
 	}
 }
