@@ -31,6 +31,10 @@ type BusSource struct {
 	CatchUp time.Duration
 	// Log, optional.
 	Log *slog.Logger
+	// Routers, optional, says which routers are alive (routers.go), for
+	// telling a router that stopped without its last flush from one that
+	// has had no traffic (seriesLog).
+	Routers Leases
 }
 
 var _ Source = (*BusSource)(nil)
@@ -49,6 +53,7 @@ func (s *BusSource) Open(ctx context.Context, exp *experiment.Experiment) (Windo
 		catchUp = DefaultCatchUp
 	}
 	w := newBusWindow(s.Stream, exp, catchUp, log)
+	w.leases = s.Routers
 	cons, err := s.Stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{w.subject},
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
@@ -104,6 +109,7 @@ type busWindow struct {
 	log     *slog.Logger
 	stop    func()
 	plan    *intervalPlan
+	leases  Leases
 
 	mu       sync.Mutex
 	closed   bool
@@ -200,7 +206,7 @@ func (w *busWindow) Measure(ctx context.Context, role string, end time.Time) (Me
 	}
 	intervals, needed := w.plan.intervals(agg, role)
 	return Measurement{Values: agg.Values(), Mirror: mirror, Intervals: intervals, Needed: needed, Late: late,
-		Pairs: measuredPairs(role, agg), Loss: w.series.loss()}, nil
+		Pairs: measuredPairs(role, agg), Loss: w.series.loss(w.leases)}, nil
 }
 
 // catchUpWithStream waits until the consumer has handled the last message

@@ -19,14 +19,13 @@ import (
 var roles = []string{bus.RoleLive, bus.RoleDark}
 
 // clock measures exp at startTime + k·interval for every iteration k from
-// completedIterations+1 on, each Grace after the iteration's end, and
-// publishes a snapshot per role. Iterations whose time has passed (after a
-// restart) are measured at once.
-func (r *runner) clock(ctx context.Context, exp *experiment.Experiment) {
+// first on, each Grace after the iteration's end, and publishes a snapshot
+// per role. Iterations whose time has passed (after a restart, or a clock
+// taken over) are measured at once.
+func (r *runner) clock(ctx context.Context, exp *experiment.Experiment, first int32) {
 	log := r.log.With("experiment", exp.Key(), "uid", exp.Metadata.UID)
 	start := exp.Status.StartTime.UTC()
 	iv, total := exp.Interval(), exp.TotalIterations()
-	first := exp.Status.CompletedIterations + 1
 	if first > total {
 		return
 	}

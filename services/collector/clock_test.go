@@ -101,7 +101,7 @@ func TestClockCatchesUpThenKeepsTime(t *testing.T) {
 	src := &fakeSource{start: start.UTC()}
 	r := testRunner(e, src, Config{Grace: grace})
 
-	r.clock(t.Context(), exp)
+	r.clock(t.Context(), exp, exp.Status.CompletedIterations+1)
 
 	calls, opens, closes := src.snapshot()
 	if opens != 1 || closes != 1 {
@@ -167,7 +167,7 @@ func TestClockSourceFailures(t *testing.T) {
 		},
 	}
 	r := testRunner(e, src, Config{Grace: 10 * time.Millisecond, MeasureTimeout: 500 * time.Millisecond})
-	r.clock(t.Context(), exp)
+	r.clock(t.Context(), exp, exp.Status.CompletedIterations+1)
 
 	events := e.metricsEvents(t, exp, 4, nil)
 	byKey := map[string]*bus.Snapshot{}
@@ -238,7 +238,7 @@ func TestClockStops(t *testing.T) {
 	r := testRunner(e, src, Config{})
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan struct{})
-	go func() { r.clock(ctx, exp); close(done) }()
+	go func() { r.clock(ctx, exp, exp.Status.CompletedIterations+1); close(done) }()
 	testenv.Until(t, 2*time.Second, "the window to open", func() bool { _, opens, _ := src.snapshot(); return opens == 1 })
 	cancel()
 	closedWithin(t, done, time.Second, "the clock to return after cancel")

@@ -181,7 +181,7 @@ func TestClockComparesUnpairedWithoutPairs(t *testing.T) {
 		bus.RoleLive: {experiment.MetricRequestCount: 1000, experiment.MetricErrorCount: 10, experiment.MetricMeanLatency: 20},
 		bus.RoleDark: {experiment.MetricRequestCount: 999.6, experiment.MetricErrorCount: 30.2, experiment.MetricMeanLatency: 26},
 	}
-	testRunner(e, src, Config{Grace: 10 * time.Millisecond}).clock(t.Context(), exp)
+	testRunner(e, src, Config{Grace: 10 * time.Millisecond}).clock(t.Context(), exp, exp.Status.CompletedIterations+1)
 	events := e.metricsEvents(t, exp, 2, nil)
 	if c := events[0].ev.Snapshot.Paired; c != nil {
 		t.Errorf("live snapshot has a comparison: %+v", c)

@@ -14,10 +14,20 @@ import (
 //   - a gap: a batch the router made but never published (it kept too many
 //     while NATS was unreachable). Batches of a series are published in
 //     order, so a gap below the highest number seen is for good;
-//   - a series without its Final batch while a later series went on: the
-//     router stopped without its last flush (kill -9, a crash), and what it
-//     had observed since its last flush is gone. How many requests that was
+//   - a series without its Final batch whose router is gone: the router
+//     stopped without its last flush (kill -9, a crash), and what it had
+//     observed since its last flush is gone. How many requests that was
 //     only loadgen's counts can say (the judge estimates it).
+//
+// A router is gone when its lease in the members bucket is (Leases), or
+// when a later series of the same router went on (restarted under the same
+// name). Any number of routers run side by side, and one may publish
+// nothing for long (no traffic reaches it), so another router's series
+// going on says nothing of a router whose lease is live. Of one whose
+// lease is stale (heartbeats missed: killed a moment ago, and maybe
+// restarted under another name) or that holds none (older than the
+// leases, or gone before this collector started), a later series of any
+// router is taken for its end, as with a single router.
 //
 // Batches without a series (routers before numbering) say nothing.
 type seriesLog struct {
@@ -55,8 +65,9 @@ func (l *seriesLog) add(b *bus.ObservationBatch) {
 	s.last = l.order
 }
 
-// loss says what the numbering shows lost so far; nil when nothing.
-func (l *seriesLog) loss() *experiment.ObservationLoss {
+// loss says what the numbering shows lost so far, with the routers'
+// leases (nil: none known); nil when nothing.
+func (l *seriesLog) loss(leases Leases) *experiment.ObservationLoss {
 	var out experiment.ObservationLoss
 	for _, s := range l.byID {
 		if s.top > s.seen {
@@ -65,8 +76,18 @@ func (l *seriesLog) loss() *experiment.ObservationLoss {
 		if s.final {
 			continue
 		}
+		lease := LeaseUnknown
+		if leases != nil {
+			lease = leases.Lease(s.router)
+		}
+		if lease == LeaseGone {
+			if !slices.Contains(out.Stopped, s.router) {
+				out.Stopped = append(out.Stopped, s.router)
+			}
+			continue
+		}
 		for _, t := range l.byID {
-			if t.first > s.last {
+			if t.first > s.last && (lease != LeaseLive || t.router == s.router) {
 				if !slices.Contains(out.Stopped, s.router) {
 					out.Stopped = append(out.Stopped, s.router)
 				}

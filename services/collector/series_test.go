@@ -2,6 +2,7 @@ package collector
 
 import (
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -61,5 +62,90 @@ func TestBusSourceFindsLostBatches(t *testing.T) {
 	}
 	if s := l.String(); s == "" {
 		t.Error("a loss that says nothing")
+	}
+}
+
+// fakeLeases are the routers' leases a test sets (absent: never seen).
+type fakeLeases struct {
+	mu    sync.Mutex
+	state map[string]LeaseState
+}
+
+func (f *fakeLeases) Lease(instance string) LeaseState {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.state[instance]
+}
+
+func (f *fakeLeases) set(instance string, st LeaseState) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.state[instance] = st
+}
+
+// TestBusSourceLeasesTellIdleFromStopped: routers side by side, with
+// leases. One that published its first batch only (no traffic since) while
+// another went on is alive, not stopped; it is stopped once its lease is
+// gone, or stale (heartbeats missed) with a later series of another router
+// gone on (killed, restarted under another name). A router restarted under
+// its name (a new series of the same router) stopped, lease or not. A
+// router without a lease is judged by the later series of any router, as
+// before leases.
+func TestBusSourceLeasesTellIdleFromStopped(t *testing.T) {
+	t.Parallel()
+	e, exp, start := newRunning(t, "leases", 0, 1, 5)
+	uid := exp.Metadata.UID
+	leases := &fakeLeases{state: map[string]LeaseState{"idle": LeaseLive, "busy": LeaseLive, "same": LeaseLive, "other": LeaseLive, "killed": LeaseLive}}
+	w, err := (&BusSource{Stream: e.Obs, Routers: leases}).Open(t.Context(), exp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	batch := func(router, series string, seq uint64, at time.Duration) {
+		b := observed(uid, bus.RoleLive, start.Add(at), []float64{5}, 0)
+		b.Router, b.Series, b.Seq = router, series, seq
+		e.publishObs(t, exp, b)
+	}
+	measure := func(k int) []string {
+		t.Helper()
+		m, err := w.Measure(t.Context(), bus.RoleLive, start.Add(time.Duration(k)*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.Loss == nil {
+			return nil
+		}
+		return m.Loss.Stopped
+	}
+	batch("idle", "s-idle", 1, 100*time.Millisecond)
+	batch("busy", "s-busy", 1, 200*time.Millisecond)
+	batch("busy", "s-busy", 2, 300*time.Millisecond)
+	if got := measure(1); got != nil {
+		t.Fatalf("iteration 1: stopped %v, want none: the idle router holds its lease", got)
+	}
+	batch("same", "s-same-1", 1, 1100*time.Millisecond)
+	batch("same", "s-same-2", 1, 1200*time.Millisecond)
+	if got := measure(2); !slices.Equal(got, []string{"same"}) {
+		t.Fatalf("iteration 2: stopped %v, want the router restarted under its name", got)
+	}
+	leases.set("idle", LeaseGone)
+	if got := measure(3); !slices.Equal(got, []string{"idle", "same"}) {
+		t.Fatalf("iteration 3: stopped %v, want the idle router too once its lease is gone", got)
+	}
+	batch("nolease", "s-old", 1, 3100*time.Millisecond)
+	batch("other", "s-other", 1, 3200*time.Millisecond)
+	if got := measure(4); !slices.Equal(got, []string{"idle", "nolease", "same"}) {
+		t.Fatalf("iteration 4: stopped %v, want the router without a lease, whose series another one's followed", got)
+	}
+	// Killed: its heartbeats stop, and its restart under another name
+	// starts a series before its lease has lapsed.
+	batch("killed", "s-killed", 1, 4100*time.Millisecond)
+	batch("restarted", "s-restarted", 1, 4200*time.Millisecond)
+	if got := measure(5); slices.Contains(got, "killed") {
+		t.Fatalf("iteration 5: stopped %v, want the killed router not yet: its lease is live", got)
+	}
+	leases.set("killed", LeaseStale)
+	if got := measure(5); !slices.Equal(got, []string{"idle", "killed", "nolease", "same"}) {
+		t.Fatalf("iteration 5: stopped %v, want the killed router, its lease stale and a later series gone on", got)
 	}
 }

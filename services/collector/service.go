@@ -18,6 +18,7 @@ import (
 	"github.com/darklaunch/darklaunch/shared"
 	"github.com/darklaunch/darklaunch/shared/bus"
 	"github.com/darklaunch/darklaunch/shared/experiment"
+	"github.com/darklaunch/darklaunch/shared/members"
 	"github.com/darklaunch/darklaunch/shared/reconcile"
 	"github.com/darklaunch/darklaunch/shared/service"
 )
@@ -78,12 +79,20 @@ type runner struct {
 	store  *bus.Store
 	source Source
 	prom   *promMetrics
+	// events is the events stream, where a clock taken over finds the
+	// last snapshot stored (owner.go).
+	events jetstream.Stream
+	// group is this collector among the others (owner.go); nil: it works
+	// alone.
+	group *members.Group
 }
 
-// Run keeps one clock per running experiment until ctx ends. It reconciles
-// from the state bucket: after a restart each clock resumes at
-// completedIterations+1 and catches up at once on the iterations whose time
-// has passed (same Msg-Ids, so the stream drops what was already published).
+// Run keeps one clock per running experiment until ctx ends, among all the
+// collectors that run (owner.go). It reconciles from the state bucket:
+// after a restart, or on taking a clock over from another collector, each
+// clock resumes after the last snapshot stored and catches up at once on
+// the iterations whose time has passed (same Msg-Ids, so the stream drops
+// what another collector published meanwhile).
 func (s *Service) Run(ctx context.Context) error {
 	infra, err := bus.OpenInfra(ctx, s.nc, s.log)
 	if err != nil {
@@ -93,7 +102,19 @@ func (s *Service) Run(ctx context.Context) error {
 	if err != nil {
 		return service.Exit(ctx, Name, err)
 	}
-	r := &runner{cfg: s.cfg, log: s.log, js: infra.JS, obs: infra.Obs, store: infra.Store, source: src, prom: s.prom}
+	if bs, ok := src.(*BusSource); ok && bs.Routers == nil && infra.Members != nil {
+		bs.Routers = watchRouterLeases(ctx, infra.Members, s.log)
+	}
+	r := &runner{cfg: s.cfg, log: s.log, js: infra.JS, obs: infra.Obs, store: infra.Store, source: src, prom: s.prom, events: infra.Events}
+	if r.group = members.JoinOrAlone(ctx, infra.Members, bus.RoleCollector, s.cfg.Instance, s.log); r.group != nil {
+		defer func() {
+			// After the clocks have stopped: the lease's deletion hands
+			// them to the others at once.
+			lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			r.group.Leave(lctx)
+		}()
+	}
 	// Experiments deleted while no collector ran: their observations would
 	// otherwise stay until the stream's MaxAge.
 	var sweep sync.WaitGroup
@@ -116,7 +137,7 @@ func (s *Service) Run(ctx context.Context) error {
 // Task is the clock of a running experiment; a completed or deleted one
 // needs none.
 func (r *runner) Task(exp *experiment.Experiment) reconcile.Task {
-	return reconcile.WhileRunning(exp, r.clock)
+	return reconcile.WhileRunning(exp, r.ownedClock)
 }
 
 // Release purges the observations of a run that is gone, deleted or

@@ -39,11 +39,13 @@ type Config struct {
 	// deletion always removes it.
 	KeepRouting bool
 
-	// Instance names this router among several. Default a new NUID.
-	Instance string
-
 	// Registry receives the Prometheus counters. Default a new private one.
 	Registry *prometheus.Registry
+
+	// Instance names this router among the others: its lease in the
+	// members bucket, and its proxy's observation batches (Proxy.Instance
+	// when that is empty). Default Proxy.Instance if set, else a new NUID.
+	Instance string
 }
 
 // Default replaces every zero value with its default.
@@ -52,9 +54,10 @@ func (c *Config) Default() {
 		c.Backend = BackendProxy
 	}
 	c.Settings.Default()
+	c.Instance = cmp.Or(c.Instance, c.Proxy.Instance, nuid.Next())
+	c.Proxy.Instance = cmp.Or(c.Proxy.Instance, c.Instance)
 	c.Proxy.Default()
 	c.Istio.Default()
-	c.Instance = cmp.Or(c.Instance, nuid.Next())
 	if c.Registry == nil {
 		c.Registry = prometheus.NewRegistry()
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/darklaunch/darklaunch/shared/bus"
 	"github.com/darklaunch/darklaunch/shared/experiment"
+	"github.com/darklaunch/darklaunch/shared/members"
 	"github.com/darklaunch/darklaunch/shared/reconcile"
 	"github.com/darklaunch/darklaunch/shared/retry"
 	"github.com/darklaunch/darklaunch/shared/service"
@@ -50,6 +51,9 @@ type Service struct {
 	// set before the reconcile loop starts.
 	ctx   context.Context
 	store *bus.Store
+	// group is this router among the others (instances.go); nil: it
+	// works alone.
+	group *members.Group
 	// ending are the teardowns under way, by experiment key (handover.go).
 	mu        sync.Mutex
 	ending    map[string][]*ending
@@ -119,6 +123,16 @@ func (s *Service) Run(ctx context.Context) error {
 		return service.Exit(ctx, Source, err)
 	}
 	s.ctx, s.store = ctx, infra.Store
+	// The lease outlives ctx: it goes once the backend has stopped (the
+	// proxy's last flush published), so that a collector never sees this
+	// router gone before its last observations are stored.
+	if s.group = members.JoinOrAlone(context.WithoutCancel(ctx), infra.Members, bus.RoleRouter, s.cfg.Instance, s.log); s.group != nil {
+		defer func() {
+			lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			s.group.Leave(lctx)
+		}()
+	}
 
 	// A route that cannot be restored (a configuration problem) is tried
 	// again from InitInterval on, doubling up to 30s, until fixed or the
@@ -180,7 +194,7 @@ func (s *Service) Task(e *experiment.Experiment) reconcile.Task {
 	switch e.Status.Stage {
 	case experiment.StageInitializing:
 		if e.Status.Routing == nil {
-			return func(ctx context.Context) error { s.initialize(ctx, e); return nil }
+			return s.initTask(e)
 		}
 		return s.restore(e)
 	case experiment.StageRunning, experiment.StageFinishing:

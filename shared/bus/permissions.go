@@ -157,6 +157,9 @@ func Permissions(role string) (Permission, error) {
 		event(EventLoad)
 	case RoleCollector:
 		event(EventMetrics)
+		// The last snapshot stored, where a clock taken over from another
+		// collector resumes (a get of one message, no consumer).
+		p.Publish = append(p.Publish, api("STREAM.MSG.GET", StreamEvents), api("DIRECT.GET", StreamEvents, ">"))
 		p.Publish = append(p.Publish, readStream(StreamObs)...)
 		p.Publish = append(p.Publish, api("STREAM.PURGE", StreamObs))
 	case RoleOperator:

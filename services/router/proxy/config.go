@@ -51,7 +51,9 @@ type Config struct {
 	// longer than it (sketch.SlotWidth). Default 1s.
 	FlushInterval time.Duration
 	// Instance tells this router's observation batches apart from another
-	// router's. Default a new NUID per process.
+	// router's; the router sets it to its own Instance, which names its
+	// lease too, so that the collector finds a batch's router among the
+	// leases. Default a new NUID per process.
 	Instance string
 }
 
