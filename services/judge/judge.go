@@ -29,6 +29,7 @@ type Service struct {
 	log   *slog.Logger
 	prom  *promMetrics
 	ready *service.Readiness
+	cache *stateCache
 
 	// Set by Run, before any handler runs.
 	js     jetstream.JetStream
@@ -49,6 +50,7 @@ func New(cfg Config, nc *nats.Conn, log *slog.Logger) (*Service, error) {
 		log:   log.With("service", Name, "instance", cfg.Instance),
 		prom:  prom,
 		ready: service.NewReadiness(nc, consumingParts()...),
+		cache: newStateCache(),
 	}, nil
 }
 

@@ -38,10 +38,26 @@ type committed struct {
 // raced another is refused rather than judged again. A Result.Err is
 // returned as the error, with nothing stored.
 func (s *Service) commit(ctx context.Context, ref bus.Ref, in Input) (committed, error) {
+	_, isCreate := in.(Create)
+	_, isDelete := in.(Delete)
+	// Only an event or a tick steps on the cached state (stateCache); a
+	// create or a delete reads the bucket, and the entry is dropped.
+	cached, fromCache := s.cache.get(ref)
+	if isCreate || isDelete {
+		s.cache.drop(ref)
+		fromCache = false
+	}
 	for attempt := 1; ; attempt++ {
 		c := committed{}
 		step := in
-		cur, rev, err := s.store.Get(ctx, ref.Namespace, ref.Name)
+		var cur *experiment.Experiment
+		var rev uint64
+		var err error
+		if fromCache {
+			cur, rev = cached.exp, cached.rev
+		} else {
+			cur, rev, err = s.store.Get(ctx, ref.Namespace, ref.Name)
+		}
 		switch {
 		case errors.Is(err, shared.ErrNotFound):
 			cur, rev = nil, 0
@@ -66,11 +82,29 @@ func (s *Service) commit(ctx context.Context, ref bus.Ref, in Input) (committed,
 		if c.Err != nil {
 			return c, c.Err
 		}
-		c.rev, err = s.write(ctx, ref, c.Result, rev)
-		if _, isCreate := in.(Create); errors.Is(err, shared.ErrConflict) && !isCreate && attempt < maxCommitAttempts {
+		if fromCache && c.Next == nil && !c.Remove {
+			// Nothing to write, so nothing checks the guess: step again
+			// on the stored state.
+			fromCache = false
 			continue
 		}
-		return c, err
+		c.rev, err = s.write(ctx, ref, c.Result, rev)
+		if errors.Is(err, shared.ErrConflict) && fromCache {
+			fromCache = false // someone wrote since: read what they wrote
+			s.cache.drop(ref)
+			continue
+		}
+		if errors.Is(err, shared.ErrConflict) && !isCreate && attempt < maxCommitAttempts {
+			continue
+		}
+		if err != nil {
+			s.cache.drop(ref)
+			return c, err
+		}
+		if !isCreate && !isDelete {
+			s.cache.put(ref, c.Result.state(cur), c.rev)
+		}
+		return c, nil
 	}
 }
 
@@ -101,6 +135,7 @@ func (s *Service) write(ctx context.Context, ref bus.Ref, res Result, rev uint64
 // compare-and-swap on the revision it wrote: the state it replaced is put
 // back, or the key it created deleted.
 func (s *Service) restore(ctx context.Context, ref bus.Ref, c committed) error {
+	s.cache.drop(ref)
 	if c.prev == nil {
 		return s.store.Delete(ctx, ref.Namespace, ref.Name, c.rev)
 	}
@@ -116,7 +151,11 @@ func (s *Service) handle(ctx context.Context, ref bus.Ref, in Input, log *slog.L
 		return err
 	}
 	s.record(log, c.Result)
-	return s.publish(ctx, c.Out)
+	if err := s.publish(ctx, c.Out); err != nil {
+		s.cache.drop(ref)
+		return err
+	}
+	return nil
 }
 
 // publish sends events in order, each with its Msg-Id, so a republish after
