@@ -1,6 +1,7 @@
 package judge
 
 import (
+	"maps"
 	"slices"
 
 	"github.com/darklaunch/darklaunch/shared/bus"
@@ -35,9 +36,76 @@ func sameLoad(a, b *experiment.LoadStatus) bool {
 	if a == nil || b == nil {
 		return a == b
 	}
-	x, y := *a, *b
-	x.Window, y.Window = nil, nil
-	return x == y && (a.Window == nil) == (b.Window == nil) && (a.Window == nil || *a.Window == *b.Window)
+	type counts struct {
+		sent, succeeded, failed, canceled, answered int64
+		rate                                        float64
+		instance                                    string
+	}
+	of := func(l *experiment.LoadStatus) counts {
+		return counts{l.Sent, l.Succeeded, l.Failed, l.Canceled, l.Answered, l.AchievedRate, l.Instance}
+	}
+	return of(a) == of(b) && (a.Window == nil) == (b.Window == nil) && (a.Window == nil || *a.Window == *b.Window) &&
+		maps.Equal(a.Shares, b.Shares)
+}
+
+// mergeLoad is the load status after report p, given the last one, prev.
+// A report of one loadgen alone is the whole traffic's, as it always was.
+// Once several instances share the rate (p.Instances > 1), each reports
+// its own share: the status keeps every instance's latest report
+// (Shares) and counts their sum, so that an instance that stopped or
+// died still counts what it sent. The window is summed only where every
+// share has counted the same iteration; else the last one stays.
+func mergeLoad(prev *experiment.LoadStatus, p bus.LoadProgress) experiment.LoadStatus {
+	share := experiment.LoadShare{Sent: p.Sent, Succeeded: p.Succeeded, Failed: p.Failed, Canceled: p.Canceled,
+		AchievedRate: p.AchievedRate, Answered: p.Answered}
+	if p.Window != nil {
+		share.Window = *p.Window
+	}
+	shared := prev != nil && len(prev.Shares) > 0
+	if p.Instance == "" || (p.Instances <= 1 && !shared) {
+		return experiment.LoadStatus{Sent: p.Sent, Succeeded: p.Succeeded, Failed: p.Failed, Canceled: p.Canceled,
+			AchievedRate: p.AchievedRate, Answered: p.Answered, Window: p.Window, Instance: p.Instance}
+	}
+	shares := map[string]experiment.LoadShare{}
+	switch {
+	case shared:
+		maps.Copy(shares, prev.Shares)
+	case prev != nil && prev.Instance != "" && prev.Instance != p.Instance:
+		// The instance that was alone until now: its last report.
+		s := experiment.LoadShare{Sent: prev.Sent, Succeeded: prev.Succeeded, Failed: prev.Failed,
+			Canceled: prev.Canceled, AchievedRate: prev.AchievedRate, Answered: prev.Answered}
+		if prev.Window != nil {
+			s.Window = *prev.Window
+		}
+		shares[prev.Instance] = s
+	}
+	shares[p.Instance] = share
+	sum := experiment.LoadStatus{Shares: shares}
+	var window *experiment.WindowCount
+	for _, name := range slices.Sorted(maps.Keys(shares)) {
+		s := shares[name]
+		sum.Sent += s.Sent
+		sum.Succeeded += s.Succeeded
+		sum.Failed += s.Failed
+		sum.Canceled += s.Canceled
+		sum.AchievedRate += s.AchievedRate
+		sum.Answered += s.Answered
+		switch {
+		case window == nil:
+			window = &experiment.WindowCount{Iteration: s.Window.Iteration, Requests: s.Window.Requests}
+		case window.Iteration == s.Window.Iteration:
+			window.Requests += s.Window.Requests
+		default:
+			window.Iteration = -1 // the shares disagree
+		}
+	}
+	switch {
+	case window != nil && window.Iteration > 0:
+		sum.Window = window
+	case prev != nil:
+		sum.Window = prev.Window
+	}
+	return sum
 }
 
 // noteLiveCount keeps the live request-count of a snapshot measured from the

@@ -73,9 +73,7 @@ func baselineRevision(e *experiment.Experiment) string {
 
 // stepLoad records loadgen's progress; an unchanged report changes nothing.
 func stepLoad(cur *experiment.Experiment, in LoadEvent) Result {
-	p := in.LoadProgress
-	ls := experiment.LoadStatus{Sent: p.Sent, Succeeded: p.Succeeded, Failed: p.Failed, Canceled: p.Canceled,
-		AchievedRate: p.AchievedRate, Answered: p.Answered, Window: p.Window}
+	ls := mergeLoad(cur.Status.Load, in.LoadProgress)
 	if sameLoad(cur.Status.Load, &ls) {
 		return Result{}
 	}

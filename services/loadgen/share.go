@@ -125,9 +125,16 @@ func (r *runner) share() (index, n int) {
 // the start were then the leases of dead instances (a loadgen restarted
 // under a new name sees its old lease for up to a TTL), not instances that
 // count their shares in reports of their own.
+//
+// Once several shared the rate, status.load keeps each instance's latest
+// report (Shares) and the judge sums them: an instance goes on from its
+// own report only, at once (a loadgen restarted under its own name, the
+// chart's pod name), and from nothing under a new name; the others'
+// reports stay counted where they are.
 type resumption struct {
-	last  *experiment.LoadStatus
-	until time.Time
+	last     *experiment.LoadStatus
+	until    time.Time
+	instance string
 }
 
 // ready returns, once, the totals to go on from, if it is time to.
@@ -136,6 +143,19 @@ func (p *resumption) ready(alone bool, now time.Time) *experiment.LoadStatus {
 	switch {
 	case last == nil:
 		return nil
+	case len(last.Shares) > 0:
+		p.last = nil
+		own, ok := last.Shares[p.instance]
+		if !ok {
+			return nil
+		}
+		w := own.Window
+		ls := &experiment.LoadStatus{Sent: own.Sent, Succeeded: own.Succeeded, Failed: own.Failed, Canceled: own.Canceled,
+			AchievedRate: own.AchievedRate, Answered: own.Answered}
+		if w.Iteration > 0 {
+			ls.Window = &w
+		}
+		return ls
 	case alone:
 		p.last = nil
 		return last

@@ -404,3 +404,30 @@ func TestSharedTrafficResumesOnlyAlone(t *testing.T) {
 		}
 	})
 }
+
+// TestResumptionFromShares: once status.load has the instances' shares, a
+// loadgen goes on from its own share only, at once whether alone or not,
+// and from nothing under a name that has none (the others' shares stay
+// counted by the judge).
+func TestResumptionFromShares(t *testing.T) {
+	last := &experiment.LoadStatus{Sent: 300, Shares: map[string]experiment.LoadShare{
+		"a": {Sent: 100, Answered: 90, Window: experiment.WindowCount{Iteration: 2, Requests: 80}},
+		"b": {Sent: 200},
+	}}
+	now := time.Now()
+	r := resumption{last: last, until: now.Add(time.Hour), instance: "a"}
+	got := r.ready(false, now)
+	if got == nil || got.Sent != 100 || got.Answered != 90 || got.Window == nil || got.Window.Requests != 80 {
+		t.Fatalf("instance a resumed %+v, want its own share", got)
+	}
+	if again := r.ready(true, now); again != nil {
+		t.Errorf("resumed twice: %+v", again)
+	}
+	r = resumption{last: last, until: now.Add(time.Hour), instance: "c"}
+	if got := r.ready(true, now); got != nil {
+		t.Errorf("instance c, with no share, resumed %+v", got)
+	}
+	if b := (&resumption{last: last, instance: "b"}).ready(false, now); b == nil || b.Sent != 200 || b.Window != nil {
+		t.Errorf("instance b resumed %+v, want its share without a window", b)
+	}
+}

@@ -69,7 +69,7 @@ func (r *runner) traffic(ctx context.Context, exp *experiment.Experiment) {
 	// new process's only. The achieved rate then covers the downtime too.
 	// With other instances sharing the rate, only once alone (resumption).
 	since := t0
-	resume := resumption{last: exp.Status.Load, until: t0.Add(r.cfg.MemberTTL * 3 / 2)}
+	resume := resumption{last: exp.Status.Load, until: t0.Add(r.cfg.MemberTTL * 3 / 2), instance: r.cfg.Instance}
 	goOn := func(now time.Time) {
 		_, n := r.share()
 		if last := resume.ready(n <= 1, now); last != nil {

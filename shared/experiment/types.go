@@ -267,6 +267,24 @@ type LoadStatus struct {
 	// Answered and Window: see bus.LoadProgress.
 	Answered int64        `json:"answered,omitempty"`
 	Window   *WindowCount `json:"window,omitempty"`
+	// Shares are the latest reports of each loadgen instance, by
+	// instance, when several shared the rate (each counts its own share
+	// of the requests); the counts above are then their sum. Instance is
+	// the instance whose report the counts are, when they are one's.
+	Shares   map[string]LoadShare `json:"shares,omitempty"`
+	Instance string               `json:"instance,omitempty"`
+}
+
+// LoadShare is one loadgen instance's latest report, when several share
+// the experiment's rate. Window.Iteration is 0 before its first window.
+type LoadShare struct {
+	Sent         int64       `json:"sent"`
+	Succeeded    int64       `json:"succeeded"`
+	Failed       int64       `json:"failed"`
+	Canceled     int64       `json:"canceled,omitempty"`
+	AchievedRate float64     `json:"achievedRate"`
+	Answered     int64       `json:"answered,omitempty"`
+	Window       WindowCount `json:"window"`
 }
 
 // Key is "namespace/name".
