@@ -34,7 +34,10 @@ const BucketMembers = "darklaunch-members"
 const DefaultTTL = 3 * time.Second
 
 // BucketConfig is the bucket's configuration for instances with leases of
-// ttl (DefaultTTL if zero), replicated replicas times.
+// ttl (DefaultTTL if zero), replicated replicas times. On file, not in
+// memory: a NATS restart keeps the leases (a bucket in memory was gone
+// after one, and nobody made it again until the judge restarted), and a
+// lease is only a few puts a second.
 func BucketConfig(ttl time.Duration, replicas int) jetstream.KeyValueConfig {
 	if ttl <= 0 {
 		ttl = DefaultTTL
@@ -44,7 +47,7 @@ func BucketConfig(ttl time.Duration, replicas int) jetstream.KeyValueConfig {
 		Description: "darklaunch service instances (leases)",
 		History:     1,
 		TTL:         ttl,
-		Storage:     jetstream.MemoryStorage,
+		Storage:     jetstream.FileStorage,
 		Replicas:    max(replicas, 1),
 	}
 }
