@@ -212,21 +212,7 @@ func proxiesRun(t *testing.T, name string, n int, mode proxiesMode) map[string][
 		t.Fatalf("create: %v", err)
 	}
 	ref := bus.Ref{Namespace: "default", Name: name}
-	var begin time.Time
-	for begin.IsZero() {
-		x, err := e.client.Get(ctx, ref)
-		if err != nil {
-			t.Fatalf("get: %v", err)
-		}
-		switch {
-		case x.Status.Terminal():
-			t.Fatalf("experiment ended before it ran: %s", x.Status.Message)
-		case x.Status.StartTime != nil:
-			begin = *x.Status.StartTime
-		default:
-			time.Sleep(5 * time.Millisecond)
-		}
-	}
+	begin := awaitStart(ctx, t, e.client, ref)
 
 	// perIteration requests in the middle 60 % of each iteration, 20 ms
 	// apart: none ends anywhere near a window's edge, even on a loaded

@@ -67,21 +67,7 @@ func windowsAreExact(t *testing.T, flush time.Duration) {
 		t.Fatalf("create: %v", err)
 	}
 	ref := bus.Ref{Namespace: "default", Name: name}
-	var begin time.Time
-	for begin.IsZero() {
-		x, err := client.Get(cctx, ref)
-		if err != nil {
-			t.Fatalf("get: %v", err)
-		}
-		switch {
-		case x.Status.Terminal():
-			t.Fatalf("experiment ended before it ran: %s", x.Status.Message)
-		case x.Status.StartTime != nil:
-			begin = *x.Status.StartTime
-		default:
-			time.Sleep(5 * time.Millisecond)
-		}
-	}
+	begin := awaitStart(cctx, t, client, ref)
 
 	// Request i is due at begin + (i + ½)/rate; one due while the test was
 	// still waiting for the start goes at once, in the same iteration.
@@ -154,4 +140,23 @@ func get(base, host string) error {
 		return fmt.Errorf("GET %s: status %d", base, resp.StatusCode)
 	}
 	return nil
+}
+
+// awaitStart waits until the experiment ref runs and returns its
+// status.startTime.
+func awaitStart(ctx context.Context, t *testing.T, client *bus.Client, ref bus.Ref) time.Time {
+	t.Helper()
+	for {
+		x, err := client.Get(ctx, ref)
+		if err != nil {
+			t.Fatalf("get: %v", err)
+		}
+		switch {
+		case x.Status.Terminal():
+			t.Fatalf("experiment ended before it ran: %s", x.Status.Message)
+		case x.Status.StartTime != nil:
+			return *x.Status.StartTime
+		}
+		time.Sleep(5 * time.Millisecond) // polling the API: the state has no event to wait on here
+	}
 }
