@@ -11,7 +11,6 @@ import (
 
 	"github.com/darklaunch/darklaunch/shared"
 	"github.com/darklaunch/darklaunch/shared/bus"
-	"github.com/darklaunch/darklaunch/shared/members"
 	"github.com/darklaunch/darklaunch/shared/retry"
 )
 
@@ -87,39 +86,16 @@ type partition struct {
 }
 
 // consume handles the judge's events, every partition in parallel, until
-// ctx ends. With other judges (group), each partition is consumed by its
-// owner among the live judges (rendezvous hashing over their leases), so
-// that one judge handles an experiment's events while it lives, on the
-// state it last wrote (stateCache), and the judges divide the partitions
-// between them; a judge whose lease is gone (stopped: at once; crashed:
-// after the lease's TTL) has its partitions taken over. Alone (no group),
-// it consumes every partition. Two judges that disagree for a moment on
-// the owner may both consume a partition: its one event in flight keeps
-// the order still.
-func (s *Service) consume(ctx context.Context, group *members.Group) {
+// ctx ends.
+func (s *Service) consume(ctx context.Context) {
 	var wg sync.WaitGroup
 	for p := range bus.JudgePartitions {
 		pt := &partition{Service: s, p: p, part: consumingPart(p),
 			retries: retryBudget{max: s.cfg.MaxDeliveries, failures: map[uint64]int{}}}
-		if group == nil {
-			wg.Go(func() { pt.consume(ctx) })
-			continue
-		}
-		// A partition another judge owns is no part of this one's
-		// readiness.
-		s.ready.Up(pt.part)
-		wg.Go(func() {
-			group.While(ctx, partitionKey(p), func(ctx context.Context) {
-				defer s.ready.Up(pt.part)
-				pt.consume(ctx)
-			})
-		})
+		wg.Go(func() { pt.consume(ctx) })
 	}
 	wg.Wait()
 }
-
-// partitionKey is partition p's key among the judges' leases.
-func partitionKey(p int) string { return fmt.Sprintf("partition-%d", p) }
 
 // consume handles the partition's events until ctx ends. It sets the
 // consumer up again (creating it if it went away: deleted, NATS restarted

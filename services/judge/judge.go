@@ -17,7 +17,6 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/darklaunch/darklaunch/shared/bus"
-	"github.com/darklaunch/darklaunch/shared/members"
 	"github.com/darklaunch/darklaunch/shared/service"
 )
 
@@ -89,20 +88,12 @@ func (s *Service) Run(ctx context.Context) error {
 		}
 	}()
 
-	group := members.JoinOrAlone(ctx, infra.Members, bus.RoleJudge, s.cfg.Instance, s.log)
 	var wg sync.WaitGroup
-	wg.Go(func() { s.consume(ctx, group) })
+	wg.Go(func() { s.consume(ctx) })
 	wg.Go(func() { s.watchdog(ctx) })
 	s.log.Info("judge running", "version", s.cfg.Version)
 	<-ctx.Done()
 	wg.Wait()
-	if group != nil {
-		// After the partitions have stopped: the lease's deletion hands
-		// them to the other judges at once.
-		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		group.Leave(lctx)
-		cancel()
-	}
 	s.log.Info("judge stopped")
 	return nil
 }
