@@ -12,7 +12,9 @@ import (
 // the share of one that stopped reporting, and sums the window only where
 // every share counted the same iteration.
 func TestMergeLoadSumsTheInstancesShares(t *testing.T) {
-	w := func(k int32, n int64) *experiment.WindowCount { return &experiment.WindowCount{Iteration: k, Requests: n} }
+	w := func(k int32, n int64) *experiment.WindowCount {
+		return &experiment.WindowCount{Iteration: k, Requests: n}
+	}
 	report := func(instance string, instances int32, sent int64, window *experiment.WindowCount) bus.LoadProgress {
 		return bus.LoadProgress{Instance: instance, Instances: instances, Sent: sent, Succeeded: sent, Answered: sent, AchievedRate: float64(sent) / 10, Window: window}
 	}
