@@ -20,7 +20,6 @@ import (
 	"github.com/darklaunch/darklaunch/services/router/mirroring"
 	"github.com/darklaunch/darklaunch/services/router/proxy"
 	"github.com/darklaunch/darklaunch/shared/bus"
-	"github.com/darklaunch/darklaunch/shared/experiment"
 	"github.com/darklaunch/darklaunch/shared/service"
 )
 
@@ -289,21 +288,14 @@ func proxiesRun(t *testing.T, name string, n int, mode proxiesMode) map[string][
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	counts := map[string][]float64{}
-	for _, ev := range e.events(name, bus.EventMetrics) {
-		s := ev.Snapshot
-		v := s.Values[experiment.MetricRequestCount]
-		if v == nil || int(s.Iteration) != len(counts[s.Role])+1 {
-			t.Fatalf("snapshot %+v: want iteration %d with a request-count", s, len(counts[s.Role])+1)
-		}
+	counts := requestCounts(t, e.events(name, bus.EventMetrics), func(s *bus.Snapshot) {
 		if s.Loss != nil && mode != cutSecond {
 			t.Errorf("%s iteration %d: observations reported lost: %+v", s.Role, s.Iteration, s.Loss)
 		}
 		if s.Role == bus.RoleDark && s.Mirror != nil && len(s.Mirror.Dropped) > 0 {
 			t.Errorf("dark iteration %d: copies dropped %v", s.Iteration, s.Mirror.Dropped)
 		}
-		counts[s.Role] = append(counts[s.Role], *v)
-	}
+	})
 	t.Logf("%d proxies, requests sent to each %v; cumulative request-count by iteration: live %v, dark %v", n, sent, counts[bus.RoleLive], counts[bus.RoleDark])
 	its := e.events(name, bus.EventIteration)
 	for i, ev := range its {

@@ -99,15 +99,7 @@ func windowsAreExact(t *testing.T, flush time.Duration) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	counts := map[string][]float64{}
-	for _, ev := range e.events(name, bus.EventMetrics) {
-		s := ev.Snapshot
-		v := s.Values[experiment.MetricRequestCount]
-		if v == nil || int(s.Iteration) != len(counts[s.Role])+1 {
-			t.Fatalf("snapshot %+v: want iteration %d with a request-count", s, len(counts[s.Role])+1)
-		}
-		counts[s.Role] = append(counts[s.Role], *v)
-	}
+	counts := requestCounts(t, e.events(name, bus.EventMetrics), nil)
 	t.Logf("cumulative request-count by iteration: live %v, dark %v", counts[bus.RoleLive], counts[bus.RoleDark])
 	for role, share := range map[string]float64{bus.RoleLive: 1, bus.RoleDark: percent / 100.0} {
 		if len(counts[role]) != iterations {
@@ -159,4 +151,24 @@ func awaitStart(ctx context.Context, t *testing.T, client *bus.Client, ref bus.R
 		}
 		time.Sleep(5 * time.Millisecond) // polling the API: the state has no event to wait on here
 	}
+}
+
+// requestCounts is each role's cumulative request-count by iteration, from
+// the experiment's metrics events, which must come in order, one per role
+// and iteration; check, if not nil, looks at each snapshot too.
+func requestCounts(t *testing.T, metrics []*bus.Event, check func(*bus.Snapshot)) map[string][]float64 {
+	t.Helper()
+	counts := map[string][]float64{}
+	for _, ev := range metrics {
+		s := ev.Snapshot
+		v := s.Values[experiment.MetricRequestCount]
+		if v == nil || int(s.Iteration) != len(counts[s.Role])+1 {
+			t.Fatalf("snapshot %+v: want iteration %d with a request-count", s, len(counts[s.Role])+1)
+		}
+		if check != nil {
+			check(s)
+		}
+		counts[s.Role] = append(counts[s.Role], *v)
+	}
+	return counts
 }

@@ -53,3 +53,22 @@ func (c *stateCache) drop(ref bus.Ref) {
 	defer c.mu.Unlock()
 	delete(c.m, ref)
 }
+
+// keepOnly drops the entries of experiments not in list (the bucket's
+// experiments, as the watchdog reads them every pass): one deleted through
+// another judge's API, or finished by another judge, is not kept for ever.
+func (c *stateCache) keepOnly(list []*experiment.Experiment) {
+	running := make(map[bus.Ref]bool, len(list))
+	for _, e := range list {
+		if !e.Status.Terminal() {
+			running[bus.Ref{Namespace: e.Metadata.Namespace, Name: e.Metadata.Name}] = true
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for ref := range c.m {
+		if !running[ref] {
+			delete(c.m, ref)
+		}
+	}
+}

@@ -3,6 +3,7 @@ package judge
 import (
 	"context"
 	"errors"
+	"slices"
 
 	"github.com/darklaunch/darklaunch/shared"
 	"github.com/darklaunch/darklaunch/shared/bus"
@@ -29,6 +30,8 @@ func (s *Service) failStuck(ctx context.Context) {
 		return
 	}
 	s.prom.countStages(list)
+	s.cache.keepOnly(list)
+	var lagging *bool // the queue's source behind: read once per pass, when needed
 	for _, e := range list {
 		ref := bus.Ref{Namespace: e.Metadata.Namespace, Name: e.Metadata.Name}
 		log := s.expLog(ref.Namespace, ref.Name)
@@ -36,7 +39,7 @@ func (s *Service) failStuck(ctx context.Context) {
 		if !Step(e, tick, s.now(), s.limits()).Changed() {
 			continue // not stuck: no need to look at the queue
 		}
-		waiting, err := s.eventsWaiting(ctx, e)
+		waiting, err := s.eventsWaiting(ctx, e, &lagging)
 		if err != nil {
 			if ctx.Err() == nil {
 				log.Warn("watchdog: look for unhandled events", "err", err)
@@ -59,7 +62,7 @@ func (s *Service) failStuck(ctx context.Context) {
 // is gone from the judge's queue (a work queue: acked is deleted); one
 // stored on the events stream but not in the queue is waiting still while
 // the queue's source lags behind the events stream.
-func (s *Service) eventsWaiting(ctx context.Context, e *experiment.Experiment) (bool, error) {
+func (s *Service) eventsWaiting(ctx context.Context, e *experiment.Experiment, lagging **bool) (bool, error) {
 	typ := bus.EventMetrics
 	if e.Status.Stage == experiment.StageInitializing {
 		typ = bus.EventRouting
@@ -75,14 +78,13 @@ func (s *Service) eventsWaiting(ctx context.Context, e *experiment.Experiment) (
 	} else if !errors.Is(err, jetstream.ErrMsgNotFound) {
 		return false, err
 	}
-	info, err := s.queue.Info(ctx)
-	if err != nil {
-		return false, err
-	}
-	for _, src := range info.Sources {
-		if src.Lag > 0 {
-			return true, nil
+	if *lagging == nil {
+		info, err := s.queue.Info(ctx)
+		if err != nil {
+			return false, err
 		}
+		lag := slices.ContainsFunc(info.Sources, func(src *jetstream.StreamSourceInfo) bool { return src.Lag > 0 })
+		*lagging = &lag
 	}
-	return false, nil
+	return **lagging, nil
 }
